@@ -1,0 +1,99 @@
+"""`evolve check`: verify a store against the invariants of DESIGN.md.
+
+1. every record parses; every child's parent exists;
+2. no individual died twice; no step has two children or two deaths;
+3. live = N - steps in flight; after a clean stop, live = N;
+4. a finished run has exactly N + steps individuals, none beyond.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+from evolve.store import CorruptRecord, Store, step_of
+
+PREFIXES = ("individuals/", "deaths/", "claims/", "selections/", "adoptions/")
+
+
+@dataclass
+class CheckReport:
+    population: int
+    total_steps: int
+    individuals: int = 0
+    live: int = 0
+    in_flight: int = 0
+    deaths: int = 0
+    violations: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.violations
+
+    @property
+    def finished(self) -> bool:
+        return self.individuals == self.total_steps and self.in_flight == 0
+
+
+def _read_all(store: Store, prefix: str, report: CheckReport) -> dict[str, dict[str, Any]]:
+    records = {}
+    for key in store.list_keys(prefix):
+        if not key.endswith(".json"):
+            continue
+        try:
+            record = store.read_json(key)
+        except CorruptRecord as exc:
+            report.violations.append(f"{key}: does not parse ({exc})")
+            continue
+        if record is not None:
+            records[key] = record
+    return records
+
+
+def check_store(store: Store, population: int, total_steps: int) -> CheckReport:
+    report = CheckReport(population=population, total_steps=total_steps)
+    v = report.violations
+    individuals = {step_of(k): r for k, r in _read_all(store, "individuals/", report).items()}
+    deaths = {step_of(k): r for k, r in _read_all(store, "deaths/", report).items()}
+    claims = {step_of(k) for k in _read_all(store, "claims/", report)}
+    report.individuals, report.deaths = len(individuals), len(deaths)
+
+    for step, record in individuals.items():
+        if record.get("step") != step:
+            v.append(f"individuals/{step}: records step {record.get('step')!r}")
+        for parent in record.get("parents") or []:
+            if parent not in individuals:
+                v.append(f"individual {step}: parent {parent} does not exist")
+        if step >= population and not record.get("parents"):
+            v.append(f"individual {step}: a child with no parent")
+        if step >= total_steps:
+            v.append(f"individual {step}: beyond the run's {total_steps} steps")
+
+    killed_at = Counter()
+    for dead, record in deaths.items():
+        if dead not in individuals:
+            v.append(f"death of {dead}: no such individual")
+        step = record.get("killed_at_step")
+        killed_at[step] += 1
+        child = individuals.get(step)
+        if child is not None and child.get("loser") != dead:
+            v.append(f"death of {dead}: step {step}'s child records loser {child.get('loser')!r}")
+    for step, count in killed_at.items():
+        if count > 1:
+            v.append(f"step {step} killed {count} individuals")
+
+    killing_steps = set(killed_at)
+    unfinished_initial = {s for s in range(min(population, total_steps)) if s not in individuals}
+    in_flight = {s for s in killing_steps if s not in individuals} | unfinished_initial
+    report.in_flight = len(in_flight)
+    report.live = len(set(individuals) - set(deaths))
+    if report.live != population - report.in_flight:
+        v.append(f"live count {report.live} != population {population} - in flight {report.in_flight}")
+    for step, child in individuals.items():
+        if step >= population and step not in killing_steps:
+            v.append(f"individual {step}: its step killed nobody")
+    for step in claims:
+        if step >= total_steps:
+            v.append(f"claim {step}: beyond the run's {total_steps} steps")
+    return report

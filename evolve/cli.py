@@ -1,0 +1,334 @@
+"""The `evolve` command line."""
+
+from __future__ import annotations
+
+import json
+import random
+import sys
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+
+from genomes import GenomeError, SearchSpace, genome_class
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="Evolve neural architectures.")
+genome_app = typer.Typer(no_args_is_help=True, help="Inspect the genomes that evolve.")
+app.add_typer(genome_app, name="genome")
+
+out = Console()
+err = Console(stderr=True)
+
+
+def fail(message: str, code: int = 2) -> None:
+    """One line on stderr, non-zero exit, no traceback."""
+    err.print(f"[bold red]error:[/] {message}", highlight=False)
+    raise typer.Exit(code)
+
+
+def parse_shape(text: str) -> tuple[int, int, int]:
+    try:
+        c, h, w = (int(part) for part in text.lower().replace("x", ",").split(","))
+    except ValueError:
+        fail(f"--input-shape: expected C,H,W (e.g. 3,32,32), got {text!r}")
+    return c, h, w
+
+
+@genome_app.command("sample")
+def genome_sample(
+    kind: Annotated[str, typer.Option(help="Genome kind: dna or gcnn.")] = "dna",
+    mutations: Annotated[int, typer.Option(min=0, help="Mutations applied to the initial individual.")] = 20,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    input_shape: Annotated[str, typer.Option(help="Input shape C,H,W.")] = "3,32,32",
+    num_classes: Annotated[int, typer.Option(min=2)] = 10,
+    max_params: Annotated[int, typer.Option(min=1)] = 2_000_000,
+    as_json: Annotated[bool, typer.Option("--json", help="Print only the genome JSON.")] = False,
+) -> None:
+    """Draw an initial individual, mutate it, and print the genome and its parameter count."""
+    try:
+        space = SearchSpace(input_shape=parse_shape(input_shape), num_classes=num_classes, max_params=max_params)
+        cls = genome_class(kind)
+        rng = random.Random(seed)
+        genome = cls.initial(rng, space)
+        applied = []
+        for _ in range(mutations):
+            genome, mutation = genome.mutate(rng, space)
+            applied.append(mutation)
+    except GenomeError as exc:
+        fail(str(exc))
+    if as_json:
+        sys.stdout.write(json.dumps(genome.to_json(), indent=2) + "\n")
+        return
+    for i, m in enumerate(applied, 1):
+        out.print(f"{i:3d}. {m.name} {json.dumps(m.params)}", highlight=False)
+    out.print_json(json.dumps(genome.to_json()))
+    out.print(genome.describe(), highlight=False)
+    out.print(f"parameters: {genome.param_count(space.input_shape, space.num_classes):,}  hash: {genome.content_hash()[:12]}")
+
+
+
+
+# -- runs -------------------------------------------------------------------------------------
+
+def _open_store(url: str, storage_options: dict | None = None):
+    from evolve.store import Store
+
+    return Store.open(url, storage_options or {}, create=False)
+
+
+def _guard(fn):
+    """Turn the engine's expected errors into one red line and exit code 2."""
+    import functools
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        from evolve.config import ConfigError
+        from evolve.data import DataError
+        from evolve.store import StoreError
+
+        try:
+            return fn(*args, **kwargs)
+        except (ConfigError, DataError, StoreError, GenomeError) as exc:
+            fail(str(exc))
+        except KeyboardInterrupt:
+            err.print("interrupted: steps in flight will be adopted by `evolve resume`")
+            raise typer.Exit(130)
+
+    return wrapper
+
+
+def _launch(store, config, space, executor: str) -> None:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from evolve.run import run_in_process, run_on_ray, total_steps
+
+    total = total_steps(config)
+    with Progress(TextColumn("[bold]evolving"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=err, transient=False) as progress:
+        task = progress.add_task("steps", total=total)
+
+        def on_progress(done: int) -> None:
+            progress.update(task, completed=min(done, total))
+
+        runner = run_on_ray if executor == "ray" else run_in_process
+        runner(store, config, space, on_progress=on_progress)
+        on_progress(total)
+    _print_summary(store, config)
+
+
+def _print_summary(store, config) -> None:
+    from evolve.report import Snapshot, status
+    from evolve.run import total_steps
+
+    snap = Snapshot.read(store)
+    info = status(snap, config.population, total_steps(config))
+    best = snap.best(live_only=False)
+    out.print(f"run at {store.url}: {info['done']}/{info['total']} individuals, {info['live']} live, "
+              f"{info['failed']} failed")
+    if best is not None:
+        out.print(f"initial population best validation accuracy: {_pct(info['initial_best'])}")
+        out.print(f"best individual {best['step']}: validation {_pct(best.get('val_accuracy'))}, "
+                  f"test {_pct(best.get('test_accuracy'))}, {best['metrics'].get('params', 0):,} parameters",
+                  highlight=False)
+        out.print(genome_from_json_line(best["genome"]), highlight=False)
+
+
+def genome_from_json_line(data: dict) -> str:
+    from genomes import genome_from_json
+
+    return genome_from_json(data).describe()
+
+
+def _pct(value) -> str:
+    return "n/a" if value is None else f"{100 * value:.2f}%"
+
+
+@app.command()
+@_guard
+def run(
+    config_file: Annotated[Optional[str], typer.Option("--config", help="TOML, YAML or JSON config file.")] = None,
+    store: Annotated[Optional[str], typer.Option(help="Store URL (path, file://, s3://, gs://, memory://).")] = None,
+    genome: Annotated[Optional[str], typer.Option(help="dna or gcnn.")] = None,
+    selection: Annotated[Optional[str], typer.Option(help="tournament, aging or generational.")] = None,
+    population: Annotated[Optional[int], typer.Option(help="Population size N.")] = None,
+    workers: Annotated[Optional[int], typer.Option(help="Parallel workers.")] = None,
+    steps: Annotated[Optional[int], typer.Option(help="Children to produce after the initial population.")] = None,
+    dataset: Annotated[Optional[str], typer.Option(help="mnist-mini, digits, or cifar10:/cifar100:/mnist:/parquet: URL.")] = None,
+    seed: Annotated[Optional[int], typer.Option(help="Run seed.")] = None,
+    fitness: Annotated[Optional[str], typer.Option(help="train, or synthetic (engine tests).")] = None,
+    address: Annotated[Optional[str], typer.Option(help="Ray cluster address ('auto' on a cluster).")] = None,
+    gpus_per_worker: Annotated[Optional[float], typer.Option(help="Fractional GPUs per worker.")] = None,
+    executor: Annotated[str, typer.Option(help="ray, or local (threads in this process).")] = "ray",
+) -> None:
+    """Start (or continue) an evolution run; with no options, a small demo on the embedded dataset."""
+    from evolve.config import build_config, load_config_file
+    from evolve.run import open_run
+
+    data = load_config_file(config_file) if config_file else {}
+    given = {"store": store, "genome": genome, "selection": selection, "population": population,
+             "workers": workers, "steps": steps, "dataset": dataset, "seed": seed, "fitness": fitness,
+             "address": address, "gpus_per_worker": gpus_per_worker}
+    overrides = {k: v for k, v in given.items() if v is not None}
+    config = build_config({**data, **overrides}, config_file or "options")
+    store_, config, space = open_run(config, resume=False, overrides={**data, **overrides})
+    err.print(f"store {store_.url}: {config.genome} genomes, {config.selection} selection, population "
+              f"{config.population}, {config.steps} steps, {config.workers} workers, dataset {config.dataset}")
+    _launch(store_, config, space, executor)
+
+
+@app.command()
+@_guard
+def resume(
+    store: Annotated[str, typer.Argument(help="Store URL of the run.")],
+    workers: Annotated[Optional[int], typer.Option()] = None,
+    steps: Annotated[Optional[int], typer.Option(help="New total of children (extends a run).")] = None,
+    address: Annotated[Optional[str], typer.Option()] = None,
+    executor: Annotated[str, typer.Option(help="ray or local.")] = "ray",
+) -> None:
+    """Continue a stopped or killed run from its store; steps in flight are adopted."""
+    from evolve.config import RunConfig
+    from evolve.run import open_run
+
+    given = {"workers": workers, "steps": steps, "address": address}
+    overrides = {k: v for k, v in given.items() if v is not None}
+    store_, config, space = open_run(RunConfig(store=store), resume=True, overrides=overrides)
+    _launch(store_, config, space, executor)
+
+
+@app.command()
+@_guard
+def status(store: Annotated[str, typer.Argument(help="Store URL.")]) -> None:
+    """Steps done and in flight, live count, best and median fitness, throughput, per worker."""
+    from rich.table import Table
+
+    from evolve.report import Snapshot, status as run_status
+    from evolve.run import load_run, total_steps
+
+    st = _open_store(store)
+    config, _ = load_run(st)
+    info = run_status(Snapshot.read(st), config.population, total_steps(config))
+    out.print(f"{info['done']}/{info['total']} individuals ({info['in_flight']} in flight), {info['live']} live, "
+              f"best {_pct(info['best_fitness'])}, median {_pct(info['median_fitness'])}, "
+              f"{info['failed']} failed" + (f", {info['steps_per_hour']:.0f} steps/h" if info['steps_per_hour'] else ""))
+    table = Table("worker", "steps", "adopted", "train s")
+    for name, row in sorted(info["workers"].items()):
+        table.add_row(name, str(row["steps"]), str(row["adopted"]), f"{row['train_s']:.1f}")
+    out.print(table)
+
+
+@app.command()
+@_guard
+def best(
+    store: Annotated[str, typer.Argument(help="Store URL.")],
+    export: Annotated[Optional[str], typer.Option(help="Write the best's weights (safetensors, genome in metadata).")] = None,
+) -> None:
+    """The best individual: genome, accuracies, and optionally its weights."""
+    import json
+
+    from evolve.report import Snapshot
+
+    st = _open_store(store)
+    snap = Snapshot.read(st)
+    record = snap.best()
+    if record is None:
+        fail(f"{st.url}: no individuals yet")
+    out.print(f"individual {record['step']} ({'live' if record['step'] not in snap.deaths else 'dead'}): "
+              f"validation {_pct(record.get('val_accuracy'))}, test {_pct(record.get('test_accuracy'))}")
+    out.print(genome_from_json_line(record["genome"]), highlight=False)
+    out.print_json(json.dumps(record["genome"]))
+    if export:
+        info = record.get("weights")
+        data = st.read_bytes(info["key"]) if info else None
+        if data is None:
+            fail(f"individual {record['step']} has no stored weights")
+        from safetensors.torch import load, save
+
+        tensors = load(data)
+        meta = {"genome": json.dumps(record["genome"]), "step": str(record["step"]),
+                "val_accuracy": str(record.get("val_accuracy")), "test_accuracy": str(record.get("test_accuracy"))}
+        with open(export, "wb") as fh:
+            fh.write(save(tensors, metadata=meta))
+        out.print(f"wrote {export}")
+
+
+@app.command()
+@_guard
+def lineage(
+    store: Annotated[str, typer.Argument(help="Store URL.")],
+    individual: Annotated[Optional[int], typer.Argument(help="Step of the individual (default: the best).")] = None,
+) -> None:
+    """The ancestry of an individual, with the mutation at each step."""
+    import json
+
+    from rich.table import Table
+
+    from evolve.report import Snapshot
+
+    snap = Snapshot.read(_open_store(store))
+    if individual is None:
+        best_record = snap.best()
+        if best_record is None:
+            fail("no individuals yet")
+        individual = best_record["step"]
+    if individual not in snap.individuals:
+        fail(f"individual {individual} does not exist in {store}")
+    table = Table("step", "mutation", "parameters", "fitness")
+    for record in snap.ancestry(individual):
+        m = record.get("mutation")
+        mutation = "initial" if m is None else f"{m['name']} {json.dumps(m.get('params', {}))}"
+        table.add_row(str(record["step"]), mutation, f"{record['metrics'].get('params', 0):,}",
+                      _pct(record.get("fitness")))
+    out.print(table)
+
+
+@app.command()
+@_guard
+def check(store: Annotated[str, typer.Argument(help="Store URL.")]) -> None:
+    """Verify the store's invariants; exit 1 on any violation."""
+    from evolve.check import check_store
+    from evolve.run import load_run, total_steps
+
+    st = _open_store(store)
+    config, _ = load_run(st)
+    report = check_store(st, config.population, total_steps(config))
+    for line in report.violations:
+        err.print(f"[red]violation:[/] {line}", highlight=False)
+    out.print(f"{report.individuals} individuals, {report.live} live, {report.in_flight} in flight, "
+              f"{report.deaths} deaths: {'ok' if report.ok else f'{len(report.violations)} violations'}"
+              + (" (finished)" if report.finished else ""))
+    if not report.ok:
+        raise typer.Exit(1)
+
+
+@app.command()
+@_guard
+def gc(
+    store: Annotated[str, typer.Argument(help="Store URL.")],
+    grace: Annotated[float, typer.Option(help="Seconds a dead individual's weights are kept.")] = 600.0,
+    dry_run: Annotated[bool, typer.Option("--dry-run")] = False,
+) -> None:
+    """Delete weights that no live individual or pending step needs."""
+    from evolve.gc import collect
+
+    report = collect(_open_store(store), grace_seconds=grace, dry_run=dry_run)
+    verb = "would remove" if dry_run else "removed"
+    out.print(f"{verb} {len(report.removed)} weight files ({report.freed_bytes:,} bytes), kept {report.kept}")
+
+
+@app.command()
+@_guard
+def doctor(store: Annotated[str, typer.Argument(help="Store URL to test.")]) -> None:
+    """Check that the backend really refuses a second create and lists fresh writes."""
+    from evolve.doctor import doctor as run_doctor
+    from evolve.store import Store
+
+    report = run_doctor(Store.open(store, {}, create=True))
+    for check_ in report.checks:
+        mark = "[green]ok[/]" if check_.ok else "[red]FAIL[/]"
+        out.print(f"{mark} {check_.name}: {check_.detail}", highlight=False)
+    if not report.ok:
+        raise typer.Exit(1)
+
+
+def main() -> None:  # pragma: no cover
+    app()

@@ -1,0 +1,130 @@
+"""A run's configuration: validated once, stored in run.json, refused if a resume conflicts."""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+SCHEMA_VERSION = 1
+
+
+class ConfigError(ValueError):
+    """A configuration value is wrong; the message names the field."""
+
+
+class TrainConfig(BaseModel):
+    """How each child is trained (Real et al. 2017: SGD, momentum 0.9, weight decay 1e-4, batch 50)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    batches: int = Field(150, ge=1, description="SGD steps per child (25,600 in the paper)")
+    batch_size: int = Field(50, ge=1)
+    momentum: float = Field(0.9, ge=0.0, lt=1.0)
+    weight_decay: float = Field(1e-4, ge=0.0)
+    learning_rate: float = Field(0.1, gt=0.0, description="used by genomes that carry no learning rate")
+    eval_batch_size: int = Field(1000, ge=1)
+    device: str = Field("auto", description="auto, cpu, cuda or cuda:N")
+    inherit_weights: bool = True
+
+
+class RunConfig(BaseModel):
+    """Everything that defines a run. Fields marked `resumable` may differ on resume."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    store: str = "runs/demo"
+    storage_options: dict[str, Any] = Field(default_factory=dict)
+    genome: Literal["dna", "gcnn"] = "dna"
+    genome_options: dict[str, Any] = Field(default_factory=dict)
+    selection: Literal["tournament", "aging", "generational"] = "tournament"
+    sample_size: int = Field(5, ge=2, description="aging evolution's sample size S")
+    p_m: float = Field(0.8, ge=0.0, le=1.0, description="generational: mutation probability per individual")
+    p_c: float = Field(0.2, ge=0.0, le=1.0, description="generational: crossover probability per pair")
+    population: int = Field(10, ge=2)
+    steps: int = Field(40, ge=0, description="children to produce after the initial population")
+    seed: int = 0
+    dataset: str = "mnist-mini"
+    max_params: int = Field(1_000_000, ge=1)
+    fitness: Literal["train", "synthetic"] = "train"
+    synthetic_seconds: float = Field(0.0, ge=0.0, description="synthetic fitness: seconds each evaluation takes")
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    workers: int = Field(2, ge=1)
+    gpus_per_worker: float = Field(0.0, ge=0.0)
+    cpus_per_worker: float = Field(1.0, gt=0.0)
+    address: str | None = None
+    lease_seconds: float = Field(60.0, gt=0.0, description="a claim whose heartbeat is older is adopted")
+    refresh_seconds: float = Field(1.0, ge=0.0, description="how stale a worker's view of the population may be")
+
+    @model_validator(mode="after")
+    def _check(self) -> RunConfig:
+        if self.selection == "generational" and self.genome != "gcnn":
+            raise ValueError("selection 'generational' is Genetic CNN's algorithm: set genome = 'gcnn'")
+        if self.selection == "aging" and self.sample_size > self.population:
+            raise ValueError(f"sample_size ({self.sample_size}) exceeds population ({self.population})")
+        return self
+
+    def identity(self) -> dict[str, Any]:
+        """The fields that define the run's results; a resume must not change them."""
+        return self.model_dump(exclude=RESUMABLE_FIELDS)
+
+
+RESUMABLE_FIELDS = {
+    "store", "storage_options", "workers", "gpus_per_worker", "cpus_per_worker", "address",
+    "lease_seconds", "refresh_seconds", "steps",
+}
+
+
+def _describe(error: ValidationError) -> str:
+    parts = []
+    for item in error.errors():
+        field = ".".join(str(p) for p in item["loc"]) or "config"
+        value = item.get("input")
+        shown = "" if isinstance(value, dict) else f" (got {value!r})"
+        parts.append(f"{field}: {item['msg']}{shown}")
+    return "; ".join(parts)
+
+
+def build_config(data: dict[str, Any], source: str = "config") -> RunConfig:
+    try:
+        return RunConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(f"{source}: {_describe(exc)}") from None
+
+
+def load_config_file(path: str | Path) -> dict[str, Any]:
+    """Read a TOML, YAML or JSON config file into a dict (not yet validated)."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError(f"config file {str(path)!r}: {exc.strerror or exc}") from None
+    try:
+        if path.suffix == ".toml":
+            data = tomllib.loads(text)
+        elif path.suffix in (".yaml", ".yml"):
+            data = yaml.safe_load(text)
+        elif path.suffix == ".json":
+            data = json.loads(text)
+        else:
+            raise ConfigError(f"config file {str(path)!r}: expected .toml, .yaml, .yml or .json")
+    except (tomllib.TOMLDecodeError, yaml.YAMLError, json.JSONDecodeError) as exc:
+        raise ConfigError(f"config file {str(path)!r} does not parse: {exc}".splitlines()[0]) from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {str(path)!r}: expected a table of settings, got {type(data).__name__}")
+    return data
+
+
+def check_resume(stored: RunConfig, requested: RunConfig) -> None:
+    """Refuse a resume whose config changes what the run computes."""
+    old, new = stored.identity(), requested.identity()
+    changed = sorted(k for k in old if old[k] != new.get(k))
+    if changed:
+        detail = ", ".join(f"{k}: stored {old[k]!r}, given {new[k]!r}" for k in changed)
+        raise ConfigError(f"config conflicts with the stored run ({detail}); start a new store or drop those settings")

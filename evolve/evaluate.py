@@ -1,0 +1,69 @@
+"""How a child's fitness is measured: real training, or a cheap synthetic score for engine tests."""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Protocol
+
+from evolve.config import RunConfig
+from evolve.seeding import rng_for
+from evolve.train import Outcome, Trainer, resolve_device, weights_from_bytes
+from genomes import Genome, SearchSpace
+
+
+class Evaluator(Protocol):
+    def evaluate(self, genome: Genome, parent_weights: bytes | None, seed: int) -> Outcome: ...
+
+
+class TrainingEvaluator:
+    """Loads the dataset onto the device once, then trains each child on it."""
+
+    def __init__(self, config: RunConfig, space: SearchSpace) -> None:
+        self.config = config
+        self.space = space
+        self._trainer: Trainer | None = None
+
+    @property
+    def trainer(self) -> Trainer:
+        if self._trainer is None:
+            from evolve.data import load_dataset, to_device
+
+            device = resolve_device(self.config.train.device)
+            data = load_dataset(self.config.dataset, seed=self.config.seed)
+            self._trainer = Trainer(to_device(data, device), self.config.train, device, self.space.max_params)
+        return self._trainer
+
+    def evaluate(self, genome: Genome, parent_weights: bytes | None, seed: int) -> Outcome:
+        weights = weights_from_bytes(parent_weights) if parent_weights is not None else None
+        return self.trainer.train(genome, weights, seed)
+
+
+class SyntheticEvaluator:
+    """A deterministic stand-in for training: bigger, deeper genomes score higher, with seeded noise.
+
+    It exercises the store, selection and scheduling at thousands of steps per minute;
+    it produces no weights.
+    """
+
+    def __init__(self, space: SearchSpace, seconds: float = 0.0) -> None:
+        self.space = space
+        self.seconds = seconds
+
+    def evaluate(self, genome: Genome, parent_weights: bytes | None, seed: int) -> Outcome:
+        start = time.perf_counter()
+        if self.seconds:
+            time.sleep(self.seconds)
+        params = genome.param_count(self.space.input_shape, self.space.num_classes)
+        if params > self.space.max_params:
+            return Outcome(fitness=0.0, status="failed", reason="over max_params", params=params)
+        noise = rng_for(seed, "synthetic").gauss(0.0, 0.02)
+        score = min(1.0, max(0.0, math.log10(params + 10) / math.log10(self.space.max_params + 10) + noise))
+        return Outcome(fitness=score, val_accuracy=score, params=params,
+                       train_seconds=time.perf_counter() - start)
+
+
+def make_evaluator(config: RunConfig, space: SearchSpace) -> Evaluator:
+    if config.fitness == "synthetic":
+        return SyntheticEvaluator(space, config.synthetic_seconds)
+    return TrainingEvaluator(config, space)

@@ -1,0 +1,53 @@
+"""Garbage collection of weights nobody will read again.
+
+Kept: the weights of every live individual, of every parent named by a step still in
+flight (an adopter will need them), of every step not yet finished, and of anything dead
+for less than ``grace_seconds`` (a worker's stale view may still pick it as a parent).
+Removed: a dead individual's weights after the grace period, and the weights of losing
+trainers (a zombie or a duplicate adopter) whose child was never recorded.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from evolve.population import selection_key
+from evolve.report import Snapshot
+from evolve.store import Store, step_of
+
+
+@dataclass
+class GcReport:
+    removed: list[str] = field(default_factory=list)
+    kept: int = 0
+    freed_bytes: int = 0
+
+
+def collect(store: Store, grace_seconds: float = 600.0, dry_run: bool = False) -> GcReport:
+    snap = Snapshot.read(store)
+    now = time.time()
+    recorded = {r["weights"]["key"] for r in snap.individuals.values() if r.get("weights")}
+    protected = {s for s in snap.individuals if s not in snap.deaths}
+    protected |= {s for s, d in snap.deaths.items() if now - float(d.get("created_at", now)) < grace_seconds}
+    for step in snap.claims - set(snap.individuals):
+        attempt = 0
+        while (sel := store.read_json(selection_key(step, attempt))) is not None:
+            protected.add(int(sel["parent"]))
+            attempt += 1
+    report = GcReport()
+    for key in store.list_keys("weights/"):
+        step = step_of(key)
+        if step not in snap.individuals:
+            report.kept += 1  # in flight: its record may still come
+            continue
+        garbage = key not in recorded or step not in protected
+        if not garbage:
+            report.kept += 1
+            continue
+        record = snap.individuals[step].get("weights") or {}
+        report.freed_bytes += int(record.get("bytes", 0)) if record.get("key") == key else 0
+        if not dry_run:
+            store.delete(key)
+        report.removed.append(key)
+    return report

@@ -1,0 +1,80 @@
+"""Read-only views of a run for people: status, the best individual, lineage."""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import dataclass, field
+from typing import Any
+
+from evolve.store import Store, step_of
+
+
+@dataclass
+class Snapshot:
+    """Every individual and tombstone of a store, read once."""
+
+    individuals: dict[int, dict[str, Any]]
+    deaths: dict[int, dict[str, Any]]
+    claims: set[int] = field(default_factory=set)
+
+    @classmethod
+    def read(cls, store: Store) -> Snapshot:
+        def read_all(prefix: str) -> dict[int, dict[str, Any]]:
+            out = {}
+            for key in store.list_keys(prefix):
+                record = store.read_json(key)
+                if record is not None:
+                    out[step_of(key)] = record
+            return out
+
+        return cls(individuals=read_all("individuals/"), deaths=read_all("deaths/"),
+                   claims={step_of(k) for k in store.list_keys("claims/")})
+
+    def live(self) -> list[int]:
+        return sorted(s for s in self.individuals if s not in self.deaths)
+
+    def best(self, live_only: bool = False) -> dict[str, Any] | None:
+        steps = self.live() if live_only else sorted(self.individuals)
+        if not steps:
+            return None
+        return self.individuals[max(steps, key=lambda s: (self.individuals[s]["fitness"], -s))]
+
+    def ancestry(self, step: int) -> list[dict[str, Any]]:
+        """The individual and its ancestors, oldest first."""
+        chain = []
+        current: int | None = step
+        while current is not None and current in self.individuals:
+            record = self.individuals[current]
+            chain.append(record)
+            parents = record.get("parents") or []
+            current = parents[0] if parents else None
+        return chain[::-1]
+
+
+def status(snapshot: Snapshot, population: int, total_steps: int) -> dict[str, Any]:
+    ind = snapshot.individuals
+    live = snapshot.live()
+    fitness = [ind[s]["fitness"] for s in live]
+    children = [r for s, r in ind.items() if s >= population]
+    times = sorted(r["created_at"] for r in ind.values() if "created_at" in r)
+    hours = (times[-1] - times[0]) / 3600 if len(times) > 1 else 0.0
+    per_worker: dict[str, dict[str, float]] = {}
+    for record in ind.values():
+        row = per_worker.setdefault(record.get("worker", "?"), {"steps": 0, "train_s": 0.0, "adopted": 0})
+        row["steps"] += 1
+        row["train_s"] += float(record.get("metrics", {}).get("train_seconds", 0.0))
+        row["adopted"] += int(bool(record.get("adopted")))
+    initial = [ind[s]["fitness"] for s in range(population) if s in ind]
+    return {
+        "done": len(ind),
+        "total": total_steps,
+        "in_flight": len([s for s in snapshot.claims if s not in ind]),
+        "live": len(live),
+        "best_fitness": max(fitness, default=None),
+        "median_fitness": statistics.median(fitness) if fitness else None,
+        "initial_best": max(initial, default=None),
+        "children": len(children),
+        "failed": sum(1 for r in ind.values() if r.get("status") != "ok"),
+        "steps_per_hour": (len(times) - 1) / hours if hours else None,
+        "workers": per_worker,
+    }

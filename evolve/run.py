@@ -1,0 +1,166 @@
+"""Start or resume a run: open the store, write or check run.json, launch workers, watch progress."""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import asdict
+from typing import Any, Callable
+
+from evolve.config import SCHEMA_VERSION, ConfigError, RunConfig, build_config, check_resume
+from evolve.doctor import require_healthy
+from evolve.store import RUN_KEY, Store, StoreError, step_of
+from evolve.worker import Worker
+from genomes import SearchSpace
+
+SYNTHETIC_SHAPE = (3, 32, 32)
+
+
+def space_for(config: RunConfig) -> SearchSpace:
+    """The search space: the dataset's input shape and classes, the parameter bound, genome options."""
+    if config.fitness == "synthetic":
+        shape, classes = SYNTHETIC_SHAPE, 10
+    else:
+        from evolve.data import load_dataset
+
+        data = load_dataset(config.dataset, seed=config.seed)
+        shape, classes = tuple(data.input_shape), data.num_classes
+    return SearchSpace(input_shape=shape, num_classes=classes, max_params=config.max_params,
+                       options=dict(config.genome_options))
+
+
+def space_from_json(data: dict[str, Any]) -> SearchSpace:
+    return SearchSpace(input_shape=tuple(data["input_shape"]), num_classes=data["num_classes"],
+                       max_params=data["max_params"], options=data.get("options", {}))
+
+
+def load_run(store: Store) -> tuple[RunConfig, SearchSpace]:
+    """The stored config and space of an existing run."""
+    record = store.read_json(RUN_KEY)
+    if record is None:
+        raise StoreError(f"no evolve run at {store.url!r} (run.json missing)")
+    if record.get("schema") != SCHEMA_VERSION:
+        raise StoreError(f"{store.url}/run.json: schema {record.get('schema')!r}, this evolve reads {SCHEMA_VERSION}")
+    return build_config(record["config"], f"{store.url}/run.json"), space_from_json(record["space"])
+
+
+def open_run(config: RunConfig, resume: bool = False, overrides: dict[str, Any] | None = None,
+             check_health: bool = True) -> tuple[Store, RunConfig, SearchSpace]:
+    """Open (or create) the run at ``config.store``; a resume keeps the stored config.
+
+    ``overrides`` are the settings the user gave explicitly: on resume they may change only
+    the resumable fields (workers, steps, address, ...); anything else conflicting is refused.
+    """
+    store = Store.open(config.store, config.storage_options, create=not resume)
+    if check_health:
+        require_healthy(store)
+    record = store.read_json(RUN_KEY)
+    if record is not None:
+        stored, space = load_run(store)
+        merged = build_config({**stored.model_dump(), **(overrides or {}), "store": config.store,
+                               "storage_options": config.storage_options}, "resume")
+        check_resume(stored, merged)
+        return store, merged, space
+    if resume:
+        raise StoreError(f"no evolve run at {store.url!r} to resume (run.json missing)")
+    space = space_for(config)
+    run_record = {"schema": SCHEMA_VERSION, "config": config.model_dump(), "created_at": time.time(),
+                  "space": {"input_shape": list(space.input_shape), "num_classes": space.num_classes,
+                            "max_params": space.max_params, "options": dict(space.options)}}
+    if not store.create_json(RUN_KEY, run_record):
+        return open_run(config, resume=True, overrides=overrides, check_health=False)
+    return store, config, space
+
+
+def count_individuals(store: Store) -> int:
+    return len(store.list_keys("individuals/"))
+
+
+def run_in_process(store: Store, config: RunConfig, space: SearchSpace,
+                   on_progress: Callable[[int], None] | None = None) -> list[dict[str, Any]]:
+    """Run ``config.workers`` workers as threads of this process (tests, debugging, a GPU box without Ray)."""
+    workers = [Worker(store, config, space, worker_id=f"local-{i}") for i in range(config.workers)]
+    results: list[dict[str, Any]] = [{} for _ in workers]
+    errors: list[BaseException] = []
+
+    def target(i: int) -> None:
+        try:
+            results[i] = asdict(workers[i].run())
+        except BaseException as exc:  # surfaced to the caller below
+            errors.append(exc)
+            for w in workers:
+                w.stop()
+
+    threads = [threading.Thread(target=target, args=(i,), daemon=True) for i in range(len(workers))]
+    for t in threads:
+        t.start()
+    try:
+        while any(t.is_alive() for t in threads):
+            for t in threads:
+                t.join(timeout=0.5)
+            if on_progress:
+                on_progress(count_individuals(store))
+    except KeyboardInterrupt:
+        for w in workers:
+            w.stop()
+        for t in threads:
+            t.join()
+        raise
+    if errors:
+        raise errors[0]
+    return results
+
+
+class WorkerActor:
+    """What Ray runs: the plain Worker behind a handle that can also be told to stop."""
+
+    def __init__(self, store: Store, config: RunConfig, space: SearchSpace, name: str) -> None:
+        import os
+
+        self.worker = Worker(store, config, space, worker_id=f"{name}-{os.getpid()}")
+
+    def run(self) -> dict[str, Any]:
+        return asdict(self.worker.run())
+
+    def stop(self) -> None:
+        self.worker.stop()
+
+
+def run_on_ray(store: Store, config: RunConfig, space: SearchSpace,
+               on_progress: Callable[[int], None] | None = None) -> list[dict[str, Any]]:
+    """Run the workers as Ray actors that restart when they die (they need nothing but the store)."""
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(address=config.address, include_dashboard=False, log_to_driver=False,
+                 **({} if config.address else {"num_cpus": max(config.workers * config.cpus_per_worker, 1)}))
+    actor_cls = ray.remote(WorkerActor).options(
+        num_cpus=config.cpus_per_worker, num_gpus=config.gpus_per_worker,
+        max_restarts=-1, max_task_retries=-1, max_concurrency=2,
+    )
+    actors = [actor_cls.remote(store, config, space, f"ray-{i}") for i in range(config.workers)]
+    pending = [a.run.remote() for a in actors]
+    results = []
+    try:
+        while pending:
+            ready, pending = ray.wait(pending, timeout=1.0)
+            results.extend(ray.get(ready))
+            if on_progress:
+                on_progress(count_individuals(store))
+    except KeyboardInterrupt:
+        for a in actors:
+            a.stop.remote()
+        raise
+    return results
+
+
+def total_steps(config: RunConfig) -> int:
+    return config.population + config.steps
+
+
+def latest_step(store: Store) -> int:
+    keys = store.list_keys("individuals/")
+    return max((step_of(k) for k in keys), default=-1)
+
+
+__all__ = ["ConfigError", "open_run", "load_run", "run_in_process", "run_on_ray", "space_for", "total_steps"]

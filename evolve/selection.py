@@ -1,0 +1,62 @@
+"""Who becomes a parent and who dies: tournament (Real et al. 2017) and aging (Real et al. 2019).
+
+Strategies see plain (step, fitness) pairs of live individuals and a seeded RNG;
+they know nothing of stores, so the same choice is made by whoever replays a step.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from typing import Protocol, Sequence
+
+
+@dataclass(frozen=True)
+class Member:
+    step: int
+    fitness: float
+
+
+@dataclass(frozen=True)
+class Choice:
+    parent: int
+    loser: int
+
+
+class Strategy(Protocol):
+    min_live: int
+
+    def choose(self, live: Sequence[Member], rng: random.Random) -> Choice: ...
+
+
+class Tournament:
+    """A random pair: the worse is killed, the better is the parent (ties broken at random)."""
+
+    min_live = 2
+
+    def choose(self, live: Sequence[Member], rng: random.Random) -> Choice:
+        a, b = rng.sample(list(live), 2)
+        winner, loser = (a, b) if a.fitness >= b.fitness else (b, a)
+        return Choice(parent=winner.step, loser=loser.step)
+
+
+class Aging:
+    """Regularized evolution: the best of a random sample is the parent; the oldest dies (even if it is the parent)."""
+
+    def __init__(self, sample_size: int) -> None:
+        self.sample_size = sample_size
+        self.min_live = max(2, sample_size)
+
+    def choose(self, live: Sequence[Member], rng: random.Random) -> Choice:
+        sample = rng.sample(list(live), self.sample_size)
+        parent = max(sample, key=lambda m: (m.fitness, -m.step))
+        oldest = min(live, key=lambda m: m.step)
+        return Choice(parent=parent.step, loser=oldest.step)
+
+
+def make_strategy(name: str, sample_size: int) -> Strategy:
+    if name == "tournament":
+        return Tournament()
+    if name == "aging":
+        return Aging(sample_size)
+    raise ValueError(f"selection {name!r} is not a steady-state strategy (expected tournament or aging)")

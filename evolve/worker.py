@@ -1,0 +1,190 @@
+"""The worker loop. Ray wraps this same class; tests and a GPU box without Ray run it in-process."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from evolve.config import RunConfig
+from evolve.evaluate import Evaluator, make_evaluator
+from evolve.population import Population
+from evolve.seeding import derive_seed, rng_for
+from evolve.selection import make_strategy
+from evolve.store import Store, individual_key, weights_key
+from genomes import Genome, SearchSpace, genome_class, genome_from_json
+
+log = logging.getLogger("evolve.worker")
+
+
+@dataclass
+class WorkerStats:
+    worker: str
+    steps: int = 0
+    adopted: int = 0
+    lost: int = 0
+    failed: int = 0
+    busy_seconds: float = 0.0
+    steps_done: list[int] = field(default_factory=list)
+
+
+class Worker:
+    """One evolution worker (Real et al. 2017, Algorithm 1, made crash-safe).
+
+    Pseudocode::
+
+        while some step 0..N+T-1 has no child:
+            s = adopt a step whose lease lapsed, else claim the next free step
+            if s < N:                                  # the initial population
+                child = initial genome from seed(run, s)
+            else:
+                parent, loser = tournament on a random pair (or aging sample)
+                kill loser (create-once tombstone; if someone beat us, choose again)
+                child, mutation = mutate(parent.genome, rng(run, s))
+            fitness = train(child, inherit parent's weights)     # heartbeat meanwhile
+            write weights, then the child (create-once: a late zombie loses here)
+    """
+
+    def __init__(self, store: Store, config: RunConfig, space: SearchSpace, worker_id: str | None = None,
+                 evaluator: Evaluator | None = None) -> None:
+        self.store = store
+        self.config = config
+        self.space = space
+        self.id = worker_id or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        self.genome_cls: type[Genome] = genome_class(config.genome)
+        self.strategy = make_strategy(config.selection, config.sample_size)
+        self.population = Population(store, config.population, config.population + config.steps, self.id,
+                                     config.lease_seconds, config.refresh_seconds)
+        self._evaluator = evaluator
+        self.stop_event = threading.Event()
+        self.stats = WorkerStats(worker=self.id)
+
+    @property
+    def evaluator(self) -> Evaluator:
+        if self._evaluator is None:
+            self._evaluator = make_evaluator(self.config, self.space)
+        return self._evaluator
+
+    def run(self) -> WorkerStats:
+        pop = self.population
+        while not self.stop_event.is_set():
+            pop.refresh()
+            if pop.finished():
+                pop.refresh(force=True)
+                if pop.finished():
+                    break
+            step, adopted = self._next_step()
+            if step is None:
+                time.sleep(min(0.2, max(0.01, self.config.refresh_seconds)))
+                pop.refresh(force=True)
+                continue
+            self.run_step(step, adopted=adopted)
+        return self.stats
+
+    def stop(self) -> None:
+        self.stop_event.set()
+
+    def _next_step(self) -> tuple[int | None, bool]:
+        pop = self.population
+        for step in pop.lapsed():
+            if pop.adopt(step):
+                return step, True
+        return pop.claim_next(), False
+
+    def run_step(self, step: int, adopted: bool = False) -> bool:
+        """Do (or finish) step ``step``; True if our child is the one recorded."""
+        holder = uuid.uuid4().hex
+        beating = threading.Event()
+        beat = threading.Thread(target=self._heartbeat, args=(step, holder, beating), daemon=True)
+        beat.start()
+        started = time.perf_counter()
+        try:
+            return self._run_step(step, adopted, started)
+        finally:
+            beating.set()
+            beat.join()
+            self.stats.busy_seconds += time.perf_counter() - started
+
+    def _heartbeat(self, step: int, holder: str, done: threading.Event) -> None:
+        seq = 0
+        interval = max(0.05, self.config.lease_seconds / 4)
+        while True:
+            try:
+                self.population.heartbeat(step, holder, seq)
+            except Exception as exc:  # a missed beat only risks a wasted adoption
+                log.warning("heartbeat for step %d failed: %s", step, exc)
+            seq += 1
+            if done.wait(interval):
+                return
+
+    def _run_step(self, step: int, adopted: bool, started: float) -> bool:
+        cfg, pop = self.config, self.population
+        seed = derive_seed(cfg.seed, step)
+        record: dict[str, Any] = {"step": step, "seed": seed, "worker": self.id, "adopted": adopted}
+        parent_weights = None
+        if step < cfg.population:
+            genome = self.genome_cls.initial(rng_for(cfg.seed, step, "initial"), self.space)
+            record.update(origin="initial", parents=[], mutation=None, loser=None, attempt=None)
+        else:
+            choice, attempt = pop.settle_selection(step, self._chooser(step))
+            parent = pop.individual(choice.parent)
+            parent_genome = genome_from_json(parent["genome"])
+            genome, mutation = parent_genome.mutate(rng_for(cfg.seed, step, "mutate"), self.space)
+            parent_weights = self._read_weights(parent)
+            record.update(origin="mutation", parents=[choice.parent], mutation=mutation.to_json(),
+                          loser=choice.loser, attempt=attempt)
+        selected = time.perf_counter()
+        outcome = self.evaluator.evaluate(genome, parent_weights, seed)
+        trained = time.perf_counter()
+        nonce = uuid.uuid4().hex[:12]
+        weights = None
+        if outcome.weights is not None:
+            key = weights_key(step, nonce)
+            self.store.create_blob(key, outcome.weights)
+            weights = {"key": key, "sha256": hashlib.sha256(outcome.weights).hexdigest(),
+                       "bytes": len(outcome.weights)}
+        record.update(
+            genome=genome.to_json(), hash=genome.content_hash(), fitness=outcome.fitness, status=outcome.status,
+            reason=outcome.reason, val_accuracy=outcome.val_accuracy, test_accuracy=outcome.test_accuracy,
+            metrics=outcome.metrics(), weights=weights, created_at=time.time(),
+            timings={"select_s": selected - started, "evaluate_s": trained - selected,
+                     "write_s": time.perf_counter() - trained, "total_s": time.perf_counter() - started},
+        )
+        won = self.store.create_json(individual_key(step), record)
+        if won:
+            self.stats.steps += 1
+            self.stats.steps_done.append(step)
+            self.stats.adopted += int(adopted)
+            self.stats.failed += int(outcome.status != "ok")
+            pop.view.individuals[step] = self.store.read_json(individual_key(step)) or record
+        else:
+            self.stats.lost += 1
+            if weights is not None:
+                self.store.delete(weights["key"])
+        return won
+
+    def _chooser(self, step: int):
+        strategy, seed = self.strategy, self.config.seed
+
+        def choose(live, attempt):
+            if len(live) < strategy.min_live:
+                return None
+            return strategy.choose(live, rng_for(seed, step, "select", attempt))
+
+        return choose
+
+    def _read_weights(self, parent: dict[str, Any]):
+        info = parent.get("weights")
+        if not info or not self.config.train.inherit_weights:
+            return None
+        data = self.store.read_bytes(info["key"])
+        if data is None or hashlib.sha256(data).hexdigest() != info["sha256"]:
+            log.warning("weights of individual %s missing or corrupt; training from scratch", parent.get("step"))
+            return None
+        return data

@@ -1,0 +1,43 @@
+"""What evolves: the DNA graph of Real et al. 2017 and the Genetic-CNN bitstring of Xie & Yuille 2017."""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+from genomes.base import Genome, GenomeError, Inheritance, Mutation, SearchSpace, inherit_weights
+from genomes.dna import DNA
+from genomes.genetic_cnn import GeneticCNN
+
+KINDS: dict[str, type] = {DNA.kind: DNA, GeneticCNN.kind: GeneticCNN}
+
+
+def genome_class(kind: str) -> type:
+    """The class for a kind name ('dna' or 'gcnn')."""
+    try:
+        return KINDS[kind]
+    except KeyError:
+        raise GenomeError(f"unknown genome kind {kind!r}; expected one of {sorted(KINDS)}") from None
+
+
+def genome_from_json(data: Mapping[str, Any]) -> Genome:
+    """Parse any genome JSON by its 'kind' field."""
+    if not isinstance(data, Mapping):
+        raise GenomeError(f"genome JSON must be an object, got {type(data).__name__}")
+    if "kind" not in data:
+        raise GenomeError("genome JSON has no 'kind' field")
+    return genome_class(data["kind"]).from_json(data)
+
+
+__all__ = [
+    "DNA",
+    "GeneticCNN",
+    "Genome",
+    "GenomeError",
+    "Inheritance",
+    "KINDS",
+    "Mutation",
+    "SearchSpace",
+    "genome_class",
+    "genome_from_json",
+    "inherit_weights",
+]

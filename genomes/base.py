@@ -1,0 +1,150 @@
+"""What every genome offers the engine, so the engine never branches on the kind.
+
+A genome is an immutable value: mutation and crossover return new genomes.
+Genomes know nothing of stores or Ray; they know torch only to build a module.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Mapping, Protocol, Self, runtime_checkable
+
+import torch
+from torch import nn
+
+
+class GenomeError(ValueError):
+    """A genome (or its JSON) is invalid; the message names the field and the bad value."""
+
+
+@dataclass(frozen=True)
+class Mutation:
+    """Which operator produced a child and with what parameters (JSON-ready)."""
+
+    name: str
+    params: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "params": dict(self.params)}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Mutation:
+        return cls(name=str(data["name"]), params=dict(data.get("params", {})))
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    """What a genome must fit: the task's input and classes, a parameter bound, kind options.
+
+    ``options`` holds kind-specific settings (e.g. the Genetic-CNN's nodes per stage);
+    each kind validates them and rejects unknown keys by name.
+    """
+
+    input_shape: tuple[int, int, int] = (3, 32, 32)
+    num_classes: int = 10
+    max_params: int = 2_000_000
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        shape = tuple(self.input_shape)
+        if len(shape) != 3 or not all(isinstance(d, int) and d >= 1 for d in shape):
+            raise GenomeError(f"input_shape must be three positive ints (C, H, W), got {self.input_shape!r}")
+        object.__setattr__(self, "input_shape", shape)
+        if not isinstance(self.num_classes, int) or self.num_classes < 2:
+            raise GenomeError(f"num_classes must be an int >= 2, got {self.num_classes!r}")
+        if not isinstance(self.max_params, int) or self.max_params < 1:
+            raise GenomeError(f"max_params must be a positive int, got {self.max_params!r}")
+
+
+@runtime_checkable
+class Genome(Protocol):
+    """The protocol both genome kinds satisfy."""
+
+    kind: ClassVar[str]
+    supports_crossover: ClassVar[bool]
+
+    @classmethod
+    def initial(cls, rng: random.Random, space: SearchSpace) -> Self:
+        """A member of the initial population."""
+        ...
+
+    def mutate(self, rng: random.Random, space: SearchSpace) -> tuple[Self, Mutation]:
+        """A mutated copy within ``space.max_params``, and the mutation applied."""
+        ...
+
+    def crossover(self, other: Self, rng: random.Random, space: SearchSpace) -> tuple[Self, Self, Mutation]:
+        """Two children of ``self`` and ``other`` (raises GenomeError where the kind has none)."""
+        ...
+
+    def to_module(self, input_shape: tuple[int, int, int], num_classes: int) -> nn.Module:
+        """A fresh torch module whose state-dict keys name stable positions in the genome."""
+        ...
+
+    def param_count(self, input_shape: tuple[int, int, int], num_classes: int) -> int:
+        """Trainable parameters of ``to_module(...)``, computed without building it."""
+        ...
+
+    def learning_rate(self) -> float | None:
+        """The learning rate the genome carries, or None to use the run's."""
+        ...
+
+    def to_json(self) -> dict[str, Any]: ...
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Self:
+        """Parse and validate; raises GenomeError naming the bad field."""
+        ...
+
+    def content_hash(self) -> str:
+        """Equal architectures hash equal (ids and learning rate aside)."""
+        ...
+
+    def describe(self) -> str:
+        """One line for people."""
+        ...
+
+    def stats(self, input_shape: tuple[int, int, int], num_classes: int) -> dict[str, int | float | str]:
+        """Flat numbers for dashboards (depth, params, learning rate, ...)."""
+        ...
+
+
+@dataclass(frozen=True)
+class Inheritance:
+    """How much of a parent's trained state a child received."""
+
+    tensors: int
+    tensors_total: int
+    elements: int
+    elements_total: int
+
+    @property
+    def fraction(self) -> float:
+        """Share of the child's parameter elements that came from the parent."""
+        return self.elements / self.elements_total if self.elements_total else 1.0
+
+
+def inherit_weights(child: nn.Module, parent_state: Mapping[str, torch.Tensor]) -> Inheritance:
+    """Copy into ``child`` every parent tensor whose key (position) and shape still match.
+
+    Genomes name module parameters by stable ids, so a key that survives a mutation
+    means the same layer; a changed shape means the layer changed and is left fresh.
+    Buffers (batch-norm statistics) follow their layer; ``fraction`` counts parameters only.
+    """
+    params = dict(child.named_parameters())
+    state = child.state_dict()
+    taken: dict[str, torch.Tensor] = {}
+    for key, value in state.items():
+        source = parent_state.get(key)
+        if source is not None and tuple(source.shape) == tuple(value.shape):
+            taken[key] = source
+    if taken:
+        child.load_state_dict(taken, strict=False)
+    tensors = sum(1 for k in params if k in taken)
+    elements = sum(p.numel() for k, p in params.items() if k in taken)
+    return Inheritance(
+        tensors=tensors,
+        tensors_total=len(params),
+        elements=elements,
+        elements_total=sum(p.numel() for p in params.values()),
+    )

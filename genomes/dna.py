@@ -1,0 +1,703 @@
+"""The DNA graph genome of Real et al. 2017, "Large-Scale Evolution of Image Classifiers".
+
+A DNA is a chain of vertices (tensors with an activation) joined by *backbone* edges
+(convolutions or identities), plus identity *skip* edges from earlier to later vertices,
+and the learning rate. Every vertex, edge and the classifier head carries an integer id
+that names its torch parameters ("edges.e12.weight", "vertices.v3.bn.weight",
+"head.h4.weight"), so a layer that a mutation leaves alone keeps its key and, where its
+shape survives, its trained weights (see ``genomes.base.inherit_weights``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import math
+import random
+from dataclasses import dataclass, replace
+from typing import Any, Callable, ClassVar, Mapping
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from genomes.base import GenomeError, Mutation, SearchSpace
+
+KIND = "dna"
+VERSION = 1
+ACTIVATIONS = ("linear", "bn_relu")
+OPS = ("conv", "identity")
+STRIDE_LIMIT = 8
+INITIAL_LEARNING_RATE = 0.1
+MAX_MUTATION_TRIES = 20
+
+_TOP_KEYS = ("kind", "version", "learning_rate", "vertices", "edges", "head_id", "next_id")
+_VERTEX_KEYS = ("id", "activation")
+_EDGE_KEYS = ("id", "src", "dst", "op", "skip")
+_CONV_KEYS = ("kernel", "stride", "channels")
+
+
+@dataclass(frozen=True)
+class Vertex:
+    """A tensor: the sum of its inputs, then its activation."""
+
+    id: int
+    activation: str = "linear"
+
+    def to_json(self) -> dict[str, Any]:
+        return {"id": self.id, "activation": self.activation}
+
+
+@dataclass(frozen=True)
+class Edge:
+    """A backbone convolution or identity, or (``skip``) an identity from an earlier vertex."""
+
+    id: int
+    src: int
+    dst: int
+    op: str = "identity"
+    skip: bool = False
+    kernel: tuple[int, int] | None = None
+    stride: int | None = None
+    channels: int | None = None
+
+    @property
+    def is_conv(self) -> bool:
+        return self.op == "conv"
+
+    def to_json(self) -> dict[str, Any]:
+        data: dict[str, Any] = {
+            "id": self.id,
+            "src": self.src,
+            "dst": self.dst,
+            "op": self.op,
+            "skip": self.skip,
+        }
+        if self.kernel is not None:
+            data.update(kernel=list(self.kernel), stride=self.stride, channels=self.channels)
+        return data
+
+
+@dataclass(frozen=True)
+class DNA:
+    """An immutable DNA graph; construction checks the graph, ``from_json`` checks the fields too."""
+
+    kind: ClassVar[str] = KIND
+    supports_crossover: ClassVar[bool] = False
+
+    lr: float
+    vertices: tuple[Vertex, ...]
+    edges: tuple[Edge, ...]
+    head_id: int
+    next_id: int
+
+    def __post_init__(self) -> None:
+        _check_graph(self)
+
+    # ----- structure -------------------------------------------------------------------
+
+    @property
+    def input_id(self) -> int:
+        return self.vertices[0].id
+
+    @property
+    def output_id(self) -> int:
+        return self.vertices[-1].id
+
+    def backbone(self) -> dict[int, Edge]:
+        """The backbone edge into each non-input vertex, by vertex id."""
+        return {e.dst: e for e in self.edges if not e.skip}
+
+    def convs(self) -> list[Edge]:
+        return [e for e in self.edges if e.is_conv]
+
+    def skips(self) -> list[Edge]:
+        return [e for e in self.edges if e.skip]
+
+    def position(self) -> dict[int, int]:
+        """Each vertex id's index in backbone order."""
+        return {v.id: i for i, v in enumerate(self.vertices)}
+
+    def channels(self, in_channels: int) -> dict[int, int]:
+        """Channel count of every vertex: its backbone input's (a conv sets it, an identity passes it)."""
+        backbone = self.backbone()
+        counts = {self.input_id: in_channels}
+        for vertex in self.vertices[1:]:
+            edge = backbone[vertex.id]
+            counts[vertex.id] = edge.channels if edge.channels is not None else counts[edge.src]
+        return counts
+
+    # ----- the Genome protocol ---------------------------------------------------------
+
+    @classmethod
+    def initial(cls, rng: random.Random, space: SearchSpace) -> DNA:
+        """The paper's trivial individual: input and output joined by one identity, no convolutions."""
+        _max_stride(space)
+        return cls(
+            lr=INITIAL_LEARNING_RATE,
+            vertices=(Vertex(0, "linear"), Vertex(1, "linear")),
+            edges=(Edge(2, 0, 1),),
+            head_id=3,
+            next_id=4,
+        )
+
+    def mutate(self, rng: random.Random, space: SearchSpace) -> tuple[DNA, Mutation]:
+        """Apply one applicable mutation drawn uniformly; redraw while the child exceeds the bound."""
+        _max_stride(space)
+        names = [name for name in MUTATIONS if APPLICABLE.get(name, _always)(self, space)]
+        for _ in range(MAX_MUTATION_TRIES if names else 0):
+            name = rng.choice(names)
+            child, params = MUTATIONS[name](self, rng, space)
+            if child.param_count(space.input_shape, space.num_classes) <= space.max_params:
+                return child, Mutation(name, params)
+        child, params = identity(self, rng, space)
+        return child, Mutation("identity", params)
+
+    def crossover(self, other: DNA, rng: random.Random, space: SearchSpace) -> tuple[DNA, DNA, Mutation]:
+        raise GenomeError("dna genomes have no crossover")
+
+    def to_module(self, input_shape: tuple[int, int, int], num_classes: int) -> nn.Module:
+        return DNANet(self, input_shape, num_classes)
+
+    def param_count(self, input_shape: tuple[int, int, int], num_classes: int) -> int:
+        """Conv weights (no bias), batch-norm scale and shift, and the linear head with bias."""
+        channels = self.channels(input_shape[0])
+        convs = sum(channels[e.src] * e.channels * e.kernel[0] * e.kernel[1] for e in self.convs())
+        norms = sum(2 * channels[v.id] for v in self.vertices if v.activation == "bn_relu")
+        head = channels[self.output_id] * num_classes + num_classes
+        return convs + norms + head
+
+    def learning_rate(self) -> float:
+        return self.lr
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "kind": KIND,
+            "version": VERSION,
+            "learning_rate": self.lr,
+            "vertices": [v.to_json() for v in self.vertices],
+            "edges": [e.to_json() for e in self.edges],
+            "head_id": self.head_id,
+            "next_id": self.next_id,
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> DNA:
+        return _parse_dna(data)
+
+    def content_hash(self) -> str:
+        """Hash of the architecture alone: vertices relabelled by position, edges sorted, lr ignored."""
+        position = self.position()
+        edges = sorted(_canonical_edge(e, position) for e in self.edges)
+        canonical = {"vertices": [v.activation for v in self.vertices], "edges": edges}
+        return hashlib.sha256(json.dumps(canonical, separators=(",", ":")).encode()).hexdigest()
+
+    def describe(self) -> str:
+        return (
+            f"dna: {len(self.vertices)} vertices, {len(self.convs())} conv, "
+            f"{len(self.skips())} skip, lr {self.lr:.3g}"
+        )
+
+    def stats(self, input_shape: tuple[int, int, int], num_classes: int) -> dict[str, int | float | str]:
+        return {
+            "depth": sum(1 for e in self.backbone().values() if e.is_conv),
+            "convs": len(self.convs()),
+            "skips": len(self.skips()),
+            "params": self.param_count(input_shape, num_classes),
+            "learning_rate": self.lr,
+            "vertices": len(self.vertices),
+        }
+
+
+def _canonical_edge(edge: Edge, position: Mapping[int, int]) -> tuple[int | bool | str, ...]:
+    """An edge with vertices named by backbone position and no id; zeros for an identity's conv fields."""
+    kh, kw = edge.kernel or (0, 0)
+    ends = (position[edge.src], position[edge.dst])
+    return (*ends, edge.skip, edge.op, kh, kw, edge.stride or 0, edge.channels or 0)
+
+
+# ----- graph checks ------------------------------------------------------------------------
+
+
+def _check_graph(dna: DNA) -> None:
+    """Ids unique, endpoints known, acyclic, one backbone edge into each vertex from its predecessor."""
+    if not (isinstance(dna.lr, float) and math.isfinite(dna.lr) and dna.lr > 0):
+        raise GenomeError(f"learning_rate: must be a positive finite number, got {dna.lr!r}")
+    if len(dna.vertices) < 2:
+        raise GenomeError(f"vertices: need an input and an output vertex, got {len(dna.vertices)} vertices")
+    if dna.vertices[0].activation != "linear":
+        got = dna.vertices[0].activation
+        raise GenomeError(f"vertices[0].activation: the input vertex must be 'linear', got {got!r}")
+    _check_ids(dna)
+    known = {v.id for v in dna.vertices}
+    for i, edge in enumerate(dna.edges):
+        for end in ("src", "dst"):
+            if getattr(edge, end) not in known:
+                raise GenomeError(f"edges[{i}].{end}: unknown vertex {getattr(edge, end)!r}")
+    _check_acyclic(dna)
+    _check_backbone(dna)
+    _check_skips(dna)
+
+
+def _check_ids(dna: DNA) -> None:
+    labelled = [(f"vertices[{i}].id", v.id) for i, v in enumerate(dna.vertices)]
+    labelled += [(f"edges[{i}].id", e.id) for i, e in enumerate(dna.edges)]
+    labelled.append(("head_id", dna.head_id))
+    seen: dict[int, str] = {}
+    for path, ident in labelled:
+        if ident in seen:
+            raise GenomeError(f"{path}: duplicate id {ident!r} (also {seen[ident]})")
+        seen[ident] = path
+    highest = max(seen)
+    if dna.next_id <= highest:
+        raise GenomeError(f"next_id: must exceed every id (largest is {highest}), got {dna.next_id!r}")
+
+
+def _check_acyclic(dna: DNA) -> None:
+    """Kahn's topological sort over all edges; what it cannot order contains a cycle, which we name."""
+    successors: dict[int, list[int]] = {v.id: [] for v in dna.vertices}
+    indegree = dict.fromkeys(successors, 0)
+    for edge in dna.edges:
+        successors[edge.src].append(edge.dst)
+        indegree[edge.dst] += 1
+    ready = [v for v, d in indegree.items() if d == 0]
+    while ready:
+        for nxt in successors[ready.pop()]:
+            indegree[nxt] -= 1
+            if indegree[nxt] == 0:
+                ready.append(nxt)
+    left = {v for v, d in indegree.items() if d > 0}
+    if left:
+        cycle = " -> ".join(str(v) for v in _find_cycle(dna, left))
+        raise GenomeError(f"edges: cycle through vertices {cycle}")
+
+
+def _find_cycle(dna: DNA, left: set[int]) -> list[int]:
+    """Walk predecessors inside the unsorted set (each has one there) until a vertex repeats."""
+    predecessor = {e.dst: e.src for e in dna.edges if e.src in left and e.dst in left}
+    walk: list[int] = [min(left)]
+    while walk[-1] not in walk[:-1]:
+        walk.append(predecessor[walk[-1]])
+    loop = walk[walk.index(walk[-1]) :]
+    return loop[::-1]
+
+
+def _check_backbone(dna: DNA) -> None:
+    into: dict[int, list[int]] = {v.id: [] for v in dna.vertices}
+    for i, edge in enumerate(dna.edges):
+        if not edge.skip:
+            into[edge.dst].append(i)
+    for pos, vertex in enumerate(dna.vertices):
+        found = into[vertex.id]
+        if pos == 0 and found:
+            raise GenomeError(f"edges[{found[0]}].dst: input vertex {vertex.id} cannot have a backbone input")
+        if pos > 0 and len(found) != 1:
+            what = "no backbone input" if not found else f"{len(found)} backbone inputs (edges {found})"
+            raise GenomeError(f"vertices[{pos}]: vertex {vertex.id} has {what}; expected exactly one")
+        if pos > 0 and dna.edges[found[0]].src != dna.vertices[pos - 1].id:
+            edge = dna.edges[found[0]]
+            raise GenomeError(
+                f"edges[{found[0]}].src: a backbone edge must leave the previous vertex "
+                f"{dna.vertices[pos - 1].id}, got {edge.src!r}"
+            )
+
+
+def _check_skips(dna: DNA) -> None:
+    seen: set[tuple[int, int]] = set()
+    for i, edge in enumerate(dna.edges):
+        if edge.skip and edge.is_conv:
+            raise GenomeError(f"edges[{i}].op: skip edges must be 'identity', got 'conv'")
+        if edge.skip and (edge.src, edge.dst) in seen:
+            raise GenomeError(f"edges[{i}]: duplicate skip {edge.src} -> {edge.dst}")
+        if edge.skip:
+            seen.add((edge.src, edge.dst))
+
+
+# ----- JSON parsing ------------------------------------------------------------------------
+
+
+def _parse_dna(data: Mapping[str, Any]) -> DNA:
+    _check_keys(data, _TOP_KEYS, "")
+    if _require(data, "kind", "") != KIND:
+        raise GenomeError(f"kind: expected {KIND!r}, got {data['kind']!r}")
+    if _require(data, "version", "") != VERSION:
+        raise GenomeError(f"version: unsupported version {data['version']!r}; expected {VERSION}")
+    lr = _require(data, "learning_rate", "")
+    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not math.isfinite(lr) or lr <= 0:
+        raise GenomeError(f"learning_rate: must be a positive finite number, got {lr!r}")
+    vertices = tuple(_parse_vertex(v, f"vertices[{i}]") for i, v in enumerate(_list(data, "vertices")))
+    edges = tuple(_parse_edge(e, f"edges[{i}]") for i, e in enumerate(_list(data, "edges")))
+    return DNA(
+        lr=float(lr),
+        vertices=vertices,
+        edges=edges,
+        head_id=_int(_require(data, "head_id", ""), "head_id", 0),
+        next_id=_int(_require(data, "next_id", ""), "next_id", 0),
+    )
+
+
+def _parse_vertex(data: Any, path: str) -> Vertex:
+    _check_keys(data, _VERTEX_KEYS, path)
+    activation = _require(data, "activation", path)
+    if activation not in ACTIVATIONS:
+        expected = list(ACTIVATIONS)
+        raise GenomeError(f"{path}.activation: unknown activation {activation!r}; expected one of {expected}")
+    return Vertex(id=_int(_require(data, "id", path), f"{path}.id", 0), activation=activation)
+
+
+def _parse_edge(data: Any, path: str) -> Edge:
+    _check_keys(data, _EDGE_KEYS + _CONV_KEYS, path)
+    ident, src, dst = (_int(_require(data, key, path), f"{path}.{key}", 0) for key in ("id", "src", "dst"))
+    op = _require(data, "op", path)
+    if op not in OPS:
+        raise GenomeError(f"{path}.op: unknown op {op!r}; expected one of {list(OPS)}")
+    skip = _require(data, "skip", path)
+    if not isinstance(skip, bool):
+        raise GenomeError(f"{path}.skip: must be true or false, got {skip!r}")
+    if op == "identity":
+        extra = [key for key in _CONV_KEYS if key in data]
+        if extra:
+            raise GenomeError(f"{path}.{extra[0]}: not allowed on an identity edge, got {data[extra[0]]!r}")
+        return Edge(ident, src, dst, op, skip)
+    if skip:
+        raise GenomeError(f"{path}.op: skip edges must be 'identity', got 'conv'")
+    kernel = _require(data, "kernel", path)
+    if not (isinstance(kernel, (list, tuple)) and len(kernel) == 2 and all(_is_odd_size(k) for k in kernel)):
+        raise GenomeError(f"{path}.kernel: must be [kh, kw], two odd ints >= 1, got {kernel!r}")
+    stride = _require(data, "stride", path)
+    if not (_is_power_of_two(stride) and stride <= STRIDE_LIMIT):
+        raise GenomeError(f"{path}.stride: must be a power of two in 1..{STRIDE_LIMIT}, got {stride!r}")
+    channels = _int(_require(data, "channels", path), f"{path}.channels", 1)
+    return Edge(ident, src, dst, op, skip, (kernel[0], kernel[1]), stride, channels)
+
+
+def _check_keys(data: Any, allowed: tuple[str, ...], path: str) -> None:
+    if not isinstance(data, Mapping):
+        raise GenomeError(f"{path or 'genome'}: must be an object, got {data!r}")
+    unknown = sorted(str(k) for k in data if k not in allowed)
+    if unknown:
+        raise GenomeError(f"{_join(path, unknown[0])}: unknown key {unknown[0]!r}")
+
+
+def _require(data: Mapping[str, Any], key: str, path: str) -> Any:
+    if key not in data:
+        raise GenomeError(f"{_join(path, key)}: missing required field")
+    return data[key]
+
+
+def _list(data: Mapping[str, Any], key: str) -> list[Any]:
+    value = _require(data, key, "")
+    if not isinstance(value, (list, tuple)):
+        raise GenomeError(f"{key}: must be a list, got {value!r}")
+    return list(value)
+
+
+def _int(value: Any, path: str, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise GenomeError(f"{path}: must be an int >= {minimum}, got {value!r}")
+    return value
+
+
+def _join(path: str, key: str) -> str:
+    return f"{path}.{key}" if path else key
+
+
+def _is_odd_size(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1 and value % 2 == 1
+
+
+def _is_power_of_two(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1 and value & (value - 1) == 0
+
+
+def _max_stride(space: SearchSpace) -> int:
+    """The DNA's one option, ``max_stride``: a power of two that may tighten the format's limit."""
+    unknown = sorted(str(k) for k in space.options if k != "max_stride")
+    if unknown:
+        raise GenomeError(f"space.options.{unknown[0]}: unknown option for dna genomes (known: max_stride)")
+    value = space.options.get("max_stride", STRIDE_LIMIT)
+    if not (_is_power_of_two(value) and value <= STRIDE_LIMIT):
+        raise GenomeError(
+            f"space.options.max_stride: must be a power of two in 1..{STRIDE_LIMIT}, got {value!r}"
+        )
+    return value
+
+
+# ----- decoding ----------------------------------------------------------------------------
+
+
+class BnRelu(nn.Module):
+    """A ``bn_relu`` vertex's activation; a module so its parameters are named "vertices.v<id>.bn.*"."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.bn = nn.BatchNorm2d(channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.relu(self.bn(x))
+
+
+@dataclass(frozen=True)
+class _Step:
+    vertex: int
+    src: int
+    conv: str | None
+    skips: tuple[int, ...]
+    channels: int
+    activation: str | None
+
+
+class DNANet(nn.Module):
+    """The decoded network: vertices in backbone order, then global average pooling and a linear head."""
+
+    def __init__(self, dna: DNA, input_shape: tuple[int, int, int], num_classes: int) -> None:
+        super().__init__()
+        channels = dna.channels(input_shape[0])
+        self.edges = nn.ModuleDict()
+        self.vertices = nn.ModuleDict()
+        self.head = nn.ModuleDict({f"h{dna.head_id}": nn.Linear(channels[dna.output_id], num_classes)})
+        for edge in dna.convs():
+            self.edges[f"e{edge.id}"] = _conv(edge, channels[edge.src])
+        for vertex in dna.vertices:
+            if vertex.activation == "bn_relu":
+                self.vertices[f"v{vertex.id}"] = BnRelu(channels[vertex.id])
+        backbone = dna.backbone()
+        skips_into: dict[int, list[int]] = {v.id: [] for v in dna.vertices}
+        for edge in dna.skips():
+            skips_into[edge.dst].append(edge.src)
+        self._input = dna.input_id
+        self._output = dna.output_id
+        self._head = f"h{dna.head_id}"
+        self._steps = [
+            _Step(
+                vertex=v.id,
+                src=backbone[v.id].src,
+                conv=f"e{backbone[v.id].id}" if backbone[v.id].is_conv else None,
+                skips=tuple(skips_into[v.id]),
+                channels=channels[v.id],
+                activation=f"v{v.id}" if v.activation == "bn_relu" else None,
+            )
+            for v in dna.vertices[1:]
+        ]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        values = {self._input: x}
+        for step in self._steps:
+            primary = values[step.src]
+            y = self.edges[step.conv](primary) if step.conv else primary
+            for src in step.skips:
+                y = y + _fit(values[src], y.shape[-2:], step.channels)
+            values[step.vertex] = self.vertices[step.activation](y) if step.activation else y
+        pooled = values[self._output].mean(dim=(2, 3))
+        return self.head[self._head](pooled)
+
+
+def _conv(edge: Edge, in_channels: int) -> nn.Conv2d:
+    assert edge.kernel is not None and edge.channels is not None and edge.stride is not None
+    kh, kw = edge.kernel
+    padding = (kh // 2, kw // 2)
+    conv = nn.Conv2d(in_channels, edge.channels, (kh, kw), edge.stride, padding=padding, bias=False)
+    nn.init.kaiming_normal_(conv.weight, mode="fan_in", nonlinearity="relu")
+    return conv
+
+
+def _fit(x: torch.Tensor, size: torch.Size, channels: int) -> torch.Tensor:
+    """The paper's resolution of a skip input: nearest interpolation to the size, pad or cut channels."""
+    if x.shape[-2:] != size:
+        x = F.interpolate(x, size=tuple(size), mode="nearest")
+    have = x.shape[1]
+    if have > channels:
+        return x[:, :channels]
+    if have < channels:
+        return F.pad(x, (0, 0, 0, 0, 0, channels - have))
+    return x
+
+
+# ----- mutations ---------------------------------------------------------------------------
+
+MutationFn = Callable[[DNA, random.Random, SearchSpace], tuple[DNA, dict[str, Any]]]
+
+
+def alter_learning_rate(dna: DNA, rng: random.Random, space: SearchSpace) -> tuple[DNA, dict[str, Any]]:
+    new = dna.lr * _factor(rng)
+    return replace(dna, lr=new), {"old": dna.lr, "new": new}
+
+
+def identity(dna: DNA, rng: random.Random, space: SearchSpace) -> tuple[DNA, dict[str, Any]]:
+    """Keep training: the child is the parent."""
+    return dna, {}
+
+
+def reset_weights(dna: DNA, rng: random.Random, space: SearchSpace) -> tuple[DNA, dict[str, Any]]:
+    """Fresh ids everywhere, so no parameter key matches the parent's and nothing is inherited."""
+    fresh = itertools.count(dna.next_id)
+    renamed = {v.id: next(fresh) for v in dna.vertices}
+    vertices = tuple(replace(v, id=renamed[v.id]) for v in dna.vertices)
+    edges = tuple(replace(e, id=next(fresh), src=renamed[e.src], dst=renamed[e.dst]) for e in dna.edges)
+    head_id = next(fresh)
+    child = replace(dna, vertices=vertices, edges=edges, head_id=head_id, next_id=head_id + 1)
+    return child, {"first_id": dna.next_id, "next_id": child.next_id}
+
+
+def insert_convolution(dna: DNA, rng: random.Random, space: SearchSpace) -> tuple[DNA, dict[str, Any]]:
+    """A 3x3 conv keeping the channel count, so every existing layer keeps its shape."""
+    return _insert_after(dna, rng, space, conv=True)
+
+
+def insert_one_to_one(dna: DNA, rng: random.Random, space: SearchSpace) -> tuple[DNA, dict[str, Any]]:
+    return _insert_after(dna, rng, space, conv=False)
+
+
+def _insert_after(dna: DNA, rng: random.Random, space: SearchSpace, conv: bool) -> tuple[DNA, dict[str, Any]]:
+    """Insert vertex v' after a random v, joined by a new edge v -> v'; v's old outgoing edge leaves v'."""
+    pos = rng.randrange(len(dna.vertices))
+    after = dna.vertices[pos].id
+    vertex_id, edge_id = dna.next_id, dna.next_id + 1
+    activation = rng.choice(ACTIVATIONS)
+    params: dict[str, Any] = {"after": after, "vertex": vertex_id, "edge": edge_id, "activation": activation}
+    if conv:
+        stride = rng.choice([s for s in (1, 2) if s <= _max_stride(space)])
+        channels = dna.channels(space.input_shape[0])[after]
+        edge = Edge(edge_id, after, vertex_id, "conv", False, (3, 3), stride, channels)
+        params.update(stride=stride, channels=channels)
+    else:
+        edge = Edge(edge_id, after, vertex_id)
+    moved = tuple(replace(e, src=vertex_id) if not e.skip and e.src == after else e for e in dna.edges)
+    vertices = dna.vertices[: pos + 1] + (Vertex(vertex_id, activation),) + dna.vertices[pos + 1 :]
+    return replace(dna, vertices=vertices, edges=moved + (edge,), next_id=dna.next_id + 2), params
+
+
+def remove_convolution(dna: DNA, rng: random.Random, space: SearchSpace) -> tuple[DNA, dict[str, Any]]:
+    """Merge a conv's destination v into its source u; v's edges now touch u; v's activation goes."""
+    edge = _pick(rng, _removable_convs(dna), "remove-convolution")
+    u, v = edge.src, edge.dst
+    kept_skips = {(e.src, e.dst) for e in dna.skips() if v not in (e.src, e.dst)}
+    edges: list[Edge] = []
+    for e in dna.edges:
+        if e.id == edge.id:
+            continue
+        src, dst = (u if e.src == v else e.src), (u if e.dst == v else e.dst)
+        if e.skip and (src, dst) != (e.src, e.dst):
+            if src == dst or (src, dst) in kept_skips:
+                continue
+            kept_skips.add((src, dst))
+        edges.append(replace(e, src=src, dst=dst))
+    vertices = tuple(x for x in dna.vertices if x.id != v)
+    params = {"edge": edge.id, "removed_vertex": v, "into": u}
+    return replace(dna, vertices=vertices, edges=tuple(edges)), params
+
+
+def alter_stride(dna: DNA, rng: random.Random, space: SearchSpace) -> tuple[DNA, dict[str, Any]]:
+    max_stride = _max_stride(space)
+    edge = _pick(rng, [e for e in dna.convs() if _stride_moves(e, max_stride)], "alter-stride")
+    new = rng.choice(_stride_moves(edge, max_stride))
+    return _replace_edge(dna, replace(edge, stride=new)), {"edge": edge.id, "old": edge.stride, "new": new}
+
+
+def alter_number_of_channels(dna: DNA, rng: random.Random, space: SearchSpace) -> tuple[DNA, dict[str, Any]]:
+    edge = _pick(rng, dna.convs(), "alter-number-of-channels")
+    new = _scaled_int(edge.channels, _factor(rng))
+    params = {"edge": edge.id, "old": edge.channels, "new": new}
+    return _replace_edge(dna, replace(edge, channels=new)), params
+
+
+def filter_size(dna: DNA, rng: random.Random, space: SearchSpace) -> tuple[DNA, dict[str, Any]]:
+    """Scale one side of one conv's kernel: vertical (kh) or horizontal (kw), kept odd."""
+    edge = _pick(rng, dna.convs(), "filter-size")
+    axis = rng.choice(("kh", "kw"))
+    kh, kw = edge.kernel
+    old = kh if axis == "kh" else kw
+    new = _scaled_odd(old, _factor(rng))
+    kernel = (new, kw) if axis == "kh" else (kh, new)
+    params = {"edge": edge.id, "axis": axis, "old": old, "new": new}
+    return _replace_edge(dna, replace(edge, kernel=kernel)), params
+
+
+def add_skip(dna: DNA, rng: random.Random, space: SearchSpace) -> tuple[DNA, dict[str, Any]]:
+    src, dst = _pick(rng, _free_skip_pairs(dna), "add-skip")
+    edge = Edge(dna.next_id, src, dst, "identity", skip=True)
+    child = replace(dna, edges=dna.edges + (edge,), next_id=dna.next_id + 1)
+    return child, {"edge": edge.id, "src": src, "dst": dst}
+
+
+def remove_skip(dna: DNA, rng: random.Random, space: SearchSpace) -> tuple[DNA, dict[str, Any]]:
+    edge = _pick(rng, dna.skips(), "remove-skip")
+    child = replace(dna, edges=tuple(e for e in dna.edges if e.id != edge.id))
+    return child, {"edge": edge.id, "src": edge.src, "dst": edge.dst}
+
+
+def _factor(rng: random.Random) -> float:
+    """Log-uniform in [1/2, 2], so halving and doubling are equally likely."""
+    return math.exp(rng.uniform(-math.log(2), math.log(2)))
+
+
+def _scaled_int(old: int, factor: float) -> int:
+    """``old * factor`` rounded, >= 1, and unlike ``old`` (else nudged by one in the factor's direction)."""
+    new = max(1, round(old * factor))
+    if new == old:
+        new = old + 1 if factor >= 1 or old == 1 else old - 1
+    return new
+
+
+def _scaled_odd(old: int, factor: float) -> int:
+    """``old * factor`` rounded to the nearest odd size >= 1, different from ``old``."""
+    new = max(1, 2 * round((old * factor - 1) / 2) + 1)
+    if new == old:
+        new = old + 2 if factor >= 1 or old == 1 else old - 2
+    return new
+
+
+def _stride_moves(edge: Edge, max_stride: int) -> list[int]:
+    stride = edge.stride or 1
+    return [s for s in (stride * 2, stride // 2) if 1 <= s <= max_stride]
+
+
+def _removable_convs(dna: DNA) -> list[Edge]:
+    """Backbone convs whose merge leaves at least an input and an output vertex."""
+    return dna.convs() if len(dna.vertices) > 2 else []
+
+
+def _free_skip_pairs(dna: DNA) -> list[tuple[int, int]]:
+    taken = {(e.src, e.dst) for e in dna.skips()}
+    ids = [v.id for v in dna.vertices]
+    return [(u, w) for i, u in enumerate(ids) for w in ids[i + 1 :] if (u, w) not in taken]
+
+
+def _replace_edge(dna: DNA, new: Edge) -> DNA:
+    return replace(dna, edges=tuple(new if e.id == new.id else e for e in dna.edges))
+
+
+def _pick(rng: random.Random, choices: list[Any], name: str) -> Any:
+    if not choices:
+        raise GenomeError(f"{name}: not applicable to this genome")
+    return rng.choice(choices)
+
+
+def _always(dna: DNA, space: SearchSpace) -> bool:
+    return True
+
+
+MUTATIONS: dict[str, MutationFn] = {
+    "alter-learning-rate": alter_learning_rate,
+    "identity": identity,
+    "reset-weights": reset_weights,
+    "insert-convolution": insert_convolution,
+    "remove-convolution": remove_convolution,
+    "alter-stride": alter_stride,
+    "alter-number-of-channels": alter_number_of_channels,
+    "filter-size": filter_size,
+    "insert-one-to-one": insert_one_to_one,
+    "add-skip": add_skip,
+    "remove-skip": remove_skip,
+}
+
+APPLICABLE: dict[str, Callable[[DNA, SearchSpace], bool]] = {
+    "remove-convolution": lambda dna, space: bool(_removable_convs(dna)),
+    "alter-stride": lambda dna, space: any(_stride_moves(e, _max_stride(space)) for e in dna.convs()),
+    "alter-number-of-channels": lambda dna, space: bool(dna.convs()),
+    "filter-size": lambda dna, space: bool(dna.convs()),
+    "add-skip": lambda dna, space: len(dna.skips()) < math.comb(len(dna.vertices), 2),
+    "remove-skip": lambda dna, space: bool(dna.skips()),
+}
+"""Mutations not listed here always apply."""

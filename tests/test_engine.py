@@ -1,0 +1,120 @@
+"""The worker loop and step protocol, in-process, on a real store with synthetic fitness."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from evolve.check import check_store
+from evolve.config import RunConfig, build_config
+from evolve.population import selection_key
+from evolve.store import claim_key, death_key, individual_key
+from evolve.report import Snapshot
+from evolve.run import open_run, run_in_process, total_steps
+from evolve.worker import Worker
+
+
+def synthetic(tmp_path, **kw) -> RunConfig:
+    base = dict(store=str(tmp_path / "run"), fitness="synthetic", population=8, steps=40, workers=2,
+                refresh_seconds=0.0, lease_seconds=0.5)
+    base.update(kw)
+    return build_config(base)
+
+
+@pytest.mark.parametrize("selection", ["tournament", "aging"])
+def test_in_process_run_is_exact_and_clean(tmp_path, selection):
+    config = synthetic(tmp_path, selection=selection, sample_size=3)
+    store, config, space = open_run(config)
+    run_in_process(store, config, space)
+    report = check_store(store, config.population, total_steps(config))
+    assert report.ok, report.violations
+    assert report.individuals == config.population + config.steps
+    assert report.live == config.population
+    assert report.finished
+
+
+def test_fitness_improves_under_selection(tmp_path):
+    config = synthetic(tmp_path, steps=150, population=10)
+    store, config, space = open_run(config)
+    run_in_process(store, config, space)
+    snap = Snapshot.read(store)
+    initial = max(snap.individuals[s]["fitness"] for s in range(config.population))
+    assert snap.best(live_only=True)["fitness"] > initial
+
+
+def test_same_seed_same_first_children(tmp_path):
+    runs = []
+    for name in ("a", "b"):
+        config = synthetic(tmp_path / name, workers=1, steps=10)
+        store, config, space = open_run(config)
+        run_in_process(store, config, space)
+        snap = Snapshot.read(store)
+        runs.append([(r["step"], r["parents"], r["mutation"], r["hash"]) for _, r in sorted(snap.individuals.items())])
+    assert runs[0] == runs[1]
+
+
+def test_step_abandoned_after_kill_is_adopted(tmp_path):
+    """A worker that dies between the tombstone and the child leaves a step that another finishes."""
+    config = synthetic(tmp_path, workers=1, steps=6)
+    store, config, space = open_run(config)
+    first = Worker(store, config, space, worker_id="first")
+    for _ in range(config.population):
+        first.run_step(first.population.claim_next())
+    first.population.refresh(force=True)
+    step = first.population.claim_next()
+    first.population.settle_selection(step, first._chooser(step))  # killed the loser, then "crashed"
+    assert store.read_json(death_key(store.read_json(selection_key(step, 0))["loser"])) is not None
+    assert store.read_json(individual_key(step)) is None
+
+    second = Worker(store, config, space, worker_id="second")
+    stats = second.run()
+    assert stats.adopted == 1
+    record = store.read_json(individual_key(step))
+    assert record["worker"] == "second" and record["adopted"]
+    assert record["parents"] == [store.read_json(selection_key(step, 0))["parent"]]
+    report = check_store(store, config.population, total_steps(config))
+    assert report.ok and report.finished, report.violations
+
+
+def test_zombie_loses_at_create_once(tmp_path):
+    """A late worker replaying a finished step records nothing new."""
+    config = synthetic(tmp_path, workers=1, steps=4)
+    store, config, space = open_run(config)
+    run_in_process(store, config, space)
+    before = store.read_json(individual_key(config.population + 1))
+    zombie = Worker(store, config, space, worker_id="zombie")
+    zombie.population.refresh(force=True)
+    assert zombie.run_step(config.population + 1) is False
+    assert store.read_json(individual_key(config.population + 1)) == before
+    assert check_store(store, config.population, total_steps(config)).ok
+
+
+def test_racing_workers_on_one_step_kill_once(tmp_path):
+    """Several actors replaying the same claimed step converge on one selection and one death."""
+    config = synthetic(tmp_path, workers=1, steps=3)
+    store, config, space = open_run(config)
+    seeder = Worker(store, config, space, worker_id="seed")
+    for _ in range(config.population):
+        seeder.run_step(seeder.population.claim_next())
+    step = config.population
+    assert store.create_json(claim_key(step), {"step": step, "worker": "ghost"})
+    workers = [Worker(store, config, space, worker_id=f"w{i}") for i in range(4)]
+    results = []
+    threads = [threading.Thread(target=lambda w=w: results.append(w.run_step(step))) for w in workers]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(results) == [False, False, False, True]
+    killed = [d for d in Snapshot.read(store).deaths.values() if d["killed_at_step"] == step]
+    assert len(killed) == 1
+
+
+def test_resume_conflicting_config_is_refused(tmp_path):
+    from evolve.config import ConfigError
+
+    config = synthetic(tmp_path, steps=2)
+    open_run(config)
+    with pytest.raises(ConfigError, match="population"):
+        open_run(synthetic(tmp_path, population=9), overrides={"population": 9})
