@@ -64,6 +64,9 @@ class RunConfig(BaseModel):
     def _check(self) -> RunConfig:
         if self.selection == "generational" and self.genome != "gcnn":
             raise ValueError("selection 'generational' is Genetic CNN's algorithm: set genome = 'gcnn'")
+        if self.selection == "generational" and self.steps % self.population:
+            raise ValueError(f"steps ({self.steps}) must be a multiple of population ({self.population}) "
+                             "for generational selection (whole generations)")
         if self.selection == "aging" and self.sample_size > self.population:
             raise ValueError(f"sample_size ({self.sample_size}) exceeds population ({self.population})")
         return self

@@ -10,6 +10,8 @@ converge on the same outcome:
     deaths/<loser>          the tombstone: killed at step s, attempt k
     weights/<s>-<nonce>     the trained child's weights (one per trainer; losers are garbage)
     individuals/<s>         the child; whoever creates it first finished the step
+    generations/<g>         generational mode: generation g's genomes, built once by
+                            whoever first finds generation g-1 complete
     adoptions/<s>-<j>       j-th takeover of a step whose heartbeat went quiet
     heartbeats/<s>          soft, overwritten: the holder's progress counter
 
@@ -43,6 +45,10 @@ def heartbeat_key(step: int) -> str:
     return _key("heartbeats", step)
 
 
+def generation_key(generation: int) -> str:
+    return _key("generations", generation)
+
+
 @dataclass
 class View:
     """What one worker currently believes; refreshed by listing, never trusted for correctness."""
@@ -57,8 +63,9 @@ class Population:
     """A worker's window on the shared population (one instance per worker)."""
 
     def __init__(self, store: Store, size: int, total_steps: int, worker: str, lease_seconds: float,
-                 refresh_seconds: float) -> None:
+                 refresh_seconds: float, generational: bool = False) -> None:
         self.store = store
+        self.generational = generational
         self.size = size
         self.total_steps = total_steps
         self.worker = worker
@@ -98,8 +105,12 @@ class Population:
     def finished(self) -> bool:
         return all(s in self.view.individuals for s in range(self.total_steps))
 
-    def initial_done(self) -> bool:
-        return all(s in self.view.individuals for s in range(min(self.size, self.total_steps)))
+    def ready(self, step: int) -> bool:
+        """May ``step`` start? Children wait for the initial population (generational: the previous generation)."""
+        if step < self.size:
+            return True
+        first = (step // self.size - 1) * self.size if self.generational else 0
+        return all(s in self.view.individuals for s in range(first, first + self.size))
 
     def individual(self, step: int) -> dict[str, Any]:
         record = self.view.individuals.get(step) or self.store.read_json(individual_key(step))
@@ -115,7 +126,7 @@ class Population:
         view = self.view
         step = max(self._next_claim, max(view.claims, default=-1) + 1)
         while step < self.total_steps:
-            if step >= self.size and not self.initial_done():
+            if not self.ready(step):
                 return None
             if self.store.create_json(claim_key(step), {"step": step, "worker": self.worker,
                                                         "created_at": time.time()}):
@@ -182,12 +193,25 @@ class Population:
                     continue
                 record = mine
             choice = Choice(parent=int(record["parent"]), loser=int(record["loser"]))
-            tombstone = {"step": choice.loser, "killed_at_step": step, "attempt": attempt,
-                         "parent": choice.parent, "by": self.worker, "created_at": time.time()}
-            self.store.create_json(death_key(choice.loser), tombstone)
-            death = self.store.read_json(death_key(choice.loser))
-            if death is not None:
-                self.view.deaths[choice.loser] = death
-            if death is not None and death.get("killed_at_step") == step and death.get("attempt") == attempt:
+            if self.kill(choice.loser, step, attempt, choice.parent):
                 return choice, attempt
             attempt += 1
+
+    def kill(self, loser: int, step: int, attempt: int, parent: int | None) -> bool:
+        """Write the loser's tombstone for (step, attempt); True if the tombstone names them."""
+        tombstone = {"step": loser, "killed_at_step": step, "attempt": attempt, "parent": parent,
+                     "by": self.worker, "created_at": time.time()}
+        self.store.create_json(death_key(loser), tombstone)
+        death = self.store.read_json(death_key(loser))
+        if death is None:
+            return False
+        self.view.deaths[loser] = death
+        return death.get("killed_at_step") == step and death.get("attempt") == attempt
+
+    def settle_generation(self, generation: int, build) -> dict[str, Any]:
+        """Generation ``generation``'s record, built by ``build()`` if nobody has written it yet."""
+        record = self.store.read_json(generation_key(generation))
+        if record is None:
+            self.store.create_json(generation_key(generation), build())
+            record = self.store.read_json(generation_key(generation))
+        return record

@@ -14,6 +14,7 @@ from typing import Any
 
 from evolve.config import RunConfig
 from evolve.evaluate import Evaluator, make_evaluator
+from evolve.generational import averaged, breed
 from evolve.population import Population
 from evolve.seeding import derive_seed, rng_for
 from evolve.selection import make_strategy
@@ -58,9 +59,11 @@ class Worker:
         self.space = space
         self.id = worker_id or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.genome_cls: type[Genome] = genome_class(config.genome)
-        self.strategy = make_strategy(config.selection, config.sample_size)
+        self.strategy = None if config.selection == "generational" else make_strategy(config.selection,
+                                                                                     config.sample_size)
         self.population = Population(store, config.population, config.population + config.steps, self.id,
-                                     config.lease_seconds, config.refresh_seconds)
+                                     config.lease_seconds, config.refresh_seconds,
+                                     generational=config.selection == "generational")
         self._evaluator = evaluator
         self.stop_event = threading.Event()
         self.stats = WorkerStats(worker=self.id)
@@ -124,21 +127,11 @@ class Worker:
                 return
 
     def _run_step(self, step: int, adopted: bool, started: float) -> bool:
-        cfg, pop = self.config, self.population
-        seed = derive_seed(cfg.seed, step)
-        record: dict[str, Any] = {"step": step, "seed": seed, "worker": self.id, "adopted": adopted}
-        parent_weights = None
-        if step < cfg.population:
-            genome = self.genome_cls.initial(rng_for(cfg.seed, step, "initial"), self.space)
-            record.update(origin="initial", parents=[], mutation=None, loser=None, attempt=None)
-        else:
-            choice, attempt = pop.settle_selection(step, self._chooser(step))
-            parent = pop.individual(choice.parent)
-            parent_genome = genome_from_json(parent["genome"])
-            genome, mutation = parent_genome.mutate(rng_for(cfg.seed, step, "mutate"), self.space)
-            parent_weights = self._read_weights(parent)
-            record.update(origin="mutation", parents=[choice.parent], mutation=mutation.to_json(),
-                          loser=choice.loser, attempt=attempt)
+        pop = self.population
+        seed = derive_seed(self.config.seed, step)
+        genome, record, parent_step = self._breed(step)
+        record.update(step=step, seed=seed, worker=self.id, adopted=adopted)
+        parent_weights = None if parent_step is None else self._read_weights(pop.individual(parent_step))
         selected = time.perf_counter()
         outcome = self.evaluator.evaluate(genome, parent_weights, seed)
         trained = time.perf_counter()
@@ -149,8 +142,15 @@ class Worker:
             self.store.create_blob(key, outcome.weights)
             weights = {"key": key, "sha256": hashlib.sha256(outcome.weights).hexdigest(),
                        "bytes": len(outcome.weights)}
+        genome_hash = genome.content_hash()
+        fitness = outcome.fitness
+        if self.config.selection == "generational" and outcome.status == "ok":
+            earlier = self._earlier_evaluations(genome_hash, before=step - step % self.config.population)
+            record["evaluations"] = len(earlier) + 1
+            fitness = averaged(outcome.fitness, earlier)
         record.update(
-            genome=genome.to_json(), hash=genome.content_hash(), fitness=outcome.fitness, status=outcome.status,
+            genome=genome.to_json(), hash=genome_hash, fitness=fitness, raw_fitness=outcome.fitness,
+            status=outcome.status,
             reason=outcome.reason, val_accuracy=outcome.val_accuracy, test_accuracy=outcome.test_accuracy,
             metrics=outcome.metrics(), weights=weights, created_at=time.time(),
             timings={"select_s": selected - started, "evaluate_s": trained - selected,
@@ -168,6 +168,41 @@ class Worker:
             if weights is not None:
                 self.store.delete(weights["key"])
         return won
+
+    def _breed(self, step: int) -> tuple[Genome, dict[str, Any], int | None]:
+        """The child genome of ``step``, its provenance, and the parent whose weights it inherits."""
+        cfg, pop = self.config, self.population
+        if step < cfg.population:
+            genome = self.genome_cls.initial(rng_for(cfg.seed, step, "initial"), self.space)
+            return genome, {"origin": "initial", "parents": [], "mutation": None, "loser": None,
+                            "attempt": None}, None
+        if cfg.selection == "generational":
+            generation, slot = divmod(step, cfg.population)
+            member = pop.settle_generation(generation, lambda: self._next_generation(generation))["members"][slot]
+            pop.kill(step - cfg.population, step, 0, member["parents"][0])
+            return genome_from_json(member["genome"]), {
+                "origin": "generation", "generation": generation, "parents": member["parents"],
+                "mutation": member["mutation"], "loser": step - cfg.population, "attempt": 0,
+            }, member["parents"][0]
+        choice, attempt = pop.settle_selection(step, self._chooser(step))
+        parent = genome_from_json(pop.individual(choice.parent)["genome"])
+        genome, mutation = parent.mutate(rng_for(cfg.seed, step, "mutate"), self.space)
+        return genome, {"origin": "mutation", "parents": [choice.parent], "mutation": mutation.to_json(),
+                        "loser": choice.loser, "attempt": attempt}, choice.parent
+
+    def _next_generation(self, generation: int) -> dict[str, Any]:
+        cfg, pop = self.config, self.population
+        first = (generation - 1) * cfg.population
+        steps = range(first, first + cfg.population)
+        previous = [(s, genome_from_json(pop.individual(s)["genome"]), float(pop.individual(s)["fitness"]))
+                    for s in steps]
+        members = breed(previous, rng_for(cfg.seed, "generation", generation), self.space, cfg.p_m, cfg.p_c)
+        return {"generation": generation, "members": members, "worker": self.id, "created_at": time.time()}
+
+    def _earlier_evaluations(self, genome_hash: str, before: int) -> list[float]:
+        """Raw fitness of every earlier generation's evaluation of the same genome (all are complete)."""
+        return [float(r["raw_fitness"]) for s, r in self.population.view.individuals.items()
+                if s < before and r.get("hash") == genome_hash and r.get("status") == "ok"]
 
     def _chooser(self, step: int):
         strategy, seed = self.strategy, self.config.seed

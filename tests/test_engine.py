@@ -118,3 +118,43 @@ def test_resume_conflicting_config_is_refused(tmp_path):
     open_run(config)
     with pytest.raises(ConfigError, match="population"):
         open_run(synthetic(tmp_path, population=9), overrides={"population": 9})
+
+
+def test_generational_genetic_cnn_run(tmp_path):
+    config = synthetic(tmp_path, genome="gcnn", selection="generational", population=6, steps=18, p_c=0.5)
+    store, config, space = open_run(config)
+    run_in_process(store, config, space)
+    report = check_store(store, config.population, total_steps(config))
+    assert report.ok and report.finished, report.violations
+    snap = Snapshot.read(store)
+    for step in range(config.population, total_steps(config)):
+        record = snap.individuals[step]
+        generation = step // config.population
+        assert record["generation"] == generation
+        assert record["loser"] == step - config.population
+        assert all((generation - 1) * 6 <= p < generation * 6 for p in record["parents"])
+    generations = store.list_keys("generations/")
+    assert len(generations) == 3
+    repeated = [r for r in snap.individuals.values() if r.get("evaluations", 1) > 1]
+    assert repeated, "roulette copies should re-evaluate some genomes"
+    for record in repeated:
+        earlier = [r["raw_fitness"] for s, r in snap.individuals.items()
+                   if r["hash"] == record["hash"] and s < record["step"] - record["step"] % 6]
+        assert record["fitness"] == pytest.approx((record["raw_fitness"] + sum(earlier)) / (1 + len(earlier)))
+
+
+def test_roulette_prefers_the_fit():
+    import random
+
+    from evolve.generational import roulette
+
+    picks = roulette([0.1, 0.1, 0.9], 1000, random.Random(0))
+    assert picks.count(2) == 1000  # weights are fitness above the minimum
+    assert set(roulette([0.5, 0.5], 100, random.Random(0))) == {0, 1}
+
+
+def test_generational_needs_whole_generations(tmp_path):
+    from evolve.config import ConfigError
+
+    with pytest.raises(ConfigError, match="multiple of population"):
+        synthetic(tmp_path, genome="gcnn", selection="generational", population=6, steps=10)
