@@ -45,8 +45,8 @@ class RunConfig(BaseModel):
     sample_size: int = Field(5, ge=2, description="aging evolution's sample size S")
     p_m: float = Field(0.8, ge=0.0, le=1.0, description="generational: mutation probability per individual")
     p_c: float = Field(0.2, ge=0.0, le=1.0, description="generational: crossover probability per pair")
-    population: int = Field(10, ge=2)
-    steps: int = Field(40, ge=0, description="children to produce after the initial population")
+    population: int = Field(20, ge=2)
+    steps: int = Field(400, ge=0, description="children to produce after the initial population")
     seed: int = 0
     dataset: str = "mnist-mini"
     max_params: int = Field(1_000_000, ge=1)

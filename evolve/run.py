@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from dataclasses import asdict
@@ -133,6 +134,7 @@ def run_on_ray(store: Store, config: RunConfig, space: SearchSpace,
 
     if not ray.is_initialized():
         ray.init(address=config.address, include_dashboard=False, log_to_driver=False,
+                 logging_level=logging.WARNING,
                  **({} if config.address else {"num_cpus": max(config.workers * config.cpus_per_worker, 1)}))
     actor_cls = ray.remote(WorkerActor).options(
         num_cpus=config.cpus_per_worker, num_gpus=config.gpus_per_worker,

@@ -44,7 +44,9 @@ class Outcome:
     weights: bytes | None = field(default=None, repr=False)
 
     def metrics(self) -> dict[str, Any]:
-        return {k: v for k, v in self.__dict__.items() if k != "weights"}
+        """The measurements that are not already top-level fields of an individual's record."""
+        top = {"weights", "fitness", "status", "reason", "val_accuracy", "test_accuracy"}
+        return {k: v for k, v in self.__dict__.items() if k not in top}
 
 
 def resolve_device(name: str) -> torch.device:
