@@ -158,3 +158,26 @@ def test_generational_needs_whole_generations(tmp_path):
 
     with pytest.raises(ConfigError, match="multiple of population"):
         synthetic(tmp_path, genome="gcnn", selection="generational", population=6, steps=10)
+
+
+def test_gc_keeps_what_is_needed_and_frees_the_rest(tmp_path):
+    from evolve.gc import collect
+
+    config = build_config(dict(store=str(tmp_path / "run"), dataset="digits", population=4, steps=8, workers=1,
+                               refresh_seconds=0.0, train={"batches": 2}))
+    store, config, space = open_run(config)
+    run_in_process(store, config, space)
+    snap = Snapshot.read(store)
+    assert all(r["weights"] for r in snap.individuals.values())
+    orphan = "weights/000000000005-orphan.safetensors"
+    assert store.create_blob(orphan, b"not recorded")
+
+    kept_all = collect(store, grace_seconds=3600)
+    assert kept_all.removed == [orphan]  # dead individuals are kept during the grace period
+
+    report = collect(store, grace_seconds=0)
+    left = set(store.list_keys("weights/"))
+    live = {snap.individuals[s]["weights"]["key"] for s in snap.live()}
+    assert left == live
+    assert len(report.removed) == len(snap.deaths)
+    assert check_store(store, config.population, total_steps(config)).ok

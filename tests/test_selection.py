@@ -1,0 +1,30 @@
+import random
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from evolve.selection import Aging, Member, Tournament
+
+members = st.lists(st.floats(0, 1, allow_nan=False), min_size=5, max_size=40).map(
+    lambda fs: [Member(step=i * 3, fitness=f) for i, f in enumerate(fs)])
+
+
+@given(members, st.integers(0, 2**32))
+def test_tournament_parent_is_the_better_of_two_live(live, seed):
+    choice = Tournament().choose(live, random.Random(seed))
+    by_step = {m.step: m for m in live}
+    assert choice.parent != choice.loser
+    assert by_step[choice.parent].fitness >= by_step[choice.loser].fitness
+
+
+@given(members, st.integers(0, 2**32))
+def test_aging_kills_the_oldest_and_breeds_from_the_sample_best(live, seed):
+    choice = Aging(sample_size=5).choose(live, random.Random(seed))
+    assert choice.loser == min(m.step for m in live)
+    sample = random.Random(seed).sample(live, 5)
+    assert choice.parent == max(sample, key=lambda m: (m.fitness, -m.step)).step
+
+
+def test_same_seed_same_choice():
+    live = [Member(i, random.Random(i).random()) for i in range(30)]
+    assert Tournament().choose(live, random.Random(7)) == Tournament().choose(live, random.Random(7))
