@@ -1,0 +1,62 @@
+import dataclasses
+import pytest
+import torch
+
+from evolve.config import TrainConfig
+from evolve.data import load_dataset, to_device
+from evolve.train import Trainer, weights_from_bytes
+from genomes import DNA, SearchSpace
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return to_device(load_dataset("digits", seed=0), "cpu")
+
+
+def grown(space: SearchSpace) -> DNA:
+    """input -> conv 3x3x16 -> bn_relu -> conv 3x3x16 -> bn_relu -> head."""
+    conv = {"op": "conv", "skip": False, "kernel": [3, 3], "stride": 1, "channels": 16}
+    return DNA.from_json({
+        "kind": "dna", "version": 1, "learning_rate": 0.05,
+        "vertices": [{"id": 0, "activation": "linear"}, {"id": 1, "activation": "bn_relu"},
+                     {"id": 2, "activation": "bn_relu"}],
+        "edges": [{"id": 3, "src": 0, "dst": 1, **conv}, {"id": 4, "src": 1, "dst": 2, **conv}],
+        "head_id": 5, "next_id": 6,
+    })
+
+
+def test_training_beats_chance_and_returns_safetensors(digits):
+    space = SearchSpace(input_shape=digits.input_shape, num_classes=10)
+    trainer = Trainer(digits, TrainConfig(batches=60), torch.device("cpu"), max_params=100_000)
+    outcome = trainer.train(grown(space), None, seed=1)
+    assert outcome.status == "ok" and outcome.fitness == outcome.val_accuracy
+    assert outcome.fitness > 0.2 and 0.0 <= outcome.test_accuracy <= 1.0
+    assert outcome.flops > 0 and outcome.params == grown(space).param_count(space.input_shape, 10)
+    state = weights_from_bytes(outcome.weights)
+    assert any(k.startswith("edges.") for k in state)
+
+
+def test_child_inherits_and_training_is_seeded(digits):
+    space = SearchSpace(input_shape=digits.input_shape, num_classes=10)
+    trainer = Trainer(digits, TrainConfig(batches=20), torch.device("cpu"), max_params=100_000)
+    genome = grown(space)
+    parent = trainer.train(genome, None, seed=3)
+    again = trainer.train(genome, None, seed=3)
+    assert parent.fitness == again.fitness and parent.weights == again.weights
+    child = trainer.train(genome, weights_from_bytes(parent.weights), seed=4)
+    assert child.inherited == 1.0
+
+
+def test_nan_loss_scores_zero_with_reason(digits):
+    space = SearchSpace(input_shape=digits.input_shape, num_classes=10)
+    genome = dataclasses.replace(grown(space), lr=1e12)
+    trainer = Trainer(digits, TrainConfig(batches=60), torch.device("cpu"), max_params=100_000)
+    outcome = trainer.train(genome, None, seed=0)
+    assert (outcome.fitness, outcome.status, outcome.reason) == (0.0, "failed", "nan loss")
+
+
+def test_over_parameter_bound_scores_zero_without_training(digits):
+    space = SearchSpace(input_shape=digits.input_shape, num_classes=10)
+    trainer = Trainer(digits, TrainConfig(batches=60), torch.device("cpu"), max_params=10)
+    outcome = trainer.train(grown(space), None, seed=0)
+    assert outcome.fitness == 0.0 and "max_params" in outcome.reason and outcome.train_seconds == 0.0
