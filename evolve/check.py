@@ -36,7 +36,27 @@ class CheckReport:
         return self.individuals == self.total_steps and self.in_flight == 0
 
 
-def _read_all(store: Store, prefix: str, report: CheckReport) -> dict[str, dict[str, Any]]:
+def record_problem(prefix: str, record: dict[str, Any]) -> str | None:
+    """Why a record that parses is still unusable: a field every reader relies on is missing or mistyped."""
+    if prefix == "individuals/":
+        fitness = record.get("fitness")
+        if not isinstance(fitness, (int, float)) or isinstance(fitness, bool):
+            return f"fitness is {fitness!r}, not a number"
+        if not isinstance(record.get("genome"), dict):
+            return f"genome is {record.get('genome')!r}, not an object"
+        if not isinstance(record.get("step"), int):
+            return f"step is {record.get('step')!r}, not an integer"
+    elif prefix == "deaths/" and not isinstance(record.get("killed_at_step"), int):
+        return f"killed_at_step is {record.get('killed_at_step')!r}, not an integer"
+    return None
+
+
+def _read_all(store: Store, prefix: str, report: CheckReport,
+              unreadable: set[int] | None = None) -> dict[str, dict[str, Any]]:
+    """Every usable record under ``prefix``; one violation per record that does not parse or is malformed.
+
+    The steps of those go to ``unreadable``.
+    """
     records = {}
     for key in store.list_keys(prefix):
         if not key.endswith(".json"):
@@ -44,7 +64,15 @@ def _read_all(store: Store, prefix: str, report: CheckReport) -> dict[str, dict[
         try:
             record = store.read_json(key)
         except CorruptRecord as exc:
-            report.violations.append(f"{key}: does not parse ({exc})")
+            report.violations.append(f"{key}: does not parse ({exc.reason})")
+            if unreadable is not None:
+                unreadable.add(step_of(key))
+            continue
+        problem = None if record is None else record_problem(prefix, record)
+        if problem:
+            report.violations.append(f"{key}: malformed ({problem})")
+            if unreadable is not None:
+                unreadable.add(step_of(key))
             continue
         if record is not None:
             records[key] = record
@@ -54,16 +82,20 @@ def _read_all(store: Store, prefix: str, report: CheckReport) -> dict[str, dict[
 def check_store(store: Store, population: int, total_steps: int) -> CheckReport:
     report = CheckReport(population=population, total_steps=total_steps)
     v = report.violations
-    individuals = {step_of(k): r for k, r in _read_all(store, "individuals/", report).items()}
+    # an individual whose record does not parse still exists (its step was done): it is reported
+    # once above, and counted as present below so it does not also show up as a missing parent etc.
+    unreadable: set[int] = set()
+    individuals = {step_of(k): r for k, r in _read_all(store, "individuals/", report, unreadable).items()}
     deaths = {step_of(k): r for k, r in _read_all(store, "deaths/", report).items()}
     claims = {step_of(k) for k in _read_all(store, "claims/", report)}
-    report.individuals, report.deaths = len(individuals), len(deaths)
+    present = set(individuals) | unreadable
+    report.individuals, report.deaths = len(present), len(deaths)
 
     for step, record in individuals.items():
         if record.get("step") != step:
             v.append(f"individuals/{step}: records step {record.get('step')!r}")
         for parent in record.get("parents") or []:
-            if parent not in individuals:
+            if parent not in present:
                 v.append(f"individual {step}: parent {parent} does not exist")
         if step >= population and not record.get("parents"):
             v.append(f"individual {step}: a child with no parent")
@@ -72,7 +104,7 @@ def check_store(store: Store, population: int, total_steps: int) -> CheckReport:
 
     killed_at = Counter()
     for dead, record in deaths.items():
-        if dead not in individuals:
+        if dead not in present:
             v.append(f"death of {dead}: no such individual")
         step = record.get("killed_at_step")
         killed_at[step] += 1
@@ -84,10 +116,10 @@ def check_store(store: Store, population: int, total_steps: int) -> CheckReport:
             v.append(f"step {step} killed {count} individuals")
 
     killing_steps = set(killed_at)
-    unfinished_initial = {s for s in range(min(population, total_steps)) if s not in individuals}
-    in_flight = {s for s in killing_steps if s not in individuals} | unfinished_initial
+    unfinished_initial = {s for s in range(min(population, total_steps)) if s not in present}
+    in_flight = {s for s in killing_steps if s not in present} | unfinished_initial
     report.in_flight = len(in_flight)
-    report.live = len(set(individuals) - set(deaths))
+    report.live = len(present - set(deaths))
     if report.live != population - report.in_flight:
         v.append(f"live count {report.live} != population {population} - in flight {report.in_flight}")
     for step, child in individuals.items():

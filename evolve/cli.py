@@ -16,14 +16,21 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, help="Evolve neura
 genome_app = typer.Typer(no_args_is_help=True, help="Inspect the genomes that evolve.")
 app.add_typer(genome_app, name="genome")
 
-out = Console()
-err = Console(stderr=True)
+# soft_wrap: a message stays one line however narrow the terminal (or a pipe's 80 columns)
+out = Console(soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True)
 
 
 def fail(message: str, code: int = 2) -> None:
     """One line on stderr, non-zero exit, no traceback."""
     err.print(f"[bold red]error:[/] {message}", highlight=False)
     raise typer.Exit(code)
+
+
+def warn_unreadable(unreadable) -> None:
+    """One warning line per record a view skipped because it does not parse (`evolve check` reports them)."""
+    for key, reason in unreadable:
+        err.print(f"[yellow]warning:[/] skipped unreadable record {key}: {reason}", highlight=False)
 
 
 def parse_shape(text: str) -> tuple[int, int, int]:
@@ -97,10 +104,15 @@ def _guard(fn):
     return wrapper
 
 
-def _launch(store, config, space, executor: str) -> None:
+def _launch(store, config, space, executor: str, logdir: str | None = None) -> None:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from evolve.run import run_in_process, run_on_ray, total_steps
+    from evolve.tensorboard import LiveSync
+
+    if executor not in ("ray", "local"):
+        fail(f"--executor: expected ray or local, got {executor!r}")
+    live = LiveSync(store, logdir) if logdir else None
 
     total = total_steps(config)
     with Progress(TextColumn("[bold]evolving"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
@@ -109,10 +121,14 @@ def _launch(store, config, space, executor: str) -> None:
 
         def on_progress(done: int) -> None:
             progress.update(task, completed=min(done, total))
+            if live:
+                live(done)
 
         runner = run_on_ray if executor == "ray" else run_in_process
         runner(store, config, space, on_progress=on_progress)
-        on_progress(total)
+        progress.update(task, completed=total)
+    if live and (report := live.close()):
+        err.print(f"tensorboard: {report.line()}", highlight=False)
     _print_summary(store, config)
 
 
@@ -121,6 +137,7 @@ def _print_summary(store, config) -> None:
     from evolve.run import total_steps
 
     snap = Snapshot.read(store)
+    warn_unreadable(snap.unreadable)
     info = status(snap, config.population, total_steps(config))
     best = snap.best(live_only=False)
     out.print(f"run at {store.url}: {info['done']}/{info['total']} individuals, {info['live']} live, "
@@ -159,6 +176,7 @@ def run(
     address: Annotated[Optional[str], typer.Option(help="Ray cluster address ('auto' on a cluster).")] = None,
     gpus_per_worker: Annotated[Optional[float], typer.Option(help="Fractional GPUs per worker.")] = None,
     executor: Annotated[str, typer.Option(help="ray, or local (threads in this process).")] = "ray",
+    logdir: Annotated[Optional[str], typer.Option(help="Keep TensorBoard views of the run here as it goes.")] = None,
 ) -> None:
     """Start (or continue) an evolution run; with no options, a small demo on the embedded dataset."""
     from evolve.config import build_config, load_config_file
@@ -173,7 +191,7 @@ def run(
     store_, config, space = open_run(config, resume=False, overrides={**data, **overrides})
     err.print(f"store {store_.url}: {config.genome} genomes, {config.selection} selection, population "
               f"{config.population}, {config.steps} steps, {config.workers} workers, dataset {config.dataset}")
-    _launch(store_, config, space, executor)
+    _launch(store_, config, space, executor, logdir)
 
 
 @app.command()
@@ -184,6 +202,7 @@ def resume(
     steps: Annotated[Optional[int], typer.Option(help="New total of children (extends a run).")] = None,
     address: Annotated[Optional[str], typer.Option()] = None,
     executor: Annotated[str, typer.Option(help="ray or local.")] = "ray",
+    logdir: Annotated[Optional[str], typer.Option(help="Keep TensorBoard views of the run here as it goes.")] = None,
 ) -> None:
     """Continue a stopped or killed run from its store; steps in flight are adopted."""
     from evolve.config import RunConfig
@@ -192,7 +211,7 @@ def resume(
     given = {"workers": workers, "steps": steps, "address": address}
     overrides = {k: v for k, v in given.items() if v is not None}
     store_, config, space = open_run(RunConfig(store=store), resume=True, overrides=overrides)
-    _launch(store_, config, space, executor)
+    _launch(store_, config, space, executor, logdir)
 
 
 @app.command()
@@ -206,7 +225,9 @@ def status(store: Annotated[str, typer.Argument(help="Store URL.")]) -> None:
 
     st = _open_store(store)
     config, _ = load_run(st)
-    info = run_status(Snapshot.read(st), config.population, total_steps(config))
+    snap = Snapshot.read(st)
+    warn_unreadable(snap.unreadable)
+    info = run_status(snap, config.population, total_steps(config))
     out.print(f"{info['done']}/{info['total']} individuals ({info['in_flight']} in flight), {info['live']} live, "
               f"best {_pct(info['best_fitness'])}, median {_pct(info['median_fitness'])}, "
               f"{info['failed']} failed" + (f", {info['steps_per_hour']:.0f} steps/h" if info['steps_per_hour'] else ""))
@@ -229,6 +250,7 @@ def best(
 
     st = _open_store(store)
     snap = Snapshot.read(st)
+    warn_unreadable(snap.unreadable)
     record = snap.best()
     if record is None:
         fail(f"{st.url}: no individuals yet")
@@ -265,6 +287,7 @@ def lineage(
     from evolve.report import Snapshot
 
     snap = Snapshot.read(_open_store(store))
+    warn_unreadable(snap.unreadable)
     if individual is None:
         best_record = snap.best()
         if best_record is None:
@@ -311,6 +334,7 @@ def gc(
     from evolve.gc import collect
 
     report = collect(_open_store(store), grace_seconds=grace, dry_run=dry_run)
+    warn_unreadable(report.unreadable)
     verb = "would remove" if dry_run else "removed"
     out.print(f"{verb} {len(report.removed)} weight files ({report.freed_bytes:,} bytes), kept {report.kept}")
 
@@ -330,5 +354,108 @@ def doctor(store: Annotated[str, typer.Argument(help="Store URL to test.")]) -> 
         raise typer.Exit(1)
 
 
+# -- views: TensorBoard, the Figure-1 picture, Parquet ----------------------------------------------
+
+
+def _views_guard(fn):
+    """_guard, plus the views' own one-line errors (a logdir of another run, an unwritable file)."""
+    import functools
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        from evolve.export import ExportError
+        from evolve.tensorboard import ViewError
+
+        try:
+            return fn(*args, **kwargs)
+        except (ViewError, ExportError) as exc:
+            fail(str(exc))
+
+    return wrapper
+
+
+@app.command()
+@_guard
+@_views_guard
+def tensorboard(
+    store: Annotated[str, typer.Argument(help="Store URL of the run.")],
+    logdir: Annotated[Optional[str], typer.Option(help="TensorBoard logdir (default: ./tb-<store name>).")] = None,
+    serve: Annotated[bool, typer.Option("--serve", help="Start TensorBoard and keep the logdir in sync until Ctrl-C.")] = False,
+    port: Annotated[int, typer.Option(min=0, max=65535, help="TensorBoard's port with --serve (0: any free one).")] = 6006,
+    interval: Annotated[float, typer.Option(min=0.5, help="Seconds between syncs with --serve.")] = 5.0,
+    hparams: Annotated[bool, typer.Option(help="One HParams run per individual.")] = True,
+    model_graph: Annotated[bool, typer.Option(help="The best's torch module in the Graphs dashboard.")] = True,
+) -> None:
+    """Write TensorBoard views of a run (scalars, lineage, Figure 1, HParams), incrementally; --serve shows them."""
+    import os
+
+    from evolve.tensorboard import serve as serve_views, sync
+
+    st = _open_store(store)
+    if logdir is None:
+        logdir = os.path.join(os.getcwd(), "tb-" + (st.url.rstrip("/").rsplit("/", 1)[-1] or "run"))
+    options = {"hparams": hparams, "model_graph": model_graph}
+
+    def show(report) -> None:
+        err.print(f"{report.logdir}: {report.line()}", highlight=False)
+        warn_unreadable(report.unreadable)
+        for line in report.errors:
+            err.print(f"[yellow]warning:[/] {line}", highlight=False)
+
+    if not serve:
+        show(sync(st, logdir, **options))
+        return
+    if port == 0:
+        import socket
+
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+    err.print(f"serving {logdir} at http://127.0.0.1:{port}/ (syncing every {interval:g}s; Ctrl-C to stop)",
+              highlight=False)
+    code = serve_views(st, logdir, port=port, interval=interval, on_sync=show, **options)
+    if code:
+        fail(f"tensorboard exited with code {code}")
+
+
+@app.command()
+@_guard
+@_views_guard
+def plot(
+    store: Annotated[str, typer.Argument(help="Store URL of the run.")],
+    out_png: Annotated[str, typer.Argument(metavar="OUT.png", help="Where to write the picture.")],
+    width: Annotated[float, typer.Option(min=2, help="Inches.")] = 10.0,
+    height: Annotated[float, typer.Option(min=2, help="Inches.")] = 6.0,
+    dpi: Annotated[int, typer.Option(min=30, max=600)] = 150,
+) -> None:
+    """Figure 1 of Real et al.: every individual's fitness over time, the best's line of descent."""
+    from evolve.tensorboard import plot as plot_run
+
+    report = plot_run(_open_store(store), out_png, size=(width, height), dpi=dpi)
+    warn_unreadable(report.unreadable)
+    out.print(f"wrote {report.path} ({report.width}x{report.height}): {report.individuals} individuals, "
+              f"{report.alive} alive, best {report.best_step}", highlight=False)
+
+
+@app.command("export")
+@_guard
+@_views_guard
+def export_(
+    store: Annotated[str, typer.Argument(help="Store URL of the run.")],
+    out_parquet: Annotated[str, typer.Argument(metavar="OUT.parquet", help="Where to write the table.")],
+) -> None:
+    """Every individual as a row of a Parquet file (pandas, pyarrow, DuckDB, polars read it as is)."""
+    from evolve.export import export_parquet
+
+    report = export_parquet(_open_store(store), out_parquet)
+    warn_unreadable(report.unreadable)
+    out.print(f"wrote {report.path}: {report.rows} individuals ({report.alive} alive), {report.bytes:,} bytes",
+              highlight=False)
+
+
 def main() -> None:  # pragma: no cover
     app()
+
+
+if __name__ == "__main__":  # `python -m evolve.cli ...`
+    main()

@@ -22,6 +22,7 @@ class GcReport:
     removed: list[str] = field(default_factory=list)
     kept: int = 0
     freed_bytes: int = 0
+    unreadable: list[tuple[str, str]] = field(default_factory=list)  # skipped records: (key, reason)
 
 
 def collect(store: Store, grace_seconds: float = 600.0, dry_run: bool = False) -> GcReport:
@@ -35,7 +36,7 @@ def collect(store: Store, grace_seconds: float = 600.0, dry_run: bool = False) -
         while (sel := store.read_json(selection_key(step, attempt))) is not None:
             protected.add(int(sel["parent"]))
             attempt += 1
-    report = GcReport()
+    report = GcReport(unreadable=list(snap.unreadable))
     for key in store.list_keys("weights/"):
         step = step_of(key)
         if step not in snap.individuals:

@@ -6,29 +6,49 @@ import statistics
 from dataclasses import dataclass, field
 from typing import Any
 
-from evolve.store import Store, step_of
+from evolve.check import record_problem
+from evolve.store import CorruptRecord, Store, step_of
 
 
 @dataclass
 class Snapshot:
-    """Every individual and tombstone of a store, read once."""
+    """Every individual and tombstone of a store, read once.
+
+    Records that do not parse are skipped (DESIGN.md: readers skip, ``evolve check``
+    reports); ``unreadable`` lists them as ``(key, reason)`` so a view can warn.
+    """
 
     individuals: dict[int, dict[str, Any]]
     deaths: dict[int, dict[str, Any]]
     claims: set[int] = field(default_factory=set)
+    unreadable: list[tuple[str, str]] = field(default_factory=list)
 
     @classmethod
     def read(cls, store: Store) -> Snapshot:
+        unreadable: list[tuple[str, str]] = []
+
         def read_all(prefix: str) -> dict[int, dict[str, Any]]:
             out = {}
             for key in store.list_keys(prefix):
-                record = store.read_json(key)
-                if record is not None:
-                    out[step_of(key)] = record
+                if not key.endswith(".json"):
+                    continue
+                try:
+                    record = store.read_json(key)
+                except CorruptRecord as exc:
+                    unreadable.append((key, exc.reason))
+                    continue
+                if record is None:
+                    continue
+                problem = record_problem(prefix, record)
+                if problem:
+                    unreadable.append((key, problem))
+                    continue
+                out[step_of(key)] = record
             return out
 
         return cls(individuals=read_all("individuals/"), deaths=read_all("deaths/"),
-                   claims={step_of(k) for k in store.list_keys("claims/")})
+                   claims={step_of(k) for k in store.list_keys("claims/") if k.endswith(".json")},
+                   unreadable=unreadable)
 
     def live(self) -> list[int]:
         return sorted(s for s in self.individuals if s not in self.deaths)
@@ -53,6 +73,7 @@ class Snapshot:
 
 def status(snapshot: Snapshot, population: int, total_steps: int) -> dict[str, Any]:
     ind = snapshot.individuals
+    skipped = {step_of(k) for k, _ in snapshot.unreadable if k.startswith("individuals/")}  # done, unreadable
     live = snapshot.live()
     fitness = [ind[s]["fitness"] for s in live]
     children = [r for s, r in ind.items() if s >= population]
@@ -68,7 +89,7 @@ def status(snapshot: Snapshot, population: int, total_steps: int) -> dict[str, A
     return {
         "done": len(ind),
         "total": total_steps,
-        "in_flight": len([s for s in snapshot.claims if s not in ind]),
+        "in_flight": len([s for s in snapshot.claims if s not in ind and s not in skipped]),
         "live": len(live),
         "best_fitness": max(fitness, default=None),
         "median_fitness": statistics.median(fitness) if fitness else None,

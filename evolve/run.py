@@ -10,7 +10,7 @@ from typing import Any, Callable
 
 from evolve.config import SCHEMA_VERSION, ConfigError, RunConfig, build_config, check_resume
 from evolve.doctor import require_healthy
-from evolve.store import RUN_KEY, Store, StoreError, step_of
+from evolve.store import PAD, RUN_KEY, Store, StoreError, step_of
 from evolve.worker import Worker
 from genomes import SearchSpace
 
@@ -35,14 +35,27 @@ def space_from_json(data: dict[str, Any]) -> SearchSpace:
                        max_params=data["max_params"], options=data.get("options", {}))
 
 
+def extension_key(steps: int) -> str:
+    """``extensions/<steps>.json``: the run was extended (``resume --steps``) to ``steps`` children.
+
+    run.json is written once, so a longer run is recorded beside it; the run's length is the
+    largest of run.json's ``steps`` and every extension's.
+    """
+    return f"extensions/{steps:0{PAD}d}.json"
+
+
 def load_run(store: Store) -> tuple[RunConfig, SearchSpace]:
-    """The stored config and space of an existing run."""
+    """The stored config (with any extension of its steps) and space of an existing run."""
     record = store.read_json(RUN_KEY)
     if record is None:
         raise StoreError(f"no evolve run at {store.url!r} (run.json missing)")
     if record.get("schema") != SCHEMA_VERSION:
         raise StoreError(f"{store.url}/run.json: schema {record.get('schema')!r}, this evolve reads {SCHEMA_VERSION}")
-    return build_config(record["config"], f"{store.url}/run.json"), space_from_json(record["space"])
+    config = build_config(record["config"], f"{store.url}/run.json")
+    extended = [step_of(k) for k in store.list_keys("extensions/") if k.endswith(".json")]
+    if extended and max(extended) > config.steps:
+        config = config.model_copy(update={"steps": max(extended)})
+    return config, space_from_json(record["space"])
 
 
 def open_run(config: RunConfig, resume: bool = False, overrides: dict[str, Any] | None = None,
@@ -61,6 +74,11 @@ def open_run(config: RunConfig, resume: bool = False, overrides: dict[str, Any] 
         merged = build_config({**stored.model_dump(), **(overrides or {}), "store": config.store,
                                "storage_options": config.storage_options}, "resume")
         check_resume(stored, merged)
+        if merged.steps < stored.steps:
+            raise ConfigError(f"steps: the run at {store.url} has {stored.steps} steps and can only be "
+                              f"extended (got {merged.steps})")
+        if merged.steps > stored.steps:
+            store.create_json(extension_key(merged.steps), {"steps": merged.steps, "created_at": time.time()})
         return store, merged, space
     if resume:
         raise StoreError(f"no evolve run at {store.url!r} to resume (run.json missing)")
@@ -84,6 +102,11 @@ def run_in_process(store: Store, config: RunConfig, space: SearchSpace,
     results: list[dict[str, Any]] = [{} for _ in workers]
     errors: list[BaseException] = []
 
+    # Wait on events, never on Thread.join: on CPython 3.11 a Ctrl-C that interrupts join() can mark
+    # a still-running thread as stopped (the bpo-45274 clean-up releases its tstate lock), so a later
+    # join() returns at once and the process exits under a worker that is midway through a step.
+    done = [threading.Event() for _ in workers]
+
     def target(i: int) -> None:
         try:
             results[i] = asdict(workers[i].run())
@@ -91,21 +114,22 @@ def run_in_process(store: Store, config: RunConfig, space: SearchSpace,
             errors.append(exc)
             for w in workers:
                 w.stop()
+        finally:
+            done[i].set()
 
     threads = [threading.Thread(target=target, args=(i,), daemon=True) for i in range(len(workers))]
     for t in threads:
         t.start()
     try:
-        while any(t.is_alive() for t in threads):
-            for t in threads:
-                t.join(timeout=0.5)
+        while not all(d.is_set() for d in done):
+            next(d for d in done if not d.is_set()).wait(0.5)
             if on_progress:
                 on_progress(count_individuals(store))
     except KeyboardInterrupt:
         for w in workers:
             w.stop()
-        for t in threads:
-            t.join()
+        for d in done:
+            d.wait()
         raise
     if errors:
         raise errors[0]

@@ -190,6 +190,16 @@ def _is_timeout_or_connection(exc: BaseException) -> bool:
     )
 
 
+# libraries whose own exception types mean "the backend refused" (no credentials, bad parameters),
+# never a bug of ours: they become one-line StoreErrors instead of tracebacks
+_BACKEND_MODULES = {"botocore", "aiobotocore", "boto3", "s3fs", "gcsfs", "google", "adlfs", "azure", "fsspec",
+                    "aiohttp", "requests", "urllib3"}
+
+
+def _is_backend_error(exc: BaseException) -> bool:
+    return any(cls.__module__.split(".", 1)[0] in _BACKEND_MODULES for cls in type(exc).__mro__)
+
+
 def _classify(exc: BaseException) -> str:
     """'exists', 'conflict' (409/412: read back), 'transient' (retry) or 'fatal'."""
     if isinstance(exc, StoreError):
@@ -324,7 +334,8 @@ class Store:
                 if kind != "transient":
                     if isinstance(exc, StoreError):
                         raise
-                    if not isinstance(exc, (OSError, ValueError)) and _http_status(exc)[0] is None:
+                    if (not isinstance(exc, (OSError, ValueError)) and _http_status(exc)[0] is None
+                            and not _is_backend_error(exc)):
                         raise
                     raise StoreError(f"{what} {self._where(key)}: {_reason(exc)}") from exc
                 last = exc
@@ -483,7 +494,8 @@ class Store:
                 if kind == "fatal":
                     if isinstance(exc, StoreError):
                         raise
-                    if not isinstance(exc, OSError) and _http_status(exc)[0] is None:
+                    if (not isinstance(exc, OSError) and _http_status(exc)[0] is None
+                            and not _is_backend_error(exc)):
                         raise
                     raise StoreError(f"create {self._where(key)}: {_reason(exc)}") from exc
                 last = exc

@@ -35,8 +35,8 @@ def local_ray():
 
 
 def _config(tmp_path, **kw):
-    base = dict(store=str(tmp_path / "run"), fitness="synthetic", population=32, steps=2000, workers=8,
-                cpus_per_worker=0.25, refresh_seconds=0.2, lease_seconds=1.0)
+    base = {"store": str(tmp_path / "run"), "fitness": "synthetic", "population": 32, "steps": 2000,
+            "workers": 8, "cpus_per_worker": 0.25, "refresh_seconds": 0.2, "lease_seconds": 1.0}
     base.update(kw)
     return build_config(base)
 
@@ -74,7 +74,7 @@ def _actor_pids(store) -> dict[str, int]:
             continue
         try:
             beat = store.read_json(key)
-        except Exception:  # noqa: BLE001 - a heartbeat being replaced; try the next
+        except Exception:  # noqa: BLE001, S112 - a heartbeat being replaced; try the next
             continue
         worker = (beat or {}).get("worker", "")
         if worker.startswith("ray-"):
@@ -107,7 +107,7 @@ def test_sigkilled_actors_are_restarted_and_their_steps_adopted(tmp_path, local_
     thread = threading.Thread(target=killer, daemon=True)
     thread.start()
     try:
-        run_on_ray(store, config, space)
+        results = run_on_ray(store, config, space)
     finally:
         done.set()
         thread.join()
@@ -116,8 +116,12 @@ def test_sigkilled_actors_are_restarted_and_their_steps_adopted(tmp_path, local_
     snap = Snapshot.read(store)
     adopted = [s for s, r in snap.individuals.items() if r.get("adopted")]
     assert adopted, "no step of a killed actor was adopted"
-    names = {r["worker"] for r in snap.individuals.values()}
-    restarted = {w.rsplit("-", 1)[0] for w, _ in killed}
-    for name in restarted:  # the restarted actor (same name, new pid) went on working
-        assert any(n.startswith(name + "-") and (n, int(n.rsplit("-", 1)[1])) not in killed for n in names), \
-            f"actor {name} did not come back: {sorted(names)}"
+    # Ray restarted each killed actor and retried its run(): every actor's result comes back, and a
+    # killed actor's result is its new incarnation's (same name, a pid we did not kill)
+    assert len(results) == config.workers
+    by_name = {r["worker"].rsplit("-", 1)[0]: int(r["worker"].rsplit("-", 1)[1]) for r in results}
+    assert sorted(by_name) == [f"ray-{i}" for i in range(config.workers)]
+    for worker, pid in killed:
+        name = worker.rsplit("-", 1)[0]
+        assert by_name[name] not in {p for w, p in killed if w.startswith(name + "-")}, \
+            f"actor {name}'s run() returned from a process we killed"

@@ -1,0 +1,313 @@
+"""The `evolve` command line: the happy path, and bad input that must give one line, not a traceback.
+
+Everything runs in-process through typer's CliRunner (no interpreter start-up per command).
+Each bad input must give exactly one ``error:`` line naming the culprit, a non-zero exit,
+no traceback, and leave every record of an existing store byte-for-byte as it was.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from evolve.cli import app
+
+runner = CliRunner()
+
+
+def invoke(*args: str):
+    result = runner.invoke(app, [str(a) for a in args], catch_exceptions=True)
+    text = result.output + (result.stderr if result.stderr_bytes is not None else "")
+    assert "Traceback" not in text, text
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        raise AssertionError(f"evolve {' '.join(map(str, args))} raised {result.exception!r}\n{text}")
+    return result
+
+
+def one_line_error(result, *names: str) -> str:
+    """The single ``error:`` line on stderr; it must name every one of ``names``."""
+    assert result.exit_code not in (0, None), result.output
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, f"expected one line on stderr, got:\n{result.stderr}"
+    assert lines[0].startswith("error: "), lines[0]
+    for name in names:
+        assert name in lines[0], f"{name!r} not in {lines[0]!r}"
+    return lines[0]
+
+
+def snapshot(folder: Path) -> dict[str, bytes]:
+    """Every file under ``folder`` (heartbeats included) and its bytes."""
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def synthetic_run(tmp_path: Path, name: str = "run", population: int = 6, steps: int = 10) -> Path:
+    store = tmp_path / name
+    result = invoke("run", "--executor", "local", "--store", store, "--fitness", "synthetic",
+                    "--population", population, "--steps", steps, "--workers", "2")
+    assert result.exit_code == 0, result.output + result.stderr
+    return store
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory) -> Path:
+    """A small finished synthetic run; tests copy it before damaging it."""
+    return synthetic_run(tmp_path_factory.mktemp("cli"))
+
+
+# -- the happy path -------------------------------------------------------------------------------
+
+@pytest.mark.slow
+def test_run_status_lineage_best_check_gc_on_a_tiny_real_run(tmp_path):
+    config = tmp_path / "tiny.toml"
+    config.write_text('population = 4\nsteps = 4\nworkers = 2\ndataset = "digits"\n'
+                      "[train]\nbatches = 5\nbatch_size = 32\neval_batch_size = 500\n")
+    store = tmp_path / "run"
+    result = invoke("run", "--executor", "local", "--config", config, "--store", store)
+    assert result.exit_code == 0, result.output + result.stderr
+    assert "8/8 individuals, 4 live" in result.output
+    assert "best individual" in result.output
+
+    result = invoke("status", store)
+    assert result.exit_code == 0 and "8/8 individuals (0 in flight), 4 live" in result.output
+
+    result = invoke("lineage", store)
+    assert result.exit_code == 0 and "initial" in result.output
+
+    export = tmp_path / "best.safetensors"
+    result = invoke("best", store, "--export", export)
+    assert result.exit_code == 0 and f"wrote {export}" in result.output, result.output + result.stderr
+    from safetensors import safe_open
+
+    from genomes import genome_from_json
+
+    with safe_open(str(export), "pt") as fh:
+        meta = fh.metadata()
+        tensors = {k: fh.get_tensor(k) for k in fh.keys()}  # noqa: SIM118 - safe_open is not a dict
+    assert tensors, "the export holds no weights"
+    genome = genome_from_json(json.loads(meta["genome"]))
+    assert genome.to_json() == json.loads(meta["genome"])
+    step = int(meta["step"])
+    record = json.loads((store / "individuals" / f"{step:012d}.json").read_text())
+    assert record["genome"] == json.loads(meta["genome"])
+    assert float(meta["val_accuracy"]) == record["val_accuracy"]
+
+    result = invoke("check", store)
+    assert result.exit_code == 0 and "ok (finished)" in result.output, result.output + result.stderr
+
+    weights_before = len(list((store / "weights").iterdir()))
+    result = invoke("gc", store, "--grace", "0")
+    assert result.exit_code == 0 and "removed 4 weight files" in result.output, result.output
+    assert len(list((store / "weights").iterdir())) == weights_before - 4
+    assert invoke("check", store).exit_code == 0
+    result = invoke("best", store, "--export", tmp_path / "again.safetensors")  # the best is still live
+    assert result.exit_code == 0, result.output + result.stderr
+
+
+@pytest.mark.parametrize("kind", ["dna", "gcnn"])
+def test_genome_sample_prints_a_parameter_count(kind):
+    result = invoke("genome", "sample", "--kind", kind, "--mutations", "20")
+    assert result.exit_code == 0, result.output
+    assert "parameters: " in result.output
+
+
+def test_python_dash_m_runs_the_cli():
+    import subprocess
+    import sys
+
+    command = [sys.executable, "-m", "evolve.cli", "genome", "sample", "--json", "--mutations", "0"]
+    proc = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)
+
+
+# -- stores that are not there ---------------------------------------------------------------------
+
+@pytest.mark.parametrize("command", ["status", "check", "best", "lineage", "gc"])
+def test_missing_store_is_one_line(tmp_path, command):
+    missing = tmp_path / "no" / "such" / "store"
+    one_line_error(invoke(command, missing), str(missing))
+    one_line_error(invoke(command, tmp_path / "empty-name"), str(tmp_path / "empty-name"))
+    assert not (tmp_path / "no").exists() and not (tmp_path / "empty-name").exists()
+
+
+def test_remote_store_that_is_not_there_is_one_line(monkeypatch):
+    one_line_error(invoke("status", "memory://no-such-run"), "memory://no-such-run", "run.json")
+    one_line_error(invoke("check", "nosuchproto://x/y"), "nosuchproto://x/y")
+    # s3 with no credentials anywhere: botocore's NoCredentialsError, not a traceback
+    s3fs = pytest.importorskip("s3fs")
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE",
+                 "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent/credentials")
+    monkeypatch.setenv("AWS_CONFIG_FILE", "/nonexistent/config")
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    s3fs.S3FileSystem.clear_instance_cache()
+    try:
+        one_line_error(invoke("status", "s3://evolve-no-such-bucket/run"), "s3://evolve-no-such-bucket/run")
+    finally:
+        s3fs.S3FileSystem.clear_instance_cache()
+
+
+def test_missing_store_resume_is_one_line(tmp_path):
+    missing = tmp_path / "nothing"
+    one_line_error(invoke("resume", missing, "--executor", "local"), str(missing))
+    assert not missing.exists()
+
+
+def test_folder_without_a_run_is_one_line(tmp_path):
+    (tmp_path / "folder").mkdir()
+    one_line_error(invoke("status", tmp_path / "folder"), str(tmp_path / "folder"), "run.json")
+    one_line_error(invoke("resume", tmp_path / "folder", "--executor", "local"), str(tmp_path / "folder"))
+
+
+def test_run_into_a_path_under_a_regular_file(tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    target = blocker / "store"
+    for store in (target, blocker):
+        result = invoke("run", "--executor", "local", "--store", store, "--fitness", "synthetic")
+        one_line_error(result, str(store))
+    assert blocker.read_text() == "not a folder"
+
+
+def test_run_into_an_unwritable_folder(tmp_path):
+    if os.geteuid() != 0:
+        folder = tmp_path / "ro"
+        folder.mkdir()
+        folder.chmod(0o555)
+        store = folder / "s"
+    elif os.path.isdir("/sys/kernel"):  # root writes through permissions, but not into sysfs
+        folder, store = None, Path("/sys/evolve-test-store")
+    else:
+        pytest.skip("running as root with no read-only filesystem to try")
+    try:
+        result = invoke("run", "--executor", "local", "--store", store, "--fitness", "synthetic")
+        one_line_error(result, str(store))
+    finally:
+        if folder is not None:
+            folder.chmod(0o755)
+    assert not store.exists()
+
+
+# -- damaged records --------------------------------------------------------------------------------
+
+def _damaged_copy(finished: Path, tmp_path: Path, step: int, data: bytes | None = None) -> tuple[Path, str]:
+    import shutil
+
+    store = tmp_path / "damaged"
+    shutil.copytree(finished, store)
+    key = f"individuals/{step:012d}.json"
+    path = store / key
+    path.write_bytes(data if data is not None else path.read_bytes()[: len(path.read_bytes()) // 2])
+    return store, key
+
+
+@pytest.mark.parametrize("damage", ["truncated", "not-an-object", "no-fitness"])
+def test_damaged_record_is_reported_by_check_and_skipped_by_views(finished, tmp_path, damage):
+    data = {"truncated": None, "not-an-object": b"[1, 2]\n",
+            "no-fitness": b'{"step": 3, "genome": {}}\n'}[damage]
+    store, key = _damaged_copy(finished, tmp_path, 3, data)
+    before = snapshot(store)
+
+    result = invoke("check", store)
+    assert result.exit_code == 1, result.output + result.stderr
+    violations = [line for line in result.stderr.splitlines() if line.startswith("violation:")]
+    assert len(violations) == 1, f"one damaged record should be one violation:\n{result.stderr}"
+    assert key in violations[0] and ("does not parse" in violations[0] or "malformed" in violations[0])
+
+    for command in (["status", store], ["best", store], ["lineage", store], ["gc", store, "--dry-run"]):
+        result = invoke(*command)
+        assert result.exit_code == 0, result.output + result.stderr
+        warnings = [line for line in result.stderr.splitlines() if line.strip()]
+        assert len(warnings) == 1 and warnings[0].startswith("warning: skipped unreadable record " + key), \
+            f"evolve {command[0]}: {result.stderr!r}"
+    result = invoke("lineage", store, "3")
+    assert result.exit_code != 0 and "individual 3 does not exist" in result.stderr
+    assert snapshot(store) == before, "a read-only command changed the store"
+
+
+def test_damaged_run_json_is_one_line(finished, tmp_path):
+    import shutil
+
+    store = tmp_path / "damaged"
+    shutil.copytree(finished, store)
+    (store / "run.json").write_bytes(b'{"schema": 1, "conf')
+    before = snapshot(store)
+    for command in ("status", "check"):
+        one_line_error(invoke(command, store), "run.json")
+    one_line_error(invoke("resume", store, "--executor", "local"), "run.json")
+    assert snapshot(store) == before
+
+
+# -- bad configuration -------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name,text,names", [
+    ("wrong-type.toml", 'population = "many"\n', ["population", "many"]),
+    ("wrong-nested-type.toml", "[train]\nbatches = -3\n", ["train.batches"]),
+    ("unknown-key.toml", "populaton = 8\n", ["populaton"]),
+    ("unknown-choice.yaml", "genome: dnaa\n", ["genome", "dnaa"]),
+    ("broken.yaml", "population: [1, 2\nsteps: }\n", ["broken.yaml", "does not parse"]),
+    ("broken.toml", "population = \n", ["broken.toml", "does not parse"]),
+    ("list.yaml", "- 1\n- 2\n", ["list.yaml"]),
+    ("wrong.ini", "population=3\n", ["wrong.ini"]),
+])
+def test_bad_config_file_is_one_line_naming_the_field(tmp_path, name, text, names):
+    config = tmp_path / name
+    config.write_text(text)
+    store = tmp_path / "store"
+    one_line_error(invoke("run", "--executor", "local", "--config", config, "--store", store,
+                          "--fitness", "synthetic"), *names)
+    assert not store.exists()
+
+
+def test_missing_config_file_is_one_line(tmp_path):
+    one_line_error(invoke("run", "--executor", "local", "--config", tmp_path / "nope.toml"), "nope.toml")
+
+
+def test_conflicting_run_leaves_the_store_alone(finished, tmp_path):
+    before = snapshot(finished)
+    one_line_error(invoke("run", "--executor", "local", "--store", finished, "--fitness", "synthetic",
+                          "--population", "7"), "population")
+    assert snapshot(finished) == before
+
+
+def test_missing_dataset_is_one_line_and_writes_no_run(tmp_path):
+    store = tmp_path / "store"
+    one_line_error(invoke("run", "--executor", "local", "--store", store, "--dataset", "mnist:/nonexistent",
+                          "--population", "2", "--steps", "0"), "/nonexistent")
+    assert not (store / "run.json").exists()
+    assert not store.exists() or not any(store.rglob("*.json"))
+
+
+def test_unknown_dataset_is_one_line(tmp_path):
+    store = tmp_path / "store"
+    result = invoke("run", "--executor", "local", "--store", store, "--dataset", "imagenet")
+    one_line_error(result, "imagenet")
+    assert not (store / "run.json").exists()
+
+
+# -- resume with a different length -------------------------------------------------------------------
+
+def test_resume_can_extend_a_run_but_not_shrink_it(finished, tmp_path):
+    import shutil
+
+    store = tmp_path / "extended"
+    shutil.copytree(finished, store)
+    before = snapshot(store)
+    one_line_error(invoke("resume", store, "--executor", "local", "--steps", "4"), "steps", "10", "4")
+    assert snapshot(store) == before
+
+    result = invoke("resume", store, "--executor", "local", "--steps", "14")
+    assert result.exit_code == 0, result.output + result.stderr
+    assert "20/20 individuals, 6 live" in result.output
+    # the extension is part of the run now: status, check and a plain resume all see 14 steps
+    assert "20/20 individuals (0 in flight)" in invoke("status", store).output
+    result = invoke("check", store)
+    assert result.exit_code == 0 and "ok (finished)" in result.output, result.output + result.stderr
+    result = invoke("resume", store, "--executor", "local")
+    assert result.exit_code == 0 and "20/20 individuals" in result.output
+    assert len(list((store / "individuals").glob("*.json"))) == 20
