@@ -184,9 +184,4 @@ def total_steps(config: RunConfig) -> int:
     return config.population + config.steps
 
 
-def latest_step(store: Store) -> int:
-    keys = store.list_keys("individuals/")
-    return max((step_of(k) for k in keys), default=-1)
-
-
 __all__ = ["ConfigError", "open_run", "load_run", "run_in_process", "run_on_ray", "space_for", "total_steps"]
