@@ -98,7 +98,7 @@ def _guard(fn):
         except (ConfigError, DataError, StoreError, GenomeError) as exc:
             fail(str(exc))
         except KeyboardInterrupt:
-            err.print("interrupted: steps in flight will be adopted by `evolve resume`")
+            err.print("interrupted: `evolve resume STORE` continues the run (a step left in flight is adopted)")
             raise typer.Exit(130)
 
     return wrapper
