@@ -186,7 +186,7 @@ def export_parquet(store: Store, path: str, threads: int = 8, compression: str =
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from evolve.tensorboard import read_records
+    from evolve.report import read_records
 
     started = time.perf_counter()
     run = store.read_json(RUN_KEY)

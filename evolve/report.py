@@ -3,11 +3,45 @@
 from __future__ import annotations
 
 import statistics
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
 from evolve.check import record_problem
 from evolve.store import CorruptRecord, Store, step_of
+
+
+def read_records(store: Store, keys: Iterable[str], threads: int = 8,
+                 unreadable: list[tuple[str, str]] | None = None) -> dict[int, dict[str, Any]]:
+    """The JSON records at ``keys`` keyed by step (missing ones left out); remote reads in parallel.
+
+    With ``unreadable`` (a list), records that do not parse or lack a field every reader relies
+    on are skipped and listed there as ``(key, reason)`` (DESIGN.md: readers skip, ``evolve
+    check`` reports); without it they raise ``CorruptRecord``.
+    """
+    keys = [k for k in keys if k.endswith(".json")]
+
+    def one(key: str) -> tuple[int, dict[str, Any] | None]:
+        if unreadable is None:
+            return step_of(key), store.read_json(key)
+        try:
+            record = store.read_json(key)
+        except CorruptRecord as exc:
+            unreadable.append((key, exc.reason))
+            return step_of(key), None
+        problem = None if record is None else record_problem(key.split("/", 1)[0] + "/", record)
+        if problem:
+            unreadable.append((key, problem))
+            return step_of(key), None
+        return step_of(key), record
+
+    if store.local or threads <= 1 or len(keys) < 8:
+        pairs = [one(k) for k in keys]
+    else:
+        with ThreadPoolExecutor(max_workers=threads) as pool:
+            pairs = list(pool.map(one, keys))
+    return {step: record for step, record in pairs if record is not None}
 
 
 @dataclass
@@ -26,27 +60,8 @@ class Snapshot:
     @classmethod
     def read(cls, store: Store) -> Snapshot:
         unreadable: list[tuple[str, str]] = []
-
-        def read_all(prefix: str) -> dict[int, dict[str, Any]]:
-            out = {}
-            for key in store.list_keys(prefix):
-                if not key.endswith(".json"):
-                    continue
-                try:
-                    record = store.read_json(key)
-                except CorruptRecord as exc:
-                    unreadable.append((key, exc.reason))
-                    continue
-                if record is None:
-                    continue
-                problem = record_problem(prefix, record)
-                if problem:
-                    unreadable.append((key, problem))
-                    continue
-                out[step_of(key)] = record
-            return out
-
-        return cls(individuals=read_all("individuals/"), deaths=read_all("deaths/"),
+        return cls(individuals=read_records(store, store.list_keys("individuals/"), unreadable=unreadable),
+                   deaths=read_records(store, store.list_keys("deaths/"), unreadable=unreadable),
                    claims={step_of(k) for k in store.list_keys("claims/") if k.endswith(".json")},
                    unreadable=unreadable)
 

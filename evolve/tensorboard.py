@@ -40,12 +40,12 @@ import statistics
 import time
 import uuid
 import warnings
-from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from evolve.store import RUN_KEY, CorruptRecord, Store, StoreError, individual_key, step_of
+from evolve.report import read_records
+from evolve.store import RUN_KEY, Store, StoreError, individual_key, step_of
 
 log = logging.getLogger(__name__)
 
@@ -135,40 +135,6 @@ class SyncReport:
 
 
 # -- reading the store --------------------------------------------------------------------------
-
-
-def read_records(store: Store, keys: Iterable[str], threads: int = 8,
-                 unreadable: list[tuple[str, str]] | None = None) -> dict[int, dict[str, Any]]:
-    """The JSON records at ``keys`` keyed by step (missing ones left out); remote reads in parallel.
-
-    With ``unreadable`` (a list), records that do not parse or lack a field every reader relies
-    on are skipped and listed there as ``(key, reason)`` (DESIGN.md: readers skip, ``evolve
-    check`` reports); without it they raise ``CorruptRecord``.
-    """
-    from evolve.check import record_problem
-
-    keys = [k for k in keys if k.endswith(".json")]
-
-    def one(key: str) -> tuple[int, dict[str, Any] | None]:
-        if unreadable is None:
-            return step_of(key), store.read_json(key)
-        try:
-            record = store.read_json(key)
-        except CorruptRecord as exc:
-            unreadable.append((key, exc.reason))
-            return step_of(key), None
-        problem = None if record is None else record_problem(key.split("/", 1)[0] + "/", record)
-        if problem:
-            unreadable.append((key, problem))
-            return step_of(key), None
-        return step_of(key), record
-
-    if store.local or threads <= 1 or len(keys) < 8:
-        pairs = [one(k) for k in keys]
-    else:
-        with ThreadPoolExecutor(max_workers=threads) as pool:
-            pairs = list(pool.map(one, keys))
-    return {step: record for step, record in pairs if record is not None}
 
 
 def _run_record(store: Store) -> dict[str, Any]:

@@ -162,7 +162,7 @@ class Worker:
             self.stats.steps_done.append(step)
             self.stats.adopted += int(adopted)
             self.stats.failed += int(outcome.status != "ok")
-            pop.view.individuals[step] = self.store.read_json(individual_key(step)) or record
+            pop.view.individuals[step] = record
         else:
             self.stats.lost += 1
             if weights is not None:
