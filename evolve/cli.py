@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import random
 import sys
+import time
 from typing import Annotated, Optional
 
 import typer
@@ -104,6 +105,37 @@ def _guard(fn):
     return wrapper
 
 
+class _LogProgress:
+    """Progress for a log file or a pipe: one plain line every ``every`` seconds and at the end.
+
+    rich draws its bar only on a terminal; without one a long cluster run would stay silent.
+    """
+
+    def __init__(self, total: int, every: float = 30.0) -> None:
+        self.total, self.every = total, every
+        self.started = self.last = time.monotonic()
+        self.first: int | None = None
+
+    def update(self, done: int, force: bool = False) -> None:
+        now = time.monotonic()
+        if self.first is None:
+            self.first = done
+        if not force and now - self.last < self.every:
+            return
+        self.last = now
+        elapsed = now - self.started
+        rate = (done - self.first) / elapsed if elapsed > 0 else 0.0
+        eta = f", about {_duration((self.total - done) / rate)} left" if rate > 0 and done < self.total else ""
+        err.print(f"evolving: {done}/{self.total} individuals ({100 * done / max(self.total, 1):.0f}%), "
+                  f"{_duration(elapsed)} elapsed{eta}", highlight=False)
+
+
+def _duration(seconds: float) -> str:
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
+
+
 def _launch(store, config, space, executor: str, logdir: str | None = None) -> None:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -113,20 +145,31 @@ def _launch(store, config, space, executor: str, logdir: str | None = None) -> N
     if executor not in ("ray", "local"):
         fail(f"--executor: expected ray or local, got {executor!r}")
     live = LiveSync(store, logdir) if logdir else None
-
+    runner = run_on_ray if executor == "ray" else run_in_process
     total = total_steps(config)
-    with Progress(TextColumn("[bold]evolving"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=err, transient=False) as progress:
-        task = progress.add_task("steps", total=total)
 
-        def on_progress(done: int) -> None:
-            progress.update(task, completed=min(done, total))
+    if not err.is_terminal:
+        lines = _LogProgress(total)
+
+        def on_line(done: int) -> None:
+            lines.update(min(done, total))
             if live:
                 live(done)
 
-        runner = run_on_ray if executor == "ray" else run_in_process
-        runner(store, config, space, on_progress=on_progress)
-        progress.update(task, completed=total)
+        runner(store, config, space, on_progress=on_line)
+        lines.update(total, force=True)
+    else:
+        with Progress(TextColumn("[bold]evolving"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                      console=err, transient=False) as progress:
+            task = progress.add_task("steps", total=total)
+
+            def on_progress(done: int) -> None:
+                progress.update(task, completed=min(done, total))
+                if live:
+                    live(done)
+
+            runner(store, config, space, on_progress=on_progress)
+            progress.update(task, completed=total)
     if live and (report := live.close()):
         err.print(f"tensorboard: {report.line()}", highlight=False)
     _print_summary(store, config)

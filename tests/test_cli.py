@@ -311,3 +311,22 @@ def test_resume_can_extend_a_run_but_not_shrink_it(finished, tmp_path):
     result = invoke("resume", store, "--executor", "local")
     assert result.exit_code == 0 and "20/20 individuals" in result.output
     assert len(list((store / "individuals").glob("*.json"))) == 20
+
+
+def test_progress_without_a_terminal_is_plain_lines(tmp_path, capsys):
+    """In a log or pipe (no terminal) the run prints plain progress lines, not a rich bar."""
+    store = synthetic_run(tmp_path, population=4, steps=6)
+    result = invoke("status", store)
+    assert result.exit_code == 0
+    run = invoke("resume", store, "--executor", "local", "--steps", "8")
+    assert run.exit_code == 0, run.output + run.stderr
+    assert "evolving: 12/12 individuals (100%)" in run.stderr and "━" not in run.stderr
+
+    from evolve import cli
+
+    lines = cli._LogProgress(total=100, every=0.0)
+    lines.update(10)
+    lines.update(40)
+    out = capsys.readouterr().err
+    assert "evolving: 10/100 individuals (10%)" in out and "evolving: 40/100 individuals (40%)" in out
+    assert "left" in out.splitlines()[-1]
