@@ -273,7 +273,8 @@ def status(store: Annotated[str, typer.Argument(help="Store URL.")]) -> None:
     info = run_status(snap, config.population, total_steps(config))
     out.print(f"{info['done']}/{info['total']} individuals ({info['in_flight']} in flight), {info['live']} live, "
               f"best {_pct(info['best_fitness'])}, median {_pct(info['median_fitness'])}, "
-              f"{info['failed']} failed" + (f", {info['steps_per_hour']:.0f} steps/h" if info['steps_per_hour'] else ""))
+              f"{info['failed']} failed, {info['adopted']} adopted"
+              + (f", {info['steps_per_hour']:.0f} steps/h" if info['steps_per_hour'] else ""))
     table = Table("worker", "steps", "adopted", "train s")
     for name, row in sorted(info["workers"].items()):
         table.add_row(name, str(row["steps"]), str(row["adopted"]), f"{row['train_s']:.1f}")

@@ -111,6 +111,7 @@ def status(snapshot: Snapshot, population: int, total_steps: int) -> dict[str, A
         "initial_best": max(initial, default=None),
         "children": len(children),
         "failed": sum(1 for r in ind.values() if r.get("status") != "ok"),
+        "adopted": sum(1 for r in ind.values() if r.get("adopted")),
         "steps_per_hour": (len(times) - 1) / hours if hours else None,
         "workers": per_worker,
     }
