@@ -200,7 +200,7 @@ def export_parquet(store: Store, path: str, threads: int = 8, compression: str =
     for start in range(0, len(keys), CHUNK):  # records hold whole genomes: convert them a chunk at a time
         table_rows += rows(read_records(store, keys[start:start + CHUNK], threads, unreadable), deaths, cache)
     sch = schema().with_metadata({
-        "evolve.run": json.dumps({k: run.get(k) for k in ("schema", "config", "space", "created_at")}),
+        "evolve.run": json.dumps(_public(run)),
         "evolve.store": store.url,
         "evolve.exported_at": str(time.time()),
     })
@@ -217,3 +217,10 @@ def export_parquet(store: Store, path: str, threads: int = 8, compression: str =
         raise ExportError(f"cannot write {path}: {exc.strerror or exc}") from exc
     return ExportReport(path=path, rows=table.num_rows, alive=sum(1 for r in table_rows if r["alive"]),
                         bytes=os.path.getsize(path), seconds=time.perf_counter() - started, unreadable=unreadable)
+
+
+def _public(run: dict[str, Any]) -> dict[str, Any]:
+    """run.json without storage options: stores written before evolve stopped saving them may hold credentials."""
+    config = {k: v for k, v in (run.get("config") or {}).items() if k != "storage_options"}
+    return {"schema": run.get("schema"), "config": config, "space": run.get("space"),
+            "created_at": run.get("created_at")}
