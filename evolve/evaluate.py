@@ -4,12 +4,39 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Protocol
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
 
 from evolve.config import RunConfig
 from evolve.seeding import rng_for
-from evolve.train import Outcome, Trainer, resolve_device, weights_from_bytes
 from genomes import Genome, SearchSpace
+
+if TYPE_CHECKING:
+    from evolve.train import Trainer
+
+
+@dataclass
+class Outcome:
+    """What training a child produced (JSON-ready apart from ``weights``)."""
+
+    fitness: float
+    status: str = "ok"
+    reason: str | None = None
+    val_accuracy: float | None = None
+    test_accuracy: float | None = None
+    final_loss: float | None = None
+    params: int = 0
+    flops: int = 0
+    inherited: float = 0.0
+    train_seconds: float = 0.0
+    eval_seconds: float = 0.0
+    device: str = "cpu"
+    weights: bytes | None = field(default=None, repr=False)
+
+    def metrics(self) -> dict[str, Any]:
+        """The measurements that are not already top-level fields of an individual's record."""
+        top = {"weights", "fitness", "status", "reason", "val_accuracy", "test_accuracy"}
+        return {k: v for k, v in self.__dict__.items() if k not in top}
 
 
 class Evaluator(Protocol):
@@ -28,6 +55,7 @@ class TrainingEvaluator:
     def trainer(self) -> Trainer:
         if self._trainer is None:
             from evolve.data import load_dataset, to_device
+            from evolve.train import Trainer, resolve_device
 
             device = resolve_device(self.config.train.device)
             data = load_dataset(self.config.dataset, seed=self.config.seed)
@@ -35,6 +63,8 @@ class TrainingEvaluator:
         return self._trainer
 
     def evaluate(self, genome: Genome, parent_weights: bytes | None, seed: int) -> Outcome:
+        from evolve.train import weights_from_bytes
+
         weights = weights_from_bytes(parent_weights) if parent_weights is not None else None
         return self.trainer.train(genome, weights, seed)
 

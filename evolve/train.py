@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Mapping
 
 import torch
 from safetensors.torch import load as load_safetensors
@@ -22,31 +21,8 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from evolve.config import TrainConfig
 from evolve.data import DeviceData
+from evolve.evaluate import Outcome
 from genomes import Genome, inherit_weights
-
-
-@dataclass
-class Outcome:
-    """What training a child produced (JSON-ready apart from ``weights``)."""
-
-    fitness: float
-    status: str = "ok"
-    reason: str | None = None
-    val_accuracy: float | None = None
-    test_accuracy: float | None = None
-    final_loss: float | None = None
-    params: int = 0
-    flops: int = 0
-    inherited: float = 0.0
-    train_seconds: float = 0.0
-    eval_seconds: float = 0.0
-    device: str = "cpu"
-    weights: bytes | None = field(default=None, repr=False)
-
-    def metrics(self) -> dict[str, Any]:
-        """The measurements that are not already top-level fields of an individual's record."""
-        top = {"weights", "fitness", "status", "reason", "val_accuracy", "test_accuracy"}
-        return {k: v for k, v in self.__dict__.items() if k not in top}
 
 
 def resolve_device(name: str) -> torch.device:

@@ -1,17 +1,19 @@
 """What every genome offers the engine, so the engine never branches on the kind.
 
 A genome is an immutable value: mutation and crossover return new genomes.
-Genomes know nothing of stores or Ray; they know torch only to build a module.
+Genomes know nothing of stores or Ray; they know torch only to build a module
+(imported there, so evolving, checking and reporting never pay for importing torch).
 """
 
 from __future__ import annotations
 
 import random
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Mapping, Protocol, Self, runtime_checkable
+from typing import TYPE_CHECKING, Any, ClassVar, Mapping, Protocol, Self, runtime_checkable
 
-import torch
-from torch import nn
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
 
 
 class GenomeError(ValueError):

@@ -1,0 +1,69 @@
+"""A Genetic-CNN genome decoded into a torch module (genomes/genetic_cnn.py knows no torch)."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torch import nn
+
+from genomes.genetic_cnn import DROPOUT, KERNEL, Stage, predecessors
+
+
+class ConvNode(nn.Module):
+    """A node's operation: 3x3 convolution, batch norm, ReLU."""
+
+    def __init__(self, in_channels: int, out_channels: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(in_channels, out_channels, KERNEL, padding=KERNEL // 2, bias=False)
+        self.bn = nn.BatchNorm2d(out_channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.relu(self.bn(self.conv(x)))
+
+
+class StageModule(nn.Module):
+    """One decoded stage; surviving nodes are kept under their 1-based number ("nodes.3")."""
+
+    def __init__(self, stage: Stage, in_channels: int) -> None:
+        super().__init__()
+        c = stage.channels
+        self.input = ConvNode(in_channels, c)
+        self.order = sorted(stage.active())
+        self.nodes = nn.ModuleDict({str(k): ConvNode(c, c) for k in self.order})
+        self.output = ConvNode(c, c)
+        self.out_id = stage.nodes + 1
+        self.preds = predecessors(stage.edges())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        outs = {0: self.input(x)}
+        for k in self.order:
+            outs[k] = self.nodes[str(k)](_sum(outs, self.preds[k]))
+        return self.output(_sum(outs, self.preds[self.out_id]))
+
+
+def _sum(outs: dict[int, torch.Tensor], preds: tuple[int, ...]) -> torch.Tensor:
+    total = outs[preds[0]]
+    for p in preds[1:]:
+        total = total + outs[p]
+    return total
+
+
+class GeneticCNNNet(nn.Module):
+    """Stages with 2x2 max pooling after each, then global average pooling, dropout, linear."""
+
+    def __init__(self, stages: Sequence[Stage], in_channels: int, num_classes: int) -> None:
+        super().__init__()
+        modules = []
+        for stage in stages:
+            modules.append(StageModule(stage, in_channels))
+            in_channels = stage.channels
+        self.stages = nn.ModuleList(modules)
+        self.pool = nn.MaxPool2d(2, 2, ceil_mode=True)  # ceil: a 1x1 map stays 1x1, never 0x0
+        self.dropout = nn.Dropout(DROPOUT)
+        self.head = nn.Linear(in_channels, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for stage in self.stages:
+            x = self.pool(stage(x))
+        return self.head(self.dropout(x.mean(dim=(2, 3))))
