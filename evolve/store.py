@@ -10,7 +10,8 @@ which writes ``key`` only if it does not exist yet and says whether we did it
   never sees a half-written record, and a crash leaves only an ignored
   ``.tmp-*`` file. The folder is fsynced after the link.
 * ``s3://``: ``fs.pipe_file(path, data, mode="create")``, which s3fs (>= 2025.7)
-  sends as a PUT with ``If-None-Match: *``.
+  sends as a PUT with ``If-None-Match: *``. The PUT also carries a per-call writer
+  token as object metadata (``x-amz-meta-evolve-writer``).
 * ``memory://`` and others (gcs, ...): ``fs.open(path, "xb")``. The memory
   filesystem checks then writes, so here writes are also serialised by a
   process-wide lock (memory:// is process-local, so that is exactly enough).
@@ -19,7 +20,14 @@ Outcomes can be ambiguous: a create whose reply was lost can be retried (by us,
 by botocore, by the NFS client) and answer "exists" although the first attempt
 landed. ``create_json`` stamps every record with a writer ``nonce`` and, on
 "exists", a 409/412 or after a transient failure, reads the record back and
-compares nonces; ``create_blob`` compares bytes.
+compares nonces; ``create_blob`` compares bytes. Plain ``create`` on S3 compares
+the writer token in the object's metadata: botocore retries a PUT whose reply was
+lost on its own and hands us only the final 412, so "did an attempt of ours fail
+ambiguously?" cannot be answered from what reaches the store.
+
+``Store.outcomes`` counts what the store itself had to resolve (retries after
+transient errors, "exists" answers read back as ours or another writer's); errors
+that botocore or s3fs retried away never reach it.
 
 The store knows nothing of genomes, torch, workers or the step protocol.
 """
@@ -34,6 +42,7 @@ import re
 import threading
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
@@ -55,6 +64,7 @@ __all__ = [
 PAD = 12  # digits in a step number: lexical order of keys = numeric order of steps
 RUN_KEY = "run.json"
 TMP_PREFIX = ".tmp-"  # local temp files; never listed, never a key
+WRITER_META = "evolve-writer"  # S3 user metadata: the token of the create() call that wrote the object
 
 
 def _step(step: int) -> str:
@@ -228,6 +238,9 @@ def _reason(exc: BaseException) -> str:
 # backoff jitter from a private generator: never disturb a seeded global ``random``
 _JITTER = random.Random()
 
+# the writer token of the create() call running in each thread (read by _raw_create)
+_CALL = threading.local()
+
 # memory:// lives in this process only; serialising our writers makes check-then-write atomic
 _MEMORY_LOCK = threading.RLock()
 
@@ -282,6 +295,8 @@ class Store:
             self.root = ""  # filled when the filesystem opens (its own path form)
         self._fs: Any = None
         self._fs_pid: int | None = None
+        self.outcomes: Counter[str] = Counter()
+        self._outcomes_lock = threading.Lock()
 
     # -- plumbing ---------------------------------------------------------------------------
 
@@ -292,7 +307,17 @@ class Store:
         state = self.__dict__.copy()
         state["_fs"] = None
         state["_fs_pid"] = None
+        state["outcomes"] = Counter()
+        del state["_outcomes_lock"]
         return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._outcomes_lock = threading.Lock()
+
+    def _note(self, outcome: str) -> None:
+        with self._outcomes_lock:
+            self.outcomes[outcome] += 1
 
     @property
     def fs(self) -> Any:
@@ -339,6 +364,7 @@ class Store:
                         raise
                     raise StoreError(f"{what} {self._where(key)}: {_reason(exc)}") from exc
                 last = exc
+                self._note("transient")
                 if attempt + 1 < self.retries:
                     self._sleep(attempt)
         raise StoreError(
@@ -397,7 +423,7 @@ class Store:
             if (
                 bucket
                 and self.protocol in ("s3", "s3a", "gs", "gcs", "az", "abfs", "abfss")
-                and not fs.exists(bucket)
+                and not self._bucket_visible(bucket)
             ):
                 raise StoreError(
                     f"cannot open store {self.url!r}: bucket {bucket!r} does not exist "
@@ -408,17 +434,42 @@ class Store:
         except Exception as exc:
             raise StoreError(f"cannot open store {self.url!r}: {_reason(exc)}") from exc
 
+    def _bucket_visible(self, bucket: str) -> bool:
+        """Whether ``bucket`` exists for these credentials; transient errors are retried.
+
+        s3fs's ``exists(bucket)`` answers False when its probes fail for any reason (a 503 too),
+        so on S3 a HEAD of the bucket comes first and only a 404 means "no such bucket".
+        """
+        fs = self.fs
+        if self.protocol not in ("s3", "s3a"):
+            return bool(fs.exists(bucket))
+
+        def probe() -> bool:
+            try:
+                fs.call_s3("head_bucket", Bucket=bucket)
+            except FileNotFoundError:
+                return False
+            except PermissionError:  # HeadBucket refused: s3fs also tries GetBucketLocation
+                return bool(fs.exists(bucket))
+            return True
+
+        return self._retrying("open", "", probe)
+
     # -- create-once ----------------------------------------------------------------------------
 
     def _raw_create(self, key: str, data: bytes) -> None:
-        """Write ``data`` at ``key`` if absent; raise FileExistsError if present (or backend errors)."""
+        """Write ``data`` at ``key`` if absent; raise FileExistsError if present (or backend errors).
+
+        On S3 the object is tagged with the writer token of the ``create`` call running in this thread.
+        """
         path = self._path(key)
         if self.local:
             self._local_create(path, data)
             return
         fs = self.fs
         if self.protocol in ("s3", "s3a"):
-            fs.pipe_file(path, data, mode="create")  # s3fs: PUT with If-None-Match: *
+            # s3fs: PUT with If-None-Match: *
+            fs.pipe_file(path, data, mode="create", Metadata={WRITER_META: getattr(_CALL, "token", "")})
         elif type(fs).__name__ == "MemoryFileSystem" or self.protocol == "memory":
             with _MEMORY_LOCK, fs.open(path, "xb") as f:
                 f.write(data)
@@ -472,17 +523,31 @@ class Store:
             except Exception:  # noqa: BLE001, S110 - a cache we cannot clear is one we never filled
                 pass
 
+    def _writer(self, key: str) -> str | None:
+        """The writer token an S3 object was created with ("" if none), None if the key is missing."""
+        path = self._path(key)
+
+        def head() -> str | None:
+            try:
+                return self.fs.metadata(path).get(WRITER_META, "")
+            except FileNotFoundError:
+                return None
+
+        return self._retrying("check", key, head)
+
     def _create(self, key: str, data: bytes, mine: Callable[[bytes], bool] | None) -> bool:
         """The create-once loop: retries, then resolves "exists" by reading back.
 
-        ``mine(existing)`` says whether the stored bytes are ours; without it (plain
-        ``create``) "exists" means False unless an earlier attempt of this call failed
-        ambiguously and the stored bytes equal ours.
+        ``mine(existing)`` says whether the stored bytes are ours. Without it (plain
+        ``create``): on S3 the object's writer token says; elsewhere "exists" means False
+        unless an earlier attempt of this call failed ambiguously and the stored bytes
+        equal ours.
         """
         if not isinstance(data, (bytes, bytearray, memoryview)):
             raise TypeError(f"create({key!r}): data must be bytes, not {type(data).__name__}")
         data = bytes(data)
         _check_key(key)
+        token = _CALL.token = uuid.uuid4().hex
         ambiguous = False
         last: BaseException | None = None
         for attempt in range(self.retries):
@@ -501,23 +566,36 @@ class Store:
                 last = exc
                 if kind == "transient":
                     ambiguous = True
+                    self._note("transient")
                     if attempt + 1 < self.retries:
                         self._sleep(attempt)
                     continue
             # "exists" or a conditional conflict: what is there now?
-            self._invalidate(self._path(key))
-            existing = self.read_bytes(key)
-            if existing is None:  # 409 with the other write still in flight, or a GC delete: retry
+            ours = self._read_back(key, data, token, mine, ambiguous)
+            if ours is None:  # 409 with the other write still in flight, or a GC delete: retry
                 if attempt + 1 < self.retries:
                     self._sleep(attempt)
                 continue
-            if mine is not None:
-                return mine(existing)
-            return ambiguous and existing == data
+            self._note("read_back_ours" if ours else "read_back_theirs")
+            return ours
         raise StoreError(
             f"create {self._where(key)}: gave up after {self.retries} attempts "
             f"({_reason(last) if last else 'unknown error'})"
         ) from last
+
+    def _read_back(self, key: str, data: bytes, token: str, mine: Callable[[bytes], bool] | None,
+                   ambiguous: bool) -> bool | None:
+        """After "exists": whether the stored object is ours; None if nothing is there (yet)."""
+        self._invalidate(self._path(key))
+        if mine is None and self.protocol in ("s3", "s3a"):
+            writer = self._writer(key)
+            return None if writer is None else writer == token
+        existing = self.read_bytes(key)
+        if existing is None:
+            return None
+        if mine is not None:
+            return mine(existing)
+        return ambiguous and existing == data
 
     def create(self, key: str, data: bytes) -> bool:
         """Write ``data`` at ``key`` only if nothing is there: True if we created it, False if it existed."""
@@ -643,6 +721,36 @@ class Store:
                 if key.startswith(prefix):
                     keys.append(key)
         return keys
+
+    def list_keys_after(self, prefix: str, start_after: str) -> list[str]:
+        """Sorted keys starting with ``prefix`` that sort after ``start_after``, fresh.
+
+        On S3 the listing starts there (``StartAfter``: one request per 1,000 keys returned),
+        so a caller that remembers where it stopped pays only for what is new; other
+        backends filter ``list_keys``.
+        """
+        if self.local or self.protocol not in ("s3", "s3a"):
+            return [k for k in self.list_keys(prefix) if k > start_after]
+        if prefix.startswith("/") or ".." in prefix.split("/"):
+            raise ValueError(f"invalid key prefix {prefix!r}")
+
+        def listing() -> list[str]:
+            fs = self.fs
+            bucket, _, base = f"{self.root}/".partition("/")
+            kwargs = {"Bucket": bucket, "Prefix": base + prefix, "StartAfter": base + start_after,
+                      **getattr(fs, "req_kw", {})}
+            keys = []
+            while True:
+                page = fs.call_s3("list_objects_v2", **kwargs)
+                for item in page.get("Contents", []):
+                    key = item["Key"][len(base):]
+                    if not key.rsplit("/", 1)[-1].startswith(TMP_PREFIX):
+                        keys.append(key)
+                if not page.get("IsTruncated") or not page.get("NextContinuationToken"):
+                    return keys
+                kwargs["ContinuationToken"] = page["NextContinuationToken"]
+
+        return sorted(set(self._retrying("list", prefix or "", listing)))
 
     # -- soft records and garbage collection --------------------------------------------------------
 
