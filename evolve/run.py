@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from dataclasses import asdict
@@ -83,7 +84,9 @@ def open_run(config: RunConfig, resume: bool = False, overrides: dict[str, Any] 
     if resume:
         raise StoreError(f"no evolve run at {store.url!r} to resume (run.json missing)")
     space = space_for(config)
-    run_record = {"schema": SCHEMA_VERSION, "config": config.model_dump(), "created_at": time.time(),
+    # storage_options hold credentials (key, secret, token): never written into the store itself
+    run_record = {"schema": SCHEMA_VERSION, "config": config.model_dump(exclude={"storage_options"}),
+                  "created_at": time.time(),
                   "space": {"input_shape": list(space.input_shape), "num_classes": space.num_classes,
                             "max_params": space.max_params, "options": dict(space.options)}}
     if not store.create_json(RUN_KEY, run_record):
@@ -98,7 +101,7 @@ def count_individuals(store: Store) -> int:
 def run_in_process(store: Store, config: RunConfig, space: SearchSpace,
                    on_progress: Callable[[int], None] | None = None) -> list[dict[str, Any]]:
     """Run ``config.workers`` workers as threads of this process (tests, debugging, a GPU box without Ray)."""
-    workers = [Worker(store, config, space, worker_id=f"local-{i}") for i in range(config.workers)]
+    workers = [Worker(store, config, space, worker_id=f"local-{i}-{os.getpid()}") for i in range(config.workers)]
     results: list[dict[str, Any]] = [{} for _ in workers]
     errors: list[BaseException] = []
 

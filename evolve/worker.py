@@ -24,6 +24,10 @@ from genomes import Genome, SearchSpace, genome_class, genome_from_json
 log = logging.getLogger("evolve.worker")
 
 
+class StepAbandoned(Exception):
+    """A step given up before its loser was killed; it stays claimed and is adopted later."""
+
+
 @dataclass
 class WorkerStats:
     worker: str
@@ -87,7 +91,11 @@ class Worker:
                 time.sleep(min(0.2, max(0.01, self.config.refresh_seconds)))
                 pop.refresh(force=True)
                 continue
-            self.run_step(step, adopted=adopted)
+            try:
+                self.run_step(step, adopted=adopted)
+            except StepAbandoned as why:
+                log.info("step %d left in flight: %s", step, why)
+                break
         return self.stats
 
     def stop(self) -> None:
@@ -99,6 +107,21 @@ class Worker:
             if pop.adopt(step):
                 return step, True
         return pop.claim_next(), False
+
+    def _finish_lapsed(self) -> None:
+        """While our step waits for enough live individuals, finish the lapsed steps that hold them dead.
+
+        Told to stop meanwhile, the worker abandons its step (claimed, nothing killed yet): a later
+        run adopts it. Waiting on would hang a Ctrl-C until some other process finished those steps.
+        """
+        pop = self.population
+        for step in pop.lapsed():
+            if self.stop_event.is_set():
+                break
+            if pop.adopt(step):
+                self.run_step(step, adopted=True)
+        if self.stop_event.is_set():
+            raise StepAbandoned("stopped while waiting for enough live individuals")
 
     def run_step(self, step: int, adopted: bool = False) -> bool:
         """Do (or finish) step ``step``; True if our child is the one recorded."""
@@ -184,7 +207,7 @@ class Worker:
                 "origin": "generation", "generation": generation, "parents": member["parents"],
                 "mutation": member["mutation"], "loser": step - cfg.population, "attempt": 0,
             }, member["parents"][0]
-        choice, attempt = pop.settle_selection(step, self._chooser(step))
+        choice, attempt = pop.settle_selection(step, self._chooser(step), idle=self._finish_lapsed)
         parent = genome_from_json(pop.individual(choice.parent)["genome"])
         genome, mutation = parent.mutate(rng_for(cfg.seed, step, "mutate"), self.space)
         return genome, {"origin": "mutation", "parents": [choice.parent], "mutation": mutation.to_json(),

@@ -77,6 +77,34 @@ def test_step_abandoned_after_kill_is_adopted(tmp_path):
     assert report.ok and report.finished, report.violations
 
 
+def test_stop_while_waiting_for_live_individuals_returns(tmp_path):
+    """Stopped while its step waits for a second live individual (the rest held by crashed steps whose
+    lease has not lapsed), a worker gives the step up instead of waiting on: Ctrl-C must not hang."""
+    config = synthetic(tmp_path, workers=1, population=3, steps=6, lease_seconds=60.0)
+    store, config, space = open_run(config)
+    ghost = Worker(store, config, space, worker_id="ghost")
+    for _ in range(config.population):
+        ghost.run_step(ghost.population.claim_next())
+    for _ in range(2):  # two steps kill a loser each, then their process "crashes"
+        ghost.population.refresh(force=True)
+        step = ghost.population.claim_next()
+        ghost.population.settle_selection(step, ghost._chooser(step))
+    assert len(ghost.population.live()) == 1
+
+    worker = Worker(store, config, space, worker_id="stopped")
+    thread = threading.Thread(target=worker.run, daemon=True)
+    thread.start()
+    thread.join(1.0)
+    assert thread.is_alive(), "the worker should be waiting for live individuals"
+    worker.stop()
+    thread.join(10.0)
+    assert not thread.is_alive(), "a stopped worker kept waiting for live individuals"
+    abandoned = config.population + 2
+    assert store.exists(claim_key(abandoned)) and not store.exists(selection_key(abandoned, 0))
+    report = check_store(store, config.population, total_steps(config))
+    assert report.ok and report.in_flight == 2, report.violations
+
+
 def test_zombie_loses_at_create_once(tmp_path):
     """A late worker replaying a finished step records nothing new."""
     config = synthetic(tmp_path, workers=1, steps=4)

@@ -1,4 +1,5 @@
-"""Faults from outside: `evolve run` killed with SIGKILL (twice in a row) or stopped by Ctrl-C, then resumed.
+"""Faults from outside: `evolve run` killed with SIGKILL (twice, or ten times in a row), stopped by Ctrl-C,
+or frozen with SIGSTOP past its lease while a second process works the same store (a zombie), then resumed.
 
 The store alone must be enough: `evolve resume` adopts the steps that were in flight,
 the run ends with exactly N + steps individuals, N live, and `evolve check` clean.
@@ -6,7 +7,10 @@ the run ends with exactly N + steps individuals, N live, and `evolve check` clea
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -18,20 +22,26 @@ from typer.testing import CliRunner
 
 from evolve.check import check_store
 from evolve.cli import app
+from evolve.population import heartbeat_key
 from evolve.report import Snapshot
-from evolve.store import Store
+from evolve.store import PAD, Store, claim_key, individual_key, step_of
 
 pytestmark = pytest.mark.slow
 
 POPULATION, STEPS = 8, 150
 
 
-def write_config(tmp_path: Path) -> tuple[Path, Path]:
+def write_config(tmp_path: Path, **settings: object) -> tuple[Path, Path]:
+    """A TOML config for a synthetic run in ``tmp_path/run``; ``settings`` override the defaults."""
     store = tmp_path / "run"
+    values = {"store": str(store), "fitness": "synthetic", "synthetic_seconds": 0.02, "population": POPULATION,
+              "steps": STEPS, "workers": 2, "lease_seconds": 1.0, "refresh_seconds": 0.1, **settings}
+    tables = {k: v for k, v in values.items() if isinstance(v, dict)}
+    lines = [f"{k} = {json.dumps(v)}" for k, v in values.items() if k not in tables]
+    for name, table in tables.items():
+        lines += [f"[{name}]", *(f"{k} = {json.dumps(v)}" for k, v in table.items())]
     config = tmp_path / "run.toml"
-    config.write_text(f'store = "{store}"\nfitness = "synthetic"\nsynthetic_seconds = 0.02\n'
-                      f"population = {POPULATION}\nsteps = {STEPS}\nworkers = 2\n"
-                      "lease_seconds = 1.0\nrefresh_seconds = 0.1\n")
+    config.write_text("\n".join(lines) + "\n")
     return config, store
 
 
@@ -47,20 +57,30 @@ def count(store: Path) -> int:
     return sum(1 for p in folder.iterdir() if not p.name.startswith(".")) if folder.is_dir() else 0
 
 
-def signal_when(proc: subprocess.Popen, store: Path, at_least: int, sig: int, timeout: float = 90.0) -> int:
-    """Send ``sig`` to ``proc`` once the store holds ``at_least`` individuals; the count at that moment."""
+def wait_until(condition, what: str, procs: tuple[subprocess.Popen, ...] = (), timeout: float = 90.0):
+    """Poll ``condition()`` until it returns something truthy; fail if a process in ``procs`` exits first."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        n = count(store)
-        if n >= at_least:
-            os.kill(proc.pid, sig)
-            return n
-        if proc.poll() is not None:
-            out, err = proc.communicate()
-            pytest.fail(f"evolve exited ({proc.returncode}) before {at_least} individuals:\n{out}\n{err}")
+        value = condition()
+        if value:
+            return value
+        for proc in procs:
+            if proc.poll() is not None:
+                out, err = proc.communicate()
+                pytest.fail(f"evolve exited ({proc.returncode}) before {what}:\n{out}\n{err}")
         time.sleep(0.02)
-    proc.kill()
-    pytest.fail(f"fewer than {at_least} individuals after {timeout} s")
+    for proc in procs:
+        proc.kill()
+    pytest.fail(f"no {what} after {timeout} s")
+
+
+def signal_when(proc: subprocess.Popen, store: Path, at_least: int, sig: int, timeout: float = 90.0,
+                delay: float = 0.0) -> int:
+    """Send ``sig`` to ``proc`` ``delay`` s after the store holds ``at_least`` individuals; the count then."""
+    wait_until(lambda: count(store) >= at_least, f"{at_least} individuals", (proc,), timeout)
+    time.sleep(delay)
+    os.kill(proc.pid, sig)
+    return count(store)
 
 
 def in_flight(store: Path) -> set[int]:
@@ -68,28 +88,32 @@ def in_flight(store: Path) -> set[int]:
     return snap.claims - set(snap.individuals)
 
 
-def assert_consistent_mid_run(store: Path) -> None:
+def assert_consistent_mid_run(store: Path, population: int = POPULATION, steps: int = STEPS) -> None:
     """Right after a stop or kill the invariants already hold: live = N - steps in flight."""
-    report = check_store(Store.open(str(store)), POPULATION, POPULATION + STEPS)
+    report = check_store(Store.open(str(store)), population, population + steps)
     assert report.ok, report.violations
-    assert report.live == POPULATION - report.in_flight
+    assert report.live == population - report.in_flight
 
 
-def assert_finished_and_clean(store: Path) -> Snapshot:
+def assert_finished_and_clean(store: Path, population: int = POPULATION, steps: int = STEPS) -> Snapshot:
     result = CliRunner().invoke(app, ["check", str(store)])
     assert result.exit_code == 0, result.output + result.stderr
     assert "ok (finished)" in result.output
     st = Store.open(str(store))
-    report = check_store(st, POPULATION, POPULATION + STEPS)
+    report = check_store(st, population, population + steps)
     assert report.ok, report.violations
-    assert report.individuals == POPULATION + STEPS and report.live == POPULATION
+    assert report.individuals == population + steps and report.live == population
     return Snapshot.read(st)
 
 
-def resume_in_process(store: Path) -> None:
+def finished_line(population: int = POPULATION, steps: int = STEPS) -> str:
+    return f"{population + steps}/{population + steps} individuals, {population} live"
+
+
+def resume_in_process(store: Path, population: int = POPULATION, steps: int = STEPS) -> None:
     result = CliRunner().invoke(app, ["resume", str(store), "--executor", "local"])
     assert result.exit_code == 0, result.output + result.stderr + repr(result.exception)
-    assert f"{POPULATION + STEPS}/{POPULATION + STEPS} individuals, {POPULATION} live" in result.output
+    assert finished_line(population, steps) in result.output
 
 
 def test_sigkill_twice_then_resume(tmp_path):
@@ -131,3 +155,145 @@ def test_ctrl_c_stops_with_130_then_resume_finishes(tmp_path):
     assert not in_flight(store), "Ctrl-C should let the steps in flight finish"
     resume_in_process(store)
     assert_finished_and_clean(store)
+
+
+def individual_digests(store: Path, total: int) -> dict[int, str]:
+    """Each individual's step -> sha256 of its record; every record names its own step, none beyond the run."""
+    st = Store.open(str(store))
+    digests = {}
+    for key in st.list_keys("individuals/"):
+        step, data = step_of(key), st.read_bytes(key)
+        assert json.loads(data)["step"] == step, f"{key} records another step"
+        assert step < total, f"{key}: beyond the run's {total} steps"
+        digests[step] = hashlib.sha256(data).hexdigest()
+    return digests
+
+
+def test_ten_kill_resume_cycles_never_lose_or_redo_a_step(tmp_path):
+    """`evolve run`, then `evolve resume` nine times, each SIGKILLed at a random moment; a last resume finishes.
+
+    After every kill the store is consistent mid-run, no individual vanished or changed, and the steps
+    in flight are later finished by adoption.
+    """
+    population, steps = POPULATION, STEPS
+    total = population + steps
+    config, store = write_config(tmp_path, lease_seconds=3.0)  # longer than a cycle: restarts outpace leases
+    rng = random.Random(20170303)
+    seen: dict[int, str] = {}
+    abandoned: set[int] = set()
+    for cycle in range(10):
+        proc = (evolve("run", "--executor", "local", "--config", config) if cycle == 0
+                else evolve("resume", store, "--executor", "local"))
+        target = len(seen) + rng.randint(1, 12)
+        signal_when(proc, store, target, signal.SIGKILL, delay=rng.uniform(0.0, 0.05))
+        assert proc.wait(timeout=30) == -signal.SIGKILL
+        now = individual_digests(store, total)
+        assert len(now) >= target
+        changed = sorted(s for s, digest in seen.items() if now.get(s) != digest)
+        assert not changed, f"cycle {cycle}: individuals {changed} vanished or changed"
+        seen = now
+        abandoned |= in_flight(store)
+        assert_consistent_mid_run(store, population, steps)
+    assert len(seen) < total, "the run finished before its tenth kill"
+    assert abandoned, "no step was in flight at any kill"
+
+    resume_in_process(store, population, steps)
+    snap = assert_finished_and_clean(store, population, steps)
+    final = individual_digests(store, total)
+    assert all(final[s] == digest for s, digest in seen.items())
+    for step in abandoned:
+        assert snap.individuals[step]["adopted"], f"step {step} was in flight at a kill but not adopted"
+
+
+def step_in_training(store: Path, worker: str, population: int) -> int | None:
+    """A child step that ``worker`` claimed, heartbeats and has selected for (its loser is dead), with no child yet."""
+    st = Store.open(str(store))
+    snap = Snapshot.read(st)
+    killing = {record["killed_at_step"] for record in snap.deaths.values()}
+    for step in sorted((snap.claims - set(snap.individuals)) & killing, reverse=True):
+        claim, beat = st.read_json(claim_key(step)), st.read_json(heartbeat_key(step))
+        if step >= population and claim and beat and claim["worker"] == beat["worker"] == worker:
+            return step
+    return None
+
+
+def stopped(pid: int) -> bool:
+    """Whether every thread of ``pid`` is in the stopped state (Linux /proc)."""
+    states = [Path(f"/proc/{pid}/task/{tid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+              for tid in os.listdir(f"/proc/{pid}/task")]
+    return all(state in "Tt" for state in states)
+
+
+def freeze_mid_training(proc: subprocess.Popen, store: Path, worker: str, population: int) -> int:
+    """SIGSTOP ``proc`` while ``worker`` is training a child; that child's step."""
+    for _ in range(50):
+        step = wait_until(lambda: step_in_training(store, worker, population), f"a step in training by {worker}",
+                          (proc,), timeout=60)
+        os.kill(proc.pid, signal.SIGSTOP)
+        wait_until(lambda: stopped(proc.pid), f"{worker} stopped", timeout=10)
+        if not (store / individual_key(step)).exists():
+            return step
+        os.kill(proc.pid, signal.SIGCONT)
+    pytest.fail(f"{worker} was never caught mid-training")
+
+
+def beating(st: Store) -> set[str]:
+    """The workers that have sent a heartbeat for some step."""
+    return {beat["worker"] for beat in map(st.read_json, st.list_keys("heartbeats/")) if beat}
+
+
+def records_of_step(st: Store, step: int) -> dict[str, bytes]:
+    """The selections and tombstones written for step ``step``, as raw bytes."""
+    keys = st.list_keys(f"selections/{step:0{PAD}d}-")
+    keys += [k for k in st.list_keys("deaths/") if st.read_json(k)["killed_at_step"] == step]
+    return {key: st.read_bytes(key) for key in keys}
+
+
+def test_zombie_worker_resumed_after_its_lease_loses_its_step(tmp_path):
+    """Process A is frozen (SIGSTOP) mid-training past its lease while process B works the same store.
+
+    B adopts A's step and writes its child; after SIGCONT, A's late child and weights are refused,
+    A kills nobody else, goes on working, and both processes finish the run cleanly.
+    """
+    population, steps, lease = 4, 30, 1.0
+    config, store = write_config(tmp_path, population=population, steps=steps, workers=1, lease_seconds=lease,
+                                 fitness="train", dataset="digits", train={"batches": 300})
+    a = evolve("run", "--executor", "local", "--config", config)
+    b = None
+    try:
+        wait_until(lambda: (store / "run.json").exists(), "run.json", (a,))
+        b = evolve("resume", store, "--executor", "local", "--workers", 1)
+        a_id, b_id = f"local-0-{a.pid}", f"local-0-{b.pid}"
+        st = Store.open(str(store))
+        wait_until(lambda: {a_id, b_id} <= beating(st), "a step in flight in each process", (a, b))
+
+        step = freeze_mid_training(a, store, a_id, population)
+        frozen_at = time.monotonic()
+        child = wait_until(lambda: st.read_json(individual_key(step)), f"step {step}'s child", (b,), timeout=60)
+        time.sleep(max(0.0, frozen_at + 3 * lease - time.monotonic()))
+        assert (child["worker"], child["adopted"]) == (b_id, True), child
+        adoptions = [st.read_json(k) for k in st.list_keys(f"adoptions/{step:0{PAD}d}-")]
+        assert adoptions and {r["worker"] for r in adoptions} == {b_id}, adoptions
+        assert child["weights"], child
+        child_bytes, settled = st.read_bytes(individual_key(step)), records_of_step(st, step)
+        assert len(settled) == 2, settled  # one selection, one tombstone
+        assert count(store) <= population + steps - 3, "too few steps left for A to work on after it wakes"
+        woke = time.time()
+        os.kill(a.pid, signal.SIGCONT)
+
+        for proc in (a, b):
+            out, err = proc.communicate(timeout=180)
+            assert proc.returncode == 0, f"exit {proc.returncode}\n{out}\n{err}"
+            assert finished_line(population, steps) in out, out
+    finally:
+        for proc in (a, b):
+            if proc is not None and proc.poll() is None:
+                proc.kill()
+                proc.wait()
+
+    assert st.read_bytes(individual_key(step)) == child_bytes, "the zombie replaced the adopter's child"
+    assert records_of_step(st, step) == settled, "the zombie changed its step's selection or tombstone"
+    assert set(st.list_keys(f"weights/{step:0{PAD}d}")) == {child["weights"]["key"]}, "the zombie's weights remain"
+    snap = assert_finished_and_clean(store, population, steps)
+    later = [r for r in snap.individuals.values() if r["worker"] == a_id and r["created_at"] > woke]
+    assert later, "the zombie did no work after it woke"
