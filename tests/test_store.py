@@ -148,10 +148,13 @@ def moto_endpoint():
         aws_access_key_id="testing",
         aws_secret_access_key="testing",
     )
-    client.create_bucket(Bucket="evolve-probe")
-    client.put_object(Bucket="evolve-probe", Key="k", Body=b"first", IfNoneMatch="*")
+    # moto's servers in one process share their buckets: another module's instance of this fixture
+    # may have probed already, so each probe uses a bucket of its own
+    probe = f"evolve-probe-{uuid.uuid4().hex[:12]}"
+    client.create_bucket(Bucket=probe)
+    client.put_object(Bucket=probe, Key="k", Body=b"first", IfNoneMatch="*")
     try:
-        client.put_object(Bucket="evolve-probe", Key="k", Body=b"second", IfNoneMatch="*")
+        client.put_object(Bucket=probe, Key="k", Body=b"second", IfNoneMatch="*")
     except ClientError as exc:
         assert exc.response["ResponseMetadata"]["HTTPStatusCode"] == 412, exc.response
     else:
@@ -160,7 +163,7 @@ def moto_endpoint():
             "S3 create-once cannot be tested against it; use moto >= 5.0",
             pytrace=False,
         )
-    assert client.get_object(Bucket="evolve-probe", Key="k")["Body"].read() == b"first"
+    assert client.get_object(Bucket=probe, Key="k")["Body"].read() == b"first"
     yield endpoint, client
     server.stop()
 

@@ -1,0 +1,386 @@
+"""Engine overhead per step: everything a worker does except training (issue 6, item 1).
+
+For each backend (a local folder; S3 through a moto server on 127.0.0.1) and population size P,
+a store is filled with P live individuals by the engine itself (``Worker.run_step`` on steps
+0..P-1, each claimed through ``Population.claim_next``, many threads at once), then one worker
+runs steady-state steps of the real engine: refresh its view, claim, tournament on a random pair,
+tombstone the loser, read the parent's record and weights, mutate the DNA genome, write the
+child's weights and record. Training is replaced by an evaluator that returns at once with a
+weights blob of a real demo child, so what is timed is the engine alone.
+
+Each timed step starts with one forced refresh of the view (list individuals/, deaths/, claims/,
+read the records not seen yet): a demo step (~0.6 s) is about as long as ``refresh_seconds``
+(1 s), so one refresh per step is the demo's worst case.
+
+The demo's step time is measured by running the demo itself (``evolve run`` with every default
+but ``--steps``): the mean ``timings.total_s`` of its children's records.
+
+    python3 bench/overhead.py                 # the full table (several minutes)
+    python3 bench/overhead.py --smoke         # seconds: tiny sizes, checks the machinery
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.common import header, markdown_table, moto_server, percentile, s3_options, script_name
+from evolve.check import check_store
+from evolve.config import RunConfig, build_config
+from evolve.evaluate import Evaluator, Outcome
+from evolve.run import open_run
+from evolve.seeding import rng_for
+from evolve.store import Store, individual_key
+from evolve.worker import Worker
+from genomes import Genome, SearchSpace
+
+
+def bucket(population: int) -> str:
+    return f"evolve-bench-overhead-{population}"
+
+
+# -- the stand-in for training ----------------------------------------------------------------
+
+
+class InstantEvaluator:
+    """Training replaced by nothing: a seeded fitness and a real demo child's weights, at once."""
+
+    def __init__(self, weights: bytes) -> None:
+        self.weights = weights
+
+    def evaluate(self, genome: Genome, parent_weights: bytes | None, seed: int) -> Outcome:
+        fitness = rng_for(seed, "bench-overhead").random()
+        return Outcome(fitness=fitness, val_accuracy=fitness, weights=self.weights)
+
+
+# -- the demo's step time ---------------------------------------------------------------------
+
+
+@dataclass
+class Demo:
+    step_s: float  # mean timings.total_s of the children
+    median_step_s: float
+    children: int
+    wall_per_step_s: float  # the run's wall time x workers / individuals
+    weights: bytes  # the largest child's weights (safetensors bytes)
+    median_weights_bytes: int
+    how: str
+
+
+def measure_demo(workdir: Path, steps: int, smoke: bool) -> Demo:
+    """Run the demo (``evolve run``, defaults but --steps) and read its records' step times.
+
+    ``smoke``: a handful of tiny trainings in this process instead (seconds, not minutes).
+    """
+    store = workdir / "demo"
+    started = time.perf_counter()
+    if smoke:
+        from evolve.run import run_in_process
+
+        config = build_config({"store": str(store), "population": 4, "steps": steps, "train": {"batches": 3}})
+        run_in_process(*open_run(config))
+        what = f"a tiny in-process demo (population 4, {steps} steps, 3 batches): NOT the demo's step time"
+    else:
+        cmd = ["evolve", "run", "--store", str(store), "--steps", str(steps)]
+        done = subprocess.run([sys.executable, "-m", "evolve.cli", *cmd[1:]], check=False, capture_output=True,
+                              text=True, timeout=3600)
+        if done.returncode != 0:
+            raise RuntimeError(f"demo run failed ({' '.join(cmd)}):\n{done.stderr[-2000:]}")
+        what = f"`{' '.join(cmd)}`"
+    wall = time.perf_counter() - started
+    run = json.loads((store / "run.json").read_text())["config"]
+    records = [json.loads(p.read_text()) for p in sorted((store / "individuals").glob("*.json"))]
+    children = [r for r in records if r["step"] >= run["population"]]
+    totals = [r["timings"]["total_s"] for r in children]
+    created = [r["created_at"] for r in records]
+    with_weights = sorted((r for r in children if r.get("weights")), key=lambda r: r["weights"]["bytes"])
+    if not with_weights:
+        raise RuntimeError(f"the demo run at {store} wrote no weights")
+    biggest = (store / with_weights[-1]["weights"]["key"]).read_bytes()
+    how = (f"{what}: mean timings.total_s of its {len(children)} children (population {run['population']}, "
+           f"{run['workers']} workers, {run['train']['batches']} batches; {wall:.0f} s in all)")
+    return Demo(step_s=statistics.mean(totals), median_step_s=statistics.median(totals), children=len(children),
+                wall_per_step_s=(max(created) - min(created)) * run["workers"] / max(1, len(records) - 1),
+                weights=biggest, median_weights_bytes=with_weights[len(with_weights) // 2]["weights"]["bytes"],
+                how=how)
+
+
+# -- filling a store with P live individuals ----------------------------------------------------
+
+
+def prefill(store: Store, config: RunConfig, space: SearchSpace, evaluator: Evaluator, threads: int) -> float:
+    """Steps 0..P-1 by the engine (claim, heartbeat, weights, record), ``threads`` workers at once."""
+    errors: list[BaseException] = []
+
+    def fill(index: int) -> None:
+        worker = Worker(store, config, space, worker_id=f"prefill-{index}", evaluator=evaluator)
+        pop = worker.population
+        try:
+            for step in range(index, config.population, threads):
+                pop._next_claim = step  # disjoint steps per thread: no claim races to lose
+                if pop.claim_next() != step:
+                    raise RuntimeError(f"prefill: could not claim step {step}")
+                if not worker.run_step(step):
+                    raise RuntimeError(f"prefill: step {step}'s child was not ours")
+        except BaseException as exc:  # noqa: BLE001 - surfaced below
+            errors.append(exc)
+
+    started = time.perf_counter()
+    pool = [threading.Thread(target=fill, args=(i,), daemon=True) for i in range(threads)]
+    for t in pool:
+        t.start()
+    for t in pool:
+        t.join()
+    if errors:
+        raise errors[0]
+    return time.perf_counter() - started
+
+
+# -- timing steps -----------------------------------------------------------------------------------
+
+
+class OpCounter:
+    """Counts the store's own I/O calls (on S3 each is one request; a listing is one per 1,000 keys).
+
+    Listings are also timed, with the keys they return: on a real object store a listing's cost
+    follows what it returns; moto's follows the size of the bucket.
+    """
+
+    OPS = ("read_bytes", "_raw_create", "put_json", "exists", "list_keys", "list_keys_after", "delete")
+    LISTS = ("list_keys", "list_keys_after")
+
+    def __init__(self, store: Store) -> None:
+        self._lock = threading.Lock()
+        self.reset()
+        for name in self.OPS:
+            setattr(store, name, self._counted(name, getattr(store, name)))
+
+    def _counted(self, name: str, real: Any) -> Any:
+        def call(*args: Any, **kwargs: Any) -> Any:
+            started = time.perf_counter()
+            result = real(*args, **kwargs)
+            with self._lock:
+                self.counts[name] += 1
+                if name in self.LISTS:
+                    self.list_seconds += time.perf_counter() - started
+                    self.listed += len(result)
+            return result
+
+        return call
+
+    def reset(self) -> None:
+        with self._lock:
+            self.counts = dict.fromkeys(self.OPS, 0)
+            self.list_seconds = 0.0
+            self.listed = 0
+
+    def total(self) -> int:
+        return sum(self.counts.values())
+
+    def lists(self) -> int:
+        return sum(self.counts[name] for name in self.LISTS)
+
+
+@dataclass
+class Timed:
+    overhead_ms: list[float] = field(default_factory=list)
+    refresh_ms: list[float] = field(default_factory=list)
+    claim_ms: list[float] = field(default_factory=list)
+    select_ms: list[float] = field(default_factory=list)
+    write_ms: list[float] = field(default_factory=list)
+
+
+def timed_steps(worker: Worker, count: int, timed: Timed | None) -> None:
+    """``count`` steps of ``worker``, as ``Worker.run`` does them but with one forced refresh each."""
+    pop = worker.population
+    for _ in range(count):
+        started = time.perf_counter()
+        pop.refresh(force=True)
+        refreshed = time.perf_counter()
+        step, adopted = worker._next_step()
+        claimed = time.perf_counter()
+        if step is None:
+            raise RuntimeError("the benchmark worker found no step to claim")
+        if not worker.run_step(step, adopted=adopted):
+            raise RuntimeError(f"step {step}'s child was not ours (is another worker on this store?)")
+        ended = time.perf_counter()
+        if timed is None:
+            continue
+        timings = pop.view.individuals[step]["timings"]
+        timed.overhead_ms.append(1000 * (ended - started - timings["evaluate_s"]))
+        timed.refresh_ms.append(1000 * (refreshed - started))
+        timed.claim_ms.append(1000 * (claimed - refreshed))
+        timed.select_ms.append(1000 * timings["select_s"])
+        timed.write_ms.append(1000 * timings["write_s"])
+
+
+@dataclass
+class Row:
+    backend: str
+    population: int
+    steps: int
+    prefill_s: float
+    join_s: float
+    timed: Timed
+    ops_per_step: float
+    lists_per_step: float
+    list_ms: float | None  # mean time of one listing
+    keys_per_list: float | None
+    check_ok: bool
+
+    @property
+    def mean_ms(self) -> float:
+        return statistics.mean(self.timed.overhead_ms)
+
+
+def measure(backend: str, url: str, options: dict[str, Any], population: int, steps: int, warmup: int,
+            threads: int, evaluator: InstantEvaluator) -> Row:
+    config = build_config({"store": url, "storage_options": options, "population": population,
+                           "steps": warmup + steps, "workers": 1})
+    store, config, space = open_run(config, check_health=False)  # moto_server checked create-once already
+    prefill_s = prefill(store, config, space, evaluator, threads)
+    store = Store(url, options)  # the benchmark worker's own, so that only its calls are counted
+    ops = OpCounter(store)
+    worker = Worker(store, config, space, worker_id="bench", evaluator=evaluator)
+    joined = time.perf_counter()
+    worker.population.refresh(force=True)
+    join_s = time.perf_counter() - joined
+    timed_steps(worker, warmup, None)
+    timed = Timed()
+    ops.reset()
+    timed_steps(worker, steps, timed)
+    ops_per_step, lists = ops.total() / steps, ops.lists()
+    list_ms = 1000 * ops.list_seconds / lists if lists else None
+    keys_per_list = ops.listed / lists if lists else None
+    report = check_store(store, config.population, config.population + config.steps)
+    ok = report.ok and report.finished and store.exists(individual_key(config.population + config.steps - 1))
+    if not ok:
+        print(f"check_store on {url}: {report.violations[:5]}", file=sys.stderr)
+    return Row(backend, population, steps, prefill_s, join_s, timed, ops_per_step, lists / steps, list_ms,
+               keys_per_list, ok)
+
+
+# -- the table --------------------------------------------------------------------------------------
+
+
+def table(rows: Sequence[Row], demo: Demo) -> str:
+    columns = ["backend", "P", "steps", "overhead mean ms", "p50 ms", "p95 ms", "refresh ms", "claim ms",
+               "select+read ms", "write ms", "store ops/step", "lists/step", "ms/list", "keys/list",
+               "% of demo step", "join s", "prefill s", "check"]
+    out = []
+    for r in rows:
+        t = r.timed
+        out.append([r.backend, r.population, r.steps, r.mean_ms, percentile(t.overhead_ms, 50),
+                    percentile(t.overhead_ms, 95), statistics.mean(t.refresh_ms), statistics.mean(t.claim_ms),
+                    statistics.mean(t.select_ms), statistics.mean(t.write_ms), r.ops_per_step, r.lists_per_step,
+                    r.list_ms, r.keys_per_list,
+                    100 * r.mean_ms / 1000 / demo.step_s, r.join_s, r.prefill_s, r.check_ok])
+    return markdown_table(columns, out)
+
+
+def ratios(rows: Sequence[Row]) -> str:
+    lines = []
+    for backend in dict.fromkeys(r.backend for r in rows):
+        mine = sorted((r for r in rows if r.backend == backend), key=lambda r: r.population)
+        if len(mine) >= 2:
+            low, high = mine[0], mine[-1]
+            lines.append(f"{backend}: overhead at P={high.population:,} / P={low.population:,} = "
+                         f"{high.mean_ms / low.mean_ms:.2f}x (mean), "
+                         f"{percentile(high.timed.overhead_ms, 50) / percentile(low.timed.overhead_ms, 50):.2f}x (p50)")
+    return "\n".join(lines)
+
+
+def parse_args(argv: Sequence[str]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--backends", default="file,s3", help="comma-separated: file, s3 (moto on 127.0.0.1)")
+    p.add_argument("--populations", default="100,1000,10000", help="comma-separated population sizes")
+    p.add_argument("--steps", type=int, default=200, help="timed steps per (backend, population)")
+    p.add_argument("--warmup", type=int, default=20, help="untimed steps first")
+    p.add_argument("--threads", type=int, default=16, help="threads filling the initial population")
+    p.add_argument("--demo-steps", type=int, default=100, help="children of the demo run that gives the step time")
+    p.add_argument("--demo-step-seconds", type=float, default=None,
+                   help="use this demo step time instead of running the demo (then --weights-bytes is used)")
+    p.add_argument("--weights-bytes", type=int, default=8192, help="weights blob size without a demo run")
+    p.add_argument("--settle", type=float, default=10.0,
+                   help="seconds to wait after the demo run (its Ray processes shut down) before timing")
+    p.add_argument("--workdir", default=None, help="where the stores go (default: a fresh temp folder)")
+    p.add_argument("--keep", action="store_true", help="keep the stores")
+    p.add_argument("--smoke", action="store_true", help="tiny sizes: checks the machinery in seconds")
+    args = p.parse_args(argv)
+    if args.smoke:
+        args.populations, args.steps, args.warmup, args.threads, args.demo_steps = "10,20", 5, 1, 4, 2
+        args.settle = 0.0
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = parse_args(argv)
+    backends = [b.strip() for b in args.backends.split(",") if b.strip()]
+    unknown = set(backends) - {"file", "s3"}
+    if unknown:
+        raise SystemExit(f"--backends: unknown {sorted(unknown)} (expected file, s3)")
+    populations = [int(p) for p in args.populations.split(",")]
+    workdir = Path(args.workdir or tempfile.mkdtemp(prefix="evolve-bench-overhead-"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    print(header(script_name(__file__), argv), flush=True)
+    try:
+        if args.demo_step_seconds is not None:
+            demo = Demo(args.demo_step_seconds, args.demo_step_seconds, 0, args.demo_step_seconds,
+                        os.urandom(args.weights_bytes), args.weights_bytes, "given with --demo-step-seconds")
+        else:
+            demo = measure_demo(workdir, args.demo_steps, args.smoke)
+        print(f"demo step: {1000 * demo.step_s:.0f} ms mean ({1000 * demo.median_step_s:.0f} ms median; "
+              f"run wall time per step per worker {1000 * demo.wall_per_step_s:.0f} ms) from {demo.how}", flush=True)
+        print(f"weights blob per child: {len(demo.weights):,} bytes (the demo's largest child; median "
+              f"{demo.median_weights_bytes:,})", flush=True)
+        evaluator = InstantEvaluator(demo.weights)
+        time.sleep(args.settle)
+        rows = run_all(backends, populations, args, workdir, evaluator)
+        print()
+        print(table(rows, demo))
+        print()
+        print(ratios(rows))
+        ok = all(r.check_ok for r in rows)
+        print(f"check_store: {'every store passes' if ok else 'VIOLATIONS (see stderr)'}")
+        return 0 if ok else 1
+    finally:
+        if not args.keep and args.workdir is None:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
+def run_all(backends: Sequence[str], populations: Sequence[int], args: argparse.Namespace, workdir: Path,
+            evaluator: InstantEvaluator) -> list[Row]:
+    rows = []
+    if "file" in backends:
+        for population in populations:
+            url = str(workdir / f"file-{population}")
+            rows.append(measure("file", url, {}, population, args.steps, args.warmup, args.threads, evaluator))
+            print(f"  file P={population}: {rows[-1].mean_ms:.2f} ms/step", file=sys.stderr, flush=True)
+    if "s3" in backends:
+        with moto_server([bucket(p) for p in populations]) as endpoint:
+            for population in populations:
+                url = f"s3://{bucket(population)}/run"
+                rows.append(measure("s3 (moto)", url, s3_options(endpoint), population, args.steps, args.warmup,
+                                    args.threads, evaluator))
+                print(f"  s3 P={population}: {rows[-1].mean_ms:.2f} ms/step", file=sys.stderr, flush=True)
+    return rows
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,191 @@
+"""The engine benchmarks' smoke modes, and the incremental population view they led to.
+
+The view (``Population.refresh``) reads only what is new, so its cost does not grow with the
+population: a local store is probed key by key, object stores are listed from where the view
+stopped. These tests check that the view it builds is the store's truth (live = individuals
+minus tombstones) on each kind of backend, through in-flight steps, adoption and a resume,
+and that a refresh after the first reads a handful of records, not the population.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:  # bench/ is a folder of scripts, not an installed package
+    sys.path.insert(0, str(REPO))
+
+from bench.common import moto_server, s3_client, s3_options
+from evolve.config import build_config
+from evolve.population import Population, selection_key
+from evolve.run import open_run, run_in_process, total_steps
+from evolve.store import Store, step_of
+from evolve.worker import Worker
+
+BUCKET = "evolve-test-bench-engine"
+
+
+@pytest.fixture(scope="module")
+def moto_endpoint():
+    with moto_server([BUCKET]) as endpoint:
+        yield endpoint
+
+
+def store_url(kind: str, tmp_path: Path, request: pytest.FixtureRequest) -> tuple[str, dict]:
+    if kind == "file":
+        return str(tmp_path / "run"), {}
+    if kind == "memory":
+        return f"memory://bench-{uuid.uuid4().hex}/run", {}
+    endpoint = request.getfixturevalue("moto_endpoint")
+    return f"s3://{BUCKET}/{uuid.uuid4().hex}", s3_options(endpoint)
+
+
+def truth(store: Store) -> dict[int, float]:
+    """Live individuals by a full listing: every child minus every tombstone, with fitness."""
+    dead = {step_of(k) for k in store.list_keys("deaths/")}
+    return {step_of(k): float(store.read_json(k)["fitness"]) for k in store.list_keys("individuals/")
+            if step_of(k) not in dead}
+
+
+def seen(pop: Population) -> dict[int, float]:
+    return {m.step: m.fitness for m in pop.live()}
+
+
+@pytest.mark.parametrize("kind", ["file", "memory", "s3"])
+def test_incremental_view_is_the_stores_truth(kind, tmp_path, request):
+    url, options = store_url(kind, tmp_path, request)
+    short = build_config({"store": url, "storage_options": options, "fitness": "synthetic", "population": 6,
+                          "steps": 10, "workers": 2, "refresh_seconds": 0.0, "lease_seconds": 0.5})
+    store, short, space = open_run(short)
+    longer = short.model_copy(update={"steps": 20})
+    observer = Population(store, longer.population, total_steps(longer), "observer", 0.5, 0.0)
+    assert observer._listing == (kind != "file")
+    observer.refresh(force=True)
+    assert seen(observer) == truth(store) == {}
+
+    run_in_process(store, short, space)
+    observer.refresh(force=True)
+    assert seen(observer) == truth(store) and len(truth(store)) == short.population
+    assert not observer.finished()
+
+    store, longer, space = open_run(longer, resume=True, overrides={"steps": 20})
+    crashed = Worker(store, longer, space, worker_id="crashed")
+    crashed.population.refresh(force=True)
+    step = crashed.population.claim_next()
+    crashed.population.settle_selection(step, crashed._chooser(step))  # killed its loser, then "died"
+    loser = store.read_json(selection_key(step, 0))["loser"]
+    observer.refresh(force=True)
+    assert loser not in seen(observer)  # learnt from the selection of a step in flight, not a listing
+    assert seen(observer) == truth(store) and len(truth(store)) == longer.population - 1
+
+    stats = run_in_process(store, longer, space)
+    assert sum(s["adopted"] for s in stats) == 1
+    observer.refresh(force=True)
+    assert seen(observer) == truth(store) and len(truth(store)) == longer.population
+    assert observer.finished()
+
+
+@pytest.mark.parametrize(("kind", "population"), [("file", 60), ("s3", 20)])
+def test_refresh_reads_only_what_is_new(kind, population, tmp_path, request):
+    """After joining, a refresh reads the few new records and never lists a whole folder."""
+    url, options = store_url(kind, tmp_path, request)
+    config = build_config({"store": url, "storage_options": options, "fitness": "synthetic", "population": population,
+                           "steps": 4, "workers": 4, "refresh_seconds": 0.0})
+    store, config, space = open_run(config)
+    run_in_process(store, config.model_copy(update={"steps": 2}), space)
+    observer = Population(store, config.population, total_steps(config), "observer", 60.0, 0.0)
+    observer.refresh(force=True)
+    assert len(observer.view.individuals) == config.population + 2
+
+    calls: dict[str, int] = {"list_keys": 0, "read_json": 0}
+    def counting(name):
+        real = getattr(store, name)
+
+        def counted(*args, **kwargs):
+            calls[name] += 1
+            return real(*args, **kwargs)
+
+        return counted
+
+    for name in calls:
+        setattr(store, name, counting(name))
+    worker = Worker(store, config, space, worker_id="other")
+    worker.population.refresh(force=True)
+    calls.update(list_keys=0, read_json=0)
+    worker.run_step(worker.population.claim_next())
+    calls.update(list_keys=0, read_json=0)
+    observer.refresh(force=True)
+    assert calls["list_keys"] == 0, "a refresh listed a whole folder"
+    assert 1 <= calls["read_json"] <= 4, calls  # the new child (and a probe or two), not the population
+    assert seen(observer) == truth(store)
+
+
+@pytest.mark.slow
+def test_s3_list_keys_after_pages_past_1000_keys(moto_endpoint):
+    store = Store.open(f"s3://{BUCKET}/after-{uuid.uuid4().hex}", s3_options(moto_endpoint), create=True)
+    client = s3_client(moto_endpoint)
+    base = store.url.removeprefix(f"s3://{BUCKET}/")
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(lambda i: client.put_object(Bucket=BUCKET, Key=f"{base}/c/{i:05d}", Body=b"x"), range(1050)))
+    client.put_object(Bucket=BUCKET, Key=f"{base}/cx/00001", Body=b"x")  # same leading letters, other folder
+    keys = store.list_keys_after("c/", "c/00020")
+    assert keys == [f"c/{i:05d}" for i in range(21, 1050)]
+    assert store.list_keys_after("c/", "c/") == store.list_keys("c/")
+
+
+# -- the benchmarks' smoke modes (in this process: no second torch import) ---------------------------
+
+
+def run_script(module, capsys) -> str:
+    assert module.main(["--smoke"]) == 0
+    return capsys.readouterr().out
+
+
+def table_rows(output: str) -> list[dict[str, str]]:
+    lines = [line for line in output.splitlines() if line.startswith("|")]
+    columns = [c.strip() for c in lines[0].strip("|").split("|")]
+    return [dict(zip(columns, (c.strip() for c in line.strip("|").split("|")))) for line in lines[2:]]
+
+
+def number(cell: str) -> float:
+    return float(cell.replace(",", "").rstrip("%"))
+
+
+def test_overhead_smoke_prints_a_sane_table(capsys):
+    from bench import overhead
+
+    out = run_script(overhead, capsys)
+    assert out.startswith("command: python3 bench/overhead.py --smoke")
+    assert re.search(r"^machine: \d+ cores", out, re.MULTILINE) and re.search(r"^versions: python 3", out, re.MULTILINE)
+    rows = table_rows(out)
+    assert [(r["backend"], r["P"]) for r in rows] == [("file", "10"), ("file", "20"), ("s3 (moto)", "10"),
+                                                      ("s3 (moto)", "20")]
+    for r in rows:
+        mean, p50, p95 = number(r["overhead mean ms"]), number(r["p50 ms"]), number(r["p95 ms"])
+        assert 0 < p50 <= p95 < 60_000 and 0 < mean < 60_000, r
+        parts = sum(number(r[c]) for c in ("refresh ms", "claim ms", "select+read ms", "write ms"))
+        assert parts <= mean * 1.01 + 0.05, r  # the parts are inside the whole
+        assert number(r["% of demo step"]) > 0 and r["check"] == "yes", r
+    assert re.search(r"^file: overhead at P=20 / P=10 = [\d.]+x", out, re.MULTILINE)
+    assert "check_store: every store passes" in out
+
+
+def test_scaling_smoke_prints_a_sane_table(capsys):
+    from bench import scaling
+
+    out = run_script(scaling, capsys)
+    assert out.startswith("command: python3 bench/scaling.py --smoke")
+    rows = table_rows(out)
+    assert [r["workers"] for r in rows] == ["1", "2"]
+    for r in rows:
+        assert number(r["ideal steps/s"]) == pytest.approx(int(r["workers"]) / 0.1)
+        # each step sleeps the fitness duration, so no worker can beat the ideal
+        assert 5 < number(r["efficiency"]) <= 100.5, r
+        assert number(r["children timed"]) >= 3 * int(r["workers"]) and r["check"] == "yes", r
+    assert "check_store: every store passes" in out
