@@ -99,6 +99,12 @@ def fmt(value: Any, digits: int = 2) -> str:
     return str(value)
 
 
+def settings_from(args: Any, cls: type, smoke: dict[str, Any]) -> Any:
+    """A script's settings: its defaults, then ``--smoke``'s, then the options given on the command line."""
+    given = {k: v for k, v in vars(args).items() if k in cls.__dataclass_fields__}
+    return cls(**{**(smoke if args.smoke else {}), **given})
+
+
 def markdown_table(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     cells = [[fmt(v) for v in row] for row in rows]
     lines = ["| " + " | ".join(columns) + " |", "|" + "|".join(" --- " for _ in columns) + "|"]

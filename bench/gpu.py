@@ -49,7 +49,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import header
+from bench.common import header, settings_from
 
 
 @dataclass(frozen=True)
@@ -123,12 +123,6 @@ def _synthetic(shape_text: str, device: Any, seed: int) -> Any:
     return DeviceData(name=f"synthetic {c}x{h}x{w}", input_shape=(c, h, w), num_classes=10,
                       device=torch.device(device), x_train=xt, y_train=yt, x_val=xv, y_val=yv, x_test=xs,
                       y_test=ys)
-
-
-def resolve(name: str) -> Any:
-    from evolve.train import resolve_device
-
-    return resolve_device(name)
 
 
 # ----------------------------------------------------------------------------------- the variants
@@ -428,7 +422,9 @@ def share_worker(s: Settings, path: str, rank: int, barrier: Any, results: Any) 
     import torch
 
     torch.set_num_threads(s.threads)
-    device = resolve(s.device)
+    from evolve.train import resolve_device
+
+    device = resolve_device(s.device)
     data = device_data(s.dataset, device, s.seed)
     cuda = device.type == "cuda"
 
@@ -596,8 +592,7 @@ def parse(argv: list[str]) -> tuple[Settings, argparse.Namespace]:
     p.add_argument("--threads", type=int, help="torch threads per process")
     p.add_argument("--json", type=Path, default=None, help="also write the raw figures here")
     args = p.parse_args(argv)
-    given = {k: v for k, v in vars(args).items() if k in Settings.__dataclass_fields__}
-    return Settings(**{**(SMOKE if args.smoke else {}), **given}), args
+    return settings_from(args, Settings, SMOKE), args
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -606,7 +601,9 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     s, args = parse(argv)
     torch.set_num_threads(s.threads)
-    device = resolve(s.device)
+    from evolve.train import resolve_device
+
+    device = resolve_device(s.device)
     data = device_data(s.dataset, device, s.seed)
     rows, engine = single_process(s, data, device)
     paths = ("engine", "plain") if s.share_plain else ("engine",)

@@ -62,7 +62,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import header
+from bench.common import header, settings_from
 
 EVOLUTION = ("tournament", "aging")
 LR_RETRIES = 2
@@ -508,8 +508,7 @@ def parse(argv: list[str] | None) -> tuple[Settings, argparse.Namespace]:
     p.add_argument("--json", type=Path, default=None, help="also write the raw results here")
     p.add_argument("--from-json", type=Path, default=None, help="print the tables of a run saved with --json")
     args = p.parse_args(argv)
-    given = {k: v for k, v in vars(args).items() if k in Settings.__dataclass_fields__}
-    return Settings(**{**(SMOKE if args.smoke else {}), **given}), args
+    return settings_from(args, Settings, SMOKE), args
 
 
 def main(argv: list[str] | None = None) -> int:
