@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import random
 import sys
@@ -148,28 +149,24 @@ def _launch(store, config, space, executor: str, logdir: str | None = None) -> N
     runner = run_on_ray if executor == "ray" else run_in_process
     total = total_steps(config)
 
-    if not err.is_terminal:
-        lines = _LogProgress(total)
+    with contextlib.ExitStack() as stack:
+        if err.is_terminal:
+            bar = stack.enter_context(Progress(TextColumn("[bold]evolving"), BarColumn(), MofNCompleteColumn(),
+                                               TimeElapsedColumn(), console=err, transient=False))
+            task = bar.add_task("steps", total=total)
 
-        def on_line(done: int) -> None:
-            lines.update(min(done, total))
+            def show(done: int, force: bool = False) -> None:
+                bar.update(task, completed=done)
+        else:
+            show = _LogProgress(total).update
+
+        def on_progress(done: int) -> None:
+            show(min(done, total))
             if live:
                 live(done)
 
-        runner(store, config, space, on_progress=on_line)
-        lines.update(total, force=True)
-    else:
-        with Progress(TextColumn("[bold]evolving"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                      console=err, transient=False) as progress:
-            task = progress.add_task("steps", total=total)
-
-            def on_progress(done: int) -> None:
-                progress.update(task, completed=min(done, total))
-                if live:
-                    live(done)
-
-            runner(store, config, space, on_progress=on_progress)
-            progress.update(task, completed=total)
+        runner(store, config, space, on_progress=on_progress)
+        show(total, force=True)
     if live and (report := live.close()):
         err.print(f"tensorboard: {report.line()}", highlight=False)
     _print_summary(store, config)
