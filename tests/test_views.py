@@ -230,8 +230,10 @@ def test_sync_during_a_live_run(tmp_path):
         done.set()
         syncer.join()
     last = LiveSync(store, str(logdir), hparams=False, model_graph=False).close()  # what `evolve run` calls
-    assert last is not None and last.views
     total = POPULATION + 60
+    assert last is not None and last.individuals == total
+    # the views show the whole run, whether the syncer's last round or close() wrote them
+    assert os.listdir(logdir / "lineage") == [f"events.out.tfevents.{total:012d}.evolve-views"]
     assert any(0 < r.new < total for r in reports[1:]), f"no sync saw the run half-way: {[r.new for r in reports]}"
     reports.append(last)
     assert sum(r.new for r in reports) == total
