@@ -127,7 +127,7 @@ class Worker:
         """Do (or finish) step ``step``; True if our child is the one recorded."""
         holder = uuid.uuid4().hex
         beating = threading.Event()
-        beat = threading.Thread(target=self._heartbeat, args=(step, holder, beating), daemon=True)
+        beat = threading.Thread(target=self._heartbeat, args=(step, holder, beating, adopted), daemon=True)
         beat.start()
         started = time.perf_counter()
         try:
@@ -137,16 +137,24 @@ class Worker:
             beat.join()
             self.stats.busy_seconds += time.perf_counter() - started
 
-    def _heartbeat(self, step: int, holder: str, done: threading.Event) -> None:
+    def _heartbeat(self, step: int, holder: str, done: threading.Event, at_once: bool) -> None:
+        """Beat every quarter lease while the step runs.
+
+        A fresh claim needs no beat before the first quarter lease: observers start their clock when
+        they first see the claim, so a step shorter than that writes no heartbeat at all. An adopter
+        beats at once, or observers still timing the previous holder's last beat would adopt again.
+        """
         seq = 0
         interval = max(0.05, self.config.lease_seconds / 4)
+        if not at_once and done.wait(interval):
+            return
         while True:
             try:
                 self.population.heartbeat(step, holder, seq)
             except Exception as exc:  # a missed beat only risks a wasted adoption
                 log.warning("heartbeat for step %d failed: %s", step, exc)
             seq += 1
-            if done.wait(interval):
+            if not at_once and done.wait(interval):
                 return
 
     def _run_step(self, step: int, adopted: bool, started: float) -> bool:

@@ -24,12 +24,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
+from inflight import holders
 from typer.testing import CliRunner
 
 from evolve.check import check_store
 from evolve.cli import app
 from evolve.config import RunConfig, build_config
-from evolve.population import heartbeat_key, selection_key
+from evolve.population import selection_key
 from evolve.run import open_run, run_on_ray, total_steps
 from evolve.store import Store, claim_key, death_key, individual_key, step_of
 
@@ -167,20 +168,8 @@ def _ours(pid: int, raylets: set[int]) -> bool:
 
 
 def _holding_now(store: Store) -> dict[int, str]:
-    """Pending step -> worker id of the actor whose heartbeat holds it."""
-    done = {step_of(k) for k in store.list_keys("individuals/")}
-    out = {}
-    for key in store.list_keys("heartbeats/"):
-        step = step_of(key)
-        if step in done:
-            continue
-        try:
-            beat = store.read_json(key)
-        except Exception:  # noqa: BLE001, S112 - a heartbeat being replaced; the next poll sees it
-            continue
-        if beat and str(beat.get("worker", "")).startswith("ray-"):
-            out[step] = beat["worker"]
-    return out
+    """Pending step -> worker id of the actor holding it."""
+    return {step: worker for step, worker in holders(store).items() if worker.startswith("ray-")}
 
 
 # -- the cluster --------------------------------------------------------------------------------------
@@ -307,8 +296,7 @@ def _in_window(store: Store, raylets: set[int]) -> tuple[int, str, dict[str, Any
             death = store.read_json(death_key(selection["loser"]))
             if death is None or (death["killed_at_step"], death["attempt"]) != (step, selection["attempt"]):
                 continue
-            beat = store.read_json(heartbeat_key(step))
-            if beat and beat["worker"] == worker and not store.exists(individual_key(step)):
+            if holders(store).get(step) == worker and not store.exists(individual_key(step)):
                 return step, worker, death
     return None
 

@@ -8,7 +8,7 @@ import pytest
 
 from evolve.check import check_store
 from evolve.config import RunConfig, build_config
-from evolve.population import selection_key
+from evolve.population import heartbeat_key, selection_key
 from evolve.store import claim_key, death_key, individual_key
 from evolve.report import Snapshot
 from evolve.run import open_run, run_in_process, total_steps
@@ -75,6 +75,27 @@ def test_step_abandoned_after_kill_is_adopted(tmp_path):
     assert record["parents"] == [store.read_json(selection_key(step, 0))["parent"]]
     report = check_store(store, config.population, total_steps(config))
     assert report.ok and report.finished, report.violations
+
+
+def test_heartbeats_only_past_a_quarter_lease_and_at_once_for_an_adopter(tmp_path):
+    """A fresh step shorter than a quarter lease writes no heartbeat; a long one and an adopted one do."""
+    config = synthetic(tmp_path, workers=1, steps=4, lease_seconds=8.0)  # first beat after 2 s
+    store, config, space = open_run(config)
+    worker = Worker(store, config, space, worker_id="w")
+    for _ in range(config.population):
+        assert worker.run_step(worker.population.claim_next())
+    assert store.list_keys("heartbeats/") == []
+
+    step = worker.population.claim_next()
+    assert worker.run_step(step, adopted=True)  # as if taken over from a silent holder
+    assert store.read_json(heartbeat_key(step))["worker"] == "w"
+
+    slow = Worker(store, config.model_copy(update={"lease_seconds": 0.2, "synthetic_seconds": 0.3}), space,
+                  worker_id="slow")
+    slow.population.refresh(force=True)
+    step = slow.population.claim_next()
+    assert slow.run_step(step)
+    assert store.read_json(heartbeat_key(step))["seq"] >= 1
 
 
 def test_stop_while_waiting_for_live_individuals_returns(tmp_path):

@@ -18,11 +18,11 @@ import time
 from pathlib import Path
 
 import pytest
+from inflight import holders
 from typer.testing import CliRunner
 
 from evolve.check import check_store
 from evolve.cli import app
-from evolve.population import heartbeat_key
 from evolve.report import Snapshot
 from evolve.store import PAD, Store, claim_key, individual_key, step_of
 
@@ -210,9 +210,10 @@ def step_in_training(store: Path, worker: str, population: int) -> int | None:
     st = Store.open(str(store))
     snap = Snapshot.read(st)
     killing = {record["killed_at_step"] for record in snap.deaths.values()}
+    held = holders(st)
     for step in sorted((snap.claims - set(snap.individuals)) & killing, reverse=True):
-        claim, beat = st.read_json(claim_key(step)), st.read_json(heartbeat_key(step))
-        if step >= population and claim and beat and claim["worker"] == beat["worker"] == worker:
+        claim = st.read_json(claim_key(step))
+        if step >= population and claim and claim["worker"] == held.get(step) == worker:
             return step
     return None
 
@@ -237,9 +238,9 @@ def freeze_mid_training(proc: subprocess.Popen, store: Path, worker: str, popula
     pytest.fail(f"{worker} was never caught mid-training")
 
 
-def beating(st: Store) -> set[str]:
-    """The workers that have sent a heartbeat for some step."""
-    return {beat["worker"] for beat in map(st.read_json, st.list_keys("heartbeats/")) if beat}
+def holding(st: Store) -> set[str]:
+    """The workers holding some step in flight."""
+    return set(holders(st).values())
 
 
 def records_of_step(st: Store, step: int) -> dict[str, bytes]:
@@ -265,7 +266,7 @@ def test_zombie_worker_resumed_after_its_lease_loses_its_step(tmp_path):
         b = evolve("resume", store, "--executor", "local", "--workers", 1)
         a_id, b_id = f"local-0-{a.pid}", f"local-0-{b.pid}"
         st = Store.open(str(store))
-        wait_until(lambda: {a_id, b_id} <= beating(st), "a step in flight in each process", (a, b))
+        wait_until(lambda: {a_id, b_id} <= holding(st), "a step in flight in each process", (a, b))
 
         step = freeze_mid_training(a, store, a_id, population)
         frozen_at = time.monotonic()

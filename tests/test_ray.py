@@ -11,12 +11,12 @@ import threading
 import time
 
 import pytest
+from inflight import holders
 
 from evolve.check import check_store
 from evolve.config import build_config
 from evolve.report import Snapshot
 from evolve.run import open_run, run_on_ray, total_steps
-from evolve.store import step_of
 
 ray = pytest.importorskip("ray")
 
@@ -67,19 +67,7 @@ def test_eight_actors_two_thousand_steps(tmp_path, local_ray):
 
 def _actor_pids(store) -> dict[str, int]:
     """Worker id -> pid of each actor that is holding a step now (ids are ``ray-<i>-<pid>``)."""
-    pids = {}
-    done = {step_of(k) for k in store.list_keys("individuals/")}
-    for key in store.list_keys("heartbeats/"):
-        if step_of(key) in done:
-            continue
-        try:
-            beat = store.read_json(key)
-        except Exception:  # noqa: BLE001, S112 - a heartbeat being replaced; try the next
-            continue
-        worker = (beat or {}).get("worker", "")
-        if worker.startswith("ray-"):
-            pids[worker] = int(worker.rsplit("-", 1)[1])
-    return pids
+    return {worker: int(worker.rsplit("-", 1)[1]) for worker in holders(store).values() if worker.startswith("ray-")}
 
 
 def test_sigkilled_actors_are_restarted_and_their_steps_adopted(tmp_path, local_ray):
