@@ -119,6 +119,23 @@ def measure_demo(workdir: Path, steps: int, smoke: bool) -> Demo:
                 how=how)
 
 
+# -- what the disk charges for one durable record ---------------------------------------------------
+
+TMPFS = "/dev/shm"
+
+
+def create_cost(folder: Path, size: int, count: int = 200) -> float:
+    """Mean ms of ``Store.create`` on ``folder``'s disk: what each of a step's 5 records pays there."""
+    store = Store(str(folder))
+    data = os.urandom(size)
+    started = time.perf_counter()
+    for i in range(count):
+        store.create(f"probe/{i:06d}.bin", data)
+    elapsed = time.perf_counter() - started
+    shutil.rmtree(folder, ignore_errors=True)
+    return 1000 * elapsed / count
+
+
 # -- filling a store with P live individuals ----------------------------------------------------
 
 
@@ -307,7 +324,9 @@ def ratios(rows: Sequence[Row]) -> str:
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--backends", default="file,s3", help="comma-separated: file, s3 (moto on 127.0.0.1)")
+    p.add_argument("--backends", default="file,tmpfs,s3",
+                   help="comma-separated: file (a folder on --workdir's disk), tmpfs (a folder in /dev/shm: "
+                        "the engine's own cost, fsync free), s3 (moto on 127.0.0.1)")
     p.add_argument("--populations", default="100,1000,10000", help="comma-separated population sizes")
     p.add_argument("--steps", type=int, default=200, help="timed steps per (backend, population)")
     p.add_argument("--warmup", type=int, default=20, help="untimed steps first")
@@ -332,9 +351,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
     backends = [b.strip() for b in args.backends.split(",") if b.strip()]
-    unknown = set(backends) - {"file", "s3"}
+    unknown = set(backends) - {"file", "tmpfs", "s3"}
     if unknown:
-        raise SystemExit(f"--backends: unknown {sorted(unknown)} (expected file, s3)")
+        raise SystemExit(f"--backends: unknown {sorted(unknown)} (expected file, tmpfs, s3)")
+    if "tmpfs" in backends and not os.path.isdir(TMPFS):
+        print(f"no {TMPFS} here: the tmpfs backend is left out", file=sys.stderr)
+        backends.remove("tmpfs")
     populations = [int(p) for p in args.populations.split(",")]
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="evolve-bench-overhead-"))
     workdir.mkdir(parents=True, exist_ok=True)
@@ -351,6 +373,10 @@ def main(argv: Sequence[str] | None = None) -> int:
               f"{demo.median_weights_bytes:,})", flush=True)
         evaluator = InstantEvaluator(demo.weights)
         time.sleep(args.settle)
+        if "file" in backends:
+            create = create_cost(workdir / "create-cost", len(demo.weights))
+            print(f"one create-once record on this disk ({workdir}): {create:.3f} ms mean over 200 "
+                  "(temp file, fsync, link, folder fsync); a step writes 5", flush=True)
         rows = run_all(backends, populations, args, workdir, evaluator)
         print()
         print(table(rows, demo))
@@ -372,6 +398,17 @@ def run_all(backends: Sequence[str], populations: Sequence[int], args: argparse.
             url = str(workdir / f"file-{population}")
             rows.append(measure("file", url, {}, population, args.steps, args.warmup, args.threads, evaluator))
             print(f"  file P={population}: {rows[-1].mean_ms:.2f} ms/step", file=sys.stderr, flush=True)
+    if "tmpfs" in backends:
+        scratch = Path(tempfile.mkdtemp(prefix="evolve-bench-overhead-", dir=TMPFS))
+        try:
+            for population in populations:
+                url = str(scratch / f"tmpfs-{population}")
+                rows.append(measure("tmpfs", url, {}, population, args.steps, args.warmup, args.threads,
+                                    evaluator))
+                print(f"  tmpfs P={population}: {rows[-1].mean_ms:.2f} ms/step", file=sys.stderr, flush=True)
+                shutil.rmtree(url, ignore_errors=True)
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
     if "s3" in backends:
         with moto_server([bucket(p) for p in populations]) as endpoint:
             for population in populations:

@@ -154,7 +154,7 @@ class Worker:
             except Exception as exc:  # a missed beat only risks a wasted adoption
                 log.warning("heartbeat for step %d failed: %s", step, exc)
             seq += 1
-            if not at_once and done.wait(interval):
+            if done.wait(interval):
                 return
 
     def _run_step(self, step: int, adopted: bool, started: float) -> bool:

@@ -9,6 +9,7 @@ and that a refresh after the first reads a handful of records, not the populatio
 
 from __future__ import annotations
 
+import os
 import re
 import sys
 import uuid
@@ -164,8 +165,10 @@ def test_overhead_smoke_prints_a_sane_table(capsys):
     assert out.startswith("command: python3 bench/overhead.py --smoke")
     assert re.search(r"^machine: \d+ cores", out, re.MULTILINE) and re.search(r"^versions: python 3", out, re.MULTILINE)
     rows = table_rows(out)
-    assert [(r["backend"], r["P"]) for r in rows] == [("file", "10"), ("file", "20"), ("s3 (moto)", "10"),
-                                                      ("s3 (moto)", "20")]
+    backends = ["file", "tmpfs", "s3 (moto)"] if os.path.isdir(overhead.TMPFS) else ["file", "s3 (moto)"]
+    assert [(r["backend"], r["P"]) for r in rows] == [(b, p) for b in backends for p in ("10", "20")]
+    create_ms = float(re.search(r"^one create-once record on this disk .*: ([\d.]+) ms mean", out, re.MULTILINE)[1])
+    assert 0 < create_ms < 10_000
     for r in rows:
         mean, p50, p95 = number(r["overhead mean ms"]), number(r["p50 ms"]), number(r["p95 ms"])
         assert 0 < p50 <= p95 < 60_000 and 0 < mean < 60_000, r
