@@ -205,10 +205,7 @@ class Population:
     def _fold(self) -> None:
         """Bring the sorted live list up to date with what the view learnt since (O(new), not O(P))."""
         view = self.view
-        seen_individuals, seen_deaths = self._folded
-        if len(view.individuals) < seen_individuals or len(view.deaths) < seen_deaths:
-            self._live_steps, self._live_members, self._folded = [], [], (0, 0)  # entries were removed
-            seen_individuals = seen_deaths = 0
+        seen_individuals, seen_deaths = self._folded  # the view only grows (see View)
         for step in _newest(view.individuals, len(view.individuals) - seen_individuals):
             record = view.individuals[step]
             self._learn_death(record.get("loser"), step)

@@ -122,6 +122,12 @@ def _check_key(key: str) -> str:
 # -- errors -----------------------------------------------------------------------------------
 
 
+def _check_prefix(prefix: str) -> str:
+    if prefix.startswith("/") or ".." in prefix.split("/"):
+        raise ValueError(f"invalid key prefix {prefix!r}")
+    return prefix
+
+
 class StoreError(Exception):
     """A store operation failed; the message is one line naming the URL and key."""
 
@@ -681,8 +687,7 @@ class Store:
 
     def list_keys(self, prefix: str = "") -> list[str]:
         """Sorted keys starting with ``prefix`` (``"individuals/"``, ``"adoptions/000000000005-"``), fresh."""
-        if prefix.startswith("/") or ".." in prefix.split("/"):
-            raise ValueError(f"invalid key prefix {prefix!r}")
+        _check_prefix(prefix)
         folder, _, stem = prefix.rpartition("/")
 
         def listing() -> list[str]:
@@ -731,8 +736,7 @@ class Store:
         """
         if self.local or self.protocol not in ("s3", "s3a"):
             return [k for k in self.list_keys(prefix) if k > start_after]
-        if prefix.startswith("/") or ".." in prefix.split("/"):
-            raise ValueError(f"invalid key prefix {prefix!r}")
+        _check_prefix(prefix)
 
         def listing() -> list[str]:
             fs = self.fs
