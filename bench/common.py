@@ -224,13 +224,6 @@ def _require_conditional_put(client: Any) -> None:
     raise RuntimeError("this moto server ignores If-None-Match: * (moto >= 5.0 is needed for create-once)")
 
 
-def environment_for_moto() -> None:
-    """Credentials/region for libraries that read them from the environment (boto3 defaults)."""
-    for name, value in {"AWS_ACCESS_KEY_ID": MOTO_KEY, "AWS_SECRET_ACCESS_KEY": MOTO_KEY,
-                        "AWS_DEFAULT_REGION": "us-east-1", "AWS_REGION": "us-east-1"}.items():
-        os.environ.setdefault(name, value)
-
-
 def script_name(path: str) -> str:
     """``bench/overhead.py`` from the script's absolute path (for the printed command line)."""
     try:

@@ -506,7 +506,7 @@ def describe_device(device: Any) -> str:
     return f"CPU, {torch.get_num_threads()} torch thread(s) in the measuring process"
 
 
-def step_table(s: Settings, rows: list[Row], engine: dict[str, float]) -> list[str]:
+def step_table(s: Settings, rows: list[Row]) -> list[str]:
     images = s.batches * s.batch_size
     plain = next(r for r in rows if r.variant.startswith("plain loop") and r.seconds)
     out = [("| variant | images/s | ms/batch | vs plain loop | one-off per architecture | break-even batches "
@@ -526,7 +526,7 @@ def step_table(s: Settings, rows: list[Row], engine: dict[str, float]) -> list[s
     return out
 
 
-def share_table(s: Settings, shares: list[dict[str, Any]]) -> list[str]:
+def share_table(shares: list[dict[str, Any]]) -> list[str]:
     out = ["| path | workers | aggregate images/s | speed-up vs 1 worker | window s |",
            "|---|---|---|---|---|"]
     base = {r["path"]: r["images_per_s"] for r in shares if r["workers"] == 1 and "images_per_s" in r}
@@ -552,7 +552,7 @@ def report(s: Settings, argv: list[str], device: Any, data: Any, rows: list[Row]
         f"input {'x'.join(map(str, data.input_shape))} ({data.name}); batch {s.batch_size}; "
         f"{s.batches} batches per child; median of {s.repeats}"),
         "",
-        *step_table(s, rows, engine),
+        *step_table(s, rows),
         "",
         (f"engine loop / plain loop: {plain.seconds / engine['loop']:.2f}x the plain loop's images/s "
         f"(target >= 0.9x); whole child / plain loop: {plain.seconds / engine['child']:.2f}x "
@@ -562,7 +562,7 @@ def report(s: Settings, argv: list[str], device: Any, data: Any, rows: list[Row]
     ]
     if shares:
         lines += ["", (f"sharing one device: each worker trains {s.children} children after a warm-up one; "
-                      f"{s.threads} torch thread(s) per process"), "", *share_table(s, shares)]
+                      f"{s.threads} torch thread(s) per process"), "", *share_table(shares)]
     return "\n".join(lines)
 
 

@@ -13,6 +13,8 @@ def holders(store: Store) -> dict[int, str]:
     done = {step_of(k) for k in store.list_keys("individuals/")}
     adopters: dict[int, str] = {}
     for key in store.list_keys("adoptions/"):  # keys sort by (step, index): the last one per step wins
+        if step_of(key) in done:
+            continue
         record = store.read_json(key)
         if record:
             adopters[step_of(key)] = record["worker"]

@@ -118,7 +118,6 @@ def test_refresh_reads_only_what_is_new(kind, population, tmp_path, request):
         setattr(store, name, counting(name))
     worker = Worker(store, config, space, worker_id="other")
     worker.population.refresh(force=True)
-    calls.update(list_keys=0, read_json=0)
     worker.run_step(worker.population.claim_next())
     calls.update(list_keys=0, read_json=0)
     observer.refresh(force=True)

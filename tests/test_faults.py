@@ -238,11 +238,6 @@ def freeze_mid_training(proc: subprocess.Popen, store: Path, worker: str, popula
     pytest.fail(f"{worker} was never caught mid-training")
 
 
-def holding(st: Store) -> set[str]:
-    """The workers holding some step in flight."""
-    return set(holders(st).values())
-
-
 def records_of_step(st: Store, step: int) -> dict[str, bytes]:
     """The selections and tombstones written for step ``step``, as raw bytes."""
     keys = st.list_keys(f"selections/{step:0{PAD}d}-")
@@ -266,7 +261,7 @@ def test_zombie_worker_resumed_after_its_lease_loses_its_step(tmp_path):
         b = evolve("resume", store, "--executor", "local", "--workers", 1)
         a_id, b_id = f"local-0-{a.pid}", f"local-0-{b.pid}"
         st = Store.open(str(store))
-        wait_until(lambda: {a_id, b_id} <= holding(st), "a step in flight in each process", (a, b))
+        wait_until(lambda: {a_id, b_id} <= set(holders(st).values()), "a step in flight in each process", (a, b))
 
         step = freeze_mid_training(a, store, a_id, population)
         frozen_at = time.monotonic()
