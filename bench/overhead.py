@@ -62,7 +62,7 @@ class InstantEvaluator:
     def __init__(self, weights: bytes) -> None:
         self.weights = weights
 
-    def evaluate(self, genome: Genome, parent_weights: bytes | None, seed: int) -> Outcome:
+    def evaluate(self, genome: Genome, parent_weights: bytes | None, seed: int, mutation=None) -> Outcome:
         fitness = rng_for(seed, "bench-overhead").random()
         return Outcome(fitness=fitness, val_accuracy=fitness, weights=self.weights)
 

@@ -18,18 +18,47 @@ class ConfigError(ValueError):
 
 
 class TrainConfig(BaseModel):
-    """How each child is trained (Real et al. 2017: SGD, momentum 0.9, weight decay 1e-4, batch 50)."""
+    """How each child is trained (Real et al. 2017: SGD, momentum 0.9, weight decay 1e-4, batch 50).
+
+    ``schedule`` shapes the learning rate over a child's ``batches``, starting from the genome's
+    rate (or ``learning_rate``): ``constant``; ``cosine`` (down to 0, after ``warmup``; one child is
+    one cycle of SGDR, so a lineage trained from inherited weights is warm-restarted SGD);
+    ``one-cycle`` (a cosine rise over ``warmup`` then a cosine fall); ``staged`` (multiplied by each
+    ``[start fraction, factor]`` of ``stages`` from its start, Genetic CNN's 1e-3/1e-4/1e-5).
+    ``augment``: ``shift`` moves each image by up to ``shift`` pixels (MNIST); ``crop-flip`` pads
+    by ``shift``, crops back and flips left-right at random (CIFAR, as Real et al.).
+    """
 
     model_config = ConfigDict(extra="forbid")
 
     batches: int = Field(150, ge=1, description="SGD steps per child (25,600 in the paper)")
     batch_size: int = Field(50, ge=1)
     momentum: float = Field(0.9, ge=0.0, lt=1.0)
+    nesterov: bool = False
     weight_decay: float = Field(1e-4, ge=0.0)
     learning_rate: float = Field(0.1, gt=0.0, description="used by genomes that carry no learning rate")
+    schedule: Literal["constant", "cosine", "one-cycle", "staged"] = "constant"
+    warmup: float = Field(0.0, ge=0.0, lt=1.0, description="fraction of batches warming up (cosine, one-cycle)")
+    stages: list[tuple[float, float]] = Field(default_factory=list,
+                                               description="staged: [start fraction, lr factor] pairs")
+    augment: Literal["none", "shift", "crop-flip"] = "none"
+    shift: int = Field(2, ge=0, description="pixels of shift (shift) or padding (crop-flip)")
+    evaluate_test: bool = Field(False, description="also measure every child's test accuracy (costs time, "
+                                                   "never selects); the run's best is tested at the end anyway")
     eval_batch_size: int = Field(1000, ge=1)
     device: str = Field("auto", description="auto, cpu, cuda or cuda:N")
     inherit_weights: bool = True
+
+    @model_validator(mode="after")
+    def _check_stages(self) -> TrainConfig:
+        if self.schedule == "staged":
+            starts = [start for start, _ in self.stages]
+            if not self.stages or starts[0] != 0.0 or starts != sorted(starts) or starts[-1] >= 1.0:
+                raise ValueError(f"stages: 'staged' needs [start fraction, factor] pairs with starts rising "
+                                 f"from 0 and below 1, got {self.stages!r}")
+            if any(factor <= 0 for _, factor in self.stages):
+                raise ValueError(f"stages: every factor must be > 0, got {self.stages!r}")
+        return self
 
 
 class RunConfig(BaseModel):

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from evolve.config import RunConfig
 from evolve.seeding import rng_for
-from genomes import Genome, SearchSpace
+from genomes import Genome, Mutation, SearchSpace
 
 if TYPE_CHECKING:
     from evolve.train import Trainer
@@ -29,6 +29,7 @@ class Outcome:
     flops: int = 0
     inherited: float = 0.0
     train_seconds: float = 0.0
+    batches: int = 0
     eval_seconds: float = 0.0
     device: str = "cpu"
     weights: bytes | None = field(default=None, repr=False)
@@ -40,7 +41,8 @@ class Outcome:
 
 
 class Evaluator(Protocol):
-    def evaluate(self, genome: Genome, parent_weights: bytes | None, seed: int) -> Outcome: ...
+    def evaluate(self, genome: Genome, parent_weights: bytes | None, seed: int,
+                 mutation: Mutation | None = None) -> Outcome: ...
 
 
 class TrainingEvaluator:
@@ -62,11 +64,12 @@ class TrainingEvaluator:
             self._trainer = Trainer(to_device(data, device), self.config.train, device, self.space.max_params)
         return self._trainer
 
-    def evaluate(self, genome: Genome, parent_weights: bytes | None, seed: int) -> Outcome:
+    def evaluate(self, genome: Genome, parent_weights: bytes | None, seed: int,
+                 mutation: Mutation | None = None) -> Outcome:
         from evolve.train import weights_from_bytes
 
         weights = weights_from_bytes(parent_weights) if parent_weights is not None else None
-        return self.trainer.train(genome, weights, seed)
+        return self.trainer.train(genome, weights, seed, mutation)
 
 
 class SyntheticEvaluator:
@@ -80,7 +83,8 @@ class SyntheticEvaluator:
         self.space = space
         self.seconds = seconds
 
-    def evaluate(self, genome: Genome, parent_weights: bytes | None, seed: int) -> Outcome:
+    def evaluate(self, genome: Genome, parent_weights: bytes | None, seed: int,
+                 mutation: Mutation | None = None) -> Outcome:
         start = time.perf_counter()
         if self.seconds:
             time.sleep(self.seconds)

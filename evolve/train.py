@@ -9,7 +9,9 @@ with the reason recorded; the worker goes on.
 from __future__ import annotations
 
 import math
+import threading
 import time
+from dataclasses import dataclass
 from typing import Mapping
 
 import torch
@@ -22,7 +24,69 @@ from torch.utils.flop_counter import FlopCounterMode
 from evolve.config import TrainConfig
 from evolve.data import DeviceData
 from evolve.evaluate import Outcome
-from genomes import Genome, inherit_weights
+from genomes import Genome, Mutation
+
+
+@dataclass(frozen=True)
+class Fit:
+    finite: bool
+    loss: float
+    seconds: float
+
+
+def build_module(genome: Genome, input_shape: tuple[int, int, int], num_classes: int, seed: int) -> nn.Module:
+    """``genome``'s module with its initialisation drawn from ``seed`` alone.
+
+    torch's default generator is process-global: workers running as threads of one process would
+    race on it, so the draw happens under a lock with the generator's state put back afterwards.
+    """
+    with _INIT_LOCK:
+        state = torch.random.get_rng_state()
+        try:
+            torch.manual_seed(seed)
+            return genome.to_module(input_shape, num_classes)
+        finally:
+            torch.random.set_rng_state(state)
+
+
+_INIT_LOCK = threading.Lock()
+
+
+def learning_rates(config: TrainConfig, peak: float, batches: int) -> list[float]:
+    """The rate of each of ``batches`` steps under ``config.schedule``, peaking at ``peak``."""
+    warm = int(config.warmup * batches) if config.schedule in ("cosine", "one-cycle") else 0
+    rates = []
+    for step in range(batches):
+        if step < warm:
+            t = (step + 1) / warm
+            rates.append(peak * t if config.schedule == "cosine" else peak * (0.04 + 0.48 * (1 - math.cos(math.pi * t))))
+        elif config.schedule in ("cosine", "one-cycle"):
+            t = (step - warm) / max(batches - warm, 1)
+            rates.append(peak * 0.5 * (1 + math.cos(math.pi * t)))
+        elif config.schedule == "staged":
+            fraction = step / batches
+            rates.append(peak * [f for start, f in config.stages if start <= fraction][-1])
+        else:
+            rates.append(peak)
+    return rates
+
+
+def augment(x: torch.Tensor, kind: str, shift: int, generator: torch.Generator) -> torch.Tensor:
+    """A batch with each image moved by up to ``shift`` pixels (zero-filled), and for crop-flip mirrored at random."""
+    if kind == "none" or (shift == 0 and kind == "shift"):
+        return x
+    n, _, h, w = x.shape
+    if shift:
+        padded = F.pad(x, (shift, shift, shift, shift))
+        offsets = torch.randint(0, 2 * shift + 1, (2, n), device=x.device, generator=generator)
+        rows = (torch.arange(h, device=x.device)[None, :] + offsets[0][:, None])[:, None, :, None]
+        cols = (torch.arange(w, device=x.device)[None, :] + offsets[1][:, None])[:, None, None, :]
+        padded = padded.gather(2, rows.expand(n, x.shape[1], h, w + 2 * shift))
+        x = padded.gather(3, cols.expand(n, x.shape[1], h, w))
+    if kind == "crop-flip":
+        flip = torch.rand(n, device=x.device, generator=generator) < 0.5
+        x = torch.where(flip[:, None, None, None], x.flip(3), x)
+    return x
 
 
 def resolve_device(name: str) -> torch.device:
@@ -68,14 +132,16 @@ class Trainer:
     def _prepare(self, x: torch.Tensor) -> torch.Tensor:
         return x.contiguous(memory_format=torch.channels_last) if self.cuda else x
 
-    def train(self, genome: Genome, parent_weights: Mapping[str, torch.Tensor] | None, seed: int) -> Outcome:
+    def train(self, genome: Genome, parent_weights: Mapping[str, torch.Tensor] | None, seed: int,
+              mutation: Mutation | None = None) -> Outcome:
+        """Build ``genome``, take what it inherits from ``parent_weights`` (shaped by ``mutation``), train it."""
         splits = self.splits
         params = genome.param_count(splits.input_shape, splits.num_classes)
         if params > self.max_params:
             return Outcome(fitness=0.0, status="failed", reason=f"over max_params ({params:,} > {self.max_params:,})",
                            params=params, device=str(self.device))
         try:
-            return self._train(genome, parent_weights, seed, params)
+            return self._train(genome, parent_weights, seed, params, mutation)
         except torch.cuda.OutOfMemoryError:
             return self._oom(params)
         except RuntimeError as exc:
@@ -89,20 +155,36 @@ class Trainer:
         return Outcome(fitness=0.0, status="failed", reason="out of memory", params=params, device=str(self.device))
 
     def _train(self, genome: Genome, parent_weights: Mapping[str, torch.Tensor] | None, seed: int,
-               params: int) -> Outcome:
+               params: int, mutation: Mutation | None) -> Outcome:
         cfg, splits = self.config, self.splits
-        torch.manual_seed(seed)
-        model = genome.to_module(splits.input_shape, splits.num_classes)
+        model = build_module(genome, splits.input_shape, splits.num_classes, seed)
         inherited = 0.0
         if parent_weights is not None and cfg.inherit_weights:
-            inherited = inherit_weights(model, parent_weights).fraction
+            inherited = genome.inherit(model, parent_weights, mutation).fraction
         model = model.to(self.device)
         if self.cuda:
             model = model.to(memory_format=torch.channels_last)
         flops = count_flops(model, self._prepare(splits.x_val[:1]))
         lr = genome.learning_rate() or cfg.learning_rate
-        optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=cfg.momentum,
-                                    weight_decay=cfg.weight_decay)
+        fit = self.fit(model, lr, cfg.batches, seed)
+        if not fit.finite:
+            return Outcome(fitness=0.0, status="failed", reason="nan loss", params=params, flops=flops,
+                           inherited=inherited, train_seconds=fit.seconds, device=str(self.device))
+        start = time.perf_counter()
+        val = self.accuracy(model, splits.x_val, splits.y_val)
+        test = self.accuracy(model, splits.x_test, splits.y_test) if cfg.evaluate_test else None
+        return Outcome(
+            fitness=val, val_accuracy=val, test_accuracy=test, final_loss=fit.loss, params=params,
+            flops=flops, inherited=inherited, train_seconds=fit.seconds, batches=cfg.batches,
+            eval_seconds=time.perf_counter() - start, device=str(self.device), weights=weights_to_bytes(model),
+        )
+
+    def fit(self, model: nn.Module, lr: float, batches: int, seed: int) -> Fit:
+        """Train ``model`` in place for ``batches`` SGD steps under the configured schedule and augmentation."""
+        cfg, splits = self.config, self.splits
+        optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=cfg.momentum, nesterov=cfg.nesterov
+                                    and cfg.momentum > 0, weight_decay=cfg.weight_decay)
+        rates = learning_rates(cfg, lr, batches)
         generator = torch.Generator(device=self.device).manual_seed(seed)
         n = splits.x_train.shape[0]
         batch = min(cfg.batch_size, n)
@@ -112,14 +194,17 @@ class Trainer:
         loss = torch.zeros((), device=self.device)
         model.train()
         start = time.perf_counter()
-        for step in range(cfg.batches):
+        for step in range(batches):
             if cursor + batch > n:
                 order = torch.randperm(n, device=self.device, generator=generator)
                 cursor = 0
             idx = order[cursor:cursor + batch]
             cursor += batch
+            for group in optimizer.param_groups:
+                group["lr"] = rates[step]
+            x = augment(splits.x_train[idx], cfg.augment, cfg.shift, generator)
             with self._autocast():
-                loss = F.cross_entropy(model(self._prepare(splits.x_train[idx])), splits.y_train[idx])
+                loss = F.cross_entropy(model(self._prepare(x)), splits.y_train[idx])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -128,19 +213,8 @@ class Trainer:
                 break
         if self.cuda:
             torch.cuda.synchronize(self.device)
-        train_seconds = time.perf_counter() - start
-        final_loss = float(loss.detach())
-        if not bool(finite) or not math.isfinite(final_loss):
-            return Outcome(fitness=0.0, status="failed", reason="nan loss", params=params, flops=flops,
-                           inherited=inherited, train_seconds=train_seconds, device=str(self.device))
-        start = time.perf_counter()
-        val = self.accuracy(model, splits.x_val, splits.y_val)
-        test = self.accuracy(model, splits.x_test, splits.y_test)
-        return Outcome(
-            fitness=val, val_accuracy=val, test_accuracy=test, final_loss=final_loss, params=params,
-            flops=flops, inherited=inherited, train_seconds=train_seconds,
-            eval_seconds=time.perf_counter() - start, device=str(self.device), weights=weights_to_bytes(model),
-        )
+        final = float(loss.detach())
+        return Fit(finite=bool(finite) and math.isfinite(final), loss=final, seconds=time.perf_counter() - start)
 
     @torch.no_grad()
     def accuracy(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:

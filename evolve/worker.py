@@ -19,7 +19,7 @@ from evolve.population import Population
 from evolve.seeding import derive_seed, rng_for
 from evolve.selection import make_strategy
 from evolve.store import Store, individual_key, weights_key
-from genomes import Genome, SearchSpace, genome_class, genome_from_json
+from genomes import Genome, Mutation, SearchSpace, genome_class, genome_from_json
 
 log = logging.getLogger("evolve.worker")
 
@@ -164,7 +164,8 @@ class Worker:
         record.update(step=step, seed=seed, worker=self.id, adopted=adopted)
         parent_weights = None if parent_step is None else self._read_weights(pop.individual(parent_step))
         selected = time.perf_counter()
-        outcome = self.evaluator.evaluate(genome, parent_weights, seed)
+        mutation = Mutation.from_json(record["mutation"]) if record.get("mutation") else None
+        outcome = self.evaluator.evaluate(genome, parent_weights, seed, mutation)
         trained = time.perf_counter()
         nonce = uuid.uuid4().hex[:12]
         weights = None

@@ -83,6 +83,15 @@ class Genome(Protocol):
         """A fresh torch module whose state-dict keys name stable positions in the genome."""
         ...
 
+    def inherit(self, module: nn.Module, parent_state: Mapping[str, torch.Tensor],
+                mutation: Mutation | None) -> Inheritance:
+        """Load into ``module`` (built from this genome) what it takes from its parent's trained state.
+
+        ``mutation`` is the one that made this genome from that parent (None: unknown), so a kind
+        can carry a function-preserving change over exactly (see ``genomes.dna_net.morph``).
+        """
+        ...
+
     def param_count(self, input_shape: tuple[int, int, int], num_classes: int) -> int:
         """Trainable parameters of ``to_module(...)``, computed without building it."""
         ...

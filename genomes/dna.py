@@ -15,10 +15,10 @@ import itertools
 import json
 import math
 import random
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Callable, ClassVar, Mapping
 
-from genomes.base import GenomeError, Mutation, SearchSpace
+from genomes.base import GenomeError, Inheritance, Mutation, SearchSpace
 
 if TYPE_CHECKING:
     from torch import nn
@@ -33,7 +33,7 @@ MAX_MUTATION_TRIES = 20
 
 _TOP_KEYS = ("kind", "version", "learning_rate", "vertices", "edges", "head_id", "next_id")
 _VERTEX_KEYS = ("id", "activation")
-_EDGE_KEYS = ("id", "src", "dst", "op", "skip")
+_EDGE_KEYS = ("id", "src", "dst", "op", "skip", "gated")
 _CONV_KEYS = ("kernel", "stride", "channels")
 
 
@@ -50,7 +50,10 @@ class Vertex:
 
 @dataclass(frozen=True)
 class Edge:
-    """A backbone convolution or identity, or (``skip``) an identity from an earlier vertex."""
+    """A backbone convolution or identity, or (``skip``) an identity from an earlier vertex.
+
+    A ``gated`` skip is scaled by a learned scalar (born 0 by the function-preserving add-skip).
+    """
 
     id: int
     src: int
@@ -60,6 +63,7 @@ class Edge:
     kernel: tuple[int, int] | None = None
     stride: int | None = None
     channels: int | None = None
+    gated: bool = False
 
     @property
     def is_conv(self) -> bool:
@@ -75,6 +79,8 @@ class Edge:
         }
         if self.kernel is not None:
             data.update(kernel=list(self.kernel), stride=self.stride, channels=self.channels)
+        if self.gated:
+            data["gated"] = True
         return data
 
 
@@ -131,23 +137,34 @@ class DNA:
 
     @classmethod
     def initial(cls, rng: random.Random, space: SearchSpace) -> DNA:
-        """The paper's trivial individual: input and output joined by one identity, no convolutions."""
-        _max_stride(space)
-        return cls(
-            lr=INITIAL_LEARNING_RATE,
-            vertices=(Vertex(0, "linear"), Vertex(1, "linear")),
-            edges=(Edge(2, 0, 1),),
-            head_id=3,
-            next_id=4,
-        )
+        """The paper's trivial individual (input and output joined by one identity, no convolutions),
+        or with ``initial_convs`` k > 0 a plain stem: k 3x3 convs with batch norm and ReLU, each
+        halving the resolution (up to ``max_stride``) and doubling ``initial_channels``.
+        """
+        opts = dna_options(space)
+        if opts.initial_convs == 0:
+            return cls(lr=opts.initial_lr, vertices=(Vertex(0, "linear"), Vertex(1, "linear")),
+                       edges=(Edge(2, 0, 1),), head_id=3, next_id=4)
+        vertices, edges, stride_left = [Vertex(0, "linear")], [], opts.max_stride
+        for i in range(opts.initial_convs):
+            stride = 2 if stride_left >= 2 else 1
+            stride_left //= stride
+            vertices.append(Vertex(2 * i + 1, "bn_relu"))
+            edges.append(Edge(2 * i + 2, 2 * i - 1 if i else 0, 2 * i + 1, "conv", False, (3, 3), stride,
+                              opts.initial_channels * 2**i))
+        head = 2 * opts.initial_convs + 1
+        return cls(lr=opts.initial_lr, vertices=tuple(vertices), edges=tuple(edges), head_id=head,
+                   next_id=head + 1)
 
     def mutate(self, rng: random.Random, space: SearchSpace) -> tuple[DNA, Mutation]:
-        """Apply one applicable mutation drawn uniformly; redraw while the child exceeds the bound."""
-        _max_stride(space)
-        names = [name for name in MUTATIONS if APPLICABLE.get(name, _always)(self, space)]
+        """Apply one applicable mutation drawn by ``mutation_weights`` (uniform in the paper);
+        redraw while the child exceeds the bound."""
+        opts = dna_options(space)
+        table = MORPHISMS if opts.morphisms else MUTATIONS
+        names = [name for name in table if opts.weight(name) > 0 and APPLICABLE.get(name, _always)(self, space)]
         for _ in range(MAX_MUTATION_TRIES if names else 0):
-            name = rng.choice(names)
-            child, params = MUTATIONS[name](self, rng, space)
+            name = rng.choices(names, weights=[opts.weight(n) for n in names])[0]
+            child, params = table[name](self, rng, space)
             if child.param_count(space.input_shape, space.num_classes) <= space.max_params:
                 return child, Mutation(name, params)
         child, params = identity(self, rng, space)
@@ -161,13 +178,19 @@ class DNA:
 
         return DNANet(self, input_shape, num_classes)
 
+    def inherit(self, module: nn.Module, parent_state: Mapping[str, Any], mutation: Mutation | None) -> Inheritance:
+        from genomes.dna_net import morph
+
+        return morph(self, module, parent_state, mutation)
+
     def param_count(self, input_shape: tuple[int, int, int], num_classes: int) -> int:
-        """Conv weights (no bias), batch-norm scale and shift, and the linear head with bias."""
+        """Conv weights (no bias), batch-norm scale and shift, skip gates, and the linear head with bias."""
         channels = self.channels(input_shape[0])
         convs = sum(channels[e.src] * e.channels * e.kernel[0] * e.kernel[1] for e in self.convs())
         norms = sum(2 * channels[v.id] for v in self.vertices if v.activation == "bn_relu")
+        gates = sum(1 for e in self.skips() if e.gated)
         head = channels[self.output_id] * num_classes + num_classes
-        return convs + norms + head
+        return convs + norms + gates + head
 
     def learning_rate(self) -> float:
         return self.lr
@@ -215,7 +238,7 @@ def _canonical_edge(edge: Edge, position: Mapping[int, int]) -> tuple[int | bool
     """An edge with vertices named by backbone position and no id; zeros for an identity's conv fields."""
     kh, kw = edge.kernel or (0, 0)
     ends = (position[edge.src], position[edge.dst])
-    return (*ends, edge.skip, edge.op, kh, kw, edge.stride or 0, edge.channels or 0)
+    return (*ends, edge.skip, edge.op, kh, kw, edge.stride or 0, edge.channels or 0, edge.gated)
 
 
 # ----- graph checks ------------------------------------------------------------------------
@@ -356,11 +379,14 @@ def _parse_edge(data: Any, path: str) -> Edge:
     skip = _require(data, "skip", path)
     if not isinstance(skip, bool):
         raise GenomeError(f"{path}.skip: must be true or false, got {skip!r}")
+    gated = data.get("gated", False)
+    if not isinstance(gated, bool) or (gated and not skip):
+        raise GenomeError(f"{path}.gated: only a skip edge may be gated (true or false), got {gated!r}")
     if op == "identity":
         extra = [key for key in _CONV_KEYS if key in data]
         if extra:
             raise GenomeError(f"{path}.{extra[0]}: not allowed on an identity edge, got {data[extra[0]]!r}")
-        return Edge(ident, src, dst, op, skip)
+        return Edge(ident, src, dst, op, skip, gated=gated)
     if skip:
         raise GenomeError(f"{path}.op: skip edges must be 'identity', got 'conv'")
     kernel = _require(data, "kernel", path)
@@ -412,17 +438,65 @@ def _is_power_of_two(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= 1 and value & (value - 1) == 0
 
 
-def _max_stride(space: SearchSpace) -> int:
-    """The DNA's one option, ``max_stride``: a power of two that may tighten the format's limit."""
-    unknown = sorted(str(k) for k in space.options if k != "max_stride")
+OPTION_KEYS = ("max_stride", "morphisms", "initial_convs", "initial_channels", "initial_lr", "mutation_weights")
+
+
+@dataclass(frozen=True)
+class DnaOptions:
+    """The DNA settings read from ``SearchSpace.options``; the defaults are the paper's.
+
+    ``morphisms``: mutations that preserve the parent's function where they can (an inserted
+    conv born as an identity, Net2Net widening, zero-born gated skips); ``initial_convs`` and
+    ``initial_channels``: the initial individual (0 convs: the paper's trivial one);
+    ``mutation_weights``: relative odds per mutation name (absent ones: 1, or the morphism table's).
+    """
+
+    max_stride: int = STRIDE_LIMIT
+    morphisms: bool = False
+    initial_convs: int = 0
+    initial_channels: int = 8
+    initial_lr: float = INITIAL_LEARNING_RATE
+    mutation_weights: Mapping[str, float] = field(default_factory=dict)
+
+    def weight(self, name: str) -> float:
+        if name in self.mutation_weights:
+            return self.mutation_weights[name]
+        return MORPHISM_WEIGHTS.get(name, 1.0) if self.morphisms else 1.0
+
+
+def dna_options(space: SearchSpace) -> DnaOptions:
+    """Validate ``space.options`` for DNA genomes, naming the bad key or value."""
+    options = space.options
+    unknown = sorted(str(k) for k in options if k not in OPTION_KEYS)
     if unknown:
-        raise GenomeError(f"space.options.{unknown[0]}: unknown option for dna genomes (known: max_stride)")
-    value = space.options.get("max_stride", STRIDE_LIMIT)
+        raise GenomeError(f"space.options.{unknown[0]}: unknown option for dna genomes (known: {', '.join(OPTION_KEYS)})")
+    value = options.get("max_stride", STRIDE_LIMIT)
     if not (_is_power_of_two(value) and value <= STRIDE_LIMIT):
         raise GenomeError(
             f"space.options.max_stride: must be a power of two in 1..{STRIDE_LIMIT}, got {value!r}"
         )
-    return value
+    morphisms = options.get("morphisms", False)
+    if not isinstance(morphisms, bool):
+        raise GenomeError(f"space.options.morphisms: must be true or false, got {morphisms!r}")
+    convs = _int(options.get("initial_convs", 0), "space.options.initial_convs", 0)
+    channels = _int(options.get("initial_channels", 8), "space.options.initial_channels", 1)
+    lr = options.get("initial_lr", INITIAL_LEARNING_RATE)
+    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not math.isfinite(lr) or lr <= 0:
+        raise GenomeError(f"space.options.initial_lr: must be a positive number, got {lr!r}")
+    weights = options.get("mutation_weights", {})
+    if not isinstance(weights, Mapping):
+        raise GenomeError(f"space.options.mutation_weights: must be a table of name = weight, got {weights!r}")
+    for name, w in weights.items():
+        if name not in MUTATIONS:
+            raise GenomeError(f"space.options.mutation_weights.{name}: unknown mutation; known: {', '.join(MUTATIONS)}")
+        if isinstance(w, bool) or not isinstance(w, (int, float)) or not math.isfinite(w) or w < 0:
+            raise GenomeError(f"space.options.mutation_weights.{name}: must be a number >= 0, got {w!r}")
+    return DnaOptions(max_stride=value, morphisms=morphisms, initial_convs=convs, initial_channels=channels,
+                      initial_lr=float(lr), mutation_weights={k: float(v) for k, v in weights.items()})
+
+
+def _max_stride(space: SearchSpace) -> int:
+    return dna_options(space).max_stride
 
 
 # ----- mutations ---------------------------------------------------------------------------
@@ -460,15 +534,31 @@ def insert_one_to_one(dna: DNA, rng: random.Random, space: SearchSpace) -> tuple
     return _insert_after(dna, rng, space, conv=False)
 
 
-def _insert_after(dna: DNA, rng: random.Random, space: SearchSpace, conv: bool) -> tuple[DNA, dict[str, Any]]:
-    """Insert vertex v' after a random v, joined by a new edge v -> v'; v's old outgoing edge leaves v'."""
+def deepen(dna: DNA, rng: random.Random, space: SearchSpace) -> tuple[DNA, dict[str, Any]]:
+    """Function-preserving insert-convolution (Net2DeeperNet): a stride-1 3x3 conv born as an identity."""
+    return _insert_after(dna, rng, space, conv=True, preserving=True)
+
+
+def insert_one_to_one_preserving(dna: DNA, rng: random.Random, space: SearchSpace) -> tuple[DNA, dict[str, Any]]:
+    return _insert_after(dna, rng, space, conv=False, preserving=True)
+
+
+def _insert_after(dna: DNA, rng: random.Random, space: SearchSpace, conv: bool,
+                  preserving: bool = False) -> tuple[DNA, dict[str, Any]]:
+    """Insert vertex v' after a random v, joined by a new edge v -> v'; v's old outgoing edge leaves v'.
+
+    ``preserving``: v' copies v's activation (ReLU is the identity on a bn_relu vertex's output, not on
+    a linear one's), a conv has stride 1, and the weights are born as identities (``dna_net.morph``).
+    """
     pos = rng.randrange(len(dna.vertices))
     after = dna.vertices[pos].id
     vertex_id, edge_id = dna.next_id, dna.next_id + 1
-    activation = rng.choice(ACTIVATIONS)
+    activation = dna.vertices[pos].activation if preserving else rng.choice(ACTIVATIONS)
     params: dict[str, Any] = {"after": after, "vertex": vertex_id, "edge": edge_id, "activation": activation}
+    if preserving:
+        params["preserving"] = True
     if conv:
-        stride = rng.choice([s for s in (1, 2) if s <= _max_stride(space)])
+        stride = 1 if preserving else rng.choice([s for s in (1, 2) if s <= _max_stride(space)])
         channels = dna.channels(space.input_shape[0])[after]
         edge = Edge(edge_id, after, vertex_id, "conv", False, (3, 3), stride, channels)
         params.update(stride=stride, channels=channels)
@@ -530,6 +620,67 @@ def add_skip(dna: DNA, rng: random.Random, space: SearchSpace) -> tuple[DNA, dic
     edge = Edge(dna.next_id, src, dst, "identity", skip=True)
     child = replace(dna, edges=dna.edges + (edge,), next_id=dna.next_id + 1)
     return child, {"edge": edge.id, "src": src, "dst": dst}
+
+
+def add_gated_skip(dna: DNA, rng: random.Random, space: SearchSpace) -> tuple[DNA, dict[str, Any]]:
+    """Function-preserving add-skip: the skip is scaled by a learned gate born at zero."""
+    src, dst = _pick(rng, _free_skip_pairs(dna), "add-skip")
+    edge = Edge(dna.next_id, src, dst, "identity", skip=True, gated=True)
+    child = replace(dna, edges=dna.edges + (edge,), next_id=dna.next_id + 1)
+    return child, {"edge": edge.id, "src": src, "dst": dst, "preserving": True}
+
+
+def widen(dna: DNA, rng: random.Random, space: SearchSpace) -> tuple[DNA, dict[str, Any]]:
+    """Function-preserving alter-number-of-channels (Net2WiderNet): a conv grows by a factor in (1, 2];
+    its new units copy random old ones and their consumers split the outgoing weights among the copies.
+
+    Only convs whose widening is exact are drawn (see ``_widenable``). ``seed`` fixes which units are
+    copied and how the weights are split, so ``dna_net.morph`` can replay it.
+    """
+    edge = _pick(rng, _widenable(dna, space), "alter-number-of-channels")
+    new = _scaled_int(edge.channels, math.exp(rng.uniform(0.0, math.log(2))))
+    new = max(new, edge.channels + 1)
+    params = {"edge": edge.id, "old": edge.channels, "new": new, "seed": rng.randrange(2**31),
+              "preserving": True}
+    return _replace_edge(dna, replace(edge, channels=new)), params
+
+
+def grow_filter(dna: DNA, rng: random.Random, space: SearchSpace) -> tuple[DNA, dict[str, Any]]:
+    """Function-preserving filter-size: one side of a kernel grows, the old kernel zero-padded at its centre."""
+    edge = _pick(rng, dna.convs(), "filter-size")
+    axis = rng.choice(("kh", "kw"))
+    kh, kw = edge.kernel
+    old = kh if axis == "kh" else kw
+    new = _scaled_odd(old, math.exp(rng.uniform(0.0, math.log(2))))
+    kernel = (new, kw) if axis == "kh" else (kh, new)
+    params = {"edge": edge.id, "axis": axis, "old": old, "new": new, "preserving": True}
+    return _replace_edge(dna, replace(edge, kernel=kernel)), params
+
+
+def widening_run(dna: DNA, edge: Edge) -> list[int]:
+    """The vertices whose channel count follows ``edge``'s: its destination and the identities after it."""
+    backbone = dna.backbone()
+    ids = [v.id for v in dna.vertices]
+    run = [edge.dst]
+    for vertex in ids[ids.index(edge.dst) + 1:]:
+        if backbone[vertex].is_conv:
+            break
+        run.append(vertex)
+    return run
+
+
+def _widenable(dna: DNA, space: SearchSpace) -> list[Edge]:
+    """Convs whose widening keeps the function exactly: no skip enters their run from outside it (it
+    would feed a new unit other channels than the unit it copies), and no skip leaves it for a vertex
+    wider than the conv (the zero padding there would become copies)."""
+    channels = dna.channels(space.input_shape[0])
+    eligible = []
+    for edge in dna.convs():
+        run = set(widening_run(dna, edge))
+        if all((e.src in run) == (e.dst in run) or (e.src in run and channels[e.dst] <= edge.channels)
+               for e in dna.skips()):
+            eligible.append(edge)
+    return eligible
 
 
 def remove_skip(dna: DNA, rng: random.Random, space: SearchSpace) -> tuple[DNA, dict[str, Any]]:
@@ -603,10 +754,36 @@ MUTATIONS: dict[str, MutationFn] = {
     "remove-skip": remove_skip,
 }
 
+MORPHISMS: dict[str, MutationFn] = {
+    **MUTATIONS,
+    "insert-convolution": deepen,
+    "alter-number-of-channels": widen,
+    "filter-size": grow_filter,
+    "insert-one-to-one": insert_one_to_one_preserving,
+    "add-skip": add_gated_skip,
+}
+"""With ``morphisms`` on: the same names, the function-preserving versions where there is one."""
+
+MORPHISM_WEIGHTS: dict[str, float] = {
+    "insert-convolution": 3.0,
+    "alter-number-of-channels": 3.0,
+    "add-skip": 1.0,
+    "filter-size": 0.5,
+    "alter-stride": 0.5,
+    "alter-learning-rate": 1.0,
+    "identity": 1.0,
+    "remove-convolution": 0.25,
+    "remove-skip": 0.25,
+    "insert-one-to-one": 0.25,
+    "reset-weights": 0.0,
+}
+"""Default odds with ``morphisms`` on: growth by function-preserving steps (Elsken et al. 2017) first."""
+
 APPLICABLE: dict[str, Callable[[DNA, SearchSpace], bool]] = {
     "remove-convolution": lambda dna, space: bool(_removable_convs(dna)),
     "alter-stride": lambda dna, space: any(_stride_moves(e, _max_stride(space)) for e in dna.convs()),
-    "alter-number-of-channels": lambda dna, space: bool(dna.convs()),
+    "alter-number-of-channels": lambda dna, space: bool(
+        _widenable(dna, space) if dna_options(space).morphisms else dna.convs()),
     "filter-size": lambda dna, space: bool(dna.convs()),
     "add-skip": lambda dna, space: len(dna.skips()) < math.comb(len(dna.vertices), 2),
     "remove-skip": lambda dna, space: bool(dna.skips()),

@@ -8,7 +8,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from genomes.dna import DNA, Edge
+from typing import Any, Mapping
+
+from genomes.base import Inheritance, Mutation, inherit_weights
+from genomes.dna import DNA, Edge, widening_run
 
 
 class BnRelu(nn.Module):
@@ -27,7 +30,7 @@ class _Step:
     vertex: int
     src: int
     conv: str | None
-    skips: tuple[int, ...]
+    skips: tuple[tuple[int, str | None], ...]  # (source vertex, gate key or None)
     channels: int
     activation: str | None
 
@@ -46,10 +49,11 @@ class DNANet(nn.Module):
         for vertex in dna.vertices:
             if vertex.activation == "bn_relu":
                 self.vertices[f"v{vertex.id}"] = BnRelu(channels[vertex.id])
+        self.gates = nn.ParameterDict({f"e{e.id}": nn.Parameter(torch.ones(())) for e in dna.skips() if e.gated})
         backbone = dna.backbone()
-        skips_into: dict[int, list[int]] = {v.id: [] for v in dna.vertices}
+        skips_into: dict[int, list[tuple[int, str | None]]] = {v.id: [] for v in dna.vertices}
         for edge in dna.skips():
-            skips_into[edge.dst].append(edge.src)
+            skips_into[edge.dst].append((edge.src, f"e{edge.id}" if edge.gated else None))
         self._input = dna.input_id
         self._output = dna.output_id
         self._head = f"h{dna.head_id}"
@@ -70,8 +74,9 @@ class DNANet(nn.Module):
         for step in self._steps:
             primary = values[step.src]
             y = self.edges[step.conv](primary) if step.conv else primary
-            for src in step.skips:
-                y = y + _fit(values[src], y.shape[-2:], step.channels)
+            for src, gate in step.skips:
+                skip = _fit(values[src], y.shape[-2:], step.channels)
+                y = y + (self.gates[gate] * skip if gate else skip)
             values[step.vertex] = self.vertices[step.activation](y) if step.activation else y
         pooled = values[self._output].mean(dim=(2, 3))
         return self.head[self._head](pooled)
@@ -96,3 +101,86 @@ def _fit(x: torch.Tensor, size: torch.Size, channels: int) -> torch.Tensor:
     if have < channels:
         return F.pad(x, (0, 0, 0, 0, 0, channels - have))
     return x
+
+
+def morph(dna: DNA, module: DNANet, parent_state: Mapping[str, Any], mutation: Mutation | None) -> Inheritance:
+    """Inherit what matches by key and shape; then, after a function-preserving mutation (its params say
+    ``preserving``), set the new or reshaped tensors so that the child computes its parent's function
+    (exactly in eval mode: batch norm uses its running statistics there).
+    """
+    inheritance = inherit_weights(module, parent_state)
+    if mutation is None or not mutation.params.get("preserving"):
+        return inheritance
+    p, state = mutation.params, module.state_dict()
+    derived: dict[str, torch.Tensor] = {}
+    with torch.no_grad():
+        if mutation.name in ("insert-convolution", "insert-one-to-one"):
+            if mutation.name == "insert-convolution":
+                nn.init.dirac_(state[f"edges.e{p['edge']}.weight"])
+            _identity_bn(state, p["vertex"])
+        elif mutation.name == "add-skip":
+            state[f"gates.e{p['edge']}"].zero_()
+        elif mutation.name == "filter-size":
+            derived = _padded_kernel(state, parent_state, f"edges.e{p['edge']}.weight")
+        elif mutation.name == "alter-number-of-channels":
+            derived = _widened(dna, state, parent_state, p)
+        for key, value in derived.items():
+            state[key].copy_(value)
+    module.load_state_dict(state)
+    params = dict(module.named_parameters())
+    gained = [k for k in derived if k in params]
+    return Inheritance(
+        tensors=inheritance.tensors + len(gained), tensors_total=inheritance.tensors_total,
+        elements=inheritance.elements + sum(params[k].numel() for k in gained),
+        elements_total=inheritance.elements_total,
+    )
+
+
+def _identity_bn(state: dict[str, torch.Tensor], vertex: int) -> None:
+    """A fresh batch norm that passes its input through in eval mode (running mean 0, variance 1)."""
+    key = f"vertices.v{vertex}.bn"
+    if f"{key}.weight" in state:
+        eps = 1e-5  # nn.BatchNorm2d's default
+        state[f"{key}.weight"].fill_((1.0 + eps) ** 0.5)
+        state[f"{key}.bias"].zero_()
+
+
+def _padded_kernel(state, parent_state, key: str) -> dict[str, torch.Tensor]:
+    old, new = parent_state[key], torch.zeros_like(state[key])
+    (kh, kw), (nh, nw) = old.shape[-2:], new.shape[-2:]
+    top, left = (nh - kh) // 2, (nw - kw) // 2
+    new[..., top:top + kh, left:left + kw] = old
+    return {key: new}
+
+
+def _widened(dna: DNA, state, parent_state, p: Mapping[str, Any]) -> dict[str, torch.Tensor]:
+    """Net2WiderNet: unit k >= old copies unit m(k); each consumer splits a unit's outgoing weights among
+    its copies by random shares that sum to one (exact, and unequal so that the copies drift apart)."""
+    import random
+
+    old, new, rng = p["old"], p["new"], random.Random(p["seed"])
+    source = list(range(old)) + [rng.randrange(old) for _ in range(new - old)]
+    share = torch.ones(new)
+    for unit in range(old):
+        copies = [k for k in range(new) if source[k] == unit]
+        if len(copies) > 1:
+            draws = torch.tensor([rng.uniform(0.25, 1.0) for _ in copies])
+            share[copies] = draws / draws.sum()
+    index = torch.tensor(source)
+    edge = next(e for e in dna.edges if e.id == p["edge"])
+    run = widening_run(dna, edge)
+    out: dict[str, torch.Tensor] = {}
+    out[f"edges.e{edge.id}.weight"] = parent_state[f"edges.e{edge.id}.weight"][index]
+    for vertex in run:
+        prefix = f"vertices.v{vertex}.bn."
+        for name in ("weight", "bias", "running_mean", "running_var"):
+            if prefix + name in parent_state:
+                out[prefix + name] = parent_state[prefix + name][index]
+    after = [e for e in dna.edges if not e.skip and e.src == run[-1]]
+    if after and after[0].is_conv:
+        key = f"edges.e{after[0].id}.weight"
+        out[key] = parent_state[key][:, index] * share[None, :, None, None].to(parent_state[key].dtype)
+    if run[-1] == dna.output_id:
+        key = f"head.h{dna.head_id}.weight"
+        out[key] = parent_state[key][:, index] * share[None, :].to(parent_state[key].dtype)
+    return out

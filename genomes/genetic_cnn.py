@@ -19,7 +19,7 @@ import random
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Mapping, Sequence
 
-from genomes.base import GenomeError, Mutation, SearchSpace
+from genomes.base import GenomeError, Inheritance, Mutation, SearchSpace, inherit_weights
 
 if TYPE_CHECKING:
     from torch import nn
@@ -311,6 +311,10 @@ class GeneticCNN:
         from genomes.genetic_cnn_net import GeneticCNNNet  # torch only where a network is built
 
         return GeneticCNNNet(self.stages, input_shape[0], num_classes)
+
+    def inherit(self, module: nn.Module, parent_state: Mapping[str, Any], mutation: Mutation | None) -> Inheritance:
+        """Every tensor whose position and shape survive (the stage and node it belongs to)."""
+        return inherit_weights(module, parent_state)
 
     def param_count(self, input_shape: tuple[int, int, int], num_classes: int) -> int:
         """Exact, without torch: spatial size never matters thanks to global average pooling."""

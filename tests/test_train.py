@@ -30,7 +30,9 @@ def test_training_beats_chance_and_returns_safetensors(digits):
     trainer = Trainer(digits, TrainConfig(batches=60), torch.device("cpu"), max_params=100_000)
     outcome = trainer.train(grown(space), None, seed=1)
     assert outcome.status == "ok" and outcome.fitness == outcome.val_accuracy
-    assert outcome.fitness > 0.2 and 0.0 <= outcome.test_accuracy <= 1.0
+    assert outcome.fitness > 0.2 and outcome.test_accuracy is None  # the test split never selects
+    tested = Trainer(digits, TrainConfig(batches=60, evaluate_test=True), torch.device("cpu"), 100_000)
+    assert 0.0 <= tested.train(grown(space), None, seed=1).test_accuracy <= 1.0
     assert outcome.flops > 0 and outcome.params == grown(space).param_count(space.input_shape, 10)
     state = weights_from_bytes(outcome.weights)
     assert any(k.startswith("edges.") for k in state)
