@@ -1,44 +1,34 @@
-"""Search quality: tournament and aging evolution against random sampling, and the best against LeNet.
+"""Search quality: tournament and aging evolution against random sampling and a well-trained LeNet-5.
 
-Every method gets the same evaluation budget E = population + steps, each evaluation trains a
-child for ``--batches`` SGD steps of the engine's Trainer (evolve/train.py) on the embedded
-dataset (``mnist-mini``: train 3,600 / val 400 / test 1,000; validation is carved by the seed, the
-test split is the same for every seed), and fitness is validation accuracy. Per seed:
+Each method gets the same training compute per seed, counted in SGD batches of 50:
+E x ``--batches`` where E = population + steps evaluations of the engine. Per seed:
 
-* ``tournament`` / ``aging``: the engine itself, ``open_run`` + ``run_in_process`` on a local
-  store, ``selection`` set accordingly (aging with ``--sample-size``). Children inherit their
-  parent's weights where shapes allow, as in Real et al. 2017.
-* ``random``: E independent samples from the same genome space, each trained from scratch with the
-  same batches (no inheritance: a random sample has no parent). A sample is the genome kind's
-  initial individual followed by a random walk of k mutations, k uniform in 0..K. For ``dna`` the
-  initial individual is the paper's trivial net (input -> identity -> output), so the walk is what
-  makes the space's larger nets reachable; K defaults to round(steps / population), about the
-  lineage depth tournament's best reaches within the budget (aging's reaches about twice that;
-  the table reports both, so the match can be checked). For ``gcnn`` the initial individual is
-  already a uniform random code.
+* ``tournament`` / ``aging``: the engine itself (``open_run`` + ``run_in_process``, one worker,
+  a local store) with the default search (DNA grown from a small conv stem by function-preserving
+  mutations, each child trained ``--batches`` with a cosine schedule from its parent's weights),
+  ``selection`` set accordingly.
+* ``random``: random sampling from the same space at the same compute. A sample is the default
+  initial individual followed by a random walk of k of the same mutations, k uniform in 0..K
+  (K = ``--walk``, default 2 x steps / population, about the lineage depth evolution's best
+  reaches); it has no parent, so each sample is trained from scratch, and at the LeNet-5 recipe's
+  budget (``--random-batches``, 1,500) rather than a child's: E x batches / 1,500 samples. A user
+  doing random search would train each candidate properly; training each for a child's 150
+  batches would only flatter evolution.
 
-The best of a method is the individual with the highest validation accuracy among all E evaluated
-(ties: the earliest); its test accuracy is reported, never used.
+The best of a method is the individual (or sample) with the highest validation accuracy; its test
+accuracy is reported, never used. Two measures, reported separately:
 
-LeNet (Xie & Yuille's MNIST baseline, Caffe's: C5@20-MP2-C5@50-MP2-FC500-ReLU-D0.5-FC10) is
-trained by the same Trainer on the same split, with the same SGD settings; its learning rate is
-chosen per seed from ``--lenet-lrs`` on validation at budget (a). Budgets:
+(a) **as found**: the best model the compute bought (a child's inherited, lineage-trained weights;
+    a random sample as trained).
+(b) **retrained**: the best architecture trained from scratch with the LeNet-5 recipe and budget
+    (``evolve.reference``: one-cycle SGD peaking at 0.1, Nesterov, weight decay 5e-4, shifts,
+    1,500 batches): the architecture alone, without the training a lineage inherits.
 
-(a) ``--batches``: what one child gets. This understates LeNet: the evolved best's weights were
-    trained along its lineage.
-(b) chain x batches, where chain is the evolved best's unbroken inheritance chain (itself plus the
-    ancestors it inherited weights through; partial inheritance counted as whole, so an upper
-    bound). This matches the training the evolved weights received and is the fair comparison for
-    the evolved best *as found*. ``retrained`` trains the evolved best's architecture from scratch
-    with the same budget (b): the fair comparison of the two *architectures*.
+LeNet-5 (batch norm, the same recipe) on the same split is the reference line for both, and the
+best *initial* individual trained from its own start for as many batches as the best's lineage
+received (cosine) shows what evolution added over its starting point.
 
-A budget-(b) run whose loss turns NaN (LeNet has no batch norm; thousands of steps at the rate
-chosen over 100 can diverge) is retried at a third of its learning rate, at most twice, for LeNet
-and the retrained architecture alike; the table counts retries and runs that still failed.
-
-Neither figure counts the search itself: evolution spent E x batches in total.
-
-    python bench/quality.py                  # full: 5 seeds, ~15 min on 2 idle cores
+    python bench/quality.py                  # full: 5 seeds
     python bench/quality.py --smoke          # seconds: proves the pipeline, figures meaningless
 """
 
@@ -65,26 +55,25 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.common import header, settings_from
 
 EVOLUTION = ("tournament", "aging")
-LR_RETRIES = 2
 METHODS = (*EVOLUTION, "random")
 
 
 @dataclass(frozen=True)
 class Settings:
     genome: str = "dna"
-    population: int = 10
-    steps: int = 160
-    batches: int = 100
+    population: int = 12
+    steps: int = 188
+    batches: int = 150
+    random_batches: int = 1500
+    retrain_batches: int = 1500
     seeds: int = 5
     first_seed: int = 0
     walk: int | None = None
-    sample_size: int = 5
-    workers: int = 1
+    sample_size: int = 4
     jobs: int = 2
-    max_params: int = 1_000_000
+    max_params: int = 200_000
     dataset: str = "mnist-mini"
-    lenet_lrs: tuple[float, ...] = (0.03, 0.01, 0.003)
-    genome_options: dict[str, Any] = field(default_factory=dict)
+    genome_options: dict[str, Any] | None = None
 
     @property
     def evaluations(self) -> int:
@@ -92,11 +81,16 @@ class Settings:
 
     @property
     def walk_limit(self) -> int:
-        return self.walk if self.walk is not None else max(1, round(self.steps / self.population))
+        return self.walk if self.walk is not None else max(1, round(2 * self.steps / self.population))
+
+    @property
+    def samples(self) -> int:
+        """Random samples bought by the evolution runs' compute."""
+        return max(1, round(self.evaluations * self.batches / self.random_batches))
 
 
-SMOKE = {"population": 3, "steps": 4, "batches": 3, "seeds": 2, "jobs": 1, "sample_size": 2,
-         "lenet_lrs": (0.03,)}
+SMOKE = {"population": 3, "steps": 4, "batches": 3, "random_batches": 7, "retrain_batches": 5, "seeds": 2,
+         "jobs": 1, "sample_size": 2}
 
 
 # ----------------------------------------------------------------------------------- one process
@@ -108,76 +102,74 @@ def _single_thread() -> None:
     torch.set_num_threads(1)
 
 
+def _config(s: Settings, seed: int, selection: str = "tournament", store: str = "unused"):
+    from evolve.config import RunConfig
+
+    extra = {} if s.genome_options is None else {"genome_options": dict(s.genome_options)}
+    return RunConfig(store=store, genome=s.genome, selection=selection, sample_size=s.sample_size,
+                     population=s.population, steps=s.steps, seed=seed, dataset=s.dataset, max_params=s.max_params,
+                     workers=1, train={"batches": s.batches, "device": "cpu"}, **extra)
+
+
 @functools.lru_cache(maxsize=4)
-def _data(dataset: str, seed: int):
+def _data(dataset: str, seed: int, val_fraction: float):
     """This seed's split on the CPU, as the engine's TrainingEvaluator loads it."""
     from evolve.data import load_dataset, to_device
 
-    return to_device(load_dataset(dataset, seed=seed), "cpu")
+    return to_device(load_dataset(dataset, seed=seed, val_fraction=val_fraction), "cpu")
+
+
+def _trainer(s: Settings, seed: int, train):
+    import torch
+
+    from evolve.train import Trainer
+
+    config = _config(s, seed)
+    return Trainer(_data(s.dataset, seed, config.val_fraction), train, torch.device("cpu"), s.max_params)
+
+
+def _recipe(s: Settings, seed: int, batches: int):
+    from evolve.reference import recipe_for
+
+    return recipe_for(_config(s, seed).train.augment, batches=batches).model_copy(update={"evaluate_test": True})
 
 
 def _space(s: Settings, seed: int):
-    from genomes import SearchSpace
+    from evolve.run import space_for
 
-    data = _data(s.dataset, seed)
-    return SearchSpace(input_shape=tuple(data.input_shape), num_classes=data.num_classes,
-                       max_params=s.max_params, options=dict(s.genome_options))
-
-
-def _train(s: Settings, seed: int, genome: Any, batches: int, train_seed: int):
-    """Train ``genome`` from scratch for ``batches`` with the engine's Trainer on this seed's split."""
-    import torch
-
-    from evolve.config import TrainConfig
-    from evolve.train import Trainer
-
-    trainer = Trainer(_data(s.dataset, seed), TrainConfig(batches=batches, device="cpu"), torch.device("cpu"),
-                      s.max_params)
-    return trainer.train(genome, None, train_seed)
+    return space_for(_config(s, seed))
 
 
 def evolve_job(s: Settings, method: str, seed: int) -> dict[str, Any]:
-    """One engine run with ``selection=method``; the best individual by validation accuracy."""
-    from evolve.config import RunConfig, TrainConfig
+    """One engine run with ``selection=method``: the best individual as found, and its lineage."""
     from evolve.report import Snapshot
+    from evolve.result import lineage_batches, measured_test_accuracy
     from evolve.run import open_run, run_in_process
 
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="evolve-quality-") as tmp:
-        config = RunConfig(
-            store=f"{tmp}/run", genome=s.genome, genome_options=dict(s.genome_options), selection=method,
-            sample_size=s.sample_size, population=s.population, steps=s.steps, seed=seed, dataset=s.dataset,
-            max_params=s.max_params, train=TrainConfig(batches=s.batches, device="cpu"), workers=s.workers,
-        )
-        store, config, space = open_run(config)
+        store, config, space = open_run(_config(s, seed, method, f"{tmp}/run"), check_health=False)
         run_in_process(store, config, space)
         snap = Snapshot.read(store)
+        best = snap.best()
+        test = measured_test_accuracy(store, config, best, _data(s.dataset, seed, config.val_fraction))
     records = snap.individuals
-    best = snap.best()
-    ancestry = snap.ancestry(best["step"])
+    initial = max((records[i] for i in range(s.population)), key=lambda r: (r["fitness"], -r["step"]))
     return {
         "method": method, "seed": seed, "evaluations": len(records),
-        "best_val": best["val_accuracy"] or 0.0, "best_test": best["test_accuracy"] or 0.0,
+        "best_val": best["val_accuracy"] or 0.0, "best_test": test or 0.0,
         "best_params": best["metrics"].get("params", 0), "best_genome": best["genome"],
-        "best_describe": _describe(best["genome"]), "depth": len(ancestry) - 1,
-        "chain": inheritance_chain(ancestry), "failed": sum(r["status"] != "ok" for r in records.values()),
+        "best_describe": _describe(best["genome"]), "depth": len(snap.ancestry(best["step"])) - 1,
+        "lineage_batches": lineage_batches(snap, best["step"]), "initial_genome": initial["genome"],
+        "initial_seed": initial["seed"], "failed": sum(r["status"] != "ok" for r in records.values()),
+        "batches": sum(int(r["metrics"].get("batches", 0)) for r in records.values()),
         "compute_s": sum(_compute(r["metrics"]) for r in records.values()),
         "wall_s": time.perf_counter() - start,
     }
 
 
-def inheritance_chain(ancestry: list[dict[str, Any]]) -> int:
-    """Trainings whose weights reached the last individual: itself, then back while it inherited."""
-    chain = 1
-    for record in reversed(ancestry[1:]):
-        if not record.get("metrics", {}).get("inherited", 0.0):
-            break
-        chain += 1
-    return chain
-
-
 def random_genome(kind: str, rng: random.Random, space: Any, walk_limit: int) -> tuple[Any, int]:
-    """The kind's initial individual after k uniform-random mutations, k uniform in 0..walk_limit; and k."""
+    """The kind's initial individual after k random mutations of the space, k uniform in 0..walk_limit; and k."""
     from genomes import genome_class
 
     genome = genome_class(kind).initial(rng, space)
@@ -188,16 +180,17 @@ def random_genome(kind: str, rng: random.Random, space: Any, walk_limit: int) ->
 
 
 def random_job(s: Settings, method: str, seed: int) -> dict[str, Any]:
-    """E random samples, each trained from scratch with the same batches."""
+    """``s.samples`` random architectures, each trained from scratch with the LeNet-5 recipe's budget."""
     from evolve.seeding import derive_seed, rng_for
 
     start = time.perf_counter()
     space = _space(s, seed)
+    trainer = _trainer(s, seed, _recipe(s, seed, s.random_batches))
     best: tuple[float, int, Any, Any] | None = None
     failed, compute = 0, 0.0
-    for i in range(s.evaluations):
+    for i in range(s.samples):
         genome, walk = random_genome(s.genome, rng_for(seed, "random-sample", i), space, s.walk_limit)
-        outcome = _train(s, seed, genome, s.batches, derive_seed(seed, "random-train", i))
+        outcome = trainer.train(genome, None, derive_seed(seed, "random-train", i))
         failed += outcome.status != "ok"
         compute += outcome.train_seconds + outcome.eval_seconds
         if best is None or outcome.fitness > best[0]:
@@ -205,11 +198,11 @@ def random_job(s: Settings, method: str, seed: int) -> dict[str, Any]:
     assert best is not None
     _, walk, genome, outcome = best
     return {
-        "method": method, "seed": seed, "evaluations": s.evaluations,
+        "method": method, "seed": seed, "evaluations": s.samples,
         "best_val": outcome.val_accuracy or 0.0, "best_test": outcome.test_accuracy or 0.0,
         "best_params": outcome.params, "best_genome": genome.to_json(), "best_describe": genome.describe(),
-        "depth": walk, "chain": 1, "failed": failed, "compute_s": compute,
-        "wall_s": time.perf_counter() - start,
+        "depth": walk, "lineage_batches": s.random_batches, "failed": failed,
+        "batches": s.samples * s.random_batches, "compute_s": compute, "wall_s": time.perf_counter() - start,
     }
 
 
@@ -223,88 +216,51 @@ def _describe(genome_json: dict[str, Any]) -> str:
     return genome_from_json(genome_json).describe()
 
 
-class LeNet:
-    """Caffe's LeNet as Xie & Yuille give it, C5@20-MP2S2-C5@50-MP2S2-FC500-D0.5-FC10, with ReLU after FC500.
-
-    Only what the engine's Trainer asks of a genome: a module, its size and a learning rate.
-    """
-
-    def __init__(self, lr: float) -> None:
-        self.lr = lr
-
-    def to_module(self, input_shape: tuple[int, int, int], num_classes: int):
-        from torch import nn
-
-        c, h, w = input_shape
-        return nn.Sequential(
-            nn.Conv2d(c, 20, 5), nn.MaxPool2d(2, 2), nn.Conv2d(20, 50, 5), nn.MaxPool2d(2, 2), nn.Flatten(),
-            nn.Linear(50 * _lenet_side(h) * _lenet_side(w), 500), nn.ReLU(), nn.Dropout(0.5),
-            nn.Linear(500, num_classes),
-        )
-
-    def param_count(self, input_shape: tuple[int, int, int], num_classes: int) -> int:
-        return sum(p.numel() for p in self.to_module(input_shape, num_classes).parameters())
-
-    def learning_rate(self) -> float:
-        return self.lr
-
-
-def _lenet_side(n: int) -> int:
-    """A side after two valid 5x5 convolutions, each followed by 2x2 max pooling."""
-    return ((n - 4) // 2 - 4) // 2
-
-
 def lenet_job(s: Settings, method: str, seed: int) -> dict[str, Any]:
-    """LeNet at budget (a), its learning rate chosen on validation from ``s.lenet_lrs``."""
-    from evolve.seeding import derive_seed
+    """LeNet-5 with batch norm, trained with the recipe a user would use, on this seed's split."""
+    from evolve.reference import train_lenet
 
-    start = time.perf_counter()
-    trials = [(lr, _train(s, seed, LeNet(lr), s.batches, derive_seed(seed, "lenet"))) for lr in s.lenet_lrs]
-    lr, outcome = max(trials, key=lambda t: t[1].fitness)
-    return {"method": method, "seed": seed, "lr": lr, "batches": s.batches,
-            "val": outcome.val_accuracy or 0.0,
-            "test": outcome.test_accuracy or 0.0, "wall_s": time.perf_counter() - start,
-            "tried": {str(k): o.fitness for k, o in trials}}
+    data = _data(s.dataset, seed, _config(s, seed).val_fraction)
+    r = train_lenet(data, seed, _recipe(s, seed, s.retrain_batches))
+    return {"method": method, "seed": seed, "batches": r["batches"], "val": r["val_accuracy"],
+            "test": r["test_accuracy"], "params": r["params"], "wall_s": r["train_seconds"]}
 
 
-class WithLearningRate:
-    """A model (genome or LeNet) trained at another learning rate: how a diverged long run is retried."""
-
-    def __init__(self, model: Any, lr: float) -> None:
-        self.model, self.lr = model, lr
-
-    def to_module(self, input_shape: tuple[int, int, int], num_classes: int):
-        return self.model.to_module(input_shape, num_classes)
-
-    def param_count(self, input_shape: tuple[int, int, int], num_classes: int) -> int:
-        return self.model.param_count(input_shape, num_classes)
-
-    def learning_rate(self) -> float:
-        return self.lr
-
-
-def long_job(s: Settings, kind: str, seed: int, batches: int, lr: float | None = None,
-             genome_json: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Budget (b): LeNet at ``lr`` or the evolved architecture (at its own rate) retrained from scratch.
-
-    A run whose loss turns NaN is retried at a third of its learning rate, at most ``LR_RETRIES``
-    times, for both alike; ``retries`` records how often.
-    """
-    from evolve.config import TrainConfig
+def retrain_job(s: Settings, kind: str, seed: int, genome_json: dict[str, Any]) -> dict[str, Any]:
+    """Measure (b): an architecture trained from scratch with the LeNet-5 recipe and budget."""
     from evolve.seeding import derive_seed
     from genomes import genome_from_json
 
-    start = time.perf_counter()
-    model = LeNet(lr or 0.0) if genome_json is None else genome_from_json(genome_json)
-    rate = model.learning_rate() or TrainConfig().learning_rate
-    for retries in range(LR_RETRIES + 1):
-        retuned = WithLearningRate(model, rate / 3**retries)
-        outcome = _train(s, seed, retuned, batches, derive_seed(seed, kind))
-        if outcome.reason != "nan loss":
-            break
+    genome = genome_from_json(genome_json)
+    recipe = _recipe(s, seed, s.retrain_batches)
+    outcome = _trainer(s, seed, recipe).train(_AtRate(genome, recipe.learning_rate), None,
+                                               derive_seed(seed, "retrain"))
+    return {"kind": kind, "seed": seed, "batches": s.retrain_batches, "val": outcome.val_accuracy or 0.0,
+            "test": outcome.test_accuracy or 0.0, "status": outcome.status, "wall_s": outcome.train_seconds}
+
+
+def initial_long_job(s: Settings, kind: str, seed: int, genome_json: dict[str, Any], init_seed: int,
+                     batches: int) -> dict[str, Any]:
+    """The best initial individual, from its own start (same initialisation), trained as long as the best's lineage."""
+    from genomes import genome_from_json
+
+    train = _config(s, seed).train.model_copy(update={"batches": batches, "evaluate_test": True})
+    outcome = _trainer(s, seed, train).train(genome_from_json(genome_json), None, init_seed)
     return {"kind": kind, "seed": seed, "batches": batches, "val": outcome.val_accuracy or 0.0,
-            "test": outcome.test_accuracy or 0.0, "status": outcome.status, "lr": rate / 3**retries,
-            "retries": retries, "wall_s": time.perf_counter() - start}
+            "test": outcome.test_accuracy or 0.0, "status": outcome.status, "wall_s": outcome.train_seconds}
+
+
+class _AtRate:
+    """A genome trained at the recipe's peak rate instead of the one it carries (the recipe is the same for all)."""
+
+    def __init__(self, genome: Any, lr: float) -> None:
+        self.genome, self.lr = genome, lr
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.genome, name)
+
+    def learning_rate(self) -> float:
+        return self.lr
 
 
 def run_job(job: tuple[Callable[..., dict[str, Any]], tuple[Any, ...], dict[str, Any]]) -> dict[str, Any]:
@@ -317,38 +273,34 @@ def run_job(job: tuple[Callable[..., dict[str, Any]], tuple[Any, ...], dict[str,
 
 
 def run_all(s: Settings, executor: Any) -> dict[str, Any]:
-    """Every job of the benchmark; a search's long runs start once it and its seed's LeNet (a) are done."""
+    """Every job; a search's follow-ups (its best retrained, its initial trained as long) start when it ends."""
     seeds = range(s.first_seed, s.first_seed + s.seeds)
-    jobs = [(lenet_job, (s, "lenet", seed), {}) for seed in seeds]
-    jobs += [(evolve_job, (s, m, seed), {}) for seed in seeds for m in EVOLUTION]
+    jobs = [(evolve_job, (s, m, seed), {}) for seed in seeds for m in EVOLUTION]
     jobs += [(random_job, (s, "random", seed), {}) for seed in seeds]
+    jobs += [(lenet_job, (s, "lenet", seed), {}) for seed in seeds]
     pending = {executor.submit(run_job, job) for job in jobs}
-    searches: list[dict[str, Any]] = []
-    lenets: dict[int, dict[str, Any]] = {}
-    longs: list[dict[str, Any]] = []
-    waiting: list[dict[str, Any]] = []
+    results: dict[str, list[dict[str, Any]]] = {"searches": [], "lenet": [], "long": []}
     while pending:
         done, pending = wait(pending, return_when=FIRST_COMPLETED)
         for future in done:
             r = future.result()
             if "kind" in r:
-                longs.append(r)
+                results["long"].append(r)
             elif r["method"] == "lenet":
-                lenets[r["seed"]] = r
+                results["lenet"].append(r)
             else:
-                searches.append(r)
-                waiting += [r] if r["method"] in EVOLUTION else []
-        for r in [w for w in waiting if w["seed"] in lenets]:
-            waiting.remove(r)
-            pending |= {executor.submit(run_job, job) for job in long_jobs(s, r, lenets[r["seed"]]["lr"])}
-    return {"searches": searches, "lenet": list(lenets.values()), "long": longs}
+                results["searches"].append(r)
+                pending |= {executor.submit(run_job, job) for job in follow_ups(s, r)}
+    return results
 
 
-def long_jobs(s: Settings, search: dict[str, Any], lenet_lr: float) -> list[tuple[Any, ...]]:
-    """Budget (b) for one evolved best: LeNet, and the best's architecture retrained from scratch."""
-    batches, seed, method = search["chain"] * s.batches, search["seed"], search["method"]
-    return [(long_job, (s, f"lenet-b/{method}", seed, batches), {"lr": lenet_lr}),
-            (long_job, (s, f"retrained/{method}", seed, batches), {"genome_json": search["best_genome"]})]
+def follow_ups(s: Settings, search: dict[str, Any]) -> list[tuple[Any, ...]]:
+    seed, method = search["seed"], search["method"]
+    jobs = [(retrain_job, (s, f"retrained/{method}", seed, search["best_genome"]), {})]
+    if method in EVOLUTION:
+        jobs.append((initial_long_job, (s, f"initial-long/{method}", seed, search["initial_genome"],
+                                        search["initial_seed"], search["lineage_batches"]), {}))
+    return jobs
 
 
 class InProcess:
@@ -394,74 +346,62 @@ def mean(values: list[float | int | None], digits: int = 1) -> str:
 def report(s: Settings, results: dict[str, Any], head: str, seconds: float) -> str:
     searches = results["searches"]
     by = {m: sorted((r for r in searches if r["method"] == m), key=lambda r: r["seed"]) for m in METHODS}
+    longs = {(r["kind"], r["seed"]): r for r in results["long"]}
     lines = [
         head,
         f"wall: {seconds:.0f} s in {s.jobs} process(es), one torch thread each",
-        (f"budget per method and seed: {s.evaluations} evaluations "
-         f"(population {s.population} + {s.steps} steps), "
-        f"{s.batches} batches of 50 each; genome {s.genome}; dataset {s.dataset}; seeds "
-        f"{s.first_seed}..{s.first_seed + s.seeds - 1}; random walk k in 0..{s.walk_limit}"),
+        (f"compute per method and seed: {s.evaluations * s.batches:,} batches of 50 — evolution: {s.evaluations} "
+         f"evaluations (population {s.population} + {s.steps} steps) x {s.batches}; random: {s.samples} samples x "
+         f"{s.random_batches}, walks of k in 0..{s.walk_limit}; genome {s.genome}; dataset {s.dataset}; seeds "
+         f"{s.first_seed}..{s.first_seed + s.seeds - 1}"),
         "",
-        ("| method | best val acc | its test acc | mutations from initial | inherit chain | params | "
-         "failed | train+eval s | wall s |"),
-        "|---|---|---|---|---|---|---|---|---|",
+        ("| method | (a) best as found: val | (a) test | (b) retrained, recipe: test | mutations from initial | "
+         "lineage batches | params | failed | batches | train+eval s | wall s |"),
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for m in METHODS:
         rows = by[m]
+        retrained = [longs[(f"retrained/{m}", r["seed"])]["test"] for r in rows if (f"retrained/{m}", r["seed"]) in longs]
         lines.append(
             f"| {m} | {spread([r['best_val'] for r in rows])} | {spread([r['best_test'] for r in rows])} | "
-            f"{mean([r['depth'] for r in rows])} | {mean([r['chain'] for r in rows])} | "
+            f"{spread(retrained)} | {mean([r['depth'] for r in rows])} | {mean([r['lineage_batches'] for r in rows], 0)} | "
             f"{mean([r['best_params'] for r in rows], 0)} | {mean([r['failed'] for r in rows])} | "
-            f"{mean([r['compute_s'] for r in rows])} | {mean([r['wall_s'] for r in rows])} |"
+            f"{mean([r['batches'] for r in rows], 0)} | {mean([r['compute_s'] for r in rows])} | "
+            f"{mean([r['wall_s'] for r in rows])} |"
         )
-    lines += ["", ("mean ± sample std (min–max) over seeds; test accuracy of the individual with the best "
-              "validation accuracy."), ""]
-    lines += _lenet_table(s, results, by)
-    lines += ["", *verdicts(results, by)]
+    lenet = sorted(results["lenet"], key=lambda r: r["seed"])
+    lines.append(f"| LeNet-5 (recipe, {s.retrain_batches} batches) | {spread([r['val'] for r in lenet])} | "
+                 f"{spread([r['test'] for r in lenet])} | (same) | - | {s.retrain_batches} | "
+                 f"{mean([r['params'] for r in lenet], 0)} | - | {s.retrain_batches} | "
+                 f"{mean([r['wall_s'] for r in lenet])} | - |")
+    for m in EVOLUTION:
+        rows = [longs[k] for k in sorted(longs) if k[0] == f"initial-long/{m}"]
+        lines.append(f"| {m}'s best initial, trained as long as its best's lineage | "
+                     f"{spread([r['val'] for r in rows])} | {spread([r['test'] for r in rows])} | - | 0 | "
+                     f"{mean([r['batches'] for r in rows], 0)} | - | - | - | {mean([r['wall_s'] for r in rows])} | - |")
+    lines += ["", ("mean ± sample std (min–max) over seeds; test accuracy of the model with the best validation "
+                   "accuracy. (b) trains the best architecture from scratch with LeNet-5's recipe and budget."), ""]
+    lines += verdicts(results, by)
     return "\n".join(lines)
 
 
-def _lenet_table(s: Settings, results: dict[str, Any], by: dict[str, list[dict[str, Any]]]) -> list[str]:
-    lenet = sorted(results["lenet"], key=lambda r: r["seed"])
-    longs = results["long"]
-    lrs = ", ".join(f"{r['lr']:g}" for r in lenet)
-    lines = [
-        "| model | training batches (mean) | val acc | test acc | lr retries / failed |",
-        "|---|---|---|---|---|",
-        (f"| LeNet (a): per-child budget, lr per seed {lrs} | {s.batches} | "
-         f"{spread([r['val'] for r in lenet])} | {spread([r['test'] for r in lenet])} | - |"),
-    ]
-    for m in EVOLUTION:
-        for kind, label in ((f"lenet-b/{m}", f"LeNet (b): {m} best's lineage budget"),
-                            (f"retrained/{m}", f"{m} best, retrained from scratch, same budget")):
-            rows = [r for r in longs if r["kind"] == kind]
-            lines.append(f"| {label} | {mean([r['batches'] for r in rows], 0)} | "
-                         f"{spread([r['val'] for r in rows])} | {spread([r['test'] for r in rows])} | "
-                         f"{sum(r['retries'] for r in rows)} / {sum(r['status'] != 'ok' for r in rows)} |")
-        rows = by[m]
-        lines.append(f"| {m} best as found (inherited weights) | {s.batches} x chain | "
-                     f"{spread([r['best_val'] for r in rows])} | "
-                     f"{spread([r['best_test'] for r in rows])} | - |")
-    lines += ["", (f"lr retries: long runs whose loss turned NaN, retried at a third of the learning rate "
-                   f"(at most {LR_RETRIES} times); failed: still NaN, scored 0.")]
-    return lines
-
-
 def verdicts(results: dict[str, Any], by: dict[str, list[dict[str, Any]]]) -> list[str]:
-    """Plain sentences: does evolution beat random sampling and LeNet, paired by seed, on test accuracy."""
+    """Plain sentences, paired by seed on test accuracy: evolution against random, LeNet-5 and its own start."""
     lenet = {r["seed"]: r["test"] for r in results["lenet"]}
-    longs = {(r["kind"], r["seed"]): r["test"] for r in results["long"]}
-    rand = {r["seed"]: r["best_test"] for r in by["random"]}
+    longs: dict[str, dict[int, float]] = {}
+    for r in results["long"]:
+        longs.setdefault(r["kind"], {})[r["seed"]] = r["test"]
+    found = {m: {r["seed"]: r["best_test"] for r in by[m]} for m in METHODS}
     out = []
     for m in EVOLUTION:
-        mine = {r["seed"]: r["best_test"] for r in by[m]}
-        out.append(_paired(f"{m} vs random (test acc of best)", mine, rand))
-        out.append(_paired(f"{m} best as found vs LeNet (b)", mine,
-                           {s: longs[(f"lenet-b/{m}", s)] for s in mine if (f"lenet-b/{m}", s) in longs}))
-        out.append(_paired(f"{m} best retrained vs LeNet (b)",
-                           {s: longs[(f"retrained/{m}", s)] for s in mine if (f"retrained/{m}", s) in longs},
-                           {s: longs[(f"lenet-b/{m}", s)] for s in mine if (f"lenet-b/{m}", s) in longs}))
-        out.append(_paired(f"{m} best as found vs LeNet (a)", mine, lenet))
+        out.append(_paired(f"(a) {m} vs random, best as found", found[m], found["random"]))
+        out.append(_paired(f"(b) {m} vs random, best architecture retrained", longs.get(f"retrained/{m}", {}),
+                           longs.get("retrained/random", {})))
+        out.append(_paired(f"(b) {m} retrained vs LeNet-5", longs.get(f"retrained/{m}", {}), lenet))
+        out.append(_paired(f"(a) {m} as found vs LeNet-5", found[m], lenet))
+        out.append(_paired(f"(a) {m} as found vs its best initial trained as long", found[m],
+                           longs.get(f"initial-long/{m}", {})))
+    out.append(_paired("(a) random as found vs LeNet-5", found["random"], lenet))
     return out
 
 
@@ -497,14 +437,14 @@ def parse(argv: list[str] | None) -> tuple[Settings, argparse.Namespace]:
     p.add_argument("--population", type=int)
     p.add_argument("--steps", type=int)
     p.add_argument("--batches", type=int, help="SGD steps (batch 50) per evaluation")
+    p.add_argument("--random-batches", type=int, help="SGD steps per random sample (LeNet-5's budget)")
+    p.add_argument("--retrain-batches", type=int, help="SGD steps of measure (b) and of LeNet-5")
     p.add_argument("--seeds", type=int)
     p.add_argument("--first-seed", type=int)
     p.add_argument("--walk", type=int, help="random sampling: most mutations (default steps/pop)")
     p.add_argument("--sample-size", type=int, help="aging evolution's S")
-    p.add_argument("--workers", type=int, help="engine workers (threads) per run")
     p.add_argument("--jobs", type=int, help="runs in parallel (processes, one thread each)")
     p.add_argument("--max-params", type=int)
-    p.add_argument("--lenet-lrs", type=lambda t: tuple(float(x) for x in t.split(",")))
     p.add_argument("--json", type=Path, default=None, help="also write the raw results here")
     p.add_argument("--from-json", type=Path, default=None, help="print the tables of a run saved with --json")
     args = p.parse_args(argv)
@@ -534,9 +474,8 @@ def main(argv: list[str] | None = None) -> int:
 def rerender(path: Path) -> int:
     """Print the tables of a run saved with ``--json`` (its own command, machine and date)."""
     data = json.loads(path.read_text())
-    settings = {**data["settings"], "lenet_lrs": tuple(data["settings"]["lenet_lrs"])}
     results = {k: data[k] for k in ("searches", "lenet", "long")}
-    print(report(Settings(**settings), results, data["header"], data["seconds"]), flush=True)
+    print(report(Settings(**data["settings"]), results, data["header"], data["seconds"]), flush=True)
     return 0
 
 

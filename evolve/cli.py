@@ -174,20 +174,34 @@ def _launch(store, config, space, executor: str, logdir: str | None = None) -> N
 
 def _print_summary(store, config) -> None:
     from evolve.report import Snapshot, status
+    from evolve.result import summary
     from evolve.run import total_steps
 
     snap = Snapshot.read(store)
     warn_unreadable(snap.unreadable)
     info = status(snap, config.population, total_steps(config))
-    best = snap.best(live_only=False)
     out.print(f"run at {store.url}: {info['done']}/{info['total']} individuals, {info['live']} live, "
               f"{info['failed']} failed")
-    if best is not None:
-        out.print(f"initial population best validation accuracy: {_pct(info['initial_best'])}")
-        out.print(f"best individual {best['step']}: validation {_pct(best.get('val_accuracy'))}, "
-                  f"test {_pct(best.get('test_accuracy'))}, {best['metrics'].get('params', 0):,} parameters",
-                  highlight=False)
-        out.print(genome_from_json_line(best["genome"]), highlight=False)
+    if info["done"] < info["total"]:
+        return
+    if config.fitness == "train":
+        err.print("testing the best and training the LeNet-5 reference on the same split ...", highlight=False)
+    result = summary(store, config)
+    if result is None:
+        return
+    flops = f", {result['flops'] / 1e6:.2f} MFLOPs" if result.get("flops") else ""
+    out.print(f"best individual {result['step']}: validation {_pct(result['val_accuracy'])}, "
+              f"test {_pct(result['test_accuracy'])}, {result['params'] or 0:,} parameters{flops}", highlight=False)
+    out.print(genome_from_json_line(result["genome"]), highlight=False)
+    out.print(f"initial population's best validation {_pct(result['initial_best_val'])}; the best's lineage "
+              f"trained {result['lineage_batches']:,} batches; the run spent "
+              f"{result['compute_seconds'] / 60:.1f} worker-minutes (core or GPU) on {result['individuals']} "
+              "individuals", highlight=False)
+    lenet = result.get("lenet5")
+    if lenet:
+        out.print(f"reference: LeNet-5 (batch norm, one-cycle SGD, shifts; {lenet['batches']:,} batches, "
+                  f"{lenet['train_seconds']:.0f} s) on the same split: validation {_pct(lenet['val_accuracy'])}, "
+                  f"test {_pct(lenet['test_accuracy'])}, {lenet['params']:,} parameters", highlight=False)
 
 
 def genome_from_json_line(data: dict) -> str:
@@ -217,18 +231,39 @@ def run(
     gpus_per_worker: Annotated[Optional[float], typer.Option(help="Fractional GPUs per worker.")] = None,
     executor: Annotated[str, typer.Option(help="ray, or local (threads in this process).")] = "ray",
     logdir: Annotated[Optional[str], typer.Option(help="Keep TensorBoard views of the run here as it goes.")] = None,
+    preset: Annotated[Optional[str], typer.Option(
+        help="A paper's settings: lse-cifar10, lse-cifar100, gcnn-mnist, gcnn-cifar10, or demo; "
+             "the config file and the options given here override it.")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the resolved config as JSON and exit; "
+                                                             "creates no store.")] = False,
 ) -> None:
     """Start (or continue) an evolution run; with no options, a small demo on the embedded dataset."""
-    from evolve.config import build_config, load_config_file
+    from evolve.config import ConfigError, build_config, load_config_file
+    from evolve.presets import missing_dataset, required_dataset, resolve
     from evolve.run import open_run
 
     data = load_config_file(config_file) if config_file else {}
+    named = data.pop("preset", None)
+    source = "--preset" if preset is not None else f"{config_file}: preset"
+    preset = preset if preset is not None else named
     given = {"store": store, "genome": genome, "selection": selection, "population": population,
              "workers": workers, "steps": steps, "dataset": dataset, "seed": seed, "fitness": fitness,
              "address": address, "gpus_per_worker": gpus_per_worker}
     overrides = {k: v for k, v in given.items() if v is not None}
-    config = build_config({**data, **overrides}, config_file or "options")
-    store_, config, space = open_run(config, resume=False, overrides={**data, **overrides})
+    # defaults < preset < config file < options
+    settings = resolve(preset, data, overrides, source, config_file or "options")
+    config = build_config(settings, config_file or "options")
+    missing = missing_dataset(preset, config.dataset)
+    if dry_run:
+        shown = config.model_dump(mode="json", exclude={"storage_options"})
+        if missing:
+            shown["dataset"] = f"REQUIRED: --dataset {required_dataset(preset, config.dataset)}"
+            err.print(f"note: {missing}", highlight=False)
+        sys.stdout.write(json.dumps(shown, indent=2) + "\n")
+        return
+    if missing:
+        raise ConfigError(missing)
+    store_, config, space = open_run(config, resume=False, overrides=settings)
     err.print(f"store {store_.url}: {config.genome} genomes, {config.selection} selection, population "
               f"{config.population}, {config.steps} steps, {config.workers} workers, dataset {config.dataset}")
     _launch(store_, config, space, executor, logdir)
@@ -295,8 +330,13 @@ def best(
     record = snap.best()
     if record is None:
         fail(f"{st.url}: no individuals yet")
+    from evolve.result import measured_test_accuracy
+    from evolve.run import load_run
+
+    config, _ = load_run(st)
+    tested = measured_test_accuracy(st, config, record) if config.fitness == "train" else record.get("test_accuracy")
     out.print(f"individual {record['step']} ({'live' if record['step'] not in snap.deaths else 'dead'}): "
-              f"validation {_pct(record.get('val_accuracy'))}, test {_pct(record.get('test_accuracy'))}")
+              f"validation {_pct(record.get('val_accuracy'))}, test {_pct(tested)}")
     out.print(genome_from_json_line(record["genome"]), highlight=False)
     out.print_json(json.dumps(record["genome"]))
     if export:
@@ -308,7 +348,7 @@ def best(
 
         tensors = load(data)
         meta = {"genome": json.dumps(record["genome"]), "step": str(record["step"]),
-                "val_accuracy": str(record.get("val_accuracy")), "test_accuracy": str(record.get("test_accuracy"))}
+                "val_accuracy": str(record.get("val_accuracy")), "test_accuracy": str(tested)}
         with open(export, "wb") as fh:
             fh.write(save(tensors, metadata=meta))
         out.print(f"wrote {export}")

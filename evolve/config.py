@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
@@ -34,20 +35,22 @@ class TrainConfig(BaseModel):
     batches: int = Field(150, ge=1, description="SGD steps per child (25,600 in the paper)")
     batch_size: int = Field(50, ge=1)
     momentum: float = Field(0.9, ge=0.0, lt=1.0)
-    nesterov: bool = False
-    weight_decay: float = Field(1e-4, ge=0.0)
+    nesterov: bool = True
+    weight_decay: float = Field(5e-4, ge=0.0)
     learning_rate: float = Field(0.1, gt=0.0, description="used by genomes that carry no learning rate")
-    schedule: Literal["constant", "cosine", "one-cycle", "staged"] = "constant"
+    schedule: Literal["constant", "cosine", "one-cycle", "staged"] = "cosine"
     warmup: float = Field(0.0, ge=0.0, lt=1.0, description="fraction of batches warming up (cosine, one-cycle)")
     stages: list[tuple[float, float]] = Field(default_factory=list,
                                                description="staged: [start fraction, lr factor] pairs")
-    augment: Literal["none", "shift", "crop-flip"] = "none"
+    augment: Literal["none", "shift", "crop-flip"] = "shift"
     shift: int = Field(2, ge=0, description="pixels of shift (shift) or padding (crop-flip)")
     evaluate_test: bool = Field(False, description="also measure every child's test accuracy (costs time, "
                                                    "never selects); the run's best is tested at the end anyway")
     eval_batch_size: int = Field(1000, ge=1)
     device: str = Field("auto", description="auto, cpu, cuda or cuda:N")
-    inherit_weights: bool = True
+    inherit_weights: bool = Field(True, description="start each child from its parent's trained weights "
+                                  "where shapes allow; a run that does not set it resolves it per genome: "
+                                  "dna true, gcnn false (Genetic CNN trains every child from scratch)")
 
     @model_validator(mode="after")
     def _check_stages(self) -> TrainConfig:
@@ -61,6 +64,18 @@ class TrainConfig(BaseModel):
         return self
 
 
+DEFAULT_GENOME_OPTIONS: dict[str, dict[str, Any]] = {
+    "dna": {"morphisms": True, "initial_convs": 2, "initial_channels": 8},
+    "gcnn": {},
+}
+"""A run that names no genome_options: DNA grows a small conv stem by function-preserving mutations
+(the laptop-budget default); Genetic CNN keeps the paper's. The paper presets set their own."""
+
+LEGACY_TRAIN = {"nesterov": False, "weight_decay": 1e-4, "schedule": "constant", "augment": "none",
+                "evaluate_test": True}
+"""TrainConfig fields as a run.json written before they existed implies (read by ``load_run``)."""
+
+
 class RunConfig(BaseModel):
     """Everything that defines a run. Fields marked `resumable` may differ on resume."""
 
@@ -69,16 +84,19 @@ class RunConfig(BaseModel):
     store: str = "runs/demo"
     storage_options: dict[str, Any] = Field(default_factory=dict)
     genome: Literal["dna", "gcnn"] = "dna"
-    genome_options: dict[str, Any] = Field(default_factory=dict)
+    genome_options: dict[str, Any] = Field(default_factory=dict, description="the genome kind's options; "
+                                           "when absent, DEFAULT_GENOME_OPTIONS for the kind")
     selection: Literal["tournament", "aging", "generational"] = "tournament"
     sample_size: int = Field(5, ge=2, description="aging evolution's sample size S")
     p_m: float = Field(0.8, ge=0.0, le=1.0, description="generational: mutation probability per individual")
     p_c: float = Field(0.2, ge=0.0, le=1.0, description="generational: crossover probability per pair")
-    population: int = Field(20, ge=2)
+    population: int = Field(16, ge=2)
     steps: int = Field(400, ge=0, description="children to produce after the initial population")
     seed: int = 0
     dataset: str = "mnist-mini"
-    max_params: int = Field(1_000_000, ge=1)
+    val_fraction: float = Field(0.2, ge=0.0, lt=1.0, description="share of the training pool held out for "
+                                "validation (the fitness), where the data publishes no validation split")
+    max_params: int = Field(200_000, ge=1)
     fitness: Literal["train", "synthetic"] = "train"
     synthetic_seconds: float = Field(0.0, ge=0.0, description="synthetic fitness: seconds each evaluation takes")
     train: TrainConfig = Field(default_factory=TrainConfig)
@@ -98,7 +116,18 @@ class RunConfig(BaseModel):
                              "for generational selection (whole generations)")
         if self.selection == "aging" and self.sample_size > self.population:
             raise ValueError(f"sample_size ({self.sample_size}) exceeds population ({self.population})")
+        _check_genome_options(self.genome, self.genome_options)
+        if "inherit_weights" not in self.train.model_fields_set:  # not given: the genome's own practice
+            self.train = self.train.model_copy(update={"inherit_weights": self.genome == "dna"})
         return self
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_genome_options(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "genome_options" not in data:
+            kind = data.get("genome", "dna")
+            data = {**data, "genome_options": dict(DEFAULT_GENOME_OPTIONS.get(kind, {}))}
+        return data
 
     def identity(self) -> dict[str, Any]:
         """The fields that define the run's results; a resume must not change them."""
@@ -111,13 +140,43 @@ RESUMABLE_FIELDS = {
 }
 
 
+def _check_genome_options(genome: str, options: dict[str, Any]) -> None:
+    """Parse ``options`` with the genome kind's own parser, so a typo fails here, not in the first worker."""
+    from genomes import GenomeError, SearchSpace
+
+    try:
+        if genome == "dna":
+            from genomes.dna import dna_options
+
+            dna_options(SearchSpace(options=dict(options)))
+        else:
+            from genomes.genetic_cnn import parse_options
+
+            parse_options(options)
+    except GenomeError as exc:
+        message, named = re.subn(r"^(space\.)?options\b", "genome_options", str(exc))
+        raise ValueError(message if named else f"genome_options: {message}") from None
+
+
+_NAMED = re.compile(r"^([\w\[\]]+(?:\.[\w\[\]]+)*): (.*)$", re.DOTALL)
+
+
 def _describe(error: ValidationError) -> str:
     parts = []
     for item in error.errors():
-        field = ".".join(str(p) for p in item["loc"]) or "config"
+        field = ".".join(str(p) for p in item["loc"])
+        message = item["msg"]
+        if item["type"] == "value_error":  # our validators' messages name their field first
+            message = message.removeprefix("Value error, ")
+            if named := _NAMED.match(message):
+                field = ".".join(filter(None, (field, named[1])))
+                message = named[2]
+            elif not field:
+                parts.append(message)
+                continue
         value = item.get("input")
         shown = "" if isinstance(value, dict) else f" (got {value!r})"
-        parts.append(f"{field}: {item['msg']}{shown}")
+        parts.append(f"{field or 'config'}: {message}{shown}")
     return "; ".join(parts)
 
 

@@ -60,7 +60,7 @@ class TrainingEvaluator:
             from evolve.train import Trainer, resolve_device
 
             device = resolve_device(self.config.train.device)
-            data = load_dataset(self.config.dataset, seed=self.config.seed)
+            data = load_dataset(self.config.dataset, seed=self.config.seed, val_fraction=self.config.val_fraction)
             self._trainer = Trainer(to_device(data, device), self.config.train, device, self.space.max_params)
         return self._trainer
 

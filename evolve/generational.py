@@ -9,12 +9,17 @@ Generation g+1 is bred from generation g in one go:
 Workers settle the result through the store (the first to create generations/<g+1>
 wins), then each child is evaluated as one step that replaces its slot's predecessor.
 A genome evaluated before is re-evaluated and its fitness averaged over all evaluations.
+
+A crossover child names two parents: first the one whose code its unswapped stages are,
+then its partner, from which it took the stages in ``swapped_stages``. Children are
+trained from scratch, as in the paper; where a run turns weight inheritance on, each stage
+is inherited from the parent its code came from (:func:`crossover_weights`).
 """
 
 from __future__ import annotations
 
 import random
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 from genomes import Genome, Mutation, SearchSpace
 
@@ -36,9 +41,10 @@ def breed(previous: Sequence[tuple[int, Genome, float]], rng: random.Random, spa
     for a, b in zip(members[0::2], members[1::2]):
         if rng.random() < p_c:
             child_a, child_b, mutation = a["genome"].crossover(b["genome"], rng, space)
-            parents = a["parents"] + b["parents"]
-            a.update(genome=child_a, parents=parents, ops=[mutation.to_json()])
-            b.update(genome=child_b, parents=list(parents), ops=[mutation.to_json()])
+            # each child names first the parent its unswapped stages came from (b's are a's mirror)
+            first_a, first_b = a["parents"], b["parents"]
+            a.update(genome=child_a, parents=first_a + first_b, ops=[mutation.to_json()])
+            b.update(genome=child_b, parents=first_b + first_a, ops=[mutation.to_json()])
     for member in members:
         if rng.random() < p_m:
             member["genome"], mutation = member["genome"].mutate(rng, space)
@@ -52,6 +58,30 @@ def describe_ops(ops: list[dict[str, Any]]) -> dict[str, Any]:
     if not ops:
         return Mutation("copy").to_json()
     return {"name": "+".join(op["name"] for op in ops), "params": {op["name"]: op["params"] for op in ops}}
+
+
+def swapped_stages(mutation: Mapping[str, Any] | None) -> list[int]:
+    """The stages a member took from its second parent by crossover (none without a crossover)."""
+    params = (mutation or {}).get("params") or {}
+    return [int(s) for s in (params.get("crossover") or {}).get("swapped_stages") or []]
+
+
+def crossover_weights(first: bytes, second: bytes | None, swapped: Sequence[int]) -> bytes:
+    """What a crossover child inherits: the swapped stages' tensors from ``second``, the rest from ``first``.
+
+    ``first`` is the parent whose code the unswapped stages are (the head goes with them);
+    without ``second``'s weights the swapped stages are left out and train from scratch,
+    never taken from the parent whose code they did not come from.
+    """
+    from safetensors.torch import load, save
+
+    from genomes.genetic_cnn import stage_of
+
+    wanted = set(swapped)
+    merged = {k: v for k, v in load(first).items() if stage_of(k) not in wanted}
+    if second is not None:
+        merged.update({k: v for k, v in load(second).items() if stage_of(k) in wanted})
+    return save(merged)
 
 
 def averaged(raw: float, earlier: Sequence[float]) -> float:

@@ -9,7 +9,7 @@ import time
 from dataclasses import asdict
 from typing import Any, Callable
 
-from evolve.config import SCHEMA_VERSION, ConfigError, RunConfig, build_config, check_resume
+from evolve.config import LEGACY_TRAIN, SCHEMA_VERSION, ConfigError, RunConfig, build_config, check_resume
 from evolve.doctor import require_healthy
 from evolve.store import PAD, RUN_KEY, Store, StoreError, step_of
 from evolve.worker import Worker
@@ -25,7 +25,7 @@ def space_for(config: RunConfig) -> SearchSpace:
     else:
         from evolve.data import load_dataset
 
-        data = load_dataset(config.dataset, seed=config.seed)
+        data = load_dataset(config.dataset, seed=config.seed, val_fraction=config.val_fraction)
         shape, classes = tuple(data.input_shape), data.num_classes
     return SearchSpace(input_shape=shape, num_classes=classes, max_params=config.max_params,
                        options=dict(config.genome_options))
@@ -52,7 +52,11 @@ def load_run(store: Store) -> tuple[RunConfig, SearchSpace]:
         raise StoreError(f"no evolve run at {store.url!r} (run.json missing)")
     if record.get("schema") != SCHEMA_VERSION:
         raise StoreError(f"{store.url}/run.json: schema {record.get('schema')!r}, this evolve reads {SCHEMA_VERSION}")
-    config = build_config(record["config"], f"{store.url}/run.json")
+    stored = dict(record["config"])
+    if "schedule" not in stored.get("train", {}):  # written before schedules existed: keep its behaviour
+        stored["train"] = {**LEGACY_TRAIN, **stored.get("train", {})}
+        stored.setdefault("val_fraction", 0.1)
+    config = build_config(stored, f"{store.url}/run.json")
     extended = [step_of(k) for k in store.list_keys("extensions/") if k.endswith(".json")]
     if extended and max(extended) > config.steps:
         config = config.model_copy(update={"steps": max(extended)})

@@ -14,7 +14,7 @@ from typing import Any
 
 from evolve.config import RunConfig
 from evolve.evaluate import Evaluator, make_evaluator
-from evolve.generational import averaged, breed
+from evolve.generational import averaged, breed, crossover_weights, swapped_stages
 from evolve.population import Population
 from evolve.seeding import derive_seed, rng_for
 from evolve.selection import make_strategy
@@ -52,7 +52,7 @@ class Worker:
                 parent, loser = tournament on a random pair (or aging sample)
                 kill loser (create-once tombstone; if someone beat us, choose again)
                 child, mutation = mutate(parent.genome, rng(run, s))
-            fitness = train(child, inherit parent's weights)     # heartbeat meanwhile
+            fitness = train(child, inherit parent's weights)     # heartbeat meanwhile; gcnn: from scratch
             write weights, then the child (create-once: a late zombie loses here)
     """
 
@@ -162,7 +162,7 @@ class Worker:
         seed = derive_seed(self.config.seed, step)
         genome, record, parent_step = self._breed(step)
         record.update(step=step, seed=seed, worker=self.id, adopted=adopted)
-        parent_weights = None if parent_step is None else self._read_weights(pop.individual(parent_step))
+        parent_weights = self._parent_weights(parent_step, record)
         selected = time.perf_counter()
         mutation = Mutation.from_json(record["mutation"]) if record.get("mutation") else None
         outcome = self.evaluator.evaluate(genome, parent_weights, seed, mutation)
@@ -245,6 +245,20 @@ class Worker:
             return strategy.choose(live, rng_for(seed, step, "select", attempt))
 
         return choose
+
+    def _parent_weights(self, parent_step: int | None, record: dict[str, Any]) -> bytes | None:
+        """What the child inherits (None: from scratch, as Genetic CNN's children unless a run says otherwise).
+
+        A crossover child takes each stage from the parent whose code that stage came from.
+        """
+        if parent_step is None:
+            return None
+        weights = self._read_weights(self.population.individual(parent_step))
+        swapped = swapped_stages(record.get("mutation")) if record.get("origin") == "generation" else []
+        if weights is None or not swapped:
+            return weights
+        partner = self._read_weights(self.population.individual(record["parents"][1]))
+        return crossover_weights(weights, partner, swapped)
 
     def _read_weights(self, parent: dict[str, Any]):
         info = parent.get("weights")

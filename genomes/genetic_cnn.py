@@ -8,7 +8,8 @@ the bits are written grouped per node, e.g. K = 4 -> "1-00-111".
 
 Nodes without predecessors read the input node, nodes without successors feed the output
 node, and isolated nodes (no edge at all) are dropped, as the paper does; a stage whose
-nodes are all isolated is just input node -> output node.
+nodes are all isolated is the input node joined straight to the output node, which the
+network builds as a single convolution (the input node's).
 """
 
 from __future__ import annotations
@@ -110,11 +111,27 @@ def predecessors(edges: set[Edge]) -> dict[int, tuple[int, ...]]:
 
 
 def longest_path(edges: set[Edge], nodes: int) -> int:
-    """Convolutions on the longest input -> output path (node numbers are a topological order)."""
+    """Convolutions on the longest input -> output path (node numbers are a topological order).
+
+    A stage without ordinary nodes is one convolution: its input and output node are one layer.
+    """
+    if edges == {(0, nodes + 1)}:
+        return 1
     depth = {0: 1}
     for j, preds in sorted(predecessors(edges).items()):
         depth[j] = 1 + max(depth[i] for i in preds)
     return depth[nodes + 1]
+
+
+def stage_of(key: str) -> int | None:
+    """The stage a state-dict key of the decoded network belongs to ("stages.2.nodes.3.conv.weight" -> 2).
+
+    None for the classifier head, which belongs to no stage.
+    """
+    parts = key.split(".")
+    if len(parts) > 2 and parts[0] == "stages" and parts[1].isdigit():
+        return int(parts[1])
+    return None
 
 
 def conv_params(in_channels: int, out_channels: int) -> int:
@@ -204,9 +221,9 @@ class Stage:
         return active_nodes(self.bits, self.nodes)
 
     def param_count(self, in_channels: int) -> int:
-        """Input node + surviving nodes + output node."""
-        c = self.channels
-        return conv_params(in_channels, c) + (len(self.active()) + 1) * conv_params(c, c)
+        """Input node + surviving nodes + output node; with no surviving node, the input node alone."""
+        c, active = self.channels, len(self.active())
+        return conv_params(in_channels, c) + ((active + 1) * conv_params(c, c) if active else 0)
 
     def with_bits(self, bits: str) -> Stage:
         return Stage(self.nodes, self.channels, bits)

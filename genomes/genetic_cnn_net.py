@@ -23,7 +23,11 @@ class ConvNode(nn.Module):
 
 
 class StageModule(nn.Module):
-    """One decoded stage; surviving nodes are kept under their 1-based number ("nodes.3")."""
+    """One decoded stage; surviving nodes are kept under their 1-based number ("nodes.3").
+
+    A stage with no surviving node is a single convolution: the input node joined straight to
+    the output node is one layer (the input node's), not two stacked ones.
+    """
 
     def __init__(self, stage: Stage, in_channels: int) -> None:
         super().__init__()
@@ -31,12 +35,14 @@ class StageModule(nn.Module):
         self.input = ConvNode(in_channels, c)
         self.order = sorted(stage.active())
         self.nodes = nn.ModuleDict({str(k): ConvNode(c, c) for k in self.order})
-        self.output = ConvNode(c, c)
+        self.output = ConvNode(c, c) if self.order else None
         self.out_id = stage.nodes + 1
         self.preds = predecessors(stage.edges())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         outs = {0: self.input(x)}
+        if self.output is None:
+            return outs[0]
         for k in self.order:
             outs[k] = self.nodes[str(k)](_sum(outs, self.preds[k]))
         return self.output(_sum(outs, self.preds[self.out_id]))

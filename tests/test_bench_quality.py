@@ -18,18 +18,9 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from bench import gpu, quality
-from evolve.config import TrainConfig
 from evolve.data import load_dataset, to_device
-from evolve.train import Trainer
+from evolve.train import build_module
 from genomes import DNA, SearchSpace
-
-
-def test_inheritance_chain_stops_at_the_first_fresh_start():
-    ancestry = [{"metrics": {"inherited": 0.0}}, {"metrics": {"inherited": 1.0}},
-                {"metrics": {"inherited": 0.0}}, {"metrics": {"inherited": 0.4}}]
-    assert quality.inheritance_chain(ancestry) == 2
-    assert quality.inheritance_chain(ancestry[:2]) == 2
-    assert quality.inheritance_chain(ancestry[:1]) == 1
 
 
 def test_verdict_needs_the_paired_difference_clear_of_zero():
@@ -39,7 +30,7 @@ def test_verdict_needs_the_paired_difference_clear_of_zero():
 
 
 def test_random_genome_is_a_bounded_walk_from_the_initial_individual():
-    space = SearchSpace(input_shape=(1, 28, 28), num_classes=10, max_params=50_000)
+    space = quality._space(quality.Settings(), 0)
     initial = DNA.initial(random.Random(0), space)
     assert quality.random_genome("dna", random.Random(1), space, 0) == (initial, 0)
     sizes, walks = set(), set()
@@ -52,14 +43,9 @@ def test_random_genome_is_a_bounded_walk_from_the_initial_individual():
     assert len(sizes) > 2, "a walk of up to 12 mutations should reach networks of several depths"
 
 
-def test_lenet_is_caffes_lenet_and_trains_through_the_engine_trainer():
-    data = to_device(load_dataset("mnist-mini", seed=0), "cpu")
-    model = quality.LeNet(0.03)
-    assert model.param_count((1, 28, 28), 10) == 431_080  # 520 + 25,050 + 400,500 + 5,010
-    trainer = Trainer(data, TrainConfig(batches=30, device="cpu"), torch.device("cpu"), 1_000_000)
-    outcome = trainer.train(model, None, seed=0)
-    assert outcome.status == "ok"
-    assert outcome.val_accuracy > 0.5, "30 SGD steps of LeNet on MNIST digits are far above chance (0.1)"
+def test_random_sampling_gets_the_same_batches_as_evolution():
+    s = quality.Settings()
+    assert s.samples * s.random_batches == s.evaluations * s.batches
 
 
 @pytest.mark.slow
@@ -67,8 +53,8 @@ def test_quality_smoke(tmp_path, capsys):
     out = tmp_path / "quality.json"
     assert quality.main(["--smoke", "--json", str(out)]) == 0
     text = capsys.readouterr().out
-    for needle in ("| tournament |", "| aging |", "| random |", "LeNet (a)", "retrained from scratch",
-                   "tournament vs random", "aging vs random"):
+    for needle in ("| tournament |", "| aging |", "| random |", "| LeNet-5 (recipe", "best initial, trained as long",
+                   "(a) tournament vs random", "(b) aging vs random", "(b) tournament retrained vs LeNet-5"):
         assert needle in text
     result = json.loads(out.read_text())
     s = quality.Settings(**quality.SMOKE)
@@ -76,17 +62,20 @@ def test_quality_smoke(tmp_path, capsys):
     assert sorted((r["method"], r["seed"]) for r in searches) == sorted(
         (m, seed) for m in quality.METHODS for seed in range(s.seeds))
     for r in searches:
-        assert r["evaluations"] == s.population + s.steps, r
+        assert r["evaluations"] == (s.population + s.steps if r["method"] in quality.EVOLUTION else s.samples), r
         assert 0.0 <= r["best_val"] <= 1.0 and 0.0 <= r["best_test"] <= 1.0
         assert 0 <= r["depth"] <= (s.steps if r["method"] in quality.EVOLUTION else s.walk_limit)
-        assert 1 <= r["chain"] <= r["depth"] + 1
-    chains = {(r["method"], r["seed"]): r["chain"] for r in searches}
-    longs = result["long"]
-    assert len(longs) == 2 * len(quality.EVOLUTION) * s.seeds
-    for r in longs:
-        method = r["kind"].split("/")[1]
-        assert r["batches"] == chains[(method, r["seed"])] * s.batches, r
-    assert len(result["lenet"]) == s.seeds and all(r["lr"] in s.lenet_lrs for r in result["lenet"])
+        if r["method"] in quality.EVOLUTION:
+            assert r["batches"] == s.evaluations * s.batches
+            assert s.batches <= r["lineage_batches"] <= (r["depth"] + 1) * s.batches
+    lineage = {(r["method"], r["seed"]): r["lineage_batches"] for r in searches}
+    kinds = sorted(r["kind"].split("/")[0] for r in result["long"])
+    assert kinds == ["initial-long"] * 2 * s.seeds + ["retrained"] * 3 * s.seeds
+    for r in result["long"]:
+        kind, method = r["kind"].split("/")
+        expected = lineage[(method, r["seed"])] if kind == "initial-long" else s.retrain_batches
+        assert r["batches"] == expected, r
+    assert len(result["lenet"]) == s.seeds
     assert quality.main(["--from-json", str(out)]) == 0
     assert capsys.readouterr().out == text, "a saved run re-renders to the same tables"
 
@@ -95,8 +84,7 @@ def test_gpu_bench_trains_the_same_module_as_the_engine():
     s = gpu.Settings(**{**gpu.SMOKE, "device": "cpu"})
     data = to_device(load_dataset("mnist-mini", seed=0), "cpu")
     ours = gpu.fresh_module(s, data, torch.device("cpu"), seed=7, channels_last=False)
-    torch.manual_seed(7)  # what Trainer._train does before building the child
-    engines = gpu.conv_stack(s.layers, s.channels).to_module(data.input_shape, data.num_classes)
+    engines = build_module(gpu.conv_stack(s.layers, s.channels), data.input_shape, data.num_classes, 7)
     theirs = engines.state_dict()
     assert ours.state_dict().keys() == theirs.keys()
     for key, value in ours.state_dict().items():

@@ -254,6 +254,8 @@ def test_damaged_run_json_is_one_line(finished, tmp_path):
     ("broken.toml", "population = \n", ["broken.toml", "does not parse"]),
     ("list.yaml", "- 1\n- 2\n", ["list.yaml"]),
     ("wrong.ini", "population=3\n", ["wrong.ini"]),
+    ("bad-option.toml", '[genome_options]\ncolour = "red"\n', ["bad-option.toml", "genome_options.colour"]),
+    ("bad-gcnn-option.yaml", "genome: gcnn\ngenome_options:\n  q_m: 2\n", ["genome_options.q_m", "2"]),
 ])
 def test_bad_config_file_is_one_line_naming_the_field(tmp_path, name, text, names):
     config = tmp_path / name
@@ -261,6 +263,29 @@ def test_bad_config_file_is_one_line_naming_the_field(tmp_path, name, text, name
     store = tmp_path / "store"
     one_line_error(invoke("run", "--executor", "local", "--config", config, "--store", store,
                           "--fitness", "synthetic"), *names)
+    assert not store.exists()
+
+
+@pytest.mark.parametrize("genome,options,named", [
+    ("dna", {"colour": "red"}, "genome_options.colour: unknown option"),
+    ("dna", {"mutation_weights": {"insert-convolutoin": 2}},
+     "genome_options.mutation_weights.insert-convolutoin"),
+    ("gcnn", {"nodes": [3, 1]}, "genome_options.nodes[1]"),
+    ("gcnn", {"depth": 3}, "genome_options.depth: unknown"),
+])
+def test_genome_options_are_checked_when_the_config_is_built(tmp_path, genome, options, named):
+    from evolve.config import ConfigError, build_config
+
+    with pytest.raises(ConfigError) as caught:
+        build_config({"genome": genome, "genome_options": options}, "run.toml")
+    assert str(caught.value).startswith("run.toml: ") and named in str(caught.value)
+    config = tmp_path / "bad.json"
+    config.write_text(json.dumps({"genome": genome, "genome_options": options}))
+    store = tmp_path / "store"
+    result = invoke("run", "--executor", "local", "--config", config, "--store", store,
+                    "--fitness", "synthetic")
+    assert result.exit_code == 2
+    one_line_error(result, named.split(":")[0])
     assert not store.exists()
 
 

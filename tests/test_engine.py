@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 
 import pytest
+import torch
 
 from evolve.check import check_store
 from evolve.config import RunConfig, build_config
@@ -207,6 +208,49 @@ def test_generational_needs_whole_generations(tmp_path):
 
     with pytest.raises(ConfigError, match="multiple of population"):
         synthetic(tmp_path, genome="gcnn", selection="generational", population=6, steps=10)
+
+
+def test_genetic_cnn_children_train_from_scratch_unless_told_otherwise(tmp_path):
+    gcnn = synthetic(tmp_path, genome="gcnn", selection="generational", population=4, steps=4)
+    assert gcnn.train.inherit_weights is False  # Xie & Yuille: every child trained from scratch
+    assert synthetic(tmp_path).train.inherit_weights is True  # Real et al.: children inherit
+    told = synthetic(tmp_path, genome="gcnn", selection="generational", population=4, steps=4,
+                     train={"inherit_weights": True})
+    assert told.train.inherit_weights is True
+    store, config, _ = open_run(gcnn)
+    assert store.read_json("run.json")["config"]["train"]["inherit_weights"] is False  # stored resolved
+
+
+def test_inheriting_crossover_child_takes_each_stage_from_its_parent(tmp_path):
+    """With inheritance on, a child whose every stage was swapped holds its second parent's weights."""
+    from safetensors.torch import load
+
+    config = build_config(dict(
+        store=str(tmp_path / "run"), dataset="digits", genome="gcnn", selection="generational", population=4,
+        steps=4, workers=1, p_c=1.0, p_m=0.0, genome_options={"q_c": 1.0}, refresh_seconds=0.0,
+        train={"batches": 2, "batch_size": 16, "learning_rate": 1e-30, "weight_decay": 0.0, "momentum": 0.0,
+               "inherit_weights": True, "device": "cpu"}))
+    store, config, space = open_run(config)
+    run_in_process(store, config, space)
+    snap = Snapshot.read(store)
+
+    def weights(step):
+        return load(store.read_bytes(snap.individuals[step]["weights"]["key"]))
+
+    checked = 0
+    for step in range(4, 8):
+        record = snap.individuals[step]
+        first, second = record["parents"]
+        if first == second or snap.individuals[first]["hash"] == snap.individuals[second]["hash"]:
+            continue
+        assert record["genome"] == snap.individuals[second]["genome"]  # every stage came from the partner
+        child, right, wrong = weights(step), weights(second), weights(first)
+        convs = [k for k in child if k.startswith("stages.") and k.endswith("conv.weight")]
+        assert convs and all(torch.allclose(child[k], right[k], atol=1e-6) for k in convs)
+        assert not any(k in wrong and wrong[k].shape == child[k].shape and torch.allclose(child[k], wrong[k])
+                       for k in convs)
+        checked += 1
+    assert checked, "every crossover of this seed paired an individual with itself"
 
 
 def test_gc_keeps_what_is_needed_and_frees_the_rest(tmp_path):

@@ -58,15 +58,33 @@ def test_isolated_node_dropped():
     assert genome.stats((3, 32, 32), 10)["active_nodes"] == 3
 
 
-def test_all_zero_stage_is_input_to_output():
+def test_all_zero_stage_is_a_single_convolution():
     assert stage_connections("0-00", 3) == {(0, 4)}
     genome = gcnn("0-00")
     module = genome.to_module((3, 32, 32), 10)
-    assert not any(".nodes." in k for k in module.state_dict())
+    convs = [k for k in module.state_dict() if k.endswith("conv.weight")]
+    assert convs == ["stages.0.input.conv.weight"]  # input and output node are one layer, not two
     assert genome.stats((3, 32, 32), 10) == {
-        "stages": 1, "active_nodes": 0, "connections": 1, "params": module_params(module), "depth": 2,
+        "stages": 1, "active_nodes": 0, "connections": 1, "params": module_params(module), "depth": 1,
     }
+    assert genome.param_count((3, 32, 32), 10) == module_params(module) == (9 * 3 * 8 + 2 * 8) + (8 * 10 + 10)
     assert module(torch.randn(2, 3, 8, 8)).shape == (2, 10)
+
+
+@settings(max_examples=30, deadline=None)
+@given(config=st.sampled_from([{}, {"nodes": [3, 5]}, {"nodes": [2, 4, 3, 6]}]),
+       zero=st.lists(st.booleans(), min_size=4, max_size=4), seed=st.integers(0, 2**32 - 1),
+       shape=st.sampled_from(SHAPES))
+def test_param_count_equals_the_modules_for_zero_and_random_stages(config, zero, seed, shape):
+    """Exact count without torch, for all-zero stages (one convolution) and random codes alike."""
+    rng = random.Random(seed)
+    shape_ = GeneticCNN.initial(rng, SearchSpace(options=config))
+    codes = ["0" * len(s.bits) if zero[i] else "".join(rng.choice("01") for _ in s.bits)
+             for i, s in enumerate(shape_.stages)]
+    genome = GeneticCNN(tuple(s.with_bits(code) for s, code in zip(shape_.stages, codes)))
+    module = genome.to_module(shape, 10)
+    assert genome.param_count(shape, 10) == module_params(module)
+    assert module(torch.randn(1, *shape)).shape == (1, 10)
 
 
 def test_stats_describe_and_param_names():
@@ -237,6 +255,83 @@ def test_flip_keeps_unchanged_positions():
     dropped = gcnn("1-01", "0-00-011")  # node 1 now isolated: one layer fewer, the rest inherited
     inheritance = inherit_weights(dropped.to_module((3, 32, 32), 10), parent_state)
     assert inheritance.tensors == inheritance.tensors_total
+
+
+# ---------------------------------------------------------------- crossover children and their weights
+
+
+def filled(genome: GeneticCNN, value: float) -> bytes:
+    """``genome``'s network as safetensors bytes, every tensor set to ``value`` (no fresh init is 3 or 5)."""
+    from safetensors.torch import save
+
+    state = genome.to_module((3, 32, 32), 10).state_dict()
+    return save({k: torch.full_like(v, value) for k, v in state.items()})
+
+
+def shares(module: torch.nn.Module, value: float) -> tuple[float, float]:
+    """Share of the stages' parameter elements equal to ``value``, and of the head's."""
+    stage = head = stage_total = head_total = 0
+    for key, p in module.named_parameters():
+        same = int((p == value).sum())
+        if key.startswith("stages."):
+            stage, stage_total = stage + same, stage_total + p.numel()
+        else:
+            head, head_total = head + same, head_total + p.numel()
+    return stage / stage_total, head / head_total
+
+
+def test_crossover_child_inherits_each_stage_from_the_parent_its_code_came_from():
+    from safetensors.torch import load
+
+    from evolve.generational import crossover_weights, describe_ops, swapped_stages
+
+    a = gcnn("1-01", "1-00-111", "0-10-011-1010")
+    b = gcnn("0-10", "0-11-000", "1-11-111-1111")
+    child, _, mutation = a.crossover(b, random.Random(0), SearchSpace(options={"q_c": 1.0}))
+    assert child == b and mutation.params == {"swapped_stages": [0, 1, 2]}
+    swapped = swapped_stages(describe_ops([mutation.to_json()]))  # the record a generational member carries
+    assert swapped == [0, 1, 2]
+    # the child's first parent is a (its unswapped stages' code); every stage came from b
+    state = load(crossover_weights(filled(a, 3.0), filled(b, 5.0), swapped))
+    module = child.to_module((3, 32, 32), 10)
+    inheritance = child.inherit(module, state, mutation)
+    assert inheritance.fraction == 1.0
+    wrong, _ = shares(module, 3.0)
+    right, head = shares(module, 5.0)
+    assert wrong == 0.0 and right == 1.0  # 0% from the wrong parent, 100% from the right one
+    assert head == 0.0 and shares(module, 3.0)[1] == 1.0  # the head goes with the first parent
+
+    # one stage swapped: stages 0 and 2 from a, stage 1 from b
+    mixed = GeneticCNN((a.stages[0], b.stages[1], a.stages[2]))
+    module = mixed.to_module((3, 32, 32), 10)
+    mixed.inherit(module, load(crossover_weights(filled(a, 3.0), filled(b, 5.0), [1])), None)
+    for key, p in module.named_parameters():
+        expected = 5.0 if key.startswith("stages.1.") else 3.0
+        assert torch.all(p == expected), key
+
+    # the partner's weights missing: its stages train from scratch, never from the wrong parent
+    module = child.to_module((3, 32, 32), 10)
+    inheritance = child.inherit(module, load(crossover_weights(filled(a, 3.0), None, swapped)), mutation)
+    assert shares(module, 3.0)[0] == 0.0 and inheritance.tensors == 2  # the head alone
+
+
+@pytest.mark.parametrize("q_c", [0.0, 1.0])
+def test_each_crossover_child_names_first_the_parent_of_its_unswapped_stages(q_c):
+    from evolve.generational import breed
+
+    rng = random.Random(3)
+    space = SearchSpace(options={"q_c": q_c})
+    fitness = [0.1, 0.5, 0.6, 0.7, 0.8, 0.9]
+    previous = [(10 + i, GeneticCNN.initial(rng, space), f) for i, f in enumerate(fitness)]
+    genomes = {step: g for step, g, _ in previous}
+    crossed = 0
+    for seed in range(5):
+        for member in breed(previous, random.Random(seed), space, p_m=0.0, p_c=1.0):
+            first, second = member["parents"]
+            source = first if q_c == 0.0 else second  # no stage swapped, or every stage swapped
+            assert member["genome"] == genomes[source].to_json()
+            crossed += first != second
+    assert crossed
 
 
 # ---------------------------------------------------------------- property: every chain decodes and runs

@@ -1,0 +1,108 @@
+"""What a user reads at the end of a run: the best as found, what it cost, and the LeNet-5 line.
+
+The test split is touched here only, for the best individual (on demand and at the end of a run),
+never for selection. Both the best's test accuracy and the LeNet-5 reference are create-once
+records in the store (``results/``), so a second look costs nothing and every view sees the same figure.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from evolve.config import RunConfig
+from evolve.report import Snapshot
+from evolve.store import PAD, Store
+
+LENET_KEY = "results/lenet5.json"
+
+
+def record_key_of_tested(step: int) -> str:
+    return f"results/tested/{step:0{PAD}d}.json"
+
+
+def lineage_batches(snapshot: Snapshot, step: int) -> int:
+    """SGD batches that reached ``step``'s weights: its own, then its ancestors' while each inherited."""
+    total = 0
+    for record in reversed(snapshot.ancestry(step)):
+        metrics = record.get("metrics") or {}
+        total += int(metrics.get("batches", 0))
+        if not metrics.get("inherited"):
+            break
+    return total
+
+
+def compute_seconds(snapshot: Snapshot) -> float:
+    """Worker-seconds spent on every step (a worker holds one core or one GPU share)."""
+    return sum(float((r.get("timings") or {}).get("total_s", 0.0)) for r in snapshot.individuals.values())
+
+
+def _data(config: RunConfig):
+    from evolve.data import load_dataset, to_device
+    from evolve.train import resolve_device
+
+    dataset = load_dataset(config.dataset, seed=config.seed, val_fraction=config.val_fraction,
+                           storage_options=config.storage_options or None)
+    return to_device(dataset, resolve_device(config.train.device))
+
+
+def measured_test_accuracy(store: Store, config: RunConfig, record: dict[str, Any], data: Any = None) -> float | None:
+    """The individual's test accuracy: from its record, from an earlier look, or measured now and kept."""
+    if record.get("test_accuracy") is not None:
+        return float(record["test_accuracy"])
+    step = record["step"]
+    kept = store.read_json(record_key_of_tested(step))
+    if kept is not None:
+        return float(kept["test_accuracy"])
+    if not record.get("weights"):
+        return None
+    from evolve.train import Trainer, weights_from_bytes
+    from genomes import genome_from_json
+
+    blob = store.read_bytes(record["weights"]["key"])
+    if blob is None:
+        return None
+    data = data or _data(config)
+    genome = genome_from_json(record["genome"])
+    model = genome.to_module(data.input_shape, data.num_classes)
+    model.load_state_dict(weights_from_bytes(blob))
+    model = model.to(data.device)
+    accuracy = Trainer(data, config.train, data.device, max_params=10**12).accuracy(model, data.x_test, data.y_test)
+    store.create_json(record_key_of_tested(step), {"step": step, "test_accuracy": accuracy, "created_at": time.time()})
+    kept = store.read_json(record_key_of_tested(step))
+    return float(kept["test_accuracy"]) if kept else accuracy
+
+
+def lenet_reference(store: Store, config: RunConfig, data: Any = None) -> dict[str, Any]:
+    """LeNet-5 trained with the recipe of ``evolve.reference`` on the run's split; computed once per store."""
+    kept = store.read_json(LENET_KEY)
+    if kept is not None:
+        return kept
+    from evolve.reference import recipe_for, train_lenet
+
+    data = data or _data(config)
+    result = train_lenet(data, config.seed, recipe_for(config.train.augment, device=str(data.device)))
+    result["dataset"] = config.dataset
+    store.create_json(LENET_KEY, result)
+    return store.read_json(LENET_KEY) or result
+
+
+def summary(store: Store, config: RunConfig, reference: bool = True) -> dict[str, Any] | None:
+    """The best individual as found, with its test accuracy, size, lineage training and the run's compute."""
+    snapshot = Snapshot.read(store)
+    best = snapshot.best()
+    if best is None:
+        return None
+    data = _data(config) if config.fitness == "train" else None
+    metrics = best.get("metrics") or {}
+    initial = [r for s, r in snapshot.individuals.items() if s < config.population]
+    return {
+        "step": best["step"], "val_accuracy": best.get("val_accuracy"),
+        "test_accuracy": measured_test_accuracy(store, config, best, data) if data is not None else None,
+        "params": metrics.get("params"), "flops": metrics.get("flops"),
+        "lineage_batches": lineage_batches(snapshot, best["step"]),
+        "initial_best_val": max((r["fitness"] for r in initial), default=None),
+        "individuals": len(snapshot.individuals), "compute_seconds": compute_seconds(snapshot),
+        "genome": best["genome"],
+        "lenet5": lenet_reference(store, config, data) if reference and data is not None else None,
+    }

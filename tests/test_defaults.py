@@ -1,0 +1,59 @@
+"""The default search's settings, stores written before them, and what a user reads at the end of a run."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from evolve.config import DEFAULT_GENOME_OPTIONS, RunConfig
+from evolve.result import LENET_KEY, lineage_batches, summary, record_key_of_tested
+from evolve.run import load_run, open_run, run_in_process
+from evolve.store import RUN_KEY, Store
+from evolve.report import Snapshot
+
+
+def test_the_default_run_grows_dna_by_morphisms_with_a_cosine_schedule_and_shifts():
+    config = RunConfig()
+    assert config.genome_options == DEFAULT_GENOME_OPTIONS["dna"] and config.genome_options["morphisms"]
+    assert (config.train.schedule, config.train.augment, config.train.nesterov) == ("cosine", "shift", True)
+    assert not config.train.evaluate_test, "the test split is for the best only"
+    assert RunConfig(genome="gcnn").genome_options == {}, "Genetic CNN keeps the paper's options"
+    assert RunConfig(genome_options={}).genome_options == {}, "explicit options are kept, even empty ones"
+
+
+def test_a_store_written_before_schedules_existed_resumes_with_its_old_training(tmp_path):
+    store = Store.open(str(tmp_path / "old"), {}, create=True)
+    old = {"store": str(tmp_path / "old"), "genome": "dna", "genome_options": {}, "population": 20, "steps": 40,
+           "max_params": 1_000_000, "train": {"batches": 150, "batch_size": 50, "momentum": 0.9,
+                                              "weight_decay": 1e-4, "learning_rate": 0.1, "eval_batch_size": 1000,
+                                              "device": "auto", "inherit_weights": True}}
+    store.create_json(RUN_KEY, {"schema": 1, "config": old, "created_at": 0.0,
+                                "space": {"input_shape": [1, 28, 28], "num_classes": 10, "max_params": 1_000_000,
+                                          "options": {}}})
+    config, space = load_run(store)
+    assert (config.train.schedule, config.train.augment, config.train.nesterov) == ("constant", "none", False)
+    assert config.train.weight_decay == 1e-4 and config.train.evaluate_test and config.val_fraction == 0.1
+    assert config.genome_options == {} and space.options == {}
+
+
+@pytest.mark.slow
+def test_summary_tests_the_best_once_and_caches_the_lenet_reference(tmp_path):
+    config = RunConfig(store=str(tmp_path / "run"), dataset="digits", population=3, steps=4, workers=1,
+                       train={"batches": 8, "batch_size": 32, "device": "cpu"})
+    store, config, space = open_run(config, check_health=False)
+    run_in_process(store, config, space)
+    first = summary(store, config)
+    assert 0.0 <= first["test_accuracy"] <= 1.0 and first["params"] > 0 and first["compute_seconds"] > 0
+    assert first["lineage_batches"] % 8 == 0 and first["lineage_batches"] >= 8
+    lenet = first["lenet5"]
+    assert lenet["model"] == "lenet5-bn" and lenet["batches"] == 1500 and 0.5 < lenet["test_accuracy"] <= 1.0
+    kept = json.loads((tmp_path / "run" / LENET_KEY).read_text())
+    assert kept["created_at"] == lenet["created_at"]
+    assert (tmp_path / "run" / record_key_of_tested(first["step"])).exists()
+    again = summary(store, config)
+    assert again["lenet5"]["created_at"] == lenet["created_at"], "the reference is computed once per store"
+    assert again["test_accuracy"] == first["test_accuracy"]
+    snap = Snapshot.read(store)
+    best = snap.best()
+    assert lineage_batches(snap, best["step"]) == first["lineage_batches"]
