@@ -185,7 +185,8 @@ def _print_summary(store, config) -> None:
     if info["done"] < info["total"]:
         return
     if config.fitness == "train":
-        err.print("testing the best and training the LeNet-5 reference on the same split ...", highlight=False)
+        err.print(f"testing the best, training it {config.final_batches:,} more batches and LeNet-5 on the same "
+                  "split for reference ...", highlight=False)
     result = summary(store, config)
     if result is None:
         return
@@ -193,8 +194,14 @@ def _print_summary(store, config) -> None:
     out.print(f"best individual {result['step']}: validation {_pct(result['val_accuracy'])}, "
               f"test {_pct(result['test_accuracy'])}, {result['params'] or 0:,} parameters{flops}", highlight=False)
     out.print(genome_from_json_line(result["genome"]), highlight=False)
+    final = result.get("final")
+    if final:
+        out.print(f"final model (the best trained {final['batches']:,} more batches, a cosine cycle from its "
+                  f"weights, {final['train_seconds']:.0f} s): validation {_pct(final['val_accuracy'])}, "
+                  f"test {_pct(final['test_accuracy'])}", highlight=False)
     out.print(f"initial population's best validation {_pct(result['initial_best_val'])}; the best's lineage "
-              f"trained {result['lineage_batches']:,} batches; the run spent "
+              f"trained {result['lineage_batches']:,} batches{' before the final training' if final else ''}; "
+              "the run spent "
               f"{result['compute_seconds'] / 60:.1f} worker-minutes (core or GPU) on {result['individuals']} "
               "individuals", highlight=False)
     lenet = result.get("lenet5")
@@ -330,17 +337,21 @@ def best(
     record = snap.best()
     if record is None:
         fail(f"{st.url}: no individuals yet")
-    from evolve.result import measured_test_accuracy
+    from evolve.result import measured_test_accuracy, record_key_of_final
     from evolve.run import load_run
 
     config, _ = load_run(st)
     tested = measured_test_accuracy(st, config, record) if config.fitness == "train" else record.get("test_accuracy")
     out.print(f"individual {record['step']} ({'live' if record['step'] not in snap.deaths else 'dead'}): "
               f"validation {_pct(record.get('val_accuracy'))}, test {_pct(tested)}")
+    final = st.read_json(record_key_of_final(record["step"]))
+    if final:
+        out.print(f"final model ({final['batches']:,} more batches): validation {_pct(final['val_accuracy'])}, "
+                  f"test {_pct(final['test_accuracy'])}")
     out.print(genome_from_json_line(record["genome"]), highlight=False)
     out.print_json(json.dumps(record["genome"]))
     if export:
-        info = record.get("weights")
+        info = (final or record).get("weights")
         data = st.read_bytes(info["key"]) if info else None
         if data is None:
             fail(f"individual {record['step']} has no stored weights")
@@ -348,7 +359,8 @@ def best(
 
         tensors = load(data)
         meta = {"genome": json.dumps(record["genome"]), "step": str(record["step"]),
-                "val_accuracy": str(record.get("val_accuracy")), "test_accuracy": str(tested)}
+                "val_accuracy": str((final or record).get("val_accuracy")),
+                "test_accuracy": str(final["test_accuracy"] if final else tested), "final": str(bool(final))}
         with open(export, "wb") as fh:
             fh.write(save(tensors, metadata=meta))
         out.print(f"wrote {export}")

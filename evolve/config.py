@@ -65,7 +65,7 @@ class TrainConfig(BaseModel):
 
 
 DEFAULT_GENOME_OPTIONS: dict[str, dict[str, Any]] = {
-    "dna": {"morphisms": True, "initial_convs": 2, "initial_channels": 8},
+    "dna": {"morphisms": True, "initial_convs": 3, "initial_channels": 8},
     "gcnn": {},
 }
 """A run that names no genome_options: DNA grows a small conv stem by function-preserving mutations
@@ -90,8 +90,8 @@ class RunConfig(BaseModel):
     sample_size: int = Field(5, ge=2, description="aging evolution's sample size S")
     p_m: float = Field(0.8, ge=0.0, le=1.0, description="generational: mutation probability per individual")
     p_c: float = Field(0.2, ge=0.0, le=1.0, description="generational: crossover probability per pair")
-    population: int = Field(16, ge=2)
-    steps: int = Field(400, ge=0, description="children to produce after the initial population")
+    population: int = Field(12, ge=2)
+    steps: int = Field(320, ge=0, description="children to produce after the initial population")
     seed: int = 0
     dataset: str = "mnist-mini"
     val_fraction: float = Field(0.2, ge=0.0, lt=1.0, description="share of the training pool held out for "
@@ -100,6 +100,8 @@ class RunConfig(BaseModel):
     fitness: Literal["train", "synthetic"] = "train"
     synthetic_seconds: float = Field(0.0, ge=0.0, description="synthetic fitness: seconds each evaluation takes")
     train: TrainConfig = Field(default_factory=TrainConfig)
+    final_batches: int = Field(1500, ge=0, description="after the search, the best trains this many more "
+                               "batches from its weights (a cosine cycle); 0: none (the paper presets)")
     workers: int = Field(2, ge=1)
     gpus_per_worker: float = Field(0.0, ge=0.0)
     cpus_per_worker: float = Field(1.0, gt=0.0)

@@ -92,6 +92,7 @@ def _lse(dataset: str) -> dict[str, Any]:
         "val_fraction": 0.1,
         "max_params": NO_CAP,
         "fitness": "train",
+        "final_batches": 0,
         "train": {
             "batches": 25_600,
             "batch_size": 50,
@@ -169,6 +170,7 @@ def _gcnn(nodes: list[int], q_m: float, q_c: float, dataset: str, learning_rate:
         "dataset": dataset,
         "max_params": NO_CAP,
         "fitness": "train",
+        "final_batches": 0,
         "train": {
             "batch_size": 32,
             "momentum": 0.9,

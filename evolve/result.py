@@ -1,8 +1,12 @@
-"""What a user reads at the end of a run: the best as found, what it cost, and the LeNet-5 line.
+"""What a user reads at the end of a run: the best as found, its final training, what it cost, LeNet-5.
 
 The test split is touched here only, for the best individual (on demand and at the end of a run),
-never for selection. Both the best's test accuracy and the LeNet-5 reference are create-once
-records in the store (``results/``), so a second look costs nothing and every view sees the same figure.
+never for selection. A child trains briefly (a short cosine cycle from its parent's weights), so
+the best as found is under-trained for its architecture: as Elsken et al. 2017 do, the run ends
+by training the best further (``final_batches``, a cosine cycle from its weights). The best's test
+accuracy, the final model (record and safetensors weights) and the LeNet-5 reference are
+create-once records in the store (``results/``), so they are computed once, survive a kill (the
+next look redoes only what is missing) and every view sees the same figures.
 """
 
 from __future__ import annotations
@@ -19,6 +23,14 @@ LENET_KEY = "results/lenet5.json"
 
 def record_key_of_tested(step: int) -> str:
     return f"results/tested/{step:0{PAD}d}.json"
+
+
+def record_key_of_final(step: int) -> str:
+    return f"results/final/{step:0{PAD}d}.json"
+
+
+def weights_key_of_final(step: int) -> str:
+    return f"results/final/{step:0{PAD}d}.safetensors"
 
 
 def lineage_batches(snapshot: Snapshot, step: int) -> int:
@@ -73,6 +85,44 @@ def measured_test_accuracy(store: Store, config: RunConfig, record: dict[str, An
     return float(kept["test_accuracy"]) if kept else accuracy
 
 
+def final_model(store: Store, config: RunConfig, record: dict[str, Any], data: Any = None) -> dict[str, Any] | None:
+    """The best trained ``config.final_batches`` more batches from its weights (cosine); kept in the store."""
+    step = record["step"]
+    kept = store.read_json(record_key_of_final(step))
+    if kept is not None or config.final_batches == 0 or not record.get("weights"):
+        return kept
+    blob = store.read_bytes(record["weights"]["key"])
+    if blob is None:
+        return None
+    import hashlib
+
+    from evolve.seeding import derive_seed
+    from evolve.train import Trainer, weights_from_bytes, weights_to_bytes
+    from genomes import genome_from_json
+
+    data = data or _data(config)
+    genome = genome_from_json(record["genome"])
+    model = genome.to_module(data.input_shape, data.num_classes)
+    model.load_state_dict(weights_from_bytes(blob))
+    model = model.to(data.device)
+    train = config.train.model_copy(update={"batches": config.final_batches})
+    trainer = Trainer(data, train, data.device, max_params=10**12)
+    fit = trainer.fit(model, genome.learning_rate() or train.learning_rate, train.batches,
+                      derive_seed(config.seed, "final", step))
+    if not fit.finite:
+        return None
+    weights = weights_to_bytes(model)
+    store.create_blob(weights_key_of_final(step), weights)
+    result = {"step": step, "batches": config.final_batches, "train_seconds": fit.seconds,
+              "val_accuracy": trainer.accuracy(model, data.x_val, data.y_val),
+              "test_accuracy": trainer.accuracy(model, data.x_test, data.y_test),
+              "weights": {"key": weights_key_of_final(step), "sha256": hashlib.sha256(weights).hexdigest(),
+                          "bytes": len(weights)},
+              "created_at": time.time()}
+    store.create_json(record_key_of_final(step), result)
+    return store.read_json(record_key_of_final(step)) or result
+
+
 def lenet_reference(store: Store, config: RunConfig, data: Any = None) -> dict[str, Any]:
     """LeNet-5 trained with the recipe of ``evolve.reference`` on the run's split; computed once per store."""
     kept = store.read_json(LENET_KEY)
@@ -96,6 +146,7 @@ def summary(store: Store, config: RunConfig, reference: bool = True) -> dict[str
     data = _data(config) if config.fitness == "train" else None
     metrics = best.get("metrics") or {}
     initial = [r for s, r in snapshot.individuals.items() if s < config.population]
+    final = final_model(store, config, best, data) if data is not None else None
     return {
         "step": best["step"], "val_accuracy": best.get("val_accuracy"),
         "test_accuracy": measured_test_accuracy(store, config, best, data) if data is not None else None,
@@ -103,6 +154,6 @@ def summary(store: Store, config: RunConfig, reference: bool = True) -> dict[str
         "lineage_batches": lineage_batches(snapshot, best["step"]),
         "initial_best_val": max((r["fitness"] for r in initial), default=None),
         "individuals": len(snapshot.individuals), "compute_seconds": compute_seconds(snapshot),
-        "genome": best["genome"],
+        "genome": best["genome"], "final": final,
         "lenet5": lenet_reference(store, config, data) if reference and data is not None else None,
     }

@@ -56,6 +56,7 @@ def load_run(store: Store) -> tuple[RunConfig, SearchSpace]:
     if "schedule" not in stored.get("train", {}):  # written before schedules existed: keep its behaviour
         stored["train"] = {**LEGACY_TRAIN, **stored.get("train", {})}
         stored.setdefault("val_fraction", 0.1)
+        stored.setdefault("final_batches", 0)
     config = build_config(stored, f"{store.url}/run.json")
     extended = [step_of(k) for k in store.list_keys("extensions/") if k.endswith(".json")]
     if extended and max(extended) > config.steps:

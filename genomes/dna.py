@@ -767,14 +767,14 @@ MORPHISMS: dict[str, MutationFn] = {
 MORPHISM_WEIGHTS: dict[str, float] = {
     "insert-convolution": 3.0,
     "alter-number-of-channels": 3.0,
-    "add-skip": 1.0,
+    "alter-learning-rate": 1.0,
+    "add-skip": 0.5,
     "filter-size": 0.5,
     "alter-stride": 0.5,
-    "alter-learning-rate": 1.0,
-    "identity": 1.0,
+    "identity": 0.5,
     "remove-convolution": 0.25,
     "remove-skip": 0.25,
-    "insert-one-to-one": 0.25,
+    "insert-one-to-one": 0.1,
     "reset-weights": 0.0,
 }
 """Default odds with ``morphisms`` on: growth by function-preserving steps (Elsken et al. 2017) first."""

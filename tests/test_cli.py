@@ -64,7 +64,7 @@ def finished(tmp_path_factory) -> Path:
 def test_run_status_lineage_best_check_gc_on_a_tiny_real_run(tmp_path):
     config = tmp_path / "tiny.toml"
     config.write_text('population = 4\nsteps = 4\nworkers = 2\ndataset = "digits"\n'
-                      "[train]\nbatches = 5\nbatch_size = 32\neval_batch_size = 500\n")
+                      "final_batches = 10\n[train]\nbatches = 5\nbatch_size = 32\neval_batch_size = 500\n")
     store = tmp_path / "run"
     result = invoke("run", "--executor", "local", "--config", config, "--store", store)
     assert result.exit_code == 0, result.output + result.stderr
@@ -93,7 +93,9 @@ def test_run_status_lineage_best_check_gc_on_a_tiny_real_run(tmp_path):
     step = int(meta["step"])
     record = json.loads((store / "individuals" / f"{step:012d}.json").read_text())
     assert record["genome"] == json.loads(meta["genome"])
-    assert float(meta["val_accuracy"]) == record["val_accuracy"]
+    final = json.loads((store / "results" / "final" / f"{step:012d}.json").read_text())
+    assert meta["final"] == "True" and float(meta["val_accuracy"]) == final["val_accuracy"]
+    assert "final model (10 more batches)" in result.output
 
     result = invoke("check", store)
     assert result.exit_code == 0 and "ok (finished)" in result.output, result.output + result.stderr
