@@ -195,6 +195,9 @@ def _print_summary(store, config) -> None:
               f"test {_pct(result['test_accuracy'])}, {result['params'] or 0:,} parameters{flops}", highlight=False)
     out.print(genome_from_json_line(result["genome"]), highlight=False)
     final = result.get("final")
+    if final and final.get("status") == "failed":
+        out.print(f"final training of the best failed ({final.get('reason')}); the best as found stands")
+        final = None
     if final:
         out.print(f"final model (the best trained {final['batches']:,} more batches, a cosine cycle from its "
                   f"weights, {final['train_seconds']:.0f} s): validation {_pct(final['val_accuracy'])}, "
@@ -337,14 +340,20 @@ def best(
     record = snap.best()
     if record is None:
         fail(f"{st.url}: no individuals yet")
+    from evolve.data import DataError
     from evolve.result import measured_test_accuracy, record_key_of_final
     from evolve.run import load_run
 
     config, _ = load_run(st)
-    tested = measured_test_accuracy(st, config, record) if config.fitness == "train" else record.get("test_accuracy")
+    try:
+        tested = measured_test_accuracy(st, config, record) if config.fitness == "train" else record.get("test_accuracy")
+    except DataError as exc:  # the viewer cannot reach the data: everything else still shows
+        err.print(f"test accuracy not measured: {exc}", highlight=False)
+        tested = None
     out.print(f"individual {record['step']} ({'live' if record['step'] not in snap.deaths else 'dead'}): "
               f"validation {_pct(record.get('val_accuracy'))}, test {_pct(tested)}")
     final = st.read_json(record_key_of_final(record["step"]))
+    final = final if final and final.get("status", "ok") == "ok" else None
     if final:
         out.print(f"final model ({final['batches']:,} more batches): validation {_pct(final['val_accuracy'])}, "
                   f"test {_pct(final['test_accuracy'])}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import re
 import tomllib
@@ -42,7 +43,7 @@ class TrainConfig(BaseModel):
     warmup: float = Field(0.0, ge=0.0, lt=1.0, description="fraction of batches warming up (cosine, one-cycle)")
     stages: list[tuple[float, float]] = Field(default_factory=list,
                                                description="staged: [start fraction, lr factor] pairs")
-    augment: Literal["none", "shift", "crop-flip"] = "shift"
+    augment: Literal["none", "shift", "affine", "crop-flip"] = "shift"
     shift: int = Field(2, ge=0, description="pixels of shift (shift) or padding (crop-flip)")
     evaluate_test: bool = Field(False, description="also measure every child's test accuracy (costs time, "
                                                    "never selects); the run's best is tested at the end anyway")
@@ -73,7 +74,8 @@ DEFAULT_GENOME_OPTIONS: dict[str, dict[str, Any]] = {
 
 LEGACY_TRAIN = {"nesterov": False, "weight_decay": 1e-4, "schedule": "constant", "augment": "none",
                 "evaluate_test": True}
-"""TrainConfig fields as a run.json written before they existed implies (read by ``load_run``)."""
+LEGACY_RUN = {"val_fraction": 0.1, "final_batches": 0}
+"""TrainConfig and RunConfig fields as a run.json written before they existed implies (``load_run``)."""
 
 
 class RunConfig(BaseModel):
@@ -91,17 +93,18 @@ class RunConfig(BaseModel):
     p_m: float = Field(0.8, ge=0.0, le=1.0, description="generational: mutation probability per individual")
     p_c: float = Field(0.2, ge=0.0, le=1.0, description="generational: crossover probability per pair")
     population: int = Field(12, ge=2)
-    steps: int = Field(320, ge=0, description="children to produce after the initial population")
+    steps: int = Field(280, ge=0, description="children to produce after the initial population")
     seed: int = 0
     dataset: str = "mnist-mini"
     val_fraction: float = Field(0.2, ge=0.0, lt=1.0, description="share of the training pool held out for "
                                 "validation (the fitness), where the data publishes no validation split")
-    max_params: int = Field(200_000, ge=1)
+    max_params: int = Field(100_000, ge=1)
     fitness: Literal["train", "synthetic"] = "train"
     synthetic_seconds: float = Field(0.0, ge=0.0, description="synthetic fitness: seconds each evaluation takes")
     train: TrainConfig = Field(default_factory=TrainConfig)
     final_batches: int = Field(1500, ge=0, description="after the search, the best trains this many more "
-                               "batches from its weights (a cosine cycle); 0: none (the paper presets)")
+                               "batches from its weights (a cosine cycle peaking at train.learning_rate); "
+                               "0: none (the paper presets)")
     workers: int = Field(2, ge=1)
     gpus_per_worker: float = Field(0.0, ge=0.0)
     cpus_per_worker: float = Field(1.0, gt=0.0)
@@ -161,6 +164,20 @@ def _check_genome_options(genome: str, options: dict[str, Any]) -> None:
 
 
 _NAMED = re.compile(r"^([\w\[\]]+(?:\.[\w\[\]]+)*): (.*)$", re.DOTALL)
+
+
+def merge_settings(low: dict[str, Any], high: dict[str, Any]) -> dict[str, Any]:
+    """``high`` over ``low``; ``train`` and ``genome_options`` merge key by key, so a config file's
+    ``[train] batches`` keeps everything else of the lower layer's training."""
+    out = copy.deepcopy(low)
+    if high.get("genome", low.get("genome", "dna")) != low.get("genome", "dna"):
+        out.pop("genome_options", None)  # the options of another genome kind mean nothing here
+    for key, value in high.items():
+        if key in ("train", "genome_options") and isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = {**out[key], **copy.deepcopy(value)}
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
 
 
 def _describe(error: ValidationError) -> str:

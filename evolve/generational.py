@@ -69,18 +69,26 @@ def swapped_stages(mutation: Mapping[str, Any] | None) -> list[int]:
 def crossover_weights(first: bytes, second: bytes | None, swapped: Sequence[int]) -> bytes:
     """What a crossover child inherits: the swapped stages' tensors from ``second``, the rest from ``first``.
 
-    ``first`` is the parent whose code the unswapped stages are (the head goes with them);
-    without ``second``'s weights the swapped stages are left out and train from scratch,
-    never taken from the parent whose code they did not come from.
+    ``first`` is the parent whose code the unswapped stages are. The classifier head reads the
+    last stage's output, so it goes with the last stage. Without ``second``'s weights the swapped
+    stages are left out and train from scratch, never taken from the parent whose code they did
+    not come from.
     """
     from safetensors.torch import load, save
 
     from genomes.genetic_cnn import stage_of
 
+    mine = load(first)
+    last = max((s for s in map(stage_of, mine) if s is not None), default=0)
+
+    def owner(key: str) -> int:
+        stage = stage_of(key)
+        return last if stage is None else stage
+
     wanted = set(swapped)
-    merged = {k: v for k, v in load(first).items() if stage_of(k) not in wanted}
+    merged = {k: v for k, v in mine.items() if owner(k) not in wanted}
     if second is not None:
-        merged.update({k: v for k, v in load(second).items() if stage_of(k) in wanted})
+        merged.update({k: v for k, v in load(second).items() if owner(k) in wanted})
     return save(merged)
 
 

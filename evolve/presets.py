@@ -32,7 +32,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from evolve.config import ConfigError, build_config
+from evolve.config import ConfigError, build_config, merge_settings
 from genomes.genetic_cnn import PAPER_CHANNELS
 
 # the training pool (before validation is carved off) of the datasets whose size is fixed
@@ -159,6 +159,7 @@ def lse_cifar100() -> dict[str, Any]:
 def _gcnn(nodes: list[int], q_m: float, q_c: float, dataset: str, learning_rate: float,
           stages: list[list[float]]) -> dict[str, Any]:
     return {
+        "store": f"runs/gcnn-{dataset.split(':')[0].split('-')[0]}",
         "genome": "gcnn",
         "genome_options": {"nodes": nodes, "channels": list(PAPER_CHANNELS[len(nodes)]),
                            "q_m": q_m, "q_c": q_c},
@@ -257,19 +258,6 @@ def lookup(name: str, source: str = "--preset") -> Preset:
     return PRESETS[name]
 
 
-def _merge(low: dict[str, Any], high: dict[str, Any]) -> dict[str, Any]:
-    """``high`` over ``low``; ``train`` and ``genome_options`` merge key by key."""
-    out = copy.deepcopy(low)
-    if "genome" in high and high["genome"] != low.get("genome"):
-        out.pop("genome_options", None)  # the options of another genome kind mean nothing here
-    for key, value in high.items():
-        if key in ("train", "genome_options") and isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = {**out[key], **copy.deepcopy(value)}
-        else:
-            out[key] = copy.deepcopy(value)
-    return out
-
-
 def train_images(dataset: str, val_fraction: float, seed: int = 0) -> int:
     """How many images the training split of ``dataset`` holds once validation is carved off."""
     from evolve.data import EMBEDDED_TEST_FRACTION, load_dataset
@@ -302,7 +290,7 @@ def resolve(name: str | None, file_data: dict[str, Any], options: dict[str, Any]
     settings train on, unless the config file or the options state ``train.batches``.
     """
     preset = None if name is None else lookup(name, source)
-    data = _merge(_merge(copy.deepcopy(preset.settings) if preset else {}, file_data), options)
+    data = merge_settings(merge_settings(copy.deepcopy(preset.settings) if preset else {}, file_data), options)
     stated = [layer.get("train") for layer in (file_data, options)]
     if preset and preset.epochs and not any(isinstance(t, dict) and "batches" in t for t in stated):
         config = build_config(data, config_source)  # every value checked before one is used

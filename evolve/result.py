@@ -12,6 +12,7 @@ next look redoes only what is missing) and every view sees the same figures.
 from __future__ import annotations
 
 import time
+import uuid
 from typing import Any
 
 from evolve.config import RunConfig
@@ -29,8 +30,9 @@ def record_key_of_final(step: int) -> str:
     return f"results/final/{step:0{PAD}d}.json"
 
 
-def weights_key_of_final(step: int) -> str:
-    return f"results/final/{step:0{PAD}d}.safetensors"
+def weights_key_of_final(step: int, nonce: str) -> str:
+    """Each trainer's own key: of two racing, the loser of the record deletes its weights."""
+    return f"results/final/{step:0{PAD}d}-{nonce}.safetensors"
 
 
 def lineage_batches(snapshot: Snapshot, step: int) -> int:
@@ -107,19 +109,22 @@ def final_model(store: Store, config: RunConfig, record: dict[str, Any], data: A
     model = model.to(data.device)
     train = config.train.model_copy(update={"batches": config.final_batches})
     trainer = Trainer(data, train, data.device, max_params=10**12)
-    fit = trainer.fit(model, genome.learning_rate() or train.learning_rate, train.batches,
-                      derive_seed(config.seed, "final", step))
-    if not fit.finite:
-        return None
-    weights = weights_to_bytes(model)
-    store.create_blob(weights_key_of_final(step), weights)
-    result = {"step": step, "batches": config.final_batches, "train_seconds": fit.seconds,
-              "val_accuracy": trainer.accuracy(model, data.x_val, data.y_val),
-              "test_accuracy": trainer.accuracy(model, data.x_test, data.y_test),
-              "weights": {"key": weights_key_of_final(step), "sha256": hashlib.sha256(weights).hexdigest(),
-                          "bytes": len(weights)},
-              "created_at": time.time()}
-    store.create_json(record_key_of_final(step), result)
+    # a full cycle at the run's rate, not the lineage's (evolved for short fine-tuning cycles; often far lower)
+    fit = trainer.fit(model, train.learning_rate, train.batches, derive_seed(config.seed, "final", step))
+    result: dict[str, Any] = {"step": step, "batches": config.final_batches, "train_seconds": fit.seconds,
+                              "created_at": time.time()}
+    weights = None
+    if fit.finite:
+        weights = weights_to_bytes(model)
+        key = weights_key_of_final(step, uuid.uuid4().hex[:12])
+        store.create_blob(key, weights)
+        result.update(status="ok", val_accuracy=trainer.accuracy(model, data.x_val, data.y_val),
+                      test_accuracy=trainer.accuracy(model, data.x_test, data.y_test),
+                      weights={"key": key, "sha256": hashlib.sha256(weights).hexdigest(), "bytes": len(weights)})
+    else:  # recorded, so that no later look trains it again
+        result.update(status="failed", reason="nan loss", val_accuracy=None, test_accuracy=None, weights=None)
+    if not store.create_json(record_key_of_final(step), result) and weights is not None:
+        store.delete(result["weights"]["key"])
     return store.read_json(record_key_of_final(step)) or result
 
 

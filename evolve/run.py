@@ -9,7 +9,7 @@ import time
 from dataclasses import asdict
 from typing import Any, Callable
 
-from evolve.config import LEGACY_TRAIN, SCHEMA_VERSION, ConfigError, RunConfig, build_config, check_resume
+from evolve.config import LEGACY_RUN, LEGACY_TRAIN, SCHEMA_VERSION, ConfigError, merge_settings, RunConfig, build_config, check_resume
 from evolve.doctor import require_healthy
 from evolve.store import PAD, RUN_KEY, Store, StoreError, step_of
 from evolve.worker import Worker
@@ -52,11 +52,9 @@ def load_run(store: Store) -> tuple[RunConfig, SearchSpace]:
         raise StoreError(f"no evolve run at {store.url!r} (run.json missing)")
     if record.get("schema") != SCHEMA_VERSION:
         raise StoreError(f"{store.url}/run.json: schema {record.get('schema')!r}, this evolve reads {SCHEMA_VERSION}")
-    stored = dict(record["config"])
-    if "schedule" not in stored.get("train", {}):  # written before schedules existed: keep its behaviour
-        stored["train"] = {**LEGACY_TRAIN, **stored.get("train", {})}
-        stored.setdefault("val_fraction", 0.1)
-        stored.setdefault("final_batches", 0)
+    stored = dict(record["config"])  # a key it lacks was written before that setting existed: keep its behaviour
+    stored["train"] = {**LEGACY_TRAIN, **stored.get("train", {})}
+    stored = {**LEGACY_RUN, **stored}
     config = build_config(stored, f"{store.url}/run.json")
     extended = [step_of(k) for k in store.list_keys("extensions/") if k.endswith(".json")]
     if extended and max(extended) > config.steps:
@@ -77,8 +75,8 @@ def open_run(config: RunConfig, resume: bool = False, overrides: dict[str, Any] 
     record = store.read_json(RUN_KEY)
     if record is not None:
         stored, space = load_run(store)
-        merged = build_config({**stored.model_dump(), **(overrides or {}), "store": config.store,
-                               "storage_options": config.storage_options}, "resume")
+        given = {**(overrides or {}), "store": config.store, "storage_options": config.storage_options}
+        merged = build_config(merge_settings(stored.model_dump(), given), "resume")
         check_resume(stored, merged)
         if merged.steps < stored.steps:
             raise ConfigError(f"steps: the run at {store.url} has {stored.steps} steps and can only be "

@@ -238,7 +238,8 @@ def _canonical_edge(edge: Edge, position: Mapping[int, int]) -> tuple[int | bool
     """An edge with vertices named by backbone position and no id; zeros for an identity's conv fields."""
     kh, kw = edge.kernel or (0, 0)
     ends = (position[edge.src], position[edge.dst])
-    return (*ends, edge.skip, edge.op, kh, kw, edge.stride or 0, edge.channels or 0, edge.gated)
+    fields = (*ends, edge.skip, edge.op, kh, kw, edge.stride or 0, edge.channels or 0)
+    return (*fields, True) if edge.gated else fields  # ungated edges hash as before gates existed
 
 
 # ----- graph checks ------------------------------------------------------------------------

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from evolve.config import DEFAULT_GENOME_OPTIONS, RunConfig
-from evolve.result import LENET_KEY, lineage_batches, summary, record_key_of_tested
+from evolve.result import LENET_KEY, lineage_batches, record_key_of_tested, summary
 from evolve.run import load_run, open_run, run_in_process
 from evolve.store import RUN_KEY, Store
 from evolve.report import Snapshot
@@ -40,7 +40,7 @@ def test_a_store_written_before_schedules_existed_resumes_with_its_old_training(
 @pytest.mark.slow
 def test_summary_tests_the_best_once_and_caches_the_lenet_reference(tmp_path):
     config = RunConfig(store=str(tmp_path / "run"), dataset="digits", population=3, steps=4, workers=1,
-                       train={"batches": 8, "batch_size": 32, "device": "cpu"})
+                       final_batches=20, train={"batches": 8, "batch_size": 32, "device": "cpu"})
     store, config, space = open_run(config, check_health=False)
     run_in_process(store, config, space)
     first = summary(store, config)
@@ -51,7 +51,11 @@ def test_summary_tests_the_best_once_and_caches_the_lenet_reference(tmp_path):
     kept = json.loads((tmp_path / "run" / LENET_KEY).read_text())
     assert kept["created_at"] == lenet["created_at"]
     assert (tmp_path / "run" / record_key_of_tested(first["step"])).exists()
+    final = first["final"]
+    assert final["step"] == first["step"] and final["batches"] == 20 and 0.0 <= final["test_accuracy"] <= 1.0
+    assert (tmp_path / "run" / final["weights"]["key"]).exists()
     again = summary(store, config)
+    assert again["final"]["created_at"] == final["created_at"], "the final training is done once"
     assert again["lenet5"]["created_at"] == lenet["created_at"], "the reference is computed once per store"
     assert again["test_accuracy"] == first["test_accuracy"]
     snap = Snapshot.read(store)

@@ -299,20 +299,20 @@ def test_crossover_child_inherits_each_stage_from_the_parent_its_code_came_from(
     wrong, _ = shares(module, 3.0)
     right, head = shares(module, 5.0)
     assert wrong == 0.0 and right == 1.0  # 0% from the wrong parent, 100% from the right one
-    assert head == 0.0 and shares(module, 3.0)[1] == 1.0  # the head goes with the first parent
+    assert head == 1.0 and shares(module, 3.0)[1] == 0.0  # the head reads the last stage: it goes with it
 
     # one stage swapped: stages 0 and 2 from a, stage 1 from b
     mixed = GeneticCNN((a.stages[0], b.stages[1], a.stages[2]))
     module = mixed.to_module((3, 32, 32), 10)
     mixed.inherit(module, load(crossover_weights(filled(a, 3.0), filled(b, 5.0), [1])), None)
     for key, p in module.named_parameters():
-        expected = 5.0 if key.startswith("stages.1.") else 3.0
+        expected = 5.0 if key.startswith("stages.1.") else 3.0  # the head with stage 2, from a
         assert torch.all(p == expected), key
 
     # the partner's weights missing: its stages train from scratch, never from the wrong parent
     module = child.to_module((3, 32, 32), 10)
     inheritance = child.inherit(module, load(crossover_weights(filled(a, 3.0), None, swapped)), mutation)
-    assert shares(module, 3.0)[0] == 0.0 and inheritance.tensors == 2  # the head alone
+    assert shares(module, 3.0)[0] == 0.0 and inheritance.tensors == 0  # nothing, not even the head
 
 
 @pytest.mark.parametrize("q_c", [0.0, 1.0])

@@ -6,7 +6,7 @@ import random
 
 import pytest
 import torch
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from genomes import DNA, SearchSpace
@@ -62,7 +62,7 @@ def test_child_computes_its_parents_function_at_birth(name, seed, walk, shape) -
     try:
         child, params = MORPHS[name](parent, random.Random(seed + 1), sp)
     except GenomeError:  # not applicable to this parent (e.g. no widenable conv)
-        return
+        assume(False)
     torch.manual_seed(seed)
     before = parent.to_module(shape, 10)
     trained_like(before, seed)
@@ -75,14 +75,26 @@ def test_child_computes_its_parents_function_at_birth(name, seed, walk, shape) -
     assert inheritance.fraction > 0.0
 
 
-def test_widening_splits_outgoing_weights_unequally_so_copies_can_drift_apart() -> None:
+def test_widening_copies_units_and_splits_their_outgoing_weights_unequally() -> None:
     parent, sp = random_parent(3, (1, 28, 28), 0)
-    child, params = widen(parent, random.Random(0), sp)
+    edge = parent.convs()[0]  # the stem's first conv: its consumer is the second conv
+    for seed in range(50):
+        child, params = widen(parent, random.Random(seed), sp)
+        if params["edge"] == edge.id:
+            break
     before, after = parent.to_module(sp.input_shape, 10), child.to_module(sp.input_shape, 10)
     child.inherit(after, before.state_dict(), Mutation("alter-number-of-channels", params))
-    assert params["new"] > params["old"]
-    grown = dict(after.named_parameters())[f"edges.e{params['edge']}.weight"]
-    assert grown.shape[0] == params["new"]
+    old, new = params["old"], params["new"]
+    grown = after.state_dict()[f"edges.e{edge.id}.weight"]
+    assert grown.shape[0] == new > old
+    copies = [k for k in range(old, new)]
+    originals = [next(j for j in range(old) if torch.equal(grown[k], grown[j])) for k in copies]
+    consumer = parent.convs()[1].id
+    split, whole = after.state_dict()[f"edges.e{consumer}.weight"], before.state_dict()[f"edges.e{consumer}.weight"]
+    for k, j in zip(copies, originals):
+        assert not torch.allclose(split[:, k], split[:, j]), "equal shares would keep the copies identical forever"
+        group = [u for u in range(new) if u == j or (u >= old and originals[u - old] == j)]
+        assert torch.allclose(split[:, group].sum(dim=1), whole[:, j], atol=1e-6)
 
 
 def test_paper_mode_mutations_are_not_preserving_and_inherit_by_key_only() -> None:
