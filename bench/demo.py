@@ -50,9 +50,9 @@ def measure(url: str) -> dict[str, Any]:
     """The run's summary (cached records) and its best initial individual trained as long as the best's lineage."""
     import torch
 
-    from evolve.result import _data, summary
+    from evolve.result import run_data, summary
     from evolve.run import load_run
-    from evolve.store import Store
+    from evolve.store import Store, individual_key
     from evolve.train import Trainer
     from genomes import genome_from_json
 
@@ -60,9 +60,9 @@ def measure(url: str) -> dict[str, Any]:
     store = Store.open(url, {}, create=False)
     config, _ = load_run(store)
     result = summary(store, config)
-    individuals = [store.read_json(f"individuals/{s:012d}.json") for s in range(config.population)]
+    individuals = [store.read_json(individual_key(s)) for s in range(config.population)]
     initial = max(individuals, key=lambda r: (r["fitness"], -r["step"]))
-    data = _data(config)
+    data = run_data(config)
     final = result["final"] or {"batches": 0, "val_accuracy": None, "test_accuracy": None}
     budget = result["lineage_batches"] + final["batches"]
     train = config.train.model_copy(update={"batches": budget, "evaluate_test": True, "device": "cpu"})

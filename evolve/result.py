@@ -51,13 +51,27 @@ def compute_seconds(snapshot: Snapshot) -> float:
     return sum(float((r.get("timings") or {}).get("total_s", 0.0)) for r in snapshot.individuals.values())
 
 
-def _data(config: RunConfig):
+def run_data(config: RunConfig):
+    """The run's splits on its training device, as its workers load them."""
     from evolve.data import load_dataset, to_device
     from evolve.train import resolve_device
 
     dataset = load_dataset(config.dataset, seed=config.seed, val_fraction=config.val_fraction,
                            storage_options=config.storage_options or None)
     return to_device(dataset, resolve_device(config.train.device))
+
+
+def _trained_model(store: Store, record: dict[str, Any], data: Any) -> Any:
+    """The individual's module with its stored weights, on the data's device; None without weights."""
+    from evolve.train import weights_from_bytes
+    from genomes import genome_from_json
+
+    blob = store.read_bytes(record["weights"]["key"]) if record.get("weights") else None
+    if blob is None:
+        return None
+    model = genome_from_json(record["genome"]).to_module(data.input_shape, data.num_classes)
+    model.load_state_dict(weights_from_bytes(blob))
+    return model.to(data.device)
 
 
 def measured_test_accuracy(store: Store, config: RunConfig, record: dict[str, Any], data: Any = None) -> float | None:
@@ -68,19 +82,12 @@ def measured_test_accuracy(store: Store, config: RunConfig, record: dict[str, An
     kept = store.read_json(record_key_of_tested(step))
     if kept is not None:
         return float(kept["test_accuracy"])
-    if not record.get("weights"):
-        return None
-    from evolve.train import Trainer, weights_from_bytes
-    from genomes import genome_from_json
+    from evolve.train import Trainer
 
-    blob = store.read_bytes(record["weights"]["key"])
-    if blob is None:
+    data = data or run_data(config)
+    model = _trained_model(store, record, data)
+    if model is None:
         return None
-    data = data or _data(config)
-    genome = genome_from_json(record["genome"])
-    model = genome.to_module(data.input_shape, data.num_classes)
-    model.load_state_dict(weights_from_bytes(blob))
-    model = model.to(data.device)
     accuracy = Trainer(data, config.train, data.device, max_params=10**12).accuracy(model, data.x_test, data.y_test)
     store.create_json(record_key_of_tested(step), {"step": step, "test_accuracy": accuracy, "created_at": time.time()})
     kept = store.read_json(record_key_of_tested(step))
@@ -91,22 +98,17 @@ def final_model(store: Store, config: RunConfig, record: dict[str, Any], data: A
     """The best trained ``config.final_batches`` more batches from its weights (cosine); kept in the store."""
     step = record["step"]
     kept = store.read_json(record_key_of_final(step))
-    if kept is not None or config.final_batches == 0 or not record.get("weights"):
+    if kept is not None or config.final_batches == 0:
         return kept
-    blob = store.read_bytes(record["weights"]["key"])
-    if blob is None:
-        return None
     import hashlib
 
     from evolve.seeding import derive_seed
-    from evolve.train import Trainer, weights_from_bytes, weights_to_bytes
-    from genomes import genome_from_json
+    from evolve.train import Trainer, weights_to_bytes
 
-    data = data or _data(config)
-    genome = genome_from_json(record["genome"])
-    model = genome.to_module(data.input_shape, data.num_classes)
-    model.load_state_dict(weights_from_bytes(blob))
-    model = model.to(data.device)
+    data = data or run_data(config)
+    model = _trained_model(store, record, data)
+    if model is None:
+        return None
     train = config.train.model_copy(update={"batches": config.final_batches})
     trainer = Trainer(data, train, data.device, max_params=10**12)
     # a full cycle at the run's rate, not the lineage's (evolved for short fine-tuning cycles; often far lower)
@@ -135,7 +137,7 @@ def lenet_reference(store: Store, config: RunConfig, data: Any = None) -> dict[s
         return kept
     from evolve.reference import recipe_for, train_lenet
 
-    data = data or _data(config)
+    data = data or run_data(config)
     result = train_lenet(data, config.seed, recipe_for(config.train.augment, device=str(data.device)))
     result["dataset"] = config.dataset
     store.create_json(LENET_KEY, result)
@@ -148,7 +150,7 @@ def summary(store: Store, config: RunConfig, reference: bool = True) -> dict[str
     best = snapshot.best()
     if best is None:
         return None
-    data = _data(config) if config.fitness == "train" else None
+    data = run_data(config) if config.fitness == "train" else None
     metrics = best.get("metrics") or {}
     initial = [r for s, r in snapshot.individuals.items() if s < config.population]
     final = final_model(store, config, best, data) if data is not None else None

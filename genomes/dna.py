@@ -606,29 +606,40 @@ def alter_number_of_channels(dna: DNA, rng: random.Random, space: SearchSpace) -
 
 def filter_size(dna: DNA, rng: random.Random, space: SearchSpace) -> tuple[DNA, dict[str, Any]]:
     """Scale one side of one conv's kernel: vertical (kh) or horizontal (kw), kept odd."""
+    return _resize_filter(dna, rng, _factor, preserving=False)
+
+
+def _resize_filter(dna: DNA, rng: random.Random, factor: Callable[[random.Random], float],
+                   preserving: bool) -> tuple[DNA, dict[str, Any]]:
     edge = _pick(rng, dna.convs(), "filter-size")
     axis = rng.choice(("kh", "kw"))
     kh, kw = edge.kernel
     old = kh if axis == "kh" else kw
-    new = _scaled_odd(old, _factor(rng))
+    new = _scaled_odd(old, factor(rng))
     kernel = (new, kw) if axis == "kh" else (kh, new)
-    params = {"edge": edge.id, "axis": axis, "old": old, "new": new}
+    params: dict[str, Any] = {"edge": edge.id, "axis": axis, "old": old, "new": new}
+    if preserving:
+        params["preserving"] = True
     return _replace_edge(dna, replace(edge, kernel=kernel)), params
 
 
 def add_skip(dna: DNA, rng: random.Random, space: SearchSpace) -> tuple[DNA, dict[str, Any]]:
-    src, dst = _pick(rng, _free_skip_pairs(dna), "add-skip")
-    edge = Edge(dna.next_id, src, dst, "identity", skip=True)
-    child = replace(dna, edges=dna.edges + (edge,), next_id=dna.next_id + 1)
-    return child, {"edge": edge.id, "src": src, "dst": dst}
+    return _add_skip(dna, rng, gated=False)
 
 
 def add_gated_skip(dna: DNA, rng: random.Random, space: SearchSpace) -> tuple[DNA, dict[str, Any]]:
     """Function-preserving add-skip: the skip is scaled by a learned gate born at zero."""
+    return _add_skip(dna, rng, gated=True)
+
+
+def _add_skip(dna: DNA, rng: random.Random, gated: bool) -> tuple[DNA, dict[str, Any]]:
     src, dst = _pick(rng, _free_skip_pairs(dna), "add-skip")
-    edge = Edge(dna.next_id, src, dst, "identity", skip=True, gated=True)
+    edge = Edge(dna.next_id, src, dst, "identity", skip=True, gated=gated)
     child = replace(dna, edges=dna.edges + (edge,), next_id=dna.next_id + 1)
-    return child, {"edge": edge.id, "src": src, "dst": dst, "preserving": True}
+    params: dict[str, Any] = {"edge": edge.id, "src": src, "dst": dst}
+    if gated:
+        params["preserving"] = True
+    return child, params
 
 
 def widen(dna: DNA, rng: random.Random, space: SearchSpace) -> tuple[DNA, dict[str, Any]]:
@@ -639,8 +650,7 @@ def widen(dna: DNA, rng: random.Random, space: SearchSpace) -> tuple[DNA, dict[s
     copied and how the weights are split, so ``dna_net.morph`` can replay it.
     """
     edge = _pick(rng, _widenable(dna, space), "alter-number-of-channels")
-    new = _scaled_int(edge.channels, math.exp(rng.uniform(0.0, math.log(2))))
-    new = max(new, edge.channels + 1)
+    new = _scaled_int(edge.channels, _growth(rng))  # always above the old count
     params = {"edge": edge.id, "old": edge.channels, "new": new, "seed": rng.randrange(2**31),
               "preserving": True}
     return _replace_edge(dna, replace(edge, channels=new)), params
@@ -648,14 +658,12 @@ def widen(dna: DNA, rng: random.Random, space: SearchSpace) -> tuple[DNA, dict[s
 
 def grow_filter(dna: DNA, rng: random.Random, space: SearchSpace) -> tuple[DNA, dict[str, Any]]:
     """Function-preserving filter-size: one side of a kernel grows, the old kernel zero-padded at its centre."""
-    edge = _pick(rng, dna.convs(), "filter-size")
-    axis = rng.choice(("kh", "kw"))
-    kh, kw = edge.kernel
-    old = kh if axis == "kh" else kw
-    new = _scaled_odd(old, math.exp(rng.uniform(0.0, math.log(2))))
-    kernel = (new, kw) if axis == "kh" else (kh, new)
-    params = {"edge": edge.id, "axis": axis, "old": old, "new": new, "preserving": True}
-    return _replace_edge(dna, replace(edge, kernel=kernel)), params
+    return _resize_filter(dna, rng, _growth, preserving=True)
+
+
+def _growth(rng: random.Random) -> float:
+    """Log-uniform in [1, 2]: the growing half of ``_factor``."""
+    return math.exp(rng.uniform(0.0, math.log(2)))
 
 
 def widening_run(dna: DNA, edge: Edge) -> list[int]:
