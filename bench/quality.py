@@ -16,10 +16,13 @@ E x ``--batches`` where E = population + steps evaluations of the engine. Per se
   batches would only flatter evolution.
 
 The best of a method is the individual (or sample) with the highest validation accuracy; its test
-accuracy is reported, never used. Two measures, reported separately:
+accuracy is reported, never used. The measures, reported separately:
 
 (a) **as found**: the best model the compute bought (a child's inherited, lineage-trained weights;
     a random sample as trained).
+(a+) **as a run hands it over**: that model trained ``--final-batches`` (4,000) more from its
+    weights, a cosine cycle at the run's rate, as ``evolve run`` ends (``evolve.result.train_final``);
+    every method's best gets the same, so the compute stays equal.
 (b) **retrained**: the best architecture trained from scratch with the LeNet-5 recipe and budget
     (``evolve.reference``: one-cycle SGD peaking at 0.1, Nesterov, weight decay 5e-4, shifts,
     1,500 batches): the architecture alone, without the training a lineage inherits.
@@ -66,6 +69,7 @@ class Settings:
     batches: int = 150
     random_batches: int = 1500
     retrain_batches: int = 1500
+    final_batches: int = 4000
     seeds: int = 5
     first_seed: int = 0
     walk: int | None = None
@@ -89,7 +93,8 @@ class Settings:
         return max(1, round(self.evaluations * self.batches / self.random_batches))
 
 
-SMOKE = {"population": 3, "steps": 4, "batches": 3, "random_batches": 7, "retrain_batches": 5, "seeds": 2,
+SMOKE = {"population": 3, "steps": 4, "batches": 3, "random_batches": 7, "retrain_batches": 5, "final_batches": 4,
+         "seeds": 2,
          "jobs": 1, "sample_size": 2}
 
 
@@ -108,7 +113,8 @@ def _config(s: Settings, seed: int, selection: str = "tournament", store: str = 
     extra = {} if s.genome_options is None else {"genome_options": dict(s.genome_options)}
     return RunConfig(store=store, genome=s.genome, selection=selection, sample_size=s.sample_size,
                      population=s.population, steps=s.steps, seed=seed, dataset=s.dataset, max_params=s.max_params,
-                     workers=1, train={"batches": s.batches, "device": "cpu"}, **extra)
+                     workers=1, train={"batches": s.batches, "device": "cpu"}, final_batches=s.final_batches,
+                     **extra)
 
 
 @functools.lru_cache(maxsize=4)
@@ -131,7 +137,9 @@ def _trainer(s: Settings, seed: int, train):
 def _recipe(s: Settings, seed: int, batches: int):
     from evolve.reference import recipe_for
 
-    return recipe_for(_config(s, seed).train.augment, batches=batches).model_copy(update={"evaluate_test": True})
+    config = _config(s, seed)
+    channels = _data(s.dataset, seed, config.val_fraction).input_shape[0]
+    return recipe_for(config.train, channels, batches=batches).model_copy(update={"evaluate_test": True})
 
 
 def _space(s: Settings, seed: int):
@@ -143,7 +151,7 @@ def _space(s: Settings, seed: int):
 def evolve_job(s: Settings, method: str, seed: int) -> dict[str, Any]:
     """One engine run with ``selection=method``: the best individual as found, and its lineage."""
     from evolve.report import Snapshot
-    from evolve.result import lineage_batches, measured_test_accuracy
+    from evolve.result import final_model, lineage_batches, measured_test_accuracy
     from evolve.run import open_run, run_in_process
 
     start = time.perf_counter()
@@ -152,12 +160,15 @@ def evolve_job(s: Settings, method: str, seed: int) -> dict[str, Any]:
         run_in_process(store, config, space)
         snap = Snapshot.read(store)
         best = snap.best()
-        test = measured_test_accuracy(store, config, best, _data(s.dataset, seed, config.val_fraction))
+        data = _data(s.dataset, seed, config.val_fraction)
+        test = measured_test_accuracy(store, config, best, data)
+        final = final_model(store, config, best, data) or {}
     records = snap.individuals
     initial = max((records[i] for i in range(s.population)), key=lambda r: (r["fitness"], -r["step"]))
     return {
         "method": method, "seed": seed, "evaluations": len(records),
         "best_val": best["val_accuracy"] or 0.0, "best_test": test or 0.0,
+        "final_val": final.get("val_accuracy") or 0.0, "final_test": final.get("test_accuracy") or 0.0,
         "best_params": best["metrics"].get("params", 0), "best_genome": best["genome"],
         "best_describe": _describe(best["genome"]), "depth": len(snap.ancestry(best["step"])) - 1,
         "lineage_batches": lineage_batches(snap, best["step"]), "initial_genome": initial["genome"],
@@ -180,30 +191,48 @@ def random_genome(kind: str, rng: random.Random, space: Any, walk_limit: int) ->
 
 
 def random_job(s: Settings, method: str, seed: int) -> dict[str, Any]:
-    """``s.samples`` random architectures, each trained from scratch with the LeNet-5 recipe's budget."""
+    """``s.samples`` random architectures, each trained from scratch with the LeNet-5 recipe (its rate too)."""
     from evolve.seeding import derive_seed, rng_for
 
     start = time.perf_counter()
     space = _space(s, seed)
-    trainer = _trainer(s, seed, _recipe(s, seed, s.random_batches))
+    recipe = _recipe(s, seed, s.random_batches)
+    trainer = _trainer(s, seed, recipe)
     best: tuple[float, int, Any, Any] | None = None
     failed, compute = 0, 0.0
     for i in range(s.samples):
         genome, walk = random_genome(s.genome, rng_for(seed, "random-sample", i), space, s.walk_limit)
-        outcome = trainer.train(genome, None, derive_seed(seed, "random-train", i))
+        outcome = trainer.train(_AtRate(genome, recipe.learning_rate), None, derive_seed(seed, "random-train", i))
         failed += outcome.status != "ok"
         compute += outcome.train_seconds + outcome.eval_seconds
         if best is None or outcome.fitness > best[0]:
             best = (outcome.fitness, walk, genome, outcome)
     assert best is not None
     _, walk, genome, outcome = best
+    final = _final(s, seed, genome, outcome.weights)
     return {
         "method": method, "seed": seed, "evaluations": s.samples,
         "best_val": outcome.val_accuracy or 0.0, "best_test": outcome.test_accuracy or 0.0,
+        "final_val": final.get("val_accuracy") or 0.0, "final_test": final.get("test_accuracy") or 0.0,
         "best_params": outcome.params, "best_genome": genome.to_json(), "best_describe": genome.describe(),
         "depth": walk, "lineage_batches": s.random_batches, "failed": failed,
         "batches": s.samples * s.random_batches, "compute_s": compute, "wall_s": time.perf_counter() - start,
     }
+
+
+def _final(s: Settings, seed: int, genome: Any, weights: bytes | None) -> dict[str, Any]:
+    """The random search's best trained as the engine trains its best at the end (``evolve.result.train_final``)."""
+    from evolve.result import train_final
+    from evolve.seeding import derive_seed
+    from evolve.train import weights_from_bytes
+
+    if weights is None:
+        return {}
+    config = _config(s, seed)
+    data = _data(s.dataset, seed, config.val_fraction)
+    model = genome.to_module(data.input_shape, data.num_classes)
+    model.load_state_dict(weights_from_bytes(weights))
+    return train_final(model, config, data, derive_seed(seed, "final", "random"))
 
 
 def _compute(metrics: dict[str, Any]) -> float:
@@ -331,7 +360,8 @@ def make_executor(jobs: int) -> Any:
 # ----------------------------------------------------------------------------------- report
 
 
-def spread(values: list[float]) -> str:
+def spread(values: list[float | None]) -> str:
+    values = [v for v in values if v is not None]  # runs saved before a measure existed lack it
     if not values:
         return "-"
     sd = statistics.stdev(values) if len(values) > 1 else 0.0
@@ -355,32 +385,35 @@ def report(s: Settings, results: dict[str, Any], head: str, seconds: float) -> s
          f"{s.random_batches}, walks of k in 0..{s.walk_limit}; genome {s.genome}; dataset {s.dataset}; seeds "
          f"{s.first_seed}..{s.first_seed + s.seeds - 1}"),
         "",
-        ("| method | (a) best as found: val | (a) test | (b) retrained, recipe: test | mutations from initial | "
-         "lineage batches | params | failed | batches | train+eval s | wall s |"),
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        ("| method | (a) best as found: val | (a) test | (a+) then trained as a run's final model: test | "
+         "(b) retrained, recipe: test | mutations from initial | lineage batches | params | failed | batches | "
+         "train+eval s | wall s |"),
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for m in METHODS:
         rows = by[m]
         retrained = [longs[(f"retrained/{m}", r["seed"])]["test"] for r in rows if (f"retrained/{m}", r["seed"]) in longs]
         lines.append(
             f"| {m} | {spread([r['best_val'] for r in rows])} | {spread([r['best_test'] for r in rows])} | "
-            f"{spread(retrained)} | {mean([r['depth'] for r in rows])} | {mean([r['lineage_batches'] for r in rows], 0)} | "
+            f"{spread([r.get('final_test') for r in rows])} | {spread(retrained)} | {mean([r['depth'] for r in rows])} | {mean([r['lineage_batches'] for r in rows], 0)} | "
             f"{mean([r['best_params'] for r in rows], 0)} | {mean([r['failed'] for r in rows])} | "
             f"{mean([r['batches'] for r in rows], 0)} | {mean([r['compute_s'] for r in rows])} | "
             f"{mean([r['wall_s'] for r in rows])} |"
         )
     lenet = sorted(results["lenet"], key=lambda r: r["seed"])
     lines.append(f"| LeNet-5 (recipe, {s.retrain_batches} batches) | {spread([r['val'] for r in lenet])} | "
-                 f"{spread([r['test'] for r in lenet])} | (same) | - | {s.retrain_batches} | "
+                 f"{spread([r['test'] for r in lenet])} | - | (same) | - | {s.retrain_batches} | "
                  f"{mean([r['params'] for r in lenet], 0)} | - | {s.retrain_batches} | "
                  f"{mean([r['wall_s'] for r in lenet])} | - |")
     for m in EVOLUTION:
         rows = [longs[k] for k in sorted(longs) if k[0] == f"initial-long/{m}"]
         lines.append(f"| {m}'s best initial, trained as long as its best's lineage | "
-                     f"{spread([r['val'] for r in rows])} | {spread([r['test'] for r in rows])} | - | 0 | "
+                     f"{spread([r['val'] for r in rows])} | {spread([r['test'] for r in rows])} | - | - | 0 | "
                      f"{mean([r['batches'] for r in rows], 0)} | - | - | - | {mean([r['wall_s'] for r in rows])} | - |")
     lines += ["", ("mean ± sample std (min–max) over seeds; test accuracy of the model with the best validation "
-                   "accuracy. (b) trains the best architecture from scratch with LeNet-5's recipe and budget."), ""]
+                   f"accuracy. (a+) trains that model {s.final_batches:,} batches more from its weights, as a run "
+                   "trains its best at the end (the same for every method, so the compute stays equal). (b) "
+                   "trains the best architecture from scratch with LeNet-5's recipe and budget."), ""]
     lines += verdicts(results, by)
     return "\n".join(lines)
 
@@ -392,9 +425,13 @@ def verdicts(results: dict[str, Any], by: dict[str, list[dict[str, Any]]]) -> li
     for r in results["long"]:
         longs.setdefault(r["kind"], {})[r["seed"]] = r["test"]
     found = {m: {r["seed"]: r["best_test"] for r in by[m]} for m in METHODS}
+    final = {m: {r["seed"]: r["final_test"] for r in by[m] if r.get("final_test")} for m in METHODS}
     out = []
     for m in EVOLUTION:
         out.append(_paired(f"(a) {m} vs random, best as found", found[m], found["random"]))
+        out.append(_paired(f"(a+) {m} vs random, each best then trained as a run's final model", final[m],
+                           final["random"]))
+        out.append(_paired(f"(a+) {m} final model vs LeNet-5", final[m], lenet))
         out.append(_paired(f"(b) {m} vs random, best architecture retrained", longs.get(f"retrained/{m}", {}),
                            longs.get("retrained/random", {})))
         out.append(_paired(f"(b) {m} retrained vs LeNet-5", longs.get(f"retrained/{m}", {}), lenet))
@@ -439,6 +476,7 @@ def parse(argv: list[str] | None) -> tuple[Settings, argparse.Namespace]:
     p.add_argument("--batches", type=int, help="SGD steps (batch 50) per evaluation")
     p.add_argument("--random-batches", type=int, help="SGD steps per random sample (LeNet-5's budget)")
     p.add_argument("--retrain-batches", type=int, help="SGD steps of measure (b) and of LeNet-5")
+    p.add_argument("--final-batches", type=int, help="SGD steps of each best's final training, measure (a+)")
     p.add_argument("--seeds", type=int)
     p.add_argument("--first-seed", type=int)
     p.add_argument("--walk", type=int, help="random sampling: most mutations (default steps/pop)")

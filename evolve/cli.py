@@ -51,11 +51,13 @@ def genome_sample(
     input_shape: Annotated[str, typer.Option(help="Input shape C,H,W.")] = "3,32,32",
     num_classes: Annotated[int, typer.Option(min=2)] = 10,
     max_params: Annotated[int, typer.Option(min=1)] = 2_000_000,
+    max_flops: Annotated[int, typer.Option(min=0, help="Forward FLOPs per image (0: no bound).")] = 0,
     as_json: Annotated[bool, typer.Option("--json", help="Print only the genome JSON.")] = False,
 ) -> None:
-    """Draw an initial individual, mutate it, and print the genome and its parameter count."""
+    """Draw an initial individual, mutate it, and print the genome, its parameters and FLOPs."""
     try:
-        space = SearchSpace(input_shape=parse_shape(input_shape), num_classes=num_classes, max_params=max_params)
+        space = SearchSpace(input_shape=parse_shape(input_shape), num_classes=num_classes, max_params=max_params,
+                            max_flops=max_flops)
         cls = genome_class(kind)
         rng = random.Random(seed)
         genome = cls.initial(rng, space)
@@ -72,7 +74,9 @@ def genome_sample(
         out.print(f"{i:3d}. {m.name} {json.dumps(m.params)}", highlight=False)
     out.print_json(json.dumps(genome.to_json()))
     out.print(genome.describe(), highlight=False)
-    out.print(f"parameters: {genome.param_count(space.input_shape, space.num_classes):,}  hash: {genome.content_hash()[:12]}")
+    shape, classes = space.input_shape, space.num_classes
+    out.print(f"parameters: {genome.param_count(shape, classes):,}  FLOPs: {genome.flops(shape, classes):,}  "
+              f"hash: {genome.content_hash()[:12]}")
 
 
 

@@ -23,8 +23,9 @@ class TrainConfig(BaseModel):
     """How each child is trained (Real et al. 2017: SGD, momentum 0.9, weight decay 1e-4, batch 50).
 
     ``schedule`` shapes the learning rate over a child's ``batches``, starting from the genome's
-    rate (or ``learning_rate``): ``constant``; ``cosine`` (down to 0, after ``warmup``; one child is
-    one cycle of SGDR, so a lineage trained from inherited weights is warm-restarted SGD);
+    rate (or ``learning_rate``), after a linear ``warmup`` where set: ``constant``; ``cosine`` (down
+    to 0; one child is one cycle of SGDR, so a lineage trained from inherited weights is
+    warm-restarted SGD);
     ``one-cycle`` (a cosine rise over ``warmup`` then a cosine fall); ``staged`` (multiplied by each
     ``[start fraction, factor]`` of ``stages`` from its start, Genetic CNN's 1e-3/1e-4/1e-5).
     ``augment``: ``shift`` moves each image by up to ``shift`` pixels (MNIST); ``crop-flip`` pads
@@ -40,7 +41,8 @@ class TrainConfig(BaseModel):
     weight_decay: float = Field(5e-4, ge=0.0)
     learning_rate: float = Field(0.1, gt=0.0, description="used by genomes that carry no learning rate")
     schedule: Literal["constant", "cosine", "one-cycle", "staged"] = "cosine"
-    warmup: float = Field(0.0, ge=0.0, lt=1.0, description="fraction of batches warming up (cosine, one-cycle)")
+    warmup: float = Field(0.0, ge=0.0, lt=1.0, description="fraction of batches warming up (a linear rise; "
+                          "one-cycle: its cosine rise)")
     stages: list[tuple[float, float]] = Field(default_factory=list,
                                                description="staged: [start fraction, lr factor] pairs")
     augment: Literal["none", "shift", "affine", "crop-flip"] = "shift"
@@ -72,9 +74,13 @@ DEFAULT_GENOME_OPTIONS: dict[str, dict[str, Any]] = {
 """A run that names no genome_options: DNA grows a small conv stem by function-preserving mutations
 (the laptop-budget default); Genetic CNN keeps the paper's. The paper presets set their own."""
 
+DEFAULT_MAX_FLOPS: dict[str, int] = {"dna": 5_000_000, "gcnn": 0}
+"""A run that names no max_flops: a grown DNA stays below six LeNet-5s (0.83 MFLOPs on 28x28), which
+keeps the default run's children cheap on a laptop core; Genetic CNN's spaces are fixed and bounded."""
+
 LEGACY_TRAIN = {"nesterov": False, "weight_decay": 1e-4, "schedule": "constant", "augment": "none",
                 "evaluate_test": True}
-LEGACY_RUN = {"val_fraction": 0.1, "final_batches": 0}
+LEGACY_RUN = {"val_fraction": 0.1, "final_batches": 0, "max_flops": 0}
 """TrainConfig and RunConfig fields as a run.json written before they existed implies (``load_run``)."""
 
 
@@ -99,10 +105,12 @@ class RunConfig(BaseModel):
     val_fraction: float = Field(0.2, ge=0.0, lt=1.0, description="share of the training pool held out for "
                                 "validation (the fitness), where the data publishes no validation split")
     max_params: int = Field(100_000, ge=1)
+    max_flops: int = Field(0, ge=0, description="forward FLOPs per image a network may take "
+                           "(children over it are redrawn; it bounds each child's training time); 0: no bound")
     fitness: Literal["train", "synthetic"] = "train"
     synthetic_seconds: float = Field(0.0, ge=0.0, description="synthetic fitness: seconds each evaluation takes")
     train: TrainConfig = Field(default_factory=TrainConfig)
-    final_batches: int = Field(1500, ge=0, description="after the search, the best trains this many more "
+    final_batches: int = Field(4000, ge=0, description="after the search, the best trains this many more "
                                "batches from its weights (a cosine cycle peaking at train.learning_rate); "
                                "0: none (the paper presets)")
     workers: int = Field(2, ge=1)
@@ -128,10 +136,13 @@ class RunConfig(BaseModel):
 
     @model_validator(mode="before")
     @classmethod
-    def _default_genome_options(cls, data: Any) -> Any:
-        if isinstance(data, dict) and "genome_options" not in data:
+    def _genome_defaults(cls, data: Any) -> Any:
+        if isinstance(data, dict):
             kind = data.get("genome", "dna")
-            data = {**data, "genome_options": dict(DEFAULT_GENOME_OPTIONS.get(kind, {}))}
+            if "genome_options" not in data:
+                data = {**data, "genome_options": dict(DEFAULT_GENOME_OPTIONS.get(kind, {}))}
+            if "max_flops" not in data:
+                data = {**data, "max_flops": DEFAULT_MAX_FLOPS.get(kind, 0)}
         return data
 
     def identity(self) -> dict[str, Any]:

@@ -91,6 +91,7 @@ def _lse(dataset: str) -> dict[str, Any]:
         "dataset": f"{dataset}:",
         "val_fraction": 0.1,
         "max_params": NO_CAP,
+        "max_flops": 0,
         "fitness": "train",
         "final_batches": 0,
         "train": {
@@ -134,7 +135,7 @@ def lse_cifar10() -> dict[str, Any]:
       - ``steps = 40,000``: the paper stopped on wall-clock (about 250 hours) and gives no
         child count; 40,000 children is our estimate of that budget (raise it with --steps or
         ``evolve resume --steps``);
-      - ``max_params`` is set to 1e9 so that it never binds: the paper had no parameter cap and
+      - ``max_params`` is set to 1e9 (and ``max_flops`` to 0) so that neither binds: the paper had no parameter cap and
         its best CIFAR-10 net had 5.4M parameters (the engine's default bound, 1M, would have
         truncated it);
       - the data: CIFAR-10 cannot ship with the package: give ``--dataset cifar10:PATH`` (the
@@ -149,7 +150,7 @@ def lse_cifar100() -> dict[str, Any]:
 
     Every setting as ``lse-cifar10`` (the paper ran CIFAR-100 with the same algorithm and
     training); only the data differ: ``--dataset cifar100:PATH`` (the binary version, fine
-    labels) is required. ``max_params`` is 1e9 so that it never binds: the paper's best
+    labels) is required. ``max_params`` is 1e9 (``max_flops`` 0) so that neither binds: the paper's best
     CIFAR-100 net was, as we read its Table 1, about 40M parameters. The same readings and
     assumptions as ``lse-cifar10`` apply (augmentation, weight decay, ``steps``).
     """
@@ -170,6 +171,7 @@ def _gcnn(nodes: list[int], q_m: float, q_c: float, dataset: str, learning_rate:
         "steps": 20 * 50,
         "dataset": dataset,
         "max_params": NO_CAP,
+        "max_flops": 0,
         "fitness": "train",
         "final_batches": 0,
         "train": {
@@ -213,7 +215,7 @@ def gcnn_mnist() -> dict[str, Any]:
       - optimiser and batch size are not given in the paper: SGD with momentum 0.9, weight
         decay 5e-4, batch 32 (the batch of the gentun replica of the paper); no augmentation;
         the validation share is the run's ``val_fraction``;
-      - ``max_params`` 1e9: the paper has no bound (these nets are far below any);
+      - ``max_params`` 1e9, ``max_flops`` 0: the paper has no bound (these nets are far below any);
       - known differences of the genome itself, not settings: every node is a 3x3 convolution
         with batch norm (the paper's MNIST net was LeNet-like, 5x5), and the classifier is global
         average pooling, dropout 0.5 and one linear layer.
@@ -242,7 +244,7 @@ def gcnn_cifar10() -> dict[str, Any]:
       - 92.9% is the paper's CIFAR-10 figure for its evolved structure; as we read the paper it
         comes from training that structure outside the search, so a run of this preset reproduces
         the search that found it, and the figure needs that final training too;
-      - ``max_params`` 1e9 (no bound in the paper); the data: ``--dataset cifar10:PATH`` is
+      - ``max_params`` 1e9, ``max_flops`` 0 (no bound in the paper); the data: ``--dataset cifar10:PATH`` is
         required; the genome's differences listed under ``gcnn-mnist`` apply.
     """
     return _gcnn([3, 4, 5], 0.05, 0.2, "cifar10:", 1e-2,

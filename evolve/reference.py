@@ -19,7 +19,7 @@ from evolve.config import TrainConfig
 
 RECIPE = TrainConfig(batches=1500, batch_size=50, momentum=0.9, nesterov=True, weight_decay=5e-4,
                      learning_rate=0.1, schedule="one-cycle", warmup=0.3, augment="shift", shift=2)
-"""LeNet-5's recipe; ``augment`` follows the run's for colour images (crop-flip on CIFAR)."""
+"""LeNet-5's recipe on MNIST-like data; ``recipe_for`` fits its augmentation to a run's data."""
 
 
 MIN_SIDE = 12  # the smallest side both 5x5 convolutions and poolings fit
@@ -49,10 +49,15 @@ class LeNet5(nn.Module):
         return self.classifier(self.features(x))
 
 
-def recipe_for(augment: str, batches: int = RECIPE.batches, device: str = "cpu") -> TrainConfig:
-    """The recipe with the run's augmentation kind (shift for MNIST-like data, crop-flip for CIFAR)."""
-    kind = "shift" if augment == "none" else augment
-    return RECIPE.model_copy(update={"augment": kind, "batches": batches, "device": device})
+def recipe_for(train: TrainConfig, channels: int, batches: int = RECIPE.batches, device: str = "cpu") -> TrainConfig:
+    """The recipe with the run's augmentation (``train``'s kind and shift); a run that does not augment
+    gets what a practitioner would use: shifts of 2 pixels for grey images, crop-flip with 4 pixels of
+    padding for colour ones (CIFAR)."""
+    if train.augment != "none":
+        kind, shift = train.augment, train.shift
+    else:
+        kind, shift = ("shift", 2) if channels == 1 else ("crop-flip", 4)
+    return RECIPE.model_copy(update={"augment": kind, "shift": shift, "batches": batches, "device": device})
 
 
 def train_lenet(data: Any, seed: int, config: TrainConfig = RECIPE, device: torch.device | None = None) -> dict[str, Any]:

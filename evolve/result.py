@@ -103,31 +103,43 @@ def final_model(store: Store, config: RunConfig, record: dict[str, Any], data: A
     import hashlib
 
     from evolve.seeding import derive_seed
-    from evolve.train import Trainer, weights_to_bytes
+    from evolve.train import weights_to_bytes
 
     data = data or run_data(config)
     model = _trained_model(store, record, data)
     if model is None:
         return None
-    train = config.train.model_copy(update={"batches": config.final_batches})
-    trainer = Trainer(data, train, data.device, max_params=10**12)
-    # a full cycle at the run's rate, not the lineage's (evolved for short fine-tuning cycles; often far lower)
-    fit = trainer.fit(model, train.learning_rate, train.batches, derive_seed(config.seed, "final", step))
-    result: dict[str, Any] = {"step": step, "batches": config.final_batches, "train_seconds": fit.seconds,
+    result: dict[str, Any] = {"step": step, **train_final(model, config, data, derive_seed(config.seed, "final", step)),
                               "created_at": time.time()}
     weights = None
-    if fit.finite:
+    if result["status"] == "ok":
         weights = weights_to_bytes(model)
         key = weights_key_of_final(step, uuid.uuid4().hex[:12])
         store.create_blob(key, weights)
-        result.update(status="ok", val_accuracy=trainer.accuracy(model, data.x_val, data.y_val),
-                      test_accuracy=trainer.accuracy(model, data.x_test, data.y_test),
-                      weights={"key": key, "sha256": hashlib.sha256(weights).hexdigest(), "bytes": len(weights)})
+        result["weights"] = {"key": key, "sha256": hashlib.sha256(weights).hexdigest(), "bytes": len(weights)}
     else:  # recorded, so that no later look trains it again
-        result.update(status="failed", reason="nan loss", val_accuracy=None, test_accuracy=None, weights=None)
+        result["weights"] = None
     if not store.create_json(record_key_of_final(step), result) and weights is not None:
         store.delete(result["weights"]["key"])
     return store.read_json(record_key_of_final(step)) or result
+
+
+def train_final(model: Any, config: RunConfig, data: Any, seed: int) -> dict[str, Any]:
+    """Train ``model`` in place ``config.final_batches`` batches: one cosine cycle at the run's rate.
+
+    The run's rate, not the lineage's: a genome's rate evolved for short fine-tuning cycles and is
+    often far lower. Returns the outcome as plain data (accuracies None after a NaN loss).
+    """
+    from evolve.train import Trainer
+
+    train = config.train.model_copy(update={"batches": config.final_batches})
+    trainer = Trainer(data, train, data.device, max_params=10**12)
+    fit = trainer.fit(model, train.learning_rate, train.batches, seed)
+    out: dict[str, Any] = {"batches": config.final_batches, "train_seconds": fit.seconds}
+    if not fit.finite:
+        return {**out, "status": "failed", "reason": "nan loss", "val_accuracy": None, "test_accuracy": None}
+    return {**out, "status": "ok", "val_accuracy": trainer.accuracy(model, data.x_val, data.y_val),
+            "test_accuracy": trainer.accuracy(model, data.x_test, data.y_test)}
 
 
 def lenet_reference(store: Store, config: RunConfig, data: Any = None) -> dict[str, Any]:
@@ -138,7 +150,7 @@ def lenet_reference(store: Store, config: RunConfig, data: Any = None) -> dict[s
     from evolve.reference import recipe_for, train_lenet
 
     data = data or run_data(config)
-    result = train_lenet(data, config.seed, recipe_for(config.train.augment, device=str(data.device)))
+    result = train_lenet(data, config.seed, recipe_for(config.train, data.input_shape[0], device=str(data.device)))
     result["dataset"] = config.dataset
     store.create_json(LENET_KEY, result)
     return store.read_json(LENET_KEY) or result

@@ -28,12 +28,13 @@ def space_for(config: RunConfig) -> SearchSpace:
         data = load_dataset(config.dataset, seed=config.seed, val_fraction=config.val_fraction)
         shape, classes = tuple(data.input_shape), data.num_classes
     return SearchSpace(input_shape=shape, num_classes=classes, max_params=config.max_params,
-                       options=dict(config.genome_options))
+                       max_flops=config.max_flops, options=dict(config.genome_options))
 
 
 def space_from_json(data: dict[str, Any]) -> SearchSpace:
     return SearchSpace(input_shape=tuple(data["input_shape"]), num_classes=data["num_classes"],
-                       max_params=data["max_params"], options=data.get("options", {}))
+                       max_params=data["max_params"], max_flops=data.get("max_flops", 0),
+                       options=data.get("options", {}))
 
 
 def extension_key(steps: int) -> str:
@@ -91,7 +92,8 @@ def open_run(config: RunConfig, resume: bool = False, overrides: dict[str, Any] 
     run_record = {"schema": SCHEMA_VERSION, "config": config.model_dump(exclude={"storage_options"}),
                   "created_at": time.time(),
                   "space": {"input_shape": list(space.input_shape), "num_classes": space.num_classes,
-                            "max_params": space.max_params, "options": dict(space.options)}}
+                            "max_params": space.max_params, "max_flops": space.max_flops,
+                            "options": dict(space.options)}}
     if not store.create_json(RUN_KEY, run_record):
         return open_run(config, resume=True, overrides=overrides, check_health=False)
     return store, config, space

@@ -43,7 +43,7 @@ def build_module(genome: Genome, input_shape: tuple[int, int, int], num_classes:
     with _INIT_LOCK:
         state = torch.random.get_rng_state()
         try:
-            torch.manual_seed(seed)
+            torch.default_generator.manual_seed(seed)  # the CPU's alone: torch.manual_seed would reseed CUDA's too
             return genome.to_module(input_shape, num_classes)
         finally:
             torch.random.set_rng_state(state)
@@ -53,21 +53,25 @@ _INIT_LOCK = threading.Lock()
 
 
 def learning_rates(config: TrainConfig, peak: float, batches: int) -> list[float]:
-    """The rate of each of ``batches`` steps under ``config.schedule``, peaking at ``peak``."""
-    warm = int(config.warmup * batches) if config.schedule in ("cosine", "one-cycle") else 0
+    """The rate of each of ``batches`` steps under ``config.schedule``, peaking at ``peak``.
+
+    ``warmup`` is a linear rise to the schedule's rate (constant, cosine, staged) or one-cycle's cosine
+    rise from peak / 25; cosine and one-cycle fall over the batches after it, staged keeps its stages.
+    """
+    warm = int(config.warmup * batches)
     rates = []
     for step in range(batches):
-        if step < warm:
-            t = (step + 1) / warm
-            rates.append(peak * t if config.schedule == "cosine" else peak * (0.04 + 0.48 * (1 - math.cos(math.pi * t))))
-        elif config.schedule in ("cosine", "one-cycle"):
-            t = (step - warm) / max(batches - warm, 1)
-            rates.append(peak * 0.5 * (1 + math.cos(math.pi * t)))
+        if step < warm and config.schedule == "one-cycle":
+            rates.append(peak * (0.04 + 0.48 * (1 - math.cos(math.pi * (step + 1) / warm))))
+            continue
+        if config.schedule in ("cosine", "one-cycle"):
+            t = max(step - warm, 0) / max(batches - warm, 1)
+            rate = peak * 0.5 * (1 + math.cos(math.pi * t))
         elif config.schedule == "staged":
-            fraction = step / batches
-            rates.append(peak * [f for start, f in config.stages if start <= fraction][-1])
+            rate = peak * [f for start, f in config.stages if start <= step / batches][-1]
         else:
-            rates.append(peak)
+            rate = peak
+        rates.append(rate * (step + 1) / warm if step < warm else rate)
     return rates
 
 

@@ -46,6 +46,7 @@ class SearchSpace:
     input_shape: tuple[int, int, int] = (3, 32, 32)
     num_classes: int = 10
     max_params: int = 2_000_000
+    max_flops: int = 0  # forward FLOPs of one image; 0: no bound
     options: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -57,6 +58,19 @@ class SearchSpace:
             raise GenomeError(f"num_classes must be an int >= 2, got {self.num_classes!r}")
         if not isinstance(self.max_params, int) or self.max_params < 1:
             raise GenomeError(f"max_params must be a positive int, got {self.max_params!r}")
+        if not isinstance(self.max_flops, int) or self.max_flops < 0:
+            raise GenomeError(f"max_flops must be an int >= 0 (0: no bound), got {self.max_flops!r}")
+
+    def admits(self, genome: Genome) -> bool:
+        """Whether ``genome`` is within the parameter bound and (where set) the FLOPs bound."""
+        if genome.param_count(self.input_shape, self.num_classes) > self.max_params:
+            return False
+        return not self.max_flops or genome.flops(self.input_shape, self.num_classes) <= self.max_flops
+
+    def bounds(self) -> str:
+        """The bounds for messages: "max_params 100,000" or "max_params 100,000, max_flops 5,000,000"."""
+        flops = f", max_flops {self.max_flops:,}" if self.max_flops else ""
+        return f"max_params {self.max_params:,}{flops}"
 
 
 @runtime_checkable
@@ -94,6 +108,11 @@ class Genome(Protocol):
 
     def param_count(self, input_shape: tuple[int, int, int], num_classes: int) -> int:
         """Trainable parameters of ``to_module(...)``, computed without building it."""
+        ...
+
+    def flops(self, input_shape: tuple[int, int, int], num_classes: int) -> int:
+        """Forward FLOPs of one image through ``to_module(...)`` as torch's FlopCounterMode counts them
+        (2 per multiply-add of convolutions and linear layers), computed without building it."""
         ...
 
     def learning_rate(self) -> float | None:

@@ -165,7 +165,7 @@ class DNA:
         for _ in range(MAX_MUTATION_TRIES if names else 0):
             name = rng.choices(names, weights=[opts.weight(n) for n in names])[0]
             child, params = table[name](self, rng, space)
-            if child.param_count(space.input_shape, space.num_classes) <= space.max_params:
+            if space.admits(child):
                 return child, Mutation(name, params)
         child, params = identity(self, rng, space)
         return child, Mutation("identity", params)
@@ -191,6 +191,20 @@ class DNA:
         gates = sum(1 for e in self.skips() if e.gated)
         head = channels[self.output_id] * num_classes + num_classes
         return convs + norms + gates + head
+
+    def flops(self, input_shape: tuple[int, int, int], num_classes: int) -> int:
+        """Convolutions at each vertex's resolution (padding k // 2, the backbone's strides) and the head."""
+        channels = self.channels(input_shape[0])
+        size = {self.input_id: input_shape[1:]}
+        total = 0
+        for edge in (self.backbone()[v.id] for v in self.vertices[1:]):
+            h, w = size[edge.src]
+            if edge.is_conv:
+                (kh, kw), s = edge.kernel, edge.stride
+                h, w = (h + 2 * (kh // 2) - kh) // s + 1, (w + 2 * (kw // 2) - kw) // s + 1
+                total += 2 * h * w * channels[edge.src] * edge.channels * kh * kw
+            size[edge.dst] = (h, w)
+        return total + 2 * channels[self.output_id] * num_classes
 
     def learning_rate(self) -> float:
         return self.lr

@@ -17,7 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, ClassVar, Mapping, Sequence
 
 from genomes.base import GenomeError, Inheritance, Mutation, SearchSpace, inherit_weights
@@ -32,7 +32,7 @@ PAPER_CHANNELS = {3: (8, 16, 32), 2: (20, 50)}  # the paper's filters per stage 
 DEFAULT_Q_M = 0.05  # per-bit flip probability (paper, CIFAR)
 DEFAULT_Q_C = 0.2  # per-stage swap probability in crossover (paper, CIFAR)
 OPTION_KEYS = ("nodes", "channels", "q_m", "q_c")
-INITIAL_TRIES = 100  # resamples before falling back to an all-zeros code under max_params
+INITIAL_TRIES = 100  # resamples before falling back to an all-zeros code within the bounds
 
 Edge = tuple[int, int]
 
@@ -220,10 +220,15 @@ class Stage:
     def active(self) -> set[int]:
         return active_nodes(self.bits, self.nodes)
 
-    def param_count(self, in_channels: int) -> int:
-        """Input node + surviving nodes + output node; with no surviving node, the input node alone."""
-        c, active = self.channels, len(self.active())
-        return conv_params(in_channels, c) + ((active + 1) * conv_params(c, c) if active else 0)
+    def convs_after_input(self, version: int = 2) -> int:
+        """Surviving nodes + output node; with no surviving node, none (version 1 kept the output node)."""
+        active = len(self.active())
+        return active + 1 if active or version == 1 else 0
+
+    def param_count(self, in_channels: int, version: int = 2) -> int:
+        """The input node's convolution and those after it."""
+        c = self.channels
+        return conv_params(in_channels, c) + self.convs_after_input(version) * conv_params(c, c)
 
     def with_bits(self, bits: str) -> Stage:
         return Stage(self.nodes, self.channels, bits)
@@ -254,29 +259,38 @@ def _check_keys(data: Mapping[str, Any], keys: Sequence[str], path: str) -> None
 
 @dataclass(frozen=True)
 class GeneticCNN:
-    """A Genetic-CNN individual: an immutable tuple of stages."""
+    """A Genetic-CNN individual: an immutable tuple of stages.
+
+    ``version`` 2 decodes a stage with no surviving node as the input node's convolution alone;
+    version 1 (stores written before) also kept the output node's, and its genomes still decode
+    so, with their children, so that an old store's weights load.
+    """
 
     stages: tuple[Stage, ...]
+    version: int = 2
 
     kind: ClassVar[str] = "gcnn"
     supports_crossover: ClassVar[bool] = True
-    version: ClassVar[int] = 1
+    versions: ClassVar[tuple[int, ...]] = (1, 2)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "stages", tuple(self.stages))
         if not self.stages or not all(isinstance(s, Stage) for s in self.stages):
             raise GenomeError(f"stages: expected a non-empty sequence of Stage, got {self.stages!r}")
+        if isinstance(self.version, bool) or self.version not in self.versions:
+            raise GenomeError(f"version: expected one of {list(self.versions)}, got {self.version!r}")
 
     # -- creation and variation
 
     @classmethod
     def initial(cls, rng: random.Random, space: SearchSpace) -> GeneticCNN:
-        """Each bit Bernoulli(0.5), as the paper initialises; resampled to fit max_params."""
+        """Each bit Bernoulli(0.5), as the paper initialises; resampled to fit the space's bounds."""
         opts = parse_options(space.options)
         zeros = cls(tuple(Stage(k, c, "0" * bit_count(k)) for k, c in zip(opts.nodes, opts.channels)))
         if not zeros.fits(space):
-            raise GenomeError(f"max_params: {space.max_params} is below the smallest network of this space "
-                              f"({zeros.param_count(space.input_shape, space.num_classes)} parameters)")
+            smallest = (f"{zeros.param_count(space.input_shape, space.num_classes):,} parameters, "
+                        f"{zeros.flops(space.input_shape, space.num_classes):,} FLOPs")
+            raise GenomeError(f"{space.bounds()}: below the smallest network of this space ({smallest})")
         for _ in range(INITIAL_TRIES):
             genome = cls(tuple(s.with_bits(_random_bits(rng, len(s.bits), 0.5)) for s in zeros.stages))
             if genome.fits(space):
@@ -295,9 +309,9 @@ class GeneticCNN:
                     bits[b] = "1" if bits[b] == "0" else "0"
                     flipped.append([s, b])
             stages.append(stage.with_bits("".join(bits)))
-        child = GeneticCNN(tuple(stages))
+        child = replace(self, stages=tuple(stages))
         if not child.fits(space):
-            return self, Mutation("identity", {"reason": "over max_params"})
+            return self, Mutation("identity", {"reason": child.over(space)})
         return child, Mutation("bit-flip", {"flipped": flipped})
 
     def crossover(
@@ -306,6 +320,8 @@ class GeneticCNN:
         """Swap each stage between the two parents with probability q_c."""
         if not isinstance(other, GeneticCNN):
             raise GenomeError(f"crossover: expected a gcnn partner, got {type(other).__name__}")
+        if other.version != self.version:
+            raise GenomeError(f"crossover: genome versions differ, {self.version} vs {other.version}")
         mine = [(s.nodes, s.channels) for s in self.stages]
         theirs = [(s.nodes, s.channels) for s in other.stages]
         if mine != theirs:
@@ -313,21 +329,26 @@ class GeneticCNN:
         q_c = parse_options(space.options).q_c
         swapped = [s for s in range(len(self.stages)) if rng.random() < q_c]
         pairs = list(enumerate(zip(self.stages, other.stages)))
-        a = GeneticCNN(tuple(o if s in swapped else m for s, (m, o) in pairs))
-        b = GeneticCNN(tuple(m if s in swapped else o for s, (m, o) in pairs))
+        a = replace(self, stages=tuple(o if s in swapped else m for s, (m, o) in pairs))
+        b = replace(other, stages=tuple(m if s in swapped else o for s, (m, o) in pairs))
         if not (a.fits(space) and b.fits(space)):
-            return self, other, Mutation("identity", {"reason": "over max_params"})
+            return self, other, Mutation("identity", {"reason": (a if not a.fits(space) else b).over(space)})
         return a, b, Mutation("crossover", {"swapped_stages": swapped})
 
     def fits(self, space: SearchSpace) -> bool:
-        return self.param_count(space.input_shape, space.num_classes) <= space.max_params
+        return space.admits(self)
+
+    def over(self, space: SearchSpace) -> str:
+        """Which bound a genome that does not fit breaks, for the mutation record."""
+        too_big = self.param_count(space.input_shape, space.num_classes) > space.max_params
+        return "over max_params" if too_big else "over max_flops"
 
     # -- decoding
 
     def to_module(self, input_shape: tuple[int, int, int], num_classes: int) -> nn.Module:
         from genomes.genetic_cnn_net import GeneticCNNNet  # torch only where a network is built
 
-        return GeneticCNNNet(self.stages, input_shape[0], num_classes)
+        return GeneticCNNNet(self.stages, input_shape[0], num_classes, self.version)
 
     def inherit(self, module: nn.Module, parent_state: Mapping[str, Any], mutation: Mutation | None) -> Inheritance:
         """Every tensor whose position and shape survive (the stage and node it belongs to)."""
@@ -337,9 +358,18 @@ class GeneticCNN:
         """Exact, without torch: spatial size never matters thanks to global average pooling."""
         total, in_channels = 0, input_shape[0]
         for stage in self.stages:
-            total += stage.param_count(in_channels)
+            total += stage.param_count(in_channels, self.version)
             in_channels = stage.channels
         return total + in_channels * num_classes + num_classes
+
+    def flops(self, input_shape: tuple[int, int, int], num_classes: int) -> int:
+        """Each stage's 3x3 convolutions at its resolution (halved, rounding up, by each pooling), the head."""
+        (in_channels, h, w), total = input_shape, 0
+        for stage in self.stages:
+            convs = stage.convs_after_input(self.version)
+            total += 2 * h * w * KERNEL * KERNEL * stage.channels * (in_channels + convs * stage.channels)
+            in_channels, h, w = stage.channels, -(-h // 2), -(-w // 2)
+        return total + 2 * in_channels * num_classes
 
     def learning_rate(self) -> float | None:
         return None
@@ -356,12 +386,13 @@ class GeneticCNN:
         _check_keys(data, ("kind", "version", "stages"), "")
         if data["kind"] != cls.kind:
             raise GenomeError(f"kind: expected {cls.kind!r}, got {data['kind']!r}")
-        if isinstance(data["version"], bool) or data["version"] != cls.version:
-            raise GenomeError(f"version: expected {cls.version}, got {data['version']!r}")
+        version = data["version"]
+        if isinstance(version, bool) or version not in cls.versions:
+            raise GenomeError(f"version: expected one of {list(cls.versions)}, got {version!r}")
         stages = data["stages"]
         if not isinstance(stages, (list, tuple)) or not stages:
             raise GenomeError(f"stages: expected a non-empty list, got {stages!r}")
-        return cls(tuple(_stage_from_json(s, f"stages[{i}]") for i, s in enumerate(stages)))
+        return cls(tuple(_stage_from_json(s, f"stages[{i}]") for i, s in enumerate(stages)), version)
 
     def content_hash(self) -> str:
         """sha256 of (nodes, channels, effective edge set) per stage, in stage order.
@@ -369,7 +400,8 @@ class GeneticCNN:
         Two genomes hash equal exactly when every stage has the same node count, channels
         and decoded edges. Since a dropped isolated node carries no 1-bit, that is the same
         as equal codes; graphs that are merely isomorphic under relabelling of nodes hash
-        differently, because their layers sit at different positions (state-dict keys).
+        differently, because their layers sit at different positions (state-dict keys). The
+        version is left out: a run's genomes all share one (a child keeps its parent's).
         """
         canon = [{"nodes": s.nodes, "channels": s.channels, "edges": sorted(s.edges())} for s in self.stages]
         text = json.dumps({"kind": self.kind, "stages": canon}, sort_keys=True, separators=(",", ":"))
@@ -385,7 +417,8 @@ class GeneticCNN:
             "active_nodes": sum(len(s.active()) for s in self.stages),
             "connections": sum(len(s.edges()) for s in self.stages),
             "params": self.param_count(input_shape, num_classes),
-            "depth": sum(longest_path(s.edges(), s.nodes) for s in self.stages),
+            "depth": sum(longest_path(s.edges(), s.nodes) + (self.version == 1 and not s.active())
+                         for s in self.stages),
         }
 
 

@@ -26,16 +26,16 @@ class StageModule(nn.Module):
     """One decoded stage; surviving nodes are kept under their 1-based number ("nodes.3").
 
     A stage with no surviving node is a single convolution: the input node joined straight to
-    the output node is one layer (the input node's), not two stacked ones.
+    the output node is one layer (the input node's), not two stacked ones (version 1: two).
     """
 
-    def __init__(self, stage: Stage, in_channels: int) -> None:
+    def __init__(self, stage: Stage, in_channels: int, version: int = 2) -> None:
         super().__init__()
         c = stage.channels
         self.input = ConvNode(in_channels, c)
         self.order = sorted(stage.active())
         self.nodes = nn.ModuleDict({str(k): ConvNode(c, c) for k in self.order})
-        self.output = ConvNode(c, c) if self.order else None
+        self.output = ConvNode(c, c) if stage.convs_after_input(version) else None
         self.out_id = stage.nodes + 1
         self.preds = predecessors(stage.edges())
 
@@ -58,11 +58,11 @@ def _sum(outs: dict[int, torch.Tensor], preds: tuple[int, ...]) -> torch.Tensor:
 class GeneticCNNNet(nn.Module):
     """Stages with 2x2 max pooling after each, then global average pooling, dropout, linear."""
 
-    def __init__(self, stages: Sequence[Stage], in_channels: int, num_classes: int) -> None:
+    def __init__(self, stages: Sequence[Stage], in_channels: int, num_classes: int, version: int = 2) -> None:
         super().__init__()
         modules = []
         for stage in stages:
-            modules.append(StageModule(stage, in_channels))
+            modules.append(StageModule(stage, in_channels, version))
             in_channels = stage.channels
         self.stages = nn.ModuleList(modules)
         self.pool = nn.MaxPool2d(2, 2, ceil_mode=True)  # ceil: a 1x1 map stays 1x1, never 0x0

@@ -54,7 +54,8 @@ def test_quality_smoke(tmp_path, capsys):
     assert quality.main(["--smoke", "--json", str(out)]) == 0
     text = capsys.readouterr().out
     for needle in ("| tournament |", "| aging |", "| random |", "| LeNet-5 (recipe", "best initial, trained as long",
-                   "(a) tournament vs random", "(b) aging vs random", "(b) tournament retrained vs LeNet-5"):
+                   "(a) tournament vs random", "(b) aging vs random", "(b) tournament retrained vs LeNet-5",
+                   "(a+) aging vs random", "(a+) tournament final model vs LeNet-5"):
         assert needle in text
     result = json.loads(out.read_text())
     s = quality.Settings(**quality.SMOKE)
@@ -64,6 +65,7 @@ def test_quality_smoke(tmp_path, capsys):
     for r in searches:
         assert r["evaluations"] == (s.population + s.steps if r["method"] in quality.EVOLUTION else s.samples), r
         assert 0.0 <= r["best_val"] <= 1.0 and 0.0 <= r["best_test"] <= 1.0
+        assert 0.0 < r["final_test"] <= 1.0 and 0.0 < r["final_val"] <= 1.0, "every best is trained further"
         assert 0 <= r["depth"] <= (s.steps if r["method"] in quality.EVOLUTION else s.walk_limit)
         if r["method"] in quality.EVOLUTION:
             assert r["batches"] == s.evaluations * s.batches

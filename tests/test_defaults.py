@@ -35,6 +35,7 @@ def test_a_store_written_before_schedules_existed_resumes_with_its_old_training(
     assert (config.train.schedule, config.train.augment, config.train.nesterov) == ("constant", "none", False)
     assert config.train.weight_decay == 1e-4 and config.train.evaluate_test and config.val_fraction == 0.1
     assert config.genome_options == {} and space.options == {}
+    assert config.max_flops == 0 and space.max_flops == 0, "no FLOPs bound where none was set"
 
 
 @pytest.mark.slow
@@ -61,3 +62,18 @@ def test_summary_tests_the_best_once_and_caches_the_lenet_reference(tmp_path):
     snap = Snapshot.read(store)
     best = snap.best()
     assert lineage_batches(snap, best["step"]) == first["lineage_batches"]
+
+
+def test_lenet_recipe_follows_the_runs_augmentation_or_the_datas_usual_one():
+    from evolve.config import TrainConfig
+    from evolve.reference import RECIPE, recipe_for
+
+    assert (recipe_for(TrainConfig(augment="shift", shift=3), 1).augment, recipe_for(TrainConfig(shift=3), 1).shift) \
+        == ("shift", 3)
+    assert recipe_for(TrainConfig(augment="affine"), 1).augment == "affine"
+    plain = TrainConfig(augment="none")
+    assert (recipe_for(plain, 1).augment, recipe_for(plain, 1).shift) == ("shift", 2)
+    assert (recipe_for(plain, 3).augment, recipe_for(plain, 3).shift) == ("crop-flip", 4), "CIFAR: pad 4, flip"
+    tuned = recipe_for(plain, 3, batches=99, device="cuda")
+    assert (tuned.batches, tuned.device, tuned.learning_rate, tuned.schedule) == (99, "cuda", RECIPE.learning_rate,
+                                                                                   "one-cycle")

@@ -24,7 +24,7 @@ def gcnn(*codes: str, channels: tuple[int, ...] | None = None) -> GeneticCNN:
     for s, code in enumerate(codes):
         nodes = code.count("-") + 2
         stages.append({"nodes": nodes, "channels": channels[s] if channels else 8 * 2**s, "code": code})
-    return GeneticCNN.from_json({"kind": "gcnn", "version": 1, "stages": stages})
+    return GeneticCNN.from_json({"kind": "gcnn", "version": 2, "stages": stages})
 
 
 def module_params(module: torch.nn.Module) -> int:
@@ -69,6 +69,27 @@ def test_all_zero_stage_is_a_single_convolution():
     }
     assert genome.param_count((3, 32, 32), 10) == module_params(module) == (9 * 3 * 8 + 2 * 8) + (8 * 10 + 10)
     assert module(torch.randn(2, 3, 8, 8)).shape == (2, 10)
+
+
+def test_version_1_genomes_keep_their_two_layer_all_zero_stage_so_old_weights_load():
+    from evolve.train import count_flops
+
+    old = GeneticCNN.from_json({"kind": "gcnn", "version": 1, "stages": [
+        {"nodes": 3, "channels": 8, "code": "0-00"}, {"nodes": 3, "channels": 8, "code": "1-01"}]})
+    module = old.to_module((3, 32, 32), 10)
+    assert {"stages.0.input.conv.weight", "stages.0.output.conv.weight"} <= set(module.state_dict())
+    assert old.param_count((3, 32, 32), 10) == module_params(module)
+    assert old.flops((3, 32, 32), 10) == count_flops(module, torch.zeros(1, 3, 32, 32))
+    assert old.stats((3, 32, 32), 10)["depth"] == 2 + gcnn("1-01").stats((3, 32, 32), 10)["depth"]
+    assert old.to_json()["version"] == 1 and GeneticCNN.from_json(old.to_json()) == old
+    space = SearchSpace(options={"nodes": [3, 3], "channels": [8, 8], "q_m": 1.0, "q_c": 1.0})
+    child, _ = old.mutate(random.Random(0), space)
+    assert child.version == 1, "an old run's children decode as their parents do"
+    new = GeneticCNN.from_json({**old.to_json(), "version": 2})
+    assert "stages.0.output.conv.weight" not in new.to_module((3, 32, 32), 10).state_dict()
+    assert GeneticCNN.initial(random.Random(0), space).version == 2
+    with pytest.raises(GenomeError, match="versions differ"):
+        old.crossover(new, random.Random(0), space)
 
 
 @settings(max_examples=30, deadline=None)
@@ -128,7 +149,7 @@ def test_bad_options_rejected(options, message):
 
 
 def test_json_round_trip_is_exact():
-    data = {"kind": "gcnn", "version": 1, "stages": [
+    data = {"kind": "gcnn", "version": 2, "stages": [
         {"nodes": 4, "channels": 16, "code": "1-00-111"}, {"nodes": 2, "channels": 3, "code": "0"}]}
     genome = GeneticCNN.from_json(data)
     assert genome.to_json() == data
@@ -147,7 +168,7 @@ def test_content_hash_tells_architectures_apart():
 
 def _json(**stage):
     s = {"nodes": 4, "channels": 16, "code": "1-00-111"} | stage
-    return {"kind": "gcnn", "version": 1, "stages": [{"nodes": 3, "channels": 8, "code": "1-01"}, s]}
+    return {"kind": "gcnn", "version": 2, "stages": [{"nodes": 3, "channels": 8, "code": "1-01"}, s]}
 
 
 @pytest.mark.parametrize(
@@ -162,13 +183,13 @@ def _json(**stage):
         (_json(channels=0), "stages[1].channels: expected an int >= 1, got 0"),
         (_json(channels=True), "stages[1].channels"),
         (_json(color="red"), "stages[1].color: unknown field"),
-        ({"kind": "gcnn", "version": 1, "stages": [{"nodes": 3, "code": "1-01"}]},
+        ({"kind": "gcnn", "version": 2, "stages": [{"nodes": 3, "code": "1-01"}]},
          "stages[0].channels: missing"),
         ({"kind": "dna", "version": 1, "stages": []}, "kind: expected 'gcnn', got 'dna'"),
-        ({"kind": "gcnn", "version": 2, "stages": []}, "version: expected 1, got 2"),
-        ({"kind": "gcnn", "version": 1, "stages": []}, "stages: expected a non-empty list"),
-        ({"kind": "gcnn", "version": 1}, "stages: missing field"),
-        ({"kind": "gcnn", "version": 1, "stages": [], "lr": 0.1}, "lr: unknown field"),
+        ({"kind": "gcnn", "version": 3, "stages": []}, "version: expected one of [1, 2], got 3"),
+        ({"kind": "gcnn", "version": 2, "stages": []}, "stages: expected a non-empty list"),
+        ({"kind": "gcnn", "version": 2}, "stages: missing field"),
+        ({"kind": "gcnn", "version": 2, "stages": [], "lr": 0.1}, "lr: unknown field"),
         ([1, 2], "must be an object"),
     ],
 )
