@@ -195,10 +195,15 @@ def export_parquet(store: Store, path: str, threads: int = 8, compression: str =
     unreadable: list[tuple[str, str]] = []
     keys = store.list_keys("individuals/")
     deaths = read_records(store, store.list_keys("deaths/"), threads, unreadable)
+    tested = read_records(store, store.list_keys("results/tested/"), threads, unreadable)
     table_rows: list[dict[str, Any]] = []
     cache: dict[Any, str] = {}
     for start in range(0, len(keys), CHUNK):  # records hold whole genomes: convert them a chunk at a time
-        table_rows += rows(read_records(store, keys[start:start + CHUNK], threads, unreadable), deaths, cache)
+        chunk = read_records(store, keys[start:start + CHUNK], threads, unreadable)
+        for step, record in chunk.items():  # a child's test accuracy is measured for the best only, kept aside
+            if record.get("test_accuracy") is None and step in tested:
+                record["test_accuracy"] = tested[step].get("test_accuracy")
+        table_rows += rows(chunk, deaths, cache)
     sch = schema().with_metadata({
         "evolve.run": json.dumps(_public(run)),
         "evolve.store": store.url,

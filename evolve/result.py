@@ -35,6 +35,17 @@ def weights_key_of_final(step: int, nonce: str) -> str:
     return f"results/final/{step:0{PAD}d}-{nonce}.safetensors"
 
 
+def kept_results(store: Store, record: dict[str, Any]) -> dict[str, Any]:
+    """``record`` with what later looks kept for it (test accuracy, final model), computing nothing."""
+    step = record["step"]
+    tested = store.read_json(record_key_of_tested(step))
+    out = dict(record)
+    if out.get("test_accuracy") is None and tested is not None:
+        out["test_accuracy"] = tested["test_accuracy"]
+    out["final"] = store.read_json(record_key_of_final(step))
+    return out
+
+
 def lineage_batches(snapshot: Snapshot, step: int) -> int:
     """SGD batches that reached ``step``'s weights: its own, then its ancestors' while each inherited."""
     total = 0

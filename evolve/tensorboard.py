@@ -663,7 +663,7 @@ def _write_views(store: Store, logdir: str, state: _State, report: SyncReport, r
     name = f"events.out.tfevents.{count:012d}.evolve-views"
     due = time.time() - state.views_at >= views_every
     if views and due and not os.path.exists(os.path.join(folder, name)):
-        best_record = store.read_json(individual_key(best["s"])) if best else None
+        best_record = _best_record(store, best["s"]) if best else None
         chain = replay.ancestry(best["s"]) if best else []
         png = figure_png(replay.rows, replay.live, chain, title=_title(config, replay.rows, replay.live, best),
                          t0=_num(run_record.get("created_at")))
@@ -687,7 +687,7 @@ def _write_views(store: Store, logdir: str, state: _State, report: SyncReport, r
         shown = int(current[-1][1].group(2)) if current else None
         if shown == best["s"] or state.best_model_failed == best["s"]:
             return
-        best_record = best_record or store.read_json(individual_key(best["s"]))
+        best_record = best_record or _best_record(store, best["s"])
         try:
             graph_def, run_metadata = _module_graph(best_record, space)
         except Exception as exc:  # noqa: BLE001 - a genome torch cannot trace is not fatal
@@ -722,11 +722,28 @@ def _module_graph(record: dict[str, Any], space: Any) -> tuple[Any, Any]:
         return graph(module, (torch.zeros(1, *space.input_shape),))
 
 
+def _best_record(store: Store, step: int) -> dict[str, Any] | None:
+    """The best's record with its kept test accuracy and final model (``evolve.result``), if any yet."""
+    from evolve.result import kept_results
+
+    record = store.read_json(individual_key(step))
+    return kept_results(store, record) if record is not None else None
+
+
+def _final_line(record: dict[str, Any]) -> str:
+    final = record.get("final") or {}
+    if final.get("status") != "ok":
+        return ""
+    return (f"; final model ({final['batches']:,} more batches): validation {_pct(final.get('val_accuracy'))}, "
+            f"test {_pct(final.get('test_accuracy'))}")
+
+
 def _genome_markdown(record: dict[str, Any]) -> str:
     from genomes import genome_from_json
 
     return (f"**Individual {record['step']}**: fitness {_pct(record.get('fitness'))}, test "
-            f"{_pct(record.get('test_accuracy'))}, {(record.get('metrics') or {}).get('params', 0):,} parameters\n\n"
+            f"{_pct(record.get('test_accuracy'))}, {(record.get('metrics') or {}).get('params', 0):,} parameters"
+            f"{_final_line(record)}\n\n"
             f"`{genome_from_json(record['genome']).describe()}`\n\n"
             f"```\n{json.dumps(record['genome'], indent=1)}\n```")
 
@@ -741,9 +758,12 @@ def ancestry_markdown(chain: list[dict[str, Any]], best_record: dict[str, Any] |
     if not chain:
         return "no individuals yet"
     best = chain[-1]
+    test = best["ta"] if best_record is None or best_record.get("test_accuracy") is None \
+        else best_record["test_accuracy"]
     lines = [(f"**Best individual: step {best['s']}** ({'alive' if best['s'] in live else 'dead'}), fitness "
-              f"{_pct(best['f'])}, test {_pct(best['ta'])}, {best['n'] or 0:,} parameters, "
-              f"{len(chain) - 1} ancestors back to the initial population")]
+              f"{_pct(best['f'])}, test {_pct(test)}, {best['n'] or 0:,} parameters, "
+              f"{len(chain) - 1} ancestors back to the initial population"
+              f"{_final_line(best_record) if best_record else ''}")]
     if best_record is not None:
         from genomes import GenomeError, genome_from_json
 

@@ -417,3 +417,33 @@ def test_tensorboard_serves_the_views(finished):
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+def test_views_and_export_show_the_bests_kept_test_accuracy_and_final_model(finished, tmp_path):
+    """A child's record carries no test accuracy; the views and the export take the best's from results/."""
+    from evolve.result import record_key_of_final, record_key_of_tested
+
+    store, _, _ = finished
+    copy = tmp_path / "copy"
+    shutil.copytree(store.root, copy)
+    store = Store.open(str(copy))
+    best = Snapshot.read(store).best()
+    store.create_json(record_key_of_tested(best["step"]), {"step": best["step"], "test_accuracy": 0.9731})
+    store.create_json(record_key_of_final(best["step"]), {"step": best["step"], "status": "ok", "batches": 4000,
+                                                          "val_accuracy": 0.99, "test_accuracy": 0.9876})
+    sync(store, str(tmp_path / "tb"))
+    [text] = _accumulator(tmp_path / "tb" / "lineage").Tensors("lineage/ancestry_of_best")
+    ancestry = text.tensor_proto.string_val[0].decode()
+    [text] = _accumulator(tmp_path / "tb" / "best_model").Tensors("best_model/genome")
+    genome = text.tensor_proto.string_val[0].decode()
+    for markdown in (ancestry, genome):
+        assert "test 97.31%" in markdown
+        assert "final model (4,000 more batches): validation 99.00%, test 98.76%" in markdown
+    import pyarrow.parquet as pq
+
+    from evolve.export import export_parquet
+
+    export_parquet(store, tmp_path / "run.parquet")
+    table = pq.read_table(tmp_path / "run.parquet").to_pydict()
+    tests = dict(zip(table["step"], table["test_accuracy"]))
+    assert tests[best["step"]] == 0.9731 and sum(t is not None for t in tests.values()) == 1
