@@ -309,10 +309,14 @@ def run_all(s: Settings, executor: Any) -> dict[str, Any]:
     jobs += [(lenet_job, (s, "lenet", seed), {}) for seed in seeds]
     pending = {executor.submit(run_job, job) for job in jobs}
     results: dict[str, list[dict[str, Any]]] = {"searches": [], "lenet": [], "long": []}
+    finished, start = 0, time.perf_counter()
     while pending:
         done, pending = wait(pending, return_when=FIRST_COMPLETED)
         for future in done:
             r = future.result()
+            finished += 1
+            print(f"[{time.perf_counter() - start:5.0f} s] {r.get('kind') or r['method']} seed {r['seed']} done "
+                  f"({finished} jobs finished, {len(pending)} running or queued)", file=sys.stderr, flush=True)
             if "kind" in r:
                 results["long"].append(r)
             elif r["method"] == "lenet":

@@ -189,8 +189,8 @@ def _print_summary(store, config) -> None:
     if info["done"] < info["total"]:
         return
     if config.fitness == "train":
-        err.print(f"testing the best, training it {config.final_batches:,} more batches and LeNet-5 on the same "
-                  "split for reference ...", highlight=False)
+        further = f", training it {config.final_batches:,} more batches" if config.final_batches else ""
+        err.print(f"testing the best{further} and LeNet-5 on the same split for reference ...", highlight=False)
     result = summary(store, config)
     if result is None:
         return
