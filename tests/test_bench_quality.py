@@ -111,3 +111,25 @@ def test_gpu_smoke_on_cpu(tmp_path, capsys):
     for r in shares:
         assert "error" not in r, r
         assert r["images_per_s"] > 0 and r["seconds"] > 0
+
+
+def test_retrain_trains_the_best_architecture_from_scratch_with_the_recipe(tmp_path):
+    from bench import retrain
+    from evolve.config import build_config
+    from evolve.report import Snapshot
+    from evolve.run import open_run, run_in_process
+    from evolve.store import Store
+
+    config = build_config({"store": str(tmp_path / "run"), "dataset": "digits", "population": 2, "steps": 2,
+                           "workers": 1, "final_batches": 0, "train": {"batches": 3, "device": "cpu"}})
+    store, config, space = open_run(config, check_health=False)
+    run_in_process(store, config, space)
+    best = Snapshot.read(Store.open(str(tmp_path / "run"))).best()
+    first = retrain.retrain(str(tmp_path / "run"), batches=40)
+    assert first["step"] == best["step"] and first["batches"] == 40 and first["status"] == "ok"
+    assert 0.0 < first["test_accuracy"] <= 1.0 and 0.0 < first["val_accuracy"] <= 1.0
+    assert retrain.retrain(str(tmp_path / "run"), step=0, batches=40)["step"] == 0
+    again = retrain.retrain(str(tmp_path / "run"), batches=40)
+    assert (again["val_accuracy"], again["test_accuracy"]) == (first["val_accuracy"], first["test_accuracy"])
+    with pytest.raises(SystemExit, match="--step: no individual 99"):
+        retrain.retrain(str(tmp_path / "run"), step=99, batches=1)
