@@ -62,3 +62,23 @@ def test_over_parameter_bound_scores_zero_without_training(digits):
     trainer = Trainer(digits, TrainConfig(batches=60), torch.device("cpu"), max_params=10)
     outcome = trainer.train(grown(space), None, seed=0)
     assert outcome.fitness == 0.0 and "max_params" in outcome.reason and outcome.train_seconds == 0.0
+
+
+def test_dropout_draws_from_the_seed_not_from_what_the_process_did_before(digits):
+    """Genetic CNN's dropout uses torch's global generator: training seeds it, so a child is the same
+    whatever the process drew earlier, and the process's own draws go on undisturbed."""
+    import random
+
+    from genomes import GeneticCNN
+
+    space = SearchSpace(input_shape=digits.input_shape, max_params=10**7, options={"nodes": [3], "channels": [8]})
+    genome = GeneticCNN.initial(random.Random(0), space)
+    trainer = Trainer(digits, TrainConfig(batches=30, learning_rate=0.05), torch.device("cpu"), max_params=10**7)
+    runs = []
+    for draws in (0, 1000):
+        torch.manual_seed(123)
+        torch.rand(draws)
+        state = torch.get_rng_state()
+        runs.append(weights_from_bytes(trainer.train(genome, None, seed=5).weights))
+        assert torch.equal(torch.get_rng_state(), state), "training leaves the process's generator where it was"
+    assert all(torch.equal(runs[0][k], runs[1][k]) for k in runs[0])
