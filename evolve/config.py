@@ -162,7 +162,7 @@ def _check_genome_options(genome: str, options: dict[str, Any]) -> None:
 
     try:
         if genome == "dna":
-            from genomes.dna import dna_options
+            from genomes.dna_mutations import dna_options
 
             dna_options(SearchSpace(options=dict(options)))
         else:

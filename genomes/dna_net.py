@@ -11,7 +11,8 @@ from torch import nn
 from typing import Any, Mapping
 
 from genomes.base import Inheritance, Mutation, inherit_weights
-from genomes.dna import DNA, Edge, widening_run
+from genomes.dna import DNA, Edge
+from genomes.dna_mutations import widening_run
 
 
 class BnRelu(nn.Module):

@@ -14,8 +14,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import genomes.dna as dna_module
+import genomes.dna_mutations as mutations_module
 from genomes.base import GenomeError, SearchSpace, inherit_weights
-from genomes.dna import DNA, MUTATIONS
+from genomes.dna import DNA
+from genomes.dna_mutations import MUTATIONS
 
 torch.set_num_threads(1)
 
@@ -268,7 +270,7 @@ def test_remove_convolution_keeps_two_vertices() -> None:
     assert stripped.to_json()["vertices"] == DNA.initial(rng, SPACE).to_json()["vertices"]
     edges = [conv(5, 0, 1, [3, 3], 1, 8)]
     two_vertices = {**PARENT_JSON, "vertices": PARENT_JSON["vertices"][:2], "edges": edges}
-    assert not dna_module.APPLICABLE["remove-convolution"](DNA.from_json(two_vertices), SPACE)
+    assert not mutations_module.APPLICABLE["remove-convolution"](DNA.from_json(two_vertices), SPACE)
 
 
 @pytest.mark.parametrize("seed", SEEDS)
@@ -285,7 +287,7 @@ def test_alter_stride_respects_max_stride(parent: DNA) -> None:
     flat = SearchSpace(input_shape=(3, 32, 32), num_classes=10, max_params=200_000, options={"max_stride": 1})
     edges = [{**e, "stride": 1} if "stride" in e else e for e in PARENT_JSON["edges"]]
     strided = DNA.from_json({**PARENT_JSON, "edges": edges})
-    assert not dna_module.APPLICABLE["alter-stride"](strided, flat)
+    assert not mutations_module.APPLICABLE["alter-stride"](strided, flat)
     rng = random.Random(0)
     for _ in range(100):
         child, mutation = strided.mutate(rng, flat)
@@ -494,7 +496,7 @@ def test_mutate_falls_back_to_identity_when_every_option_is_too_big(monkeypatch:
     genome = DNA.initial(random.Random(0), SPACE)
     bound = genome.param_count((3, 32, 32), 10)
     tight = SearchSpace(input_shape=(3, 32, 32), num_classes=10, max_params=bound)
-    monkeypatch.setattr(dna_module, "MUTATIONS", {"insert-convolution": dna_module.insert_convolution})
+    monkeypatch.setattr(mutations_module, "MUTATIONS", {"insert-convolution": mutations_module.insert_convolution})
     child, mutation = genome.mutate(random.Random(0), tight)
     assert mutation.name == "identity" and child == genome
 

@@ -60,12 +60,20 @@ def test_dna_mutations_stay_under_max_flops(seed, bound):
     for _ in range(40):
         genome, _ = genome.mutate(rng, space)
         assert genome.flops((1, 28, 28), 10) <= bound
-    unbounded = SearchSpace(input_shape=(1, 28, 28), num_classes=10, max_params=10**7, options=space.options)
-    grown = DNA.initial(random.Random(seed), unbounded)
-    for _ in range(40):
-        grown, _ = grown.mutate(rng, unbounded)
-    if bound == 200_000:
-        assert grown.flops((1, 28, 28), 10) > bound, "without the bound, forty growths pass it"
+
+
+def test_without_the_bound_growth_passes_it():
+    """The bound above binds: unbounded, forty mutations of the same start mostly pass 200,000 FLOPs."""
+    space = SearchSpace(input_shape=(1, 28, 28), num_classes=10, max_params=10**7,
+                        options={"morphisms": True, "initial_convs": 1, "initial_channels": 4})
+    passed = 0
+    for seed in range(10):
+        rng = random.Random(seed)
+        genome = DNA.initial(rng, space)
+        for _ in range(40):
+            genome, _ = genome.mutate(rng, space)
+        passed += genome.flops((1, 28, 28), 10) > 200_000
+    assert passed >= 5
 
 
 def test_gcnn_respects_max_flops_and_names_the_bound():

@@ -88,7 +88,7 @@ def test_every_preset_is_listed_and_demo_is_the_plain_defaults():
 
 def test_lse_is_the_papers_dna_and_its_cap_does_not_truncate():
     from genomes import SearchSpace
-    from genomes.dna import dna_options
+    from genomes.dna_mutations import dna_options
 
     options = dna_options(SearchSpace(options={}))  # the LSE presets leave genome_options empty
     assert (options.initial_convs, options.morphisms, options.initial_lr, dict(options.mutation_weights)) == \
