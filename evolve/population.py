@@ -12,12 +12,16 @@ converge on the same outcome:
     individuals/<s>         the child; whoever creates it first finished the step
     generations/<g>         generational mode: generation g's genomes, built once by
                             whoever first finds generation g-1 complete
-    adoptions/<s>-<j>       j-th takeover of a step whose heartbeat went quiet
-    heartbeats/<s>          soft, overwritten: the holder's progress counter
+    adoptions/<s>-<j>       j-th takeover of a step whose holder went quiet or died
+    heartbeats/<s>          soft, overwritten: the holder's progress counter and adoption
 
 Leases are judged on the observer's own monotonic clock: a step is lapsed when its
 heartbeat has not changed for ``lease_seconds`` of the observer's time, so no two
-hosts' clocks are ever compared.
+hosts' clocks are ever compared. At most one adoption of a step is live at a time:
+adoption j+1 is created only by an observer that saw adoption j's own heartbeat (or, for
+j = 0, the claimant's silence) go quiet for a lease, or that knows adoption j's holder is
+dead (a restarted incarnation of the same worker slot, :mod:`evolve.identity`). An
+observer that finds more adoptions than the beat it timed names starts its clock again.
 
 A refresh reads only what is new, so it costs the same with 100 or 10,000 individuals:
 
@@ -42,6 +46,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
+from evolve.identity import Identity
 from evolve.selection import Choice, Member
 from evolve.store import PAD, Store, claim_key, death_key, individual_key, step_of
 
@@ -84,20 +89,30 @@ class View:
     refreshed_at: float = float("-inf")
 
 
+@dataclass
+class _Beat:
+    """A step's heartbeat as an observer last saw it change, on the observer's clock."""
+
+    value: Any
+    since: float
+    adoption: int | None  # the adoption its holder runs under (-1: the claimant); None: unknown (old stores)
+
+
 class Population:
     """A worker's window on the shared population (one instance per worker)."""
 
-    def __init__(self, store: Store, size: int, total_steps: int, worker: str, lease_seconds: float,
+    def __init__(self, store: Store, size: int, total_steps: int, worker: str | Identity, lease_seconds: float,
                  refresh_seconds: float, generational: bool = False) -> None:
         self.store = store
         self.generational = generational
         self.size = size
         self.total_steps = total_steps
-        self.worker = worker
+        self.me = worker if isinstance(worker, Identity) else Identity(worker)
+        self.worker = self.me.worker
         self.lease_seconds = lease_seconds
         self.refresh_seconds = refresh_seconds
         self.view = View()
-        self._beats: dict[int, tuple[Any, float]] = {}
+        self._beats: dict[int, _Beat] = {}
         self._next_claim = 0
         self._listing = not store.local  # object stores list after a key; local disks and NFS probe keys
         self._watermark = 0  # every step below it has its child in the view
@@ -248,7 +263,7 @@ class Population:
         while step < self.total_steps:
             if not self.ready(step):
                 return None
-            if self.store.create_json(claim_key(step), {"step": step, "worker": self.worker,
+            if self.store.create_json(claim_key(step), {"step": step, **self.me.fields(),
                                                         "created_at": time.time()}):
                 self._claimed([step])
                 self._next_claim = step + 1
@@ -268,27 +283,63 @@ class Population:
             beat = self.store.read_json(heartbeat_key(step))
             value = None if beat is None else (beat.get("holder"), beat.get("seq"))
             seen = self._beats.get(step)
-            if seen is None or seen[0] != value:
-                self._beats[step] = (value, now)
-            elif now - seen[1] > self.lease_seconds:
+            if seen is None or seen.value != value:
+                self._beats[step] = _Beat(value, now, -1 if beat is None else _adoption_of(beat))
+            elif now - seen.since > self.lease_seconds:
                 out.append(step)
         for step in list(self._beats):
             if step in self.view.individuals:
                 del self._beats[step]
         return out
 
-    def adopt(self, step: int) -> bool:
-        """Take over a lapsed step; exactly one adopter wins each round."""
+    def adopt(self, step: int) -> int | None:
+        """Take over a lapsed step: the adoption's index, or None if someone else holds it now.
+
+        Only the adoption that follows the one whose silence we timed may be created: finding more
+        adoptions than that means another worker took the step over after the beat we saw, and its
+        own beat may not be visible yet, so we time the step afresh instead.
+        """
         index = len(self.store.list_keys(f"adoptions/{step:0{PAD}d}-"))
-        won = self.store.create_json(adoption_key(step, index), {"step": step, "worker": self.worker,
+        seen = self._beats.get(step)
+        expected = None if seen is None or seen.adoption is None else seen.adoption + 1
+        if expected is not None and index != expected:
+            beat = self.store.read_json(heartbeat_key(step))
+            value = None if beat is None else (beat.get("holder"), beat.get("seq"))
+            self._beats[step] = _Beat(value, time.monotonic(), index - 1)
+            return None
+        return self._create_adoption(step, index)
+
+    def _create_adoption(self, step: int, index: int) -> int | None:
+        won = self.store.create_json(adoption_key(step, index), {"step": step, "index": index, **self.me.fields(),
                                                                   "created_at": time.time()})
         if won:
             self._beats.pop(step, None)
-        return won
+            return index
+        return None
 
-    def heartbeat(self, step: int, holder: str, seq: int) -> None:
+    def orphans(self) -> list[int]:
+        """Steps in flight whose holder is known dead (an earlier incarnation of our slot): adopt them now."""
+        if self.me.slot is None:
+            return []
+        return [step for step in self._pending(self._advance()) if self.me.predecessor_dead(self._holder(step)[1])]
+
+    def _holder(self, step: int) -> tuple[int, dict[str, Any] | None]:
+        """(adoptions so far, the record of the step's current holder: its last adopter, else its claimant)."""
+        keys = self.store.list_keys(f"adoptions/{step:0{PAD}d}-")
+        record = self.store.read_json(keys[-1] if keys else claim_key(step))
+        return len(keys), record
+
+    def adopt_orphan(self, step: int) -> int | None:
+        """Take over a step from its dead holder at once (no lease to wait): the adoption's index, or None."""
+        index, holder = self._holder(step)
+        if not self.me.predecessor_dead(holder):
+            return None
+        return self._create_adoption(step, index)
+
+    def heartbeat(self, step: int, holder: str, seq: int, adoption: int = -1) -> None:
+        """``adoption``: the index of the adoption we hold the step under (-1: we claimed it)."""
         self.store.put_json(heartbeat_key(step), {"step": step, "holder": holder, "seq": seq,
-                                                  "worker": self.worker})
+                                                  "adoption": adoption, **self.me.fields()})
 
     # -- selection and death, exactly once per step -----------------------------------------
 
@@ -352,6 +403,12 @@ class Population:
 def _newest(entries: dict[int, Any], count: int) -> list[int]:
     """The ``count`` keys most recently added to ``entries`` (dicts keep insertion order)."""
     return list(itertools.islice(reversed(entries), max(0, count)))
+
+
+def _adoption_of(beat: dict[str, Any]) -> int | None:
+    """The adoption a heartbeat's holder runs under; None for beats written before beats said so."""
+    value = beat.get("adoption")
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= -1 else None
 
 
 def _selection_of(key: str) -> tuple[int, int] | None:

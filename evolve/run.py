@@ -106,7 +106,8 @@ def count_individuals(store: Store) -> int:
 def run_in_process(store: Store, config: RunConfig, space: SearchSpace,
                    on_progress: Callable[[int], None] | None = None) -> list[dict[str, Any]]:
     """Run ``config.workers`` workers as threads of this process (tests, debugging, a GPU box without Ray)."""
-    workers = [Worker(store, config, space, worker_id=f"local-{i}-{os.getpid()}") for i in range(config.workers)]
+    workers = [Worker(store, config, space, worker_id=f"local-{i}-{os.getpid()}", slot=f"local-{i}")
+               for i in range(config.workers)]
     results: list[dict[str, Any]] = [{} for _ in workers]
     errors: list[BaseException] = []
 
@@ -150,7 +151,10 @@ class WorkerActor:
     def __init__(self, store: Store, config: RunConfig, space: SearchSpace, name: str) -> None:
         import os
 
-        self.worker = Worker(store, config, space, worker_id=f"{name}-{os.getpid()}")
+        import ray
+
+        actor = ray.get_runtime_context().get_actor_id()
+        self.worker = Worker(store, config, space, worker_id=f"{name}-{os.getpid()}", slot=name, actor=actor)
 
     def run(self) -> dict[str, Any]:
         return asdict(self.worker.run())
@@ -160,8 +164,11 @@ class WorkerActor:
 
 
 def run_on_ray(store: Store, config: RunConfig, space: SearchSpace,
-               on_progress: Callable[[int], None] | None = None) -> list[dict[str, Any]]:
-    """Run the workers as Ray actors that restart when they die (they need nothing but the store)."""
+               on_progress: Callable[[int], None] | None = None,
+               stop: threading.Event | None = None) -> list[dict[str, Any]]:
+    """Run the workers as Ray actors that restart when they die (they need nothing but the store).
+
+    Setting ``stop`` asks every actor to finish its step and return (the run stays resumable)."""
     import ray
 
     if not ray.is_initialized():
@@ -175,9 +182,14 @@ def run_on_ray(store: Store, config: RunConfig, space: SearchSpace,
     actors = [actor_cls.remote(store, config, space, f"ray-{i}") for i in range(config.workers)]
     pending = [a.run.remote() for a in actors]
     results = []
+    stopping = False
     try:
         while pending:
-            ready, pending = ray.wait(pending, timeout=1.0)
+            if stop is not None and stop.is_set() and not stopping:
+                stopping = True
+                for a in actors:
+                    a.stop.remote()
+            ready, pending = ray.wait(pending, timeout=0.2 if stop is not None else 1.0)
             results.extend(ray.get(ready))
             if on_progress:
                 on_progress(count_individuals(store))

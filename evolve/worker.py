@@ -14,6 +14,7 @@ from typing import Any
 
 from evolve.config import RunConfig
 from evolve.evaluate import Evaluator, make_evaluator
+from evolve.identity import Identity
 from evolve.generational import averaged, breed, crossover_weights, swapped_stages
 from evolve.population import Population
 from evolve.seeding import derive_seed, rng_for
@@ -57,20 +58,25 @@ class Worker:
     """
 
     def __init__(self, store: Store, config: RunConfig, space: SearchSpace, worker_id: str | None = None,
-                 evaluator: Evaluator | None = None) -> None:
+                 evaluator: Evaluator | None = None, slot: str | None = None, actor: str | None = None) -> None:
+        """``slot``: the worker's place in its run (``ray-3``), ``actor``: its Ray actor id. A later
+        incarnation of the same actor, or a later worker in the same slot on the same machine once this
+        one's process is gone, takes over this one's steps at once (:mod:`evolve.identity`)."""
         self.store = store
         self.config = config
         self.space = space
         self.id = worker_id or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        self.identity = Identity.here(self.id, slot, actor)
         self.genome_cls: type[Genome] = genome_class(config.genome)
         self.strategy = None if config.selection == "generational" else make_strategy(config.selection,
                                                                                      config.sample_size)
-        self.population = Population(store, config.population, config.population + config.steps, self.id,
+        self.population = Population(store, config.population, config.population + config.steps, self.identity,
                                      config.lease_seconds, config.refresh_seconds,
                                      generational=config.selection == "generational")
         self._evaluator = evaluator
         self.stop_event = threading.Event()
         self.stats = WorkerStats(worker=self.id)
+        self._orphans: list[int] = []
 
     @property
     def evaluator(self) -> Evaluator:
@@ -80,19 +86,21 @@ class Worker:
 
     def run(self) -> WorkerStats:
         pop = self.population
+        pop.refresh(force=True)
+        self._orphans = pop.orphans()
         while not self.stop_event.is_set():
             pop.refresh()
             if pop.finished():
                 pop.refresh(force=True)
                 if pop.finished():
                     break
-            step, adopted = self._next_step()
+            step, adoption = self._next_step()
             if step is None:
                 time.sleep(min(0.2, max(0.01, self.config.refresh_seconds)))
                 pop.refresh(force=True)
                 continue
             try:
-                self.run_step(step, adopted=adopted)
+                self.run_step(step, adoption=adoption)
             except StepAbandoned as why:
                 log.info("step %d left in flight: %s", step, why)
                 break
@@ -101,12 +109,19 @@ class Worker:
     def stop(self) -> None:
         self.stop_event.set()
 
-    def _next_step(self) -> tuple[int | None, bool]:
+    def _next_step(self) -> tuple[int | None, int | None]:
+        """(step, the adoption we hold it under or None): a dead predecessor's step, a lapsed one, or a fresh claim."""
         pop = self.population
+        while self._orphans:
+            step = self._orphans.pop(0)
+            adoption = pop.adopt_orphan(step)
+            if adoption is not None:
+                return step, adoption
         for step in pop.lapsed():
-            if pop.adopt(step):
-                return step, True
-        return pop.claim_next(), False
+            adoption = pop.adopt(step)
+            if adoption is not None:
+                return step, adoption
+        return pop.claim_next(), None
 
     def _finish_lapsed(self) -> None:
         """While our step waits for enough live individuals, finish the lapsed steps that hold them dead.
@@ -118,16 +133,20 @@ class Worker:
         for step in pop.lapsed():
             if self.stop_event.is_set():
                 break
-            if pop.adopt(step):
-                self.run_step(step, adopted=True)
+            adoption = pop.adopt(step)
+            if adoption is not None:
+                self.run_step(step, adoption=adoption)
         if self.stop_event.is_set():
             raise StepAbandoned("stopped while waiting for enough live individuals")
 
-    def run_step(self, step: int, adopted: bool = False) -> bool:
-        """Do (or finish) step ``step``; True if our child is the one recorded."""
+    def run_step(self, step: int, adopted: bool = False, adoption: int | None = None) -> bool:
+        """Do (or finish) step ``step``, held under ``adoption`` (its index) or as claimed; True if our
+        child is the one recorded."""
+        adopted = adopted or adoption is not None
         holder = uuid.uuid4().hex
         beating = threading.Event()
-        beat = threading.Thread(target=self._heartbeat, args=(step, holder, beating, adopted), daemon=True)
+        beat = threading.Thread(target=self._heartbeat, args=(step, holder, beating, adopted,
+                                                              -1 if adoption is None else adoption), daemon=True)
         beat.start()
         started = time.perf_counter()
         try:
@@ -137,7 +156,7 @@ class Worker:
             beat.join()
             self.stats.busy_seconds += time.perf_counter() - started
 
-    def _heartbeat(self, step: int, holder: str, done: threading.Event, at_once: bool) -> None:
+    def _heartbeat(self, step: int, holder: str, done: threading.Event, at_once: bool, adoption: int) -> None:
         """Beat every quarter lease while the step runs.
 
         A fresh claim needs no beat before the first quarter lease: observers start their clock when
@@ -150,7 +169,7 @@ class Worker:
             return
         while True:
             try:
-                self.population.heartbeat(step, holder, seq)
+                self.population.heartbeat(step, holder, seq, adoption)
             except Exception as exc:  # a missed beat only risks a wasted adoption
                 log.warning("heartbeat for step %d failed: %s", step, exc)
             seq += 1

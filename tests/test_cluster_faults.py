@@ -420,3 +420,64 @@ def test_chaos_sigkills_every_pending_step_is_adopted(tmp_path, cluster):
             "actor back s (median)": f"{statistics.median(_back_after(store, kills)):.1f}",
             "run s": f"{elapsed:.1f}"}
     print("\n" + "  ".join(rows) + "\n" + "  ".join(f"{v!s:>{len(k)}}" for k, v in rows.items()))
+
+
+# -- a restarted actor takes over its own step at once -------------------------------------------------
+
+TAKEOVERS = 10
+TAKEOVER_BOUND_S = 15.0
+
+
+def _takeover(store: Store, step: int, after: float, timeout: float) -> dict[str, Any] | None:
+    """The first adoption of ``step`` created after ``after``, waiting up to ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for key in store.list_keys(f"adoptions/{step:012d}-"):
+            record = store.read_json(key)
+            if record and record["created_at"] > after:
+                return record
+        time.sleep(0.05)
+    return None
+
+
+@pytest.mark.timeout(300)
+def test_a_sigkilled_actors_step_is_taken_over_by_its_restart_within_seconds(tmp_path, cluster):
+    """With a 60 s lease, ten SIGKILLed actors: each restarted incarnation (same slot, same node, its
+    predecessor's process gone) adopts the step its predecessor held at once, never a second adopter."""
+    config = build_config({
+        "store": str(tmp_path / "run"), "fitness": "synthetic", "synthetic_seconds": 2.0, "population": 4,
+        "steps": 1_000, "workers": 2, "cpus_per_worker": 1, "lease_seconds": 60.0, "refresh_seconds": 0.2,
+        "address": cluster.address,
+    })
+    store, config, space = open_run(config)
+    raylets = set(_raylet_of(cluster))
+    stop = threading.Event()
+    driver = threading.Thread(target=run_on_ray, args=(store, config, space), kwargs={"stop": stop}, daemon=True)
+    driver.start()
+    delays: list[float] = []
+    try:
+        while len(delays) < TAKEOVERS:
+            held = [(s, w) for s, w in sorted(_holding_now(store).items()) if _ours(_pid(w), raylets)
+                    and not store.list_keys(f"adoptions/{s:012d}-")]
+            if not held:
+                time.sleep(0.05)
+                continue
+            step, worker = held[-1]
+            at = time.time()
+            if not _kill(worker, raylets):
+                continue
+            record = _takeover(store, step, at, timeout=45.0)
+            assert record is not None, f"step {step} held by killed {worker} was not taken over in 45 s"
+            assert record["slot"] == worker.rsplit("-", 1)[0] and record["worker"] != worker, record
+            delays.append(record["created_at"] - at)
+    finally:
+        stop.set()
+        driver.join(timeout=60)
+    assert not driver.is_alive(), "the run did not stop"
+    print(f"\ntakeover after SIGKILL, lease 60 s: max {max(delays):.1f} s, median {statistics.median(delays):.1f} s "
+          f"over {len(delays)} kills: {', '.join(f'{d:.1f}' for d in delays)}")
+    assert max(delays) <= TAKEOVER_BOUND_S, delays
+    for key in store.list_keys("adoptions/"):
+        assert key.endswith("-000.json"), f"{key}: a step adopted twice"
+    report = check_store(store, config.population, total_steps(config))
+    assert report.ok, report.violations

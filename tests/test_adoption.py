@@ -1,0 +1,158 @@
+"""Taking over a step: one live adoption at a time, and at once when the holder is known dead."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+import time
+
+from evolve.check import check_store
+from evolve.config import build_config
+from evolve.identity import Identity, machine_id, process_alive
+from evolve.population import Population, adoption_key, heartbeat_key
+from evolve.run import open_run, total_steps
+from evolve.store import individual_key
+from evolve.worker import Worker
+
+LEASE = 0.3
+
+
+def _run(tmp_path, **kw):
+    settings = dict(store=str(tmp_path / "run"), fitness="synthetic", population=4, steps=4, workers=1,
+                    refresh_seconds=0.0, lease_seconds=LEASE)
+    settings.update(kw)
+    return open_run(build_config(settings))
+
+
+def _dead_pid() -> int:
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    assert not process_alive(proc.pid)
+    return proc.pid
+
+
+def _observer(store, config, name: str) -> Population:
+    return Population(store, config.population, total_steps(config), name, LEASE, 0.0)
+
+
+def _lapse(pop: Population, step: int) -> None:
+    """Watch ``step`` until it is lapsed on ``pop``'s clock."""
+    deadline = time.monotonic() + 10 * LEASE
+    while step not in pop.lapsed():
+        assert time.monotonic() < deadline, f"step {step} never lapsed"
+        pop.refresh(force=True)
+        time.sleep(LEASE / 5)
+
+
+def _claimed_and_abandoned(store, config, space, identity: Identity | str = "claimant") -> int:
+    """The initial population written, then a step claimed by ``identity`` that never finishes."""
+    first = Worker(store, config, space, worker_id="first")
+    for _ in range(config.population):
+        first.run_step(first.population.claim_next())
+    holder = Population(store, config.population, total_steps(config), identity, config.lease_seconds, 0.0)
+    holder.refresh(force=True)
+    step = holder.claim_next()
+    assert step == config.population
+    return step
+
+
+def test_a_second_adopter_that_timed_the_old_beat_does_not_adopt(tmp_path):
+    """B and C both saw the claimant go quiet; B adopts first. C, whose judgement predates B's
+    adoption, must not adopt too (two trainers of one step), even before B's first beat is visible."""
+    store, config, space = _run(tmp_path)
+    step = _claimed_and_abandoned(store, config, space)
+    b, c = _observer(store, config, "b"), _observer(store, config, "c")
+    for pop in (b, c):
+        pop.refresh(force=True)
+    _lapse(b, step)
+    _lapse(c, step)
+    assert b.adopt(step) == 0
+    assert c.adopt(step) is None, "C adopted a step B had just taken over"
+    assert store.list_keys(f"adoptions/{step:012d}-") == [adoption_key(step, 0)]
+
+    b.heartbeat(step, "b-holder", 0, adoption=0)  # B's first beat, then B goes quiet (dies)
+    assert step not in c.lapsed()
+    _lapse(c, step)
+    assert c.adopt(step) == 1, "after B's own beat went quiet for a lease, C may adopt"
+
+
+def test_an_adopter_that_dies_before_its_first_beat_is_adopted_after_a_lease(tmp_path):
+    store, config, space = _run(tmp_path)
+    step = _claimed_and_abandoned(store, config, space)
+    b, c = _observer(store, config, "b"), _observer(store, config, "c")
+    for pop in (b, c):
+        pop.refresh(force=True)
+    _lapse(b, step)
+    _lapse(c, step)
+    assert b.adopt(step) == 0  # and never beats
+    started = time.monotonic()
+    assert c.adopt(step) is None
+    _lapse(c, step)
+    assert time.monotonic() - started >= LEASE
+    assert c.adopt(step) == 1
+
+
+def test_beats_from_before_adoption_indices_keep_the_old_rule(tmp_path):
+    """A heartbeat written without an adoption index (an older store) does not block adoption."""
+    store, config, space = _run(tmp_path)
+    step = _claimed_and_abandoned(store, config, space)
+    store.put_json(heartbeat_key(step), {"step": step, "holder": "old", "seq": 3, "worker": "old"})
+    store.create_json(adoption_key(step, 0), {"step": step, "worker": "old"})
+    c = _observer(store, config, "c")
+    c.refresh(force=True)
+    _lapse(c, step)
+    assert c.adopt(step) == 1
+
+
+def _slot_run(tmp_path, lease: float):
+    return _run(tmp_path, lease_seconds=lease, workers=1)
+
+
+def test_a_restarted_worker_takes_over_its_dead_predecessors_step_at_once(tmp_path):
+    """Same slot, same machine, the predecessor's process gone: no lease to wait (60 s here)."""
+    store, config, space = _slot_run(tmp_path, lease=60.0)
+    dead = Identity(worker="ray-0-1", slot="ray-0", machine=machine_id(), pid=_dead_pid())
+    step = _claimed_and_abandoned(store, config, space, dead)
+
+    worker = Worker(store, config, space, worker_id="ray-0-2", slot="ray-0")
+    thread = threading.Thread(target=worker.run, daemon=True)
+    thread.start()
+    thread.join(30)
+    assert not thread.is_alive(), "the run waited for the lease instead of taking over"
+    record = store.read_json(individual_key(step))
+    assert record["adopted"] and record["worker"] == "ray-0-2"
+    assert store.read_json(adoption_key(step, 0))["slot"] == "ray-0"
+    report = check_store(store, config.population, total_steps(config))
+    assert report.ok and report.finished, report.violations
+
+
+def test_no_takeover_when_the_holder_may_be_alive(tmp_path):
+    """Another slot, another machine, or a live process: the step waits for its lease."""
+    alive = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        holders = [
+            Identity(worker="ray-1-1", slot="ray-1", machine=machine_id(), pid=_dead_pid()),
+            Identity(worker="ray-0-1", slot="ray-0", machine="elsewhere", pid=_dead_pid()),
+            Identity(worker="ray-0-1", slot="ray-0", machine=machine_id(), pid=alive.pid),
+            Identity(worker="ray-0-1"),
+        ]
+        for i, holder in enumerate(holders):
+            store, config, space = _slot_run(tmp_path / str(i), lease=60.0)
+            step = _claimed_and_abandoned(store, config, space, holder)
+            worker = Worker(store, config, space, worker_id="ray-0-2", slot="ray-0")
+            worker.population.refresh(force=True)
+            assert worker.population.orphans() == [], holder
+            assert worker.population.adopt_orphan(step) is None, holder
+    finally:
+        alive.kill()
+        alive.wait()
+
+
+def test_a_restarted_ray_actor_knows_its_predecessor_dead_on_any_machine():
+    """Ray restarts an actor (same actor id) only after declaring its previous incarnation dead."""
+    me = Identity(worker="ray-0-2", slot="ray-0", machine="node-b", pid=2, actor="a1")
+    before = Identity(worker="ray-0-1", slot="ray-0", machine="node-a", pid=1, actor="a1").fields()
+    assert me.predecessor_dead(before)
+    assert not me.predecessor_dead({**before, "actor": "a2"})  # another actor (another run) on another node
+    assert not me.predecessor_dead(me.fields())
