@@ -2,15 +2,14 @@
 
 For each backend (a local folder; S3 through a moto server on 127.0.0.1) and population size P,
 a store is filled with P live individuals by the engine itself (``Worker.run_step`` on steps
-0..P-1, each claimed through ``Population.claim_next``, many threads at once), then one worker
+0..P-1, each claimed through ``Population.claim``, many threads at once), then one worker
 runs steady-state steps of the real engine: refresh its view, claim, tournament on a random pair,
 tombstone the loser, read the parent's record and weights, mutate the DNA genome, write the
 child's weights and record. Training is replaced by an evaluator that returns at once with a
 weights blob of a real demo child, so what is timed is the engine alone.
 
-Each timed step starts with one forced refresh of the view (list individuals/, deaths/, claims/,
-read the records not seen yet): a demo step (~0.6 s) is about as long as ``refresh_seconds``
-(1 s), so one refresh per step is the demo's worst case.
+Each timed step refreshes the view once, as every claim does: one listing of the log marks past
+the watermark ("refresh ms"; the rest of the claim is "claim ms").
 
 The demo's step time is measured by running the demo itself (``evolve run`` with every default
 but ``--steps``): the mean ``timings.total_s`` of its children's records.
@@ -147,8 +146,7 @@ def prefill(store: Store, config: RunConfig, space: SearchSpace, evaluator: Eval
         pop = worker.population
         try:
             for step in range(index, config.population, threads):
-                pop._next_claim = step  # disjoint steps per thread: no claim races to lose
-                if pop.claim_next() != step:
+                if not pop.claim(step):  # disjoint steps per thread: no claim races to lose
                     raise RuntimeError(f"prefill: could not claim step {step}")
                 if not worker.run_step(step):
                     raise RuntimeError(f"prefill: step {step}'s child was not ours")
@@ -170,42 +168,67 @@ def prefill(store: Store, config: RunConfig, space: SearchSpace, evaluator: Eval
 
 
 class OpCounter:
-    """Counts the store's own I/O calls (on S3 each is one request; a listing is one per 1,000 keys).
+    """Counts the store's own I/O calls (on S3 each is one request; a listing is one per 1,000 keys; a
+    local listing, one call whatever it returns).
 
     Listings are also timed, with the keys they return: on a real object store a listing's cost
     follows what it returns; moto's follows the size of the bucket.
     """
 
-    OPS = ("read_bytes", "_raw_create", "put_json", "exists", "list_keys", "list_keys_after", "delete")
-    LISTS = ("list_keys", "list_keys_after")
+    OPS = ("read_bytes", "_raw_create", "put_json", "exists", "list_keys", "list_keys_after", "list_versions_after",
+           "delete")
+    LISTS = ("list_keys", "list_keys_after", "list_versions_after")
+    TYPES = {"read_bytes": "get", "_raw_create": "create", "put_json": "put", "exists": "head", "list_keys": "list",
+             "list_keys_after": "list", "list_versions_after": "list", "delete": "delete"}
+    PAGE = 1000  # keys per listing page (S3): a listing that returns more costs one request per page
 
     def __init__(self, store: Store) -> None:
         self._lock = threading.Lock()
         self.reset()
+        self.paged = not store.local  # a local listing is one call whatever it returns
         for name in self.OPS:
             setattr(store, name, self._counted(name, getattr(store, name)))
 
     def _counted(self, name: str, real: Any) -> Any:
         def call(*args: Any, **kwargs: Any) -> Any:
             started = time.perf_counter()
-            result = real(*args, **kwargs)
-            with self._lock:
-                self.counts[name] += 1
-                if name in self.LISTS:
-                    self.list_seconds += time.perf_counter() - started
-                    self.listed += len(result)
+            result: Any = ()
+            try:
+                result = real(*args, **kwargs)
+            finally:  # a request that failed (a create that found its key taken) was still a request
+                self._count(name, args, result, started)
             return result
 
         return call
 
+    def _count(self, name: str, args: tuple, result: Any, started: float) -> None:
+        paged = name in self.LISTS and self.paged
+        requests = max(1, -(-len(result or ()) // self.PAGE)) if paged else 1
+        where = f"{self.TYPES[name]} {str(args[0]).split('/', 1)[0] if args else '?'}"
+        with self._lock:
+            self.counts[name] += requests
+            self.folders[where] = self.folders.get(where, 0) + requests
+            if name in self.LISTS:
+                self.list_seconds += time.perf_counter() - started
+                self.listed += len(result or ())
+
     def reset(self) -> None:
         with self._lock:
             self.counts = dict.fromkeys(self.OPS, 0)
+            self.folders: dict[str, int] = {}  # "get individuals" -> calls
             self.list_seconds = 0.0
             self.listed = 0
 
     def total(self) -> int:
         return sum(self.counts.values())
+
+    def by_type(self) -> dict[str, int]:
+        """Requests by type (get, create, put, head, list, delete)."""
+        out = dict.fromkeys(dict.fromkeys(self.TYPES.values()), 0)
+        with self._lock:
+            for name, count in self.counts.items():
+                out[self.TYPES[name]] += count
+        return out
 
     def lists(self) -> int:
         return sum(self.counts[name] for name in self.LISTS)
@@ -221,17 +244,17 @@ class Timed:
 
 
 def timed_steps(worker: Worker, count: int, timed: Timed | None) -> None:
-    """``count`` steps of ``worker``, as ``Worker.run`` does them but with one forced refresh each."""
+    """``count`` steps of ``worker``, as ``Worker.run`` does them (a claim refreshes the view first:
+    "refresh ms" is that listing, "claim ms" the rest of the claim)."""
     pop = worker.population
     for _ in range(count):
         started = time.perf_counter()
-        pop.refresh(force=True)
-        refreshed = time.perf_counter()
-        step, adopted = worker._next_step()
+        step, adoption = worker._next_step()
         claimed = time.perf_counter()
+        refreshed = started + pop.last_refresh_s
         if step is None:
             raise RuntimeError("the benchmark worker found no step to claim")
-        if not worker.run_step(step, adopted=adopted):
+        if not worker.run_step(step, adoption=adoption):
             raise RuntimeError(f"step {step}'s child was not ours (is another worker on this store?)")
         ended = time.perf_counter()
         if timed is None:

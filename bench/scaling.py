@@ -70,7 +70,9 @@ def worker_main(url: str, options: dict[str, Any], config_json: str, index: int,
             raise TimeoutError("no start signal")
         ops.reset()
         stats = asdict(worker.run())
-        results.put(("done", index, {**stats, "ops": ops.total(), "lists": ops.lists()}, None))
+        results.put(("done", index, {**stats, "ops": ops.total(), "lists": ops.lists(), "by_type": ops.by_type(),
+                                         "folders": ops.folders},
+                     None))
     except BaseException as exc:  # noqa: BLE001 - reported by the parent, never a hang
         results.put(("failed", index, None, f"{type(exc).__name__}: {exc}"))
 
@@ -99,6 +101,7 @@ class Row:
     lost: int
     adopted: int
     ops_per_step: float
+    by_type: dict[str, float]  # requests per step, by type
     server_cpu: float | None  # the moto server's CPU use while the workers ran (1.0 = one core)
     check_ok: bool
 
@@ -121,18 +124,27 @@ def measure(backend: str, url: str, options: dict[str, Any], workers: int, args:
     prefill(store, config, space, SyntheticEvaluator(space, 0.0), threads=min(16, args.population))
     cpu_before, started = (cpu_seconds(server_pid) if server_pid else None), time.monotonic()
     stats = run_workers(url, options, config, workers)
+    folders: dict[str, int] = {}
+    for s in stats:
+        for name, count in s.get("folders", {}).items():
+            folders[name] = folders.get(name, 0) + count
     cpu_after, wall = (cpu_seconds(server_pid) if server_pid else None), time.monotonic() - started
     server_cpu = (cpu_after - cpu_before) / wall if cpu_before is not None and cpu_after is not None else None
     records = [store.read_json(k) for k in store.list_keys("individuals/")]
     children = [r for r in records if r and r["step"] >= config.population]
     throughput, timed = steady_rate(children)
+    print(f"  {backend}, {workers} workers, requests per step by folder: "
+          + ", ".join(f"{k} {v / max(1, len(children)):.2f}" for k, v in sorted(folders.items())),
+          file=sys.stderr, flush=True)
     report = check_store(store, config.population, config.population + config.steps)
     if not (report.ok and report.finished):
         print(f"check_store on {url}: {report.violations[:5]} finished={report.finished}", file=sys.stderr)
     return Row(backend, workers, args.seconds, len(children), timed, throughput,
                conflicts=sum(1 for r in children if (r.get("attempt") or 0) > 0),
                lost=sum(s["lost"] for s in stats), adopted=sum(s["adopted"] for s in stats),
-               ops_per_step=sum(s["ops"] for s in stats) / max(1, len(children)), server_cpu=server_cpu,
+               ops_per_step=sum(s["ops"] for s in stats) / max(1, len(children)),
+               by_type={t: sum(s["by_type"][t] for s in stats) / max(1, len(children)) for t in OpCounter.TYPES.values()},
+               server_cpu=server_cpu,
                check_ok=report.ok and report.finished)
 
 
@@ -206,15 +218,18 @@ def collect(results: Any, procs: Sequence[Any], kind: str) -> list[tuple]:
 
 def table(rows: Sequence[Row]) -> str:
     columns = ["backend", "workers", "fitness s", "children timed", "steps/s", "ideal steps/s", "efficiency",
-               "vs 1 worker x W", "selection retries", "lost", "adopted", "store ops/step", "server CPU",
-               "check"]
+               "vs 1 worker x W", "selection retries", "lost", "adopted", "store ops/step",
+               *(f"{t}/step" for t in dict.fromkeys(OpCounter.TYPES.values())), "vs 1 worker", "server CPU", "check"]
+    ops_one = {r.backend: r.ops_per_step for r in rows if r.workers == 1}
     single = {r.backend: r.throughput for r in rows if r.workers == 1}
     out = []
     for r in rows:
         vs_one = r.throughput / (single[r.backend] * r.workers) if r.backend in single else None
         out.append([r.backend, r.workers, r.seconds, r.window, r.throughput, r.ideal, f"{100 * r.efficiency:.1f}%",
                     None if vs_one is None else f"{100 * vs_one:.1f}%", r.conflicts, r.lost, r.adopted,
-                    r.ops_per_step, None if r.server_cpu is None else f"{100 * r.server_cpu:.0f}%", r.check_ok])
+                    r.ops_per_step, *(r.by_type[t] for t in dict.fromkeys(OpCounter.TYPES.values())),
+                    f"{r.ops_per_step / ops_one[r.backend]:.2f}x" if r.backend in ops_one else None,
+                    None if r.server_cpu is None else f"{100 * r.server_cpu:.0f}%", r.check_ok])
     return markdown_table(columns, out)
 
 

@@ -3,7 +3,8 @@
 1. every record parses; every child's parent exists;
 2. no individual died twice; no step has two children or two deaths;
 3. live = N - steps in flight; after a clean stop, live = N;
-4. a finished run has exactly N + steps individuals, none beyond.
+4. a finished run has exactly N + steps individuals, none beyond;
+5. every log mark (what workers select from) agrees with the record it was derived from.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
+from evolve.population import parse_mark
 from evolve.store import CorruptRecord, Store, step_of
 
 PREFIXES = ("individuals/", "deaths/", "claims/", "selections/", "adoptions/")
@@ -128,4 +130,27 @@ def check_store(store: Store, population: int, total_steps: int) -> CheckReport:
     for step in claims:
         if step >= total_steps:
             v.append(f"claim {step}: beyond the run's {total_steps} steps")
+    _check_marks(store, individuals, deaths, v)
     return report
+
+
+def _check_marks(store: Store, individuals: dict[int, dict[str, Any]], deaths: dict[int, dict[str, Any]],
+                 v: list[str]) -> None:
+    """A mark that lies would steer selection; a missing one is only a stale view (resume writes it)."""
+    for key in store.list_keys("log/"):
+        mark = parse_mark(key)
+        if mark is None:
+            v.append(f"{key}: not a log mark")
+        elif mark.done:
+            child = individuals.get(mark.step)
+            if child is None:
+                v.append(f"{key}: step {mark.step} has no child")
+            elif child.get("loser") != mark.loser or not _same(child.get("fitness"), mark.fitness):
+                v.append(f"{key}: says loser {mark.loser!r}, fitness {mark.fitness!r}; the child records "
+                         f"{child.get('loser')!r}, {child.get('fitness')!r}")
+        elif mark.loser is not None and deaths.get(mark.loser, {}).get("killed_at_step") != mark.step:
+            v.append(f"{key}: no tombstone of {mark.loser} names step {mark.step}")
+
+
+def _same(a: Any, b: float | None) -> bool:
+    return isinstance(a, (int, float)) and b is not None and (float(a) == b or (a != a and b != b))

@@ -23,23 +23,30 @@ j = 0, the claimant's silence) go quiet for a lease, or that knows adoption j's 
 dead (a restarted incarnation of the same worker slot, :mod:`evolve.identity`). An
 observer that finds more adoptions than the beat it timed names starts its clock again.
 
-A refresh reads only what is new, so it costs the same with 100 or 10,000 individuals:
+A worker needs the live set and the fitness of the individuals it samples, not every
+record: each of those changes is also written as a *log mark*, an empty object whose key
+carries it, in step order, in folders of ``LOG_BLOCK`` steps::
 
-* claims are contiguous (a step is claimed only after the one before it exists);
-* every step below the view's *watermark* has its child in the view;
-* deaths are learnt from the records that cause them (a child's ``loser``, the
-  selections of steps in flight, the tombstones we read when we kill) instead of
-  by listing deaths/, whose keys (the loser's step) are in no useful order.
+    log/<block>/<s>.c                             step s is claimed (after its claim)
+    log/<block>/<s>.k<attempt>.<loser>            step s killed <loser> (after its tombstone)
+    log/<block>/<s>.d.<loser or n>.<fitness>      step s's child exists (after its record)
 
-On object stores one listing per folder starts after what the view holds (S3
-``StartAfter``); on local disks and NFS, where a listing reads the whole folder,
-the few keys that can be new (steps in flight, the next claims) are probed instead.
+A refresh is one listing of the marks after the view's *watermark* (every step below it has
+its child in the view): on S3 one request per 1,000 marks (``StartAfter``), on local disks
+and NFS the one or two block folders in use. So a step costs the same store work with 1 or
+250 workers and with 100 or 10,000 individuals; a record is read only when its genome is needed
+(a parent). Marks are derived and written without fsync: a mark lost in a crash is written
+again by whoever finishes or adopts the step, and a view that misses one is only stale, which
+every create-once check already tolerates. Heartbeats are listed too (one listing, with each
+key's change token), and only every ``lease / 8``: a lease is judged on that time scale.
 """
 
 from __future__ import annotations
 
 import bisect
 import itertools
+import random
+import struct
 import time
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -50,8 +57,10 @@ from evolve.identity import Identity
 from evolve.selection import Choice, Member
 from evolve.store import PAD, Store, claim_key, death_key, individual_key, step_of
 
-PARALLEL_READS = 16  # concurrent reads when a refresh finds many new records on an object store
+PARALLEL_READS = 16  # concurrent reads when a worker needs many records at once from an object store
 PARALLEL_READS_FROM = 32
+MAX_CLAIM_WIDTH = 1_024.0
+LOG_BLOCK = 500  # steps per log folder: a local listing reads one or two folders of at most 1,500 names
 
 
 def _key(prefix: str, step: int, suffix: str = "") -> str:
@@ -66,26 +75,80 @@ def adoption_key(step: int, index: int) -> str:
     return _key("adoptions", step, f"-{index:03d}")
 
 
-def heartbeat_key(step: int) -> str:
-    return _key("heartbeats", step)
+def heartbeat_key(step: int, adoption: int = -1) -> str:
+    """The claimant's (``adoption`` -1) or adopter ``adoption``'s heartbeat for ``step``."""
+    return _key("heartbeats", step, "" if adoption < 0 else f"-{adoption:03d}")
+
+
+def _heartbeat_of(key: str) -> tuple[int, int] | None:
+    """(step, adoption) of a heartbeat key; None for anything else."""
+    name = key.rsplit("/", 1)[-1]
+    if not name.endswith(".json"):
+        return None
+    head, _, tail = name[:-5].partition("-")
+    if not head.isdigit() or (tail and not tail.isdigit()):
+        return None
+    return int(head), int(tail) if tail else -1
 
 
 def generation_key(generation: int) -> str:
     return _key("generations", generation)
 
 
+def _log_folder(step: int) -> str:
+    return f"log/{step // LOG_BLOCK:09d}/"
+
+
+def claim_mark(step: int) -> str:
+    return f"{_log_folder(step)}{step:0{PAD}d}.c"
+
+
+def kill_mark(step: int, attempt: int, loser: int) -> str:
+    return f"{_log_folder(step)}{step:0{PAD}d}.k{attempt:03d}.{loser:0{PAD}d}"
+
+
+def done_mark(step: int, loser: int | None, fitness: float) -> str:
+    who = "n" if loser is None else f"{loser:0{PAD}d}"
+    return f"{_log_folder(step)}{step:0{PAD}d}.d.{who}.{struct.pack('>d', float(fitness)).hex()}"
+
+
+@dataclass(frozen=True)
+class Mark:
+    step: int
+    done: bool  # a child (else a claim, or a kill when it names a loser)
+    loser: int | None
+    fitness: float | None = None
+
+
+def parse_mark(key: str) -> Mark | None:
+    """The mark a ``log/`` key carries; None for anything else."""
+    parts = key.rsplit("/", 1)[-1].split(".")
+    try:
+        if len(parts) == 2 and parts[1] == "c":
+            return Mark(int(parts[0]), False, None)
+        if len(parts) == 3 and parts[1].startswith("k"):
+            return Mark(int(parts[0]), False, int(parts[2]))
+        if len(parts) == 4 and parts[1] == "d":
+            loser = None if parts[2] == "n" else int(parts[2])
+            return Mark(int(parts[0]), True, loser, struct.unpack(">d", bytes.fromhex(parts[3]))[0])
+    except (ValueError, struct.error):
+        return None
+    return None
+
+
 @dataclass
 class View:
-    """What one worker currently believes; refreshed by listing or probing, never trusted for correctness.
+    """What one worker currently believes; refreshed from the log, never trusted for correctness.
 
-    It only grows: nothing is removed from ``individuals`` or ``deaths``. ``deaths`` maps a dead
-    step to its tombstone, or to ``{"step", "killed_at_step"}`` when the death was learnt from a
-    child's record or a selection (the tombstone then exists or is about to).
+    It only grows. ``done`` holds every finished step the view knows of, with its fitness and
+    loser (from its mark); ``individuals`` the full records read so far (a cache); ``deaths``
+    maps a dead step to its tombstone, or to ``{"step", "killed_at_step"}`` when the death was
+    learnt from a mark (the tombstone then exists).
     """
 
+    done: dict[int, Mark] = field(default_factory=dict)
     individuals: dict[int, dict[str, Any]] = field(default_factory=dict)
     deaths: dict[int, dict[str, Any]] = field(default_factory=dict)
-    claims: set[int] = field(default_factory=set)
     refreshed_at: float = float("-inf")
 
 
@@ -95,7 +158,7 @@ class _Beat:
 
     value: Any
     since: float
-    adoption: int | None  # the adoption its holder runs under (-1: the claimant); None: unknown (old stores)
+    adoption: int  # the adoption its holder runs under (-1: the claimant)
 
 
 class Population:
@@ -113,105 +176,106 @@ class Population:
         self.refresh_seconds = refresh_seconds
         self.view = View()
         self._beats: dict[int, _Beat] = {}
-        self._next_claim = 0
-        self._listing = not store.local  # object stores list after a key; local disks and NFS probe keys
+        self._claims: set[int] = set()  # steps at or past the watermark known to be claimed
+        self._width = 1.0  # about how many workers claim at once: how many free steps a claim spreads over
+        self._chance = random.Random()  # where to claim only spreads collisions; nothing a child depends on
+        self._listing = store.protocol in ("s3", "s3a") and not store.local  # one listing across log folders
         self._watermark = 0  # every step below it has its child in the view
         self._top_claim = -1  # the highest claimed step in the view
-        self._selections_read: dict[int, int] = {}  # step in flight -> its attempts whose selection we read
         self._live_steps: list[int] = []  # sorted; with _live_members, the view's live individuals
         self._live_members: list[Member] = []
-        self._folded = (0, 0)  # how many of view.individuals / view.deaths the live list reflects
+        self._folded = (0, 0)  # how many of view.done / view.deaths the live list reflects
         self._fresh_claims: set[int] = set()  # steps we claimed and have not started selecting for
+        self.last_refresh_s = 0.0  # how long the last refresh took (benchmarks)
+        self._lapse_every = lease_seconds / 8
+        self._lapse_checked = float("-inf")
 
     # -- the view ---------------------------------------------------------------------------
 
     def refresh(self, force: bool = False) -> View:
         view = self.view
-        if not force and time.monotonic() - view.refreshed_at < self.refresh_seconds:
+        started = time.monotonic()
+        if not force and started - view.refreshed_at < self.refresh_seconds:
             return view
-        self._refresh_claims()
-        self._refresh_individuals()
-        self._refresh_selections()
+        low = self._advance()
+        first = f"{_log_folder(low)}{low:0{PAD}d}"
+        for key in self._log_after(low):
+            mark = parse_mark(key) if key >= first else None
+            if mark is not None:
+                self._learn(mark)
         view.refreshed_at = time.monotonic()
+        self.last_refresh_s = view.refreshed_at - started
         return view
 
-    def _refresh_claims(self) -> None:
-        if self._listing or self._top_claim < 0:
-            after = claim_key(self._top_claim) if self._top_claim >= 0 else "claims/"
-            self._claimed(step_of(k) for k in self.store.list_keys_after("claims/", after))
-            return
-        step = self._top_claim + 1
-        while step < self.total_steps and self.store.exists(claim_key(step)):
-            self._claimed([step])
-            step += 1
-
-    def _refresh_individuals(self) -> None:
-        view = self.view
-        low = self._advance()
+    def _log_after(self, low: int) -> list[str]:
+        """The log marks of steps >= ``low``: one listing on S3, one per block folder in use elsewhere."""
         if self._listing:
-            steps: Iterable[int] = (step_of(k) for k in
-                                    self.store.list_keys_after("individuals/", f"individuals/{low:0{PAD}d}"))
-        else:
-            steps = range(low, min(self._top_claim, self.total_steps - 1) + 1)
-        missing = [step for step in steps if step not in view.individuals]
-        for step, record in zip(missing, self._read_all([individual_key(s) for s in missing])):
-            if record is not None:
-                view.individuals[step] = record
+            return self.store.list_keys_after("log/", f"{_log_folder(low)}{low:0{PAD}d}")
+        top = max(low, min(self._top_claim, self.total_steps - 1))
+        keys: list[str] = []
+        for block in range(low // LOG_BLOCK, top // LOG_BLOCK + 1):
+            keys += self.store.list_keys(f"log/{block:09d}/")
+        return keys
 
-    def _read_all(self, keys: list[str]) -> list[dict[str, Any] | None]:
-        """The records at ``keys``; many at once from an object store (joining a large population
-        is otherwise one round trip per individual, minutes at 10,000 on S3)."""
-        if len(keys) < PARALLEL_READS_FROM or self.store.local:
-            return [self.store.read_json(k) for k in keys]
-        with ThreadPoolExecutor(max_workers=PARALLEL_READS) as pool:
-            return list(pool.map(self.store.read_json, keys))
-
-    def _refresh_selections(self) -> None:
-        """Learn the losers of steps in flight from their selections (a listing, or a probe per step)."""
-        if self.generational:
-            return
-        low = self._advance()
-        if self._listing:
-            for key in self.store.list_keys_after("selections/", f"selections/{low:0{PAD}d}"):
-                parsed = _selection_of(key)
-                if parsed and parsed[0] not in self.view.individuals \
-                        and parsed[1] >= self._selections_read.get(parsed[0], 0):
-                    self._read_selection(*parsed)
-        else:
-            for step in self._pending(low):
-                if step >= self.size:
-                    attempt = self._selections_read.get(step, 0)
-                    while self._read_selection(step, attempt):
-                        attempt += 1
-        self._selections_read = {s: a for s, a in self._selections_read.items() if s >= low}
-
-    def _read_selection(self, step: int, attempt: int) -> bool:
-        record = self.store.read_json(selection_key(step, attempt))
-        if record is None:
-            return False
-        self._selections_read[step] = attempt + 1
-        self._learn_death(record.get("loser"), step)
-        return True
+    def _learn(self, mark: Mark) -> None:
+        self._claimed([mark.step])
+        if mark.loser is not None:
+            self._learn_death(mark.loser, mark.step)
+        if mark.done and mark.step not in self.view.done:
+            self.view.done[mark.step] = mark
 
     def _learn_death(self, loser: Any, step: int) -> None:
         if isinstance(loser, int) and not isinstance(loser, bool) and loser not in self.view.deaths:
             self.view.deaths[loser] = {"step": loser, "killed_at_step": step}
 
+    def _read_all(self, keys: list[str]) -> list[dict[str, Any] | None]:
+        """The records at ``keys``; many at once from an object store."""
+        if len(keys) < PARALLEL_READS_FROM or self.store.local:
+            return [self.store.read_json(k) for k in keys]
+        with ThreadPoolExecutor(max_workers=PARALLEL_READS) as pool:
+            return list(pool.map(self.store.read_json, keys))
+
+    def records(self, steps: Iterable[int]) -> dict[int, dict[str, Any]]:
+        """The records of finished ``steps`` (read once, then cached); generational mode needs whole generations."""
+        missing = [s for s in steps if s not in self.view.individuals]
+        for step, record in zip(missing, self._read_all([individual_key(s) for s in missing])):
+            if record is not None:
+                self.view.individuals[step] = record
+        return {s: self.view.individuals[s] for s in steps if s in self.view.individuals}
+
+    def finished_child(self, step: int, record: dict[str, Any]) -> None:
+        """``record`` is step's child in the store (ours or the winner's): remember it and mark the log."""
+        self.view.individuals[step] = record
+        loser = record.get("loser")
+        loser = loser if isinstance(loser, int) and not isinstance(loser, bool) else None
+        mark = Mark(step, True, loser, float(record["fitness"]))
+        self.store.put_json(done_mark(step, loser, mark.fitness), {})
+        self._learn(mark)
+
+    def child_exists(self, step: int) -> bool:
+        """Is step's child already in the store? (Its mark is then written again: a crash lost it.)"""
+        record = self.view.individuals.get(step) or self.store.read_json(individual_key(step))
+        if record is None:
+            return False
+        self.finished_child(step, record)
+        return True
+
     def _claimed(self, steps: Iterable[int]) -> None:
         for step in steps:
-            self.view.claims.add(step)
             self._top_claim = max(self._top_claim, step)
+            if step >= self._watermark:
+                self._claims.add(step)
 
     def _advance(self) -> int:
         """The watermark, moved past every step whose child the view now holds."""
-        while self._watermark in self.view.individuals:
+        while self._watermark in self.view.done:
+            self._claims.discard(self._watermark)
             self._watermark += 1
         return self._watermark
 
     def _pending(self, low: int) -> list[int]:
         """Claimed steps (below total_steps) whose child the view does not hold; all are >= ``low``."""
-        top = min(self._top_claim, self.total_steps - 1)
-        return [s for s in range(low, top + 1) if s in self.view.claims and s not in self.view.individuals]
+        return sorted(s for s in self._claims if low <= s < self.total_steps and s not in self.view.done)
 
     def live(self) -> list[Member]:
         self._fold()
@@ -220,12 +284,10 @@ class Population:
     def _fold(self) -> None:
         """Bring the sorted live list up to date with what the view learnt since (O(new), not O(P))."""
         view = self.view
-        seen_individuals, seen_deaths = self._folded  # the view only grows (see View)
-        for step in _newest(view.individuals, len(view.individuals) - seen_individuals):
-            record = view.individuals[step]
-            self._learn_death(record.get("loser"), step)
+        seen_done, seen_deaths = self._folded  # the view only grows (see View)
+        for step in _newest(view.done, len(view.done) - seen_done):
             if step not in view.deaths:
-                member = Member(step, float(record["fitness"]))
+                member = Member(step, float(view.done[step].fitness))
                 index = bisect.bisect_left(self._live_steps, step)
                 if index == len(self._live_steps) or self._live_steps[index] != step:
                     self._live_steps.insert(index, step)
@@ -235,7 +297,7 @@ class Population:
             if index < len(self._live_steps) and self._live_steps[index] == step:
                 del self._live_steps[index]
                 del self._live_members[index]
-        self._folded = (len(view.individuals), len(view.deaths))
+        self._folded = (len(view.done), len(view.deaths))
 
     def finished(self) -> bool:
         return self._advance() >= self.total_steps
@@ -246,7 +308,7 @@ class Population:
             return True
         first = (step // self.size - 1) * self.size if self.generational else 0
         low = max(first, self._advance())
-        return all(s in self.view.individuals for s in range(low, first + self.size))
+        return all(s in self.view.done for s in range(low, first + self.size))
 
     def individual(self, step: int) -> dict[str, Any]:
         record = self.view.individuals.get(step) or self.store.read_json(individual_key(step))
@@ -258,54 +320,95 @@ class Population:
     # -- owning a step ----------------------------------------------------------------------
 
     def claim_next(self) -> int | None:
-        """Own a fresh step (create-once on its claim), or None when none may start now."""
-        step = max(self._next_claim, self._top_claim + 1)
-        while step < self.total_steps:
-            if not self.ready(step):
+        """Own a fresh step (create-once on its claim), or None when none may start now.
+
+        The view is refreshed first: the claim marks tell which steps others have just claimed, so
+        a claim rarely collides (each collision costs a create, and a read on object stores).
+        """
+        self.refresh(force=True)
+        self._width = max(1.0, self._width * 0.95)
+        while True:
+            free = self._free(max(1, round(self._width)))
+            if not free:
                 return None
-            if self.store.create_json(claim_key(step), {"step": step, **self.me.fields(),
-                                                        "created_at": time.time()}):
-                self._claimed([step])
-                self._next_claim = step + 1
-                if step >= self.size:
-                    self._fresh_claims.add(step)
+            step = free[0] if len(free) == 1 else self._chance.choice(free)
+            if self.claim(step):
                 return step
-            self._claimed([step])
+            self._width = min(2.0 * self._width + 1.0, MAX_CLAIM_WIDTH)  # others claim at the same moment
+
+    def _free(self, count: int) -> list[int]:
+        """Up to ``count`` of the lowest steps not known to be claimed that may start now.
+
+        A claim lands on one of them at random: workers that finish together would otherwise all
+        try the same next step and collide once per worker ahead of them (W / 2 wasted creates a
+        claim, each read back on object stores). How many to spread over doubles after each
+        collision and shrinks by 5% a claim, so it follows how many workers claim at once. The
+        steps skipped are left for the next claims.
+        """
+        out: list[int] = []
+        step = self._advance()
+        while step < self.total_steps and len(out) < count:
+            if step not in self._claims and step not in self.view.done:
+                if not self.ready(step):
+                    break
+                out.append(step)
             step += 1
-        self._next_claim = step
-        return None
+        return out
+
+    def claim(self, step: int) -> bool:
+        """Create step's claim (and its mark): True if it is ours now. ``claim_next`` picks the step."""
+        won = self.store.create_json(claim_key(step), {"step": step, **self.me.fields(), "created_at": time.time()})
+        self._claimed([step])
+        if won:
+            self.store.put_json(claim_mark(step), {})
+            if step >= self.size:
+                self._fresh_claims.add(step)
+        return won
 
     def lapsed(self) -> list[int]:
-        """Claimed steps with no child whose heartbeat has been quiet for a lease on our clock."""
+        """Claimed steps with no child whose heartbeat has been quiet for a lease on our clock.
+
+        One listing of the heartbeats of steps in flight, at most every ``lease / 8`` seconds. A
+        holder beats under its own key (``heartbeats/<s>.json`` for the claimant, ``<s>-<j>.json``
+        for adopter j), so the listing also says which holder's silence is being timed.
+        """
         now = time.monotonic()
+        if now - self._lapse_checked < self._lapse_every:
+            return []
+        self._lapse_checked = now
+        low = self._advance()
+        pending = self._pending(low)
+        latest: dict[int, tuple[int, str, str]] = {}  # step -> (adoption, key, change token) of its newest holder
+        if pending:
+            for key, token in self.store.list_versions_after("heartbeats/", f"heartbeats/{low:0{PAD}d}").items():
+                parsed = _heartbeat_of(key)
+                if parsed and parsed[1] >= latest.get(parsed[0], (-2,))[0]:
+                    latest[parsed[0]] = (parsed[1], key, token)
         out = []
-        for step in self._pending(self._advance()):
-            beat = self.store.read_json(heartbeat_key(step))
-            value = None if beat is None else (beat.get("holder"), beat.get("seq"))
+        for step in pending:
+            adoption, key, token = latest.get(step, (-1, None, None))
+            value = (key, token)
             seen = self._beats.get(step)
             if seen is None or seen.value != value:
-                self._beats[step] = _Beat(value, now, -1 if beat is None else _adoption_of(beat))
+                self._beats[step] = _Beat(value, now, adoption)
             elif now - seen.since > self.lease_seconds:
                 out.append(step)
         for step in list(self._beats):
-            if step in self.view.individuals:
+            if step in self.view.done:
                 del self._beats[step]
         return out
 
     def adopt(self, step: int) -> int | None:
         """Take over a lapsed step: the adoption's index, or None if someone else holds it now.
 
-        Only the adoption that follows the one whose silence we timed may be created: finding more
-        adoptions than that means another worker took the step over after the beat we saw, and its
-        own beat may not be visible yet, so we time the step afresh instead.
+        Only the adoption that follows the holder whose silence we timed may be created: finding
+        more adoptions means another worker took the step over after the beat we saw, and its own
+        beat may not be visible yet, so we time the step afresh, now as adoption ``index - 1``'s.
         """
         index = len(self.store.list_keys(f"adoptions/{step:0{PAD}d}-"))
         seen = self._beats.get(step)
-        expected = None if seen is None or seen.adoption is None else seen.adoption + 1
-        if expected is not None and index != expected:
-            beat = self.store.read_json(heartbeat_key(step))
-            value = None if beat is None else (beat.get("holder"), beat.get("seq"))
-            self._beats[step] = _Beat(value, time.monotonic(), index - 1)
+        if seen is not None and index != seen.adoption + 1:
+            self._beats[step] = _Beat(seen.value, time.monotonic(), index - 1)
             return None
         return self._create_adoption(step, index)
 
@@ -321,6 +424,10 @@ class Population:
         """Steps in flight whose holder is known dead (an earlier incarnation of our slot): adopt them now."""
         if self.me.slot is None:
             return []
+        step = self._top_claim + 1  # claims nobody has logged anything for yet (a start-up cost only)
+        while step < self.total_steps and self.store.exists(claim_key(step)):
+            self._claimed([step])
+            step += 1
         return [step for step in self._pending(self._advance()) if self.me.predecessor_dead(self._holder(step)[1])]
 
     def _holder(self, step: int) -> tuple[int, dict[str, Any] | None]:
@@ -336,10 +443,12 @@ class Population:
             return None
         return self._create_adoption(step, index)
 
-    def heartbeat(self, step: int, holder: str, seq: int, adoption: int = -1) -> None:
-        """``adoption``: the index of the adoption we hold the step under (-1: we claimed it)."""
-        self.store.put_json(heartbeat_key(step), {"step": step, "holder": holder, "seq": seq,
-                                                  "adoption": adoption, **self.me.fields()})
+    def heartbeat(self, step: int, holder: str, seq: int, adoption: int = -1) -> str:
+        """Beat for ``step``, held under adoption ``adoption`` (-1: we claimed it); returns the key."""
+        key = heartbeat_key(step, adoption)
+        self.store.put_json(key, {"step": step, "holder": holder, "seq": seq, "adoption": adoption,
+                                  **self.me.fields()})
+        return key
 
     # -- selection and death, exactly once per step -----------------------------------------
 
@@ -384,12 +493,15 @@ class Population:
                      "by": self.worker, "created_at": time.time()}
         if self.store.create_json(death_key(loser), tombstone):  # the stored tombstone is ours
             self.view.deaths[loser] = tombstone
-            return True
-        death = self.store.read_json(death_key(loser))
-        if death is None:
-            return False
-        self.view.deaths[loser] = death
-        return death.get("killed_at_step") == step and death.get("attempt") == attempt
+        else:
+            death = self.store.read_json(death_key(loser))
+            if death is None:
+                return False
+            self.view.deaths[loser] = death
+            if (death.get("killed_at_step"), death.get("attempt")) != (step, attempt):
+                return False
+        self.store.put_json(kill_mark(step, attempt, loser), {})  # again on a replay: a crash may have lost it
+        return True
 
     def settle_generation(self, generation: int, build) -> dict[str, Any]:
         """Generation ``generation``'s record, built by ``build()`` if nobody has written it yet."""
@@ -405,17 +517,35 @@ def _newest(entries: dict[int, Any], count: int) -> list[int]:
     return list(itertools.islice(reversed(entries), max(0, count)))
 
 
-def _adoption_of(beat: dict[str, Any]) -> int | None:
-    """The adoption a heartbeat's holder runs under; None for beats written before beats said so."""
-    value = beat.get("adoption")
-    return value if isinstance(value, int) and not isinstance(value, bool) and value >= -1 else None
+def backfill_log(store: Store) -> int:
+    """Write the log marks a store lacks (one written before the log existed, or marks a crash lost).
 
-
-def _selection_of(key: str) -> tuple[int, int] | None:
-    """(step, attempt) of ``selections/<step>-<attempt>.json``, None for anything else."""
-    name = key.rsplit("/", 1)[-1]
-    head, _, tail = name.partition("-")
-    attempt = tail.split(".", 1)[0]
-    if not (head.isdigit() and attempt.isdigit()):
-        return None
-    return int(head), int(attempt)
+    Run when a run resumes: a view that misses a child's mark would take its step for one in
+    flight and wait a lease to find the child there. Lists the store once and reads only the
+    records whose marks are missing; returns how many marks it wrote.
+    """
+    marks = [m for m in map(parse_mark, store.list_keys("log/")) if m is not None]
+    done = {m.step for m in marks if m.done}
+    killed = {(m.step, m.loser) for m in marks if not m.done}
+    written = 0
+    children = {step_of(k) for k in store.list_keys("individuals/")}
+    for step in sorted(children - done):
+        record = store.read_json(individual_key(step))
+        if record is not None:
+            loser = record.get("loser")
+            store.put_json(done_mark(step, loser if isinstance(loser, int) else None, float(record["fitness"])), {})
+            written += 1
+    for key in store.list_keys("selections/"):  # kills of steps in flight: their losers must not be sampled
+        head, _, tail = key.rsplit("/", 1)[-1].partition("-")
+        if not (head.isdigit() and tail.split(".")[0].isdigit()) or int(head) in children:
+            continue
+        step, attempt = int(head), int(tail.split(".")[0])
+        selection = store.read_json(key)
+        loser = None if selection is None else selection.get("loser")
+        if not isinstance(loser, int) or (step, loser) in killed:
+            continue
+        death = store.read_json(death_key(loser))
+        if death and (death.get("killed_at_step"), death.get("attempt")) == (step, attempt):
+            store.put_json(kill_mark(step, attempt, loser), {})
+            written += 1
+    return written

@@ -11,6 +11,7 @@ from typing import Any, Callable
 
 from evolve.config import LEGACY_RUN, LEGACY_TRAIN, SCHEMA_VERSION, ConfigError, merge_settings, RunConfig, build_config, check_resume
 from evolve.doctor import require_healthy
+from evolve.population import backfill_log
 from evolve.store import PAD, RUN_KEY, Store, StoreError, step_of
 from evolve.worker import Worker
 from genomes import SearchSpace
@@ -84,6 +85,7 @@ def open_run(config: RunConfig, resume: bool = False, overrides: dict[str, Any] 
                               f"extended (got {merged.steps})")
         if merged.steps > stored.steps:
             store.create_json(extension_key(merged.steps), {"steps": merged.steps, "created_at": time.time()})
+        backfill_log(store)
         return store, merged, space
     if resume:
         raise StoreError(f"no evolve run at {store.url!r} to resume (run.json missing)")

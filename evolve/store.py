@@ -35,6 +35,7 @@ The store knows nothing of genomes, torch, workers or the step protocol.
 from __future__ import annotations
 
 import errno
+import hashlib
 import json
 import os
 import random
@@ -735,26 +736,63 @@ class Store:
         backends filter ``list_keys``.
         """
         if self.local or self.protocol not in ("s3", "s3a"):
-            return [k for k in self.list_keys(prefix) if k > start_after]
-        _check_prefix(prefix)
+            return [k for k in Store.list_keys(self, prefix) if k > start_after]
+        return sorted(Store.list_versions_after(self, prefix, start_after))
 
-        def listing() -> list[str]:
+    def list_versions_after(self, prefix: str, start_after: str) -> dict[str, str]:
+        """As :meth:`list_keys_after`, each key with a token that changes whenever the key is
+        replaced (S3: its ETag; local: inode, size and mtime): one listing tells an observer
+        which soft records (heartbeats) changed, without reading them. Local stores list the one
+        folder that ``prefix`` names, not its subfolders."""
+        _check_prefix(prefix)
+        if self.local:
+            folder, _, _stem = prefix.rpartition("/")
+            base = os.path.join(self.root, *folder.split("/")) if folder else self.root
+
+            def scan() -> dict[str, str]:
+                out = {}
+                try:
+                    entries = list(os.scandir(base))
+                except FileNotFoundError:
+                    return out
+                for entry in entries:
+                    key = f"{folder}/{entry.name}" if folder else entry.name
+                    if entry.name.startswith(TMP_PREFIX) or not key.startswith(prefix) or key <= start_after:
+                        continue
+                    try:
+                        st = entry.stat()
+                    except FileNotFoundError:
+                        continue
+                    if entry.is_file():
+                        out[key] = f"{st.st_ino}-{st.st_size}-{st.st_mtime_ns}"
+                return out
+
+            return self._retrying("list", prefix or "", scan)
+        if self.protocol not in ("s3", "s3a"):
+            return {k: self._version(k) for k in Store.list_keys(self, prefix) if k > start_after}
+
+        def listing() -> dict[str, str]:
             fs = self.fs
             bucket, _, base = f"{self.root}/".partition("/")
             kwargs = {"Bucket": bucket, "Prefix": base + prefix, "StartAfter": base + start_after,
                       **getattr(fs, "req_kw", {})}
-            keys = []
+            out = {}
             while True:
                 page = fs.call_s3("list_objects_v2", **kwargs)
                 for item in page.get("Contents", []):
                     key = item["Key"][len(base):]
                     if not key.rsplit("/", 1)[-1].startswith(TMP_PREFIX):
-                        keys.append(key)
+                        out[key] = str(item.get("ETag", ""))
                 if not page.get("IsTruncated") or not page.get("NextContinuationToken"):
-                    return keys
+                    return out
                 kwargs["ContinuationToken"] = page["NextContinuationToken"]
 
-        return sorted(set(self._retrying("list", prefix or "", listing)))
+        return self._retrying("list", prefix or "", listing)
+
+    def _version(self, key: str) -> str:
+        """A change token for one key on a filesystem whose listing carries none (memory://, GCS)."""
+        data = self.read_bytes(key)
+        return "" if data is None else hashlib.sha256(data).hexdigest()
 
     # -- soft records and garbage collection --------------------------------------------------------
 

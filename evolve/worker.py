@@ -89,15 +89,11 @@ class Worker:
         pop.refresh(force=True)
         self._orphans = pop.orphans()
         while not self.stop_event.is_set():
-            pop.refresh()
-            if pop.finished():
-                pop.refresh(force=True)
+            step, adoption = self._next_step()  # a fresh claim refreshes the view first
+            if step is None:
                 if pop.finished():
                     break
-            step, adoption = self._next_step()
-            if step is None:
                 time.sleep(min(0.2, max(0.01, self.config.refresh_seconds)))
-                pop.refresh(force=True)
                 continue
             try:
                 self.run_step(step, adoption=adoption)
@@ -143,10 +139,14 @@ class Worker:
         """Do (or finish) step ``step``, held under ``adoption`` (its index) or as claimed; True if our
         child is the one recorded."""
         adopted = adopted or adoption is not None
+        if adopted and self.population.child_exists(step):  # its holder died after writing the child
+            return False
         holder = uuid.uuid4().hex
         beating = threading.Event()
+        beats: list[str] = []
         beat = threading.Thread(target=self._heartbeat, args=(step, holder, beating, adopted,
-                                                              -1 if adoption is None else adoption), daemon=True)
+                                                              -1 if adoption is None else adoption, beats),
+                                daemon=True)
         beat.start()
         started = time.perf_counter()
         try:
@@ -155,8 +155,11 @@ class Worker:
             beating.set()
             beat.join()
             self.stats.busy_seconds += time.perf_counter() - started
+            for key in beats[:1]:  # the step is over: its heartbeat only lengthens later listings
+                self.store.delete(key)
 
-    def _heartbeat(self, step: int, holder: str, done: threading.Event, at_once: bool, adoption: int) -> None:
+    def _heartbeat(self, step: int, holder: str, done: threading.Event, at_once: bool, adoption: int,
+                   keys: list[str]) -> None:
         """Beat every quarter lease while the step runs.
 
         A fresh claim needs no beat before the first quarter lease: observers start their clock when
@@ -169,7 +172,9 @@ class Worker:
             return
         while True:
             try:
-                self.population.heartbeat(step, holder, seq, adoption)
+                key = self.population.heartbeat(step, holder, seq, adoption)
+                if not keys:
+                    keys.append(key)
             except Exception as exc:  # a missed beat only risks a wasted adoption
                 log.warning("heartbeat for step %d failed: %s", step, exc)
             seq += 1
@@ -213,11 +218,12 @@ class Worker:
             self.stats.steps_done.append(step)
             self.stats.adopted += int(adopted)
             self.stats.failed += int(outcome.status != "ok")
-            pop.view.individuals[step] = record
+            pop.finished_child(step, record)
         else:
             self.stats.lost += 1
             if weights is not None:
                 self.store.delete(weights["key"])
+            pop.child_exists(step)
         return won
 
     def _breed(self, step: int) -> tuple[Genome, dict[str, Any], int | None]:
@@ -252,8 +258,8 @@ class Worker:
 
     def _earlier_evaluations(self, genome_hash: str, before: int) -> list[float]:
         """Raw fitness of every earlier generation's evaluation of the same genome (all are complete)."""
-        return [float(r["raw_fitness"]) for s, r in self.population.view.individuals.items()
-                if s < before and r.get("hash") == genome_hash and r.get("status") == "ok"]
+        return [float(r["raw_fitness"]) for r in self.population.records(range(before)).values()
+                if r.get("hash") == genome_hash and r.get("status") == "ok"]
 
     def _chooser(self, step: int):
         strategy, seed = self.strategy, self.config.seed

@@ -19,7 +19,7 @@ LEASE = 0.3
 
 
 def _run(tmp_path, **kw):
-    settings = dict(store=str(tmp_path / "run"), fitness="synthetic", population=4, steps=4, workers=1,
+    settings = dict(store=str(tmp_path / "run"), fitness="synthetic", population=4, steps=1, workers=1,
                     refresh_seconds=0.0, lease_seconds=LEASE)
     settings.update(kw)
     return open_run(build_config(settings))
@@ -33,7 +33,11 @@ def _dead_pid() -> int:
 
 
 def _observer(store, config, name: str) -> Population:
-    return Population(store, config.population, total_steps(config), name, LEASE, 0.0)
+    """A worker's view that has learnt of the last step's claim the way a worker does: by failing to claim it."""
+    pop = Population(store, config.population, total_steps(config), name, LEASE, 0.0)
+    pop.refresh(force=True)
+    assert pop.claim_next() is None
+    return pop
 
 
 def _lapse(pop: Population, step: int) -> None:
@@ -72,6 +76,7 @@ def test_a_second_adopter_that_timed_the_old_beat_does_not_adopt(tmp_path):
     assert store.list_keys(f"adoptions/{step:012d}-") == [adoption_key(step, 0)]
 
     b.heartbeat(step, "b-holder", 0, adoption=0)  # B's first beat, then B goes quiet (dies)
+    time.sleep(LEASE / 4)
     assert step not in c.lapsed()
     _lapse(c, step)
     assert c.adopt(step) == 1, "after B's own beat went quiet for a lease, C may adopt"
@@ -93,20 +98,21 @@ def test_an_adopter_that_dies_before_its_first_beat_is_adopted_after_a_lease(tmp
     assert c.adopt(step) == 1
 
 
-def test_beats_from_before_adoption_indices_keep_the_old_rule(tmp_path):
-    """A heartbeat written without an adoption index (an older store) does not block adoption."""
+def test_an_adopter_beating_under_the_claimants_key_is_adopted_after_a_lease(tmp_path):
+    """Adopters of older stores beat under the claimant's key: the next adoption waits one more lease."""
     store, config, space = _run(tmp_path)
     step = _claimed_and_abandoned(store, config, space)
     store.put_json(heartbeat_key(step), {"step": step, "holder": "old", "seq": 3, "worker": "old"})
     store.create_json(adoption_key(step, 0), {"step": step, "worker": "old"})
     c = _observer(store, config, "c")
-    c.refresh(force=True)
+    _lapse(c, step)
+    assert c.adopt(step) is None
     _lapse(c, step)
     assert c.adopt(step) == 1
 
 
 def _slot_run(tmp_path, lease: float):
-    return _run(tmp_path, lease_seconds=lease, workers=1)
+    return _run(tmp_path, lease_seconds=lease, workers=1, steps=4)
 
 
 def test_a_restarted_worker_takes_over_its_dead_predecessors_step_at_once(tmp_path):

@@ -66,7 +66,7 @@ def test_incremental_view_is_the_stores_truth(kind, tmp_path, request):
     store, short, space = open_run(short)
     longer = short.model_copy(update={"steps": 20})
     observer = Population(store, longer.population, total_steps(longer), "observer", 0.5, 0.0)
-    assert observer._listing == (kind != "file")
+    assert observer._listing == (kind == "s3")
     observer.refresh(force=True)
     assert seen(observer) == truth(store) == {}
 
@@ -82,7 +82,7 @@ def test_incremental_view_is_the_stores_truth(kind, tmp_path, request):
     crashed.population.settle_selection(step, crashed._chooser(step))  # killed its loser, then "died"
     loser = store.read_json(selection_key(step, 0))["loser"]
     observer.refresh(force=True)
-    assert loser not in seen(observer)  # learnt from the selection of a step in flight, not a listing
+    assert loser not in seen(observer)  # learnt from the kill's log mark, before the step's child exists
     assert seen(observer) == truth(store) and len(truth(store)) == longer.population - 1
 
     stats = run_in_process(store, longer, space)
@@ -94,7 +94,7 @@ def test_incremental_view_is_the_stores_truth(kind, tmp_path, request):
 
 @pytest.mark.parametrize(("kind", "population"), [("file", 60), ("s3", 20)])
 def test_refresh_reads_only_what_is_new(kind, population, tmp_path, request):
-    """After joining, a refresh reads the few new records and never lists a whole folder."""
+    """After joining, a refresh is one listing of the log after the watermark and reads no record."""
     url, options = store_url(kind, tmp_path, request)
     config = build_config({"store": url, "storage_options": options, "fitness": "synthetic", "population": population,
                            "steps": 4, "workers": 4, "refresh_seconds": 0.0})
@@ -102,9 +102,10 @@ def test_refresh_reads_only_what_is_new(kind, population, tmp_path, request):
     run_in_process(store, config.model_copy(update={"steps": 2}), space)
     observer = Population(store, config.population, total_steps(config), "observer", 60.0, 0.0)
     observer.refresh(force=True)
-    assert len(observer.view.individuals) == config.population + 2
+    assert len(observer.view.done) == config.population + 2
+    assert observer.view.individuals == {}, "joining read records it does not need"
 
-    calls: dict[str, int] = {"list_keys": 0, "read_json": 0}
+    calls: dict[str, int] = {"list_keys": 0, "list_keys_after": 0, "read_json": 0, "read_bytes": 0}
     def counting(name):
         real = getattr(store, name)
 
@@ -119,10 +120,10 @@ def test_refresh_reads_only_what_is_new(kind, population, tmp_path, request):
     worker = Worker(store, config, space, worker_id="other")
     worker.population.refresh(force=True)
     worker.run_step(worker.population.claim_next())
-    calls.update(list_keys=0, read_json=0)
+    calls.update(dict.fromkeys(calls, 0))
     observer.refresh(force=True)
-    assert calls["list_keys"] == 0, "a refresh listed a whole folder"
-    assert 1 <= calls["read_json"] <= 4, calls  # the new child (and a probe or two), not the population
+    assert calls["list_keys"] + calls["list_keys_after"] == 1, calls
+    assert calls["read_json"] + calls["read_bytes"] == 0, calls
     assert seen(observer) == truth(store)
 
 
