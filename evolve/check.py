@@ -130,17 +130,19 @@ def check_store(store: Store, population: int, total_steps: int) -> CheckReport:
     for step in claims:
         if step >= total_steps:
             v.append(f"claim {step}: beyond the run's {total_steps} steps")
-    _check_marks(store, individuals, deaths, v)
+    _check_marks(store, individuals, deaths, unreadable, v)
     return report
 
 
 def _check_marks(store: Store, individuals: dict[int, dict[str, Any]], deaths: dict[int, dict[str, Any]],
-                 v: list[str]) -> None:
+                 unreadable: set[int], v: list[str]) -> None:
     """A mark that lies would steer selection; a missing one is only a stale view (resume writes it)."""
     for key in store.list_keys("log/"):
         mark = parse_mark(key)
         if mark is None:
             v.append(f"{key}: not a log mark")
+        elif mark.step in unreadable:
+            continue  # its record's damage is reported once, above
         elif mark.done:
             child = individuals.get(mark.step)
             if child is None:

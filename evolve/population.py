@@ -277,9 +277,12 @@ class Population:
         """Claimed steps (below total_steps) whose child the view does not hold; all are >= ``low``."""
         return sorted(s for s in self._claims if low <= s < self.total_steps and s not in self.view.done)
 
-    def live(self) -> list[Member]:
+    def live(self, before: int | None = None) -> list[Member]:
+        """The live individuals in the view (sorted by step); with ``before``, only those of earlier steps."""
         self._fold()
-        return list(self._live_members)
+        if before is None:
+            return list(self._live_members)
+        return self._live_members[:bisect.bisect_left(self._live_steps, before)]
 
     def _fold(self) -> None:
         """Bring the sorted live list up to date with what the view learnt since (O(new), not O(P))."""
@@ -470,7 +473,8 @@ class Population:
             fresh = False
             if record is None:
                 self.refresh(force=attempt > 0)
-                choice = choose(self.live(), attempt)
+                # claims land out of order: prefer parents and losers from earlier steps, as in a serial run
+                choice = choose(self.live(before=step), attempt) or choose(self.live(), attempt)
                 if choice is None:
                     if idle is not None:
                         idle()

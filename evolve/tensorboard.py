@@ -203,6 +203,7 @@ class Replay:
         self._ranked: list[tuple[float, int]] = []  # (fitness, -step) of live members with a fitness
         self._clock: list[float] = []  # running maximum of created_at (a monotone wall clock)
         self.best_ever: tuple[float, int] | None = None  # (fitness, step); ties go to the earliest
+        self._doomed: set[int] = set()  # killed by an earlier step before their own step is replayed
 
     @property
     def next_step(self) -> int:
@@ -218,14 +219,20 @@ class Replay:
         if row["st"] == "unreadable":
             self._clock.append(self._clock[-1] if self._clock else row["t"])
             return
-        self.live.add(row["s"])
         self._clock.append(max(row["t"], self._clock[-1]) if self._clock else row["t"])
+        if row["f"] is not None and (self.best_ever is None or row["f"] > self.best_ever[0]):
+            self.best_ever = (row["f"], row["s"])
+        if row["s"] in self._doomed:  # claims run out of order: an earlier step already killed it
+            self._doomed.discard(row["s"])
+            return
+        self.live.add(row["s"])
         if row["f"] is not None:
             bisect.insort(self._ranked, (row["f"], -row["s"]))
-            if self.best_ever is None or row["f"] > self.best_ever[0]:
-                self.best_ever = (row["f"], row["s"])
 
     def death(self, step: int) -> None:
+        if step >= len(self.rows):
+            self._doomed.add(step)
+            return
         if step not in self.live:
             return
         self.live.discard(step)
@@ -242,7 +249,8 @@ class Replay:
     def scalars(self) -> dict[str, float]:
         """The population's scalars right after the last step replayed."""
         row = self.rows[-1]
-        out: dict[str, float] = {"population/live": float(len(self.live))}
+        # a doomed individual's killer took a place that the loser, replayed later, never holds
+        out: dict[str, float] = {"population/live": float(len(self.live) - len(self._doomed))}
         if self._ranked:
             values = [f for f, _ in self._ranked]
             out["population/best_fitness"] = values[-1]
@@ -443,7 +451,8 @@ class _State:
 
     def save(self, logdir: str) -> None:
         data = {"format": STATE_FORMAT, "run": self.run, "store": self.store, "next_step": self.replay.next_step,
-                "live": sorted(self.replay.live), "rows": self.replay.rows, "views_at": self.views_at,
+                "live": sorted(self.replay.live), "doomed": sorted(self.replay._doomed), "rows": self.replay.rows,
+                "views_at": self.views_at,
                 "best_model_failed": self.best_model_failed}
         path = os.path.join(logdir, STATE_FILE)
         tmp = os.path.join(logdir, f"{TMP_PREFIX}{uuid.uuid4().hex}")
@@ -466,6 +475,7 @@ class _State:
                 replay.death(step)
             if replay.next_step != data["next_step"]:
                 return None
+            replay._doomed = {int(s) for s in data.get("doomed", [])}
             return cls(run=data["run"], store=data.get("store", ""), replay=replay,
                        views_at=float(data.get("views_at") or 0.0), best_model_failed=data.get("best_model_failed"))
         except (OSError, ValueError, KeyError, TypeError):

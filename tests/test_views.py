@@ -447,3 +447,26 @@ def test_views_and_export_show_the_bests_kept_test_accuracy_and_final_model(fini
     table = pq.read_table(tmp_path / "run.parquet").to_pydict()
     tests = dict(zip(table["step"], table["test_accuracy"]))
     assert tests[best["step"]] == 0.9731 and sum(t is not None for t in tests.values()) == 1
+
+
+def test_replay_counts_a_loser_killed_before_its_own_step_is_replayed():
+    """Claims land out of order, so step 5 may kill individual 6 (finished earlier in time): replayed in
+    step order, 6 is born dead, and the live count and ranking never include it."""
+    from evolve.tensorboard import Replay, row_of
+
+    def record(step: int, fitness: float, parents=()):
+        return {"step": step, "created_at": float(step), "fitness": fitness, "parents": list(parents),
+                "status": "ok", "metrics": {"params": 10}}
+
+    replay = Replay()
+    for s in range(4):
+        replay.birth(row_of(record(s, 0.1 * s)))
+    replay.birth(row_of(record(4, 0.2, [1])))
+    replay.death(0)
+    replay.birth(row_of(record(5, 0.35, [2])))
+    replay.death(6)  # step 5's loser is individual 6
+    assert replay.scalars()["population/live"] == 4
+    replay.birth(row_of(record(6, 0.9, [3])))
+    replay.death(1)  # step 6's own loser
+    assert sorted(replay.live) == [2, 3, 4, 5]
+    assert replay.best_live() == 5 and replay.best()["s"] == 6  # it lived: the best ever, not live
