@@ -213,8 +213,14 @@ class Population:
             return self.store.list_keys_after("log/", f"{_log_folder(low)}{low:0{PAD}d}")
         top = max(low, min(self._top_claim, self.total_steps - 1))
         keys: list[str] = []
-        for block in range(low // LOG_BLOCK, top // LOG_BLOCK + 1):
-            keys += self.store.list_keys(f"log/{block:09d}/")
+        block = low // LOG_BLOCK
+        while block * LOG_BLOCK < self.total_steps:
+            listed = self.store.list_keys(f"log/{block:09d}/")
+            keys += listed
+            last = f"log/{block:09d}/{(block + 1) * LOG_BLOCK - 1:0{PAD}d}."  # marks of the block's last step
+            if block >= top // LOG_BLOCK and not (listed and listed[-1] >= last):
+                return keys
+            block += 1  # the next block is in use too (always so when joining a long run)
         return keys
 
     def _learn(self, mark: Mark) -> None:

@@ -192,3 +192,17 @@ def test_scaling_smoke_prints_a_sane_table(capsys):
         assert 5 < number(r["efficiency"]) <= 100.5, r
         assert number(r["children timed"]) >= 3 * int(r["workers"]) and r["check"] == "yes", r
     assert "check_store: every store passes" in out
+
+
+def test_joining_a_store_of_many_log_folders_sees_every_step(tmp_path):
+    """A worker joining a local store whose log spans several folders learns every finished step at once."""
+    from evolve.population import LOG_BLOCK
+
+    config = build_config({"store": str(tmp_path / "run"), "fitness": "synthetic", "population": 2 * LOG_BLOCK + 7,
+                           "steps": 3, "workers": 1, "refresh_seconds": 0.0})
+    store, config, space = open_run(config)
+    run_in_process(store, config.model_copy(update={"steps": 0}), space)
+    observer = Population(store, config.population, total_steps(config), "observer", 60.0, 0.0)
+    observer.refresh(force=True)
+    assert len(observer.view.done) == config.population
+    assert observer.claim_next() == config.population
