@@ -105,7 +105,8 @@ def measure_demo(workdir: Path, steps: int, smoke: bool) -> Demo:
     children = [r for r in records if r["step"] >= run["population"]]
     totals = [r["timings"]["total_s"] for r in children]
     created = [r["created_at"] for r in records]
-    with_weights = sorted((r for r in children if r.get("weights")), key=lambda r: r["weights"]["bytes"])
+    with_weights = sorted((r for r in children if r.get("weights") and (store / r["weights"]["key"]).exists()),
+                          key=lambda r: r["weights"]["bytes"])  # the run's workers deleted dead ones
     if not with_weights:
         raise RuntimeError(f"the demo run at {store} wrote no weights")
     biggest = (store / with_weights[-1]["weights"]["key"]).read_bytes()

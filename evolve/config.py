@@ -80,7 +80,7 @@ keeps the default run's children cheap on a laptop core; Genetic CNN's spaces ar
 
 LEGACY_TRAIN = {"nesterov": False, "weight_decay": 1e-4, "schedule": "constant", "augment": "none",
                 "evaluate_test": True}
-LEGACY_RUN = {"val_fraction": 0.1, "final_batches": 0, "max_flops": 0}
+LEGACY_RUN = {"val_fraction": 0.1, "final_batches": 0, "max_flops": 0, "keep": "all"}
 """TrainConfig and RunConfig fields as a run.json written before they existed implies (``load_run``)."""
 
 
@@ -119,6 +119,11 @@ class RunConfig(BaseModel):
     address: str | None = None
     lease_seconds: float = Field(60.0, gt=0.0, description="a claim whose heartbeat is older is adopted")
     refresh_seconds: float = Field(1.0, ge=0.0, description="how stale a worker's view of the population may be")
+    keep: Literal["needed", "all"] = Field("needed", description="weights kept during the run: 'needed' (the "
+                                           "workers delete dead individuals' weights as they go, keeping the "
+                                           "best keep_best and pinned ones) or 'all' (every weight, for replays)")
+    keep_best: int = Field(5, ge=1, description="with keep = 'needed': the weights of the best keep_best "
+                           "individuals ever (dead or alive) are never deleted")
 
     @model_validator(mode="after")
     def _check(self) -> RunConfig:
@@ -152,7 +157,7 @@ class RunConfig(BaseModel):
 
 RESUMABLE_FIELDS = {
     "store", "storage_options", "workers", "gpus_per_worker", "cpus_per_worker", "address",
-    "lease_seconds", "refresh_seconds", "steps",
+    "lease_seconds", "refresh_seconds", "steps", "keep", "keep_best",
 }
 
 

@@ -1,6 +1,6 @@
 """Garbage collection of weights nobody will read again.
 
-Kept: the weights of every live individual, of the best ever (dead or alive: the run's
+Kept: the weights of every live individual, of every pinned one (``pins/``), of the best ever (dead or alive: the run's
 result is tested, trained further and exported from them), of every parent named by a step still in
 flight (an adopter will need them), of every step not yet finished, and of anything dead
 for less than ``grace_seconds`` (a worker's stale view may still pick it as a parent).
@@ -34,6 +34,7 @@ def collect(store: Store, grace_seconds: float = 600.0, dry_run: bool = False) -
     best = snap.best()
     protected |= {best["step"]} if best else set()  # the run's result: tested, trained further, exported
     protected |= {s for s, d in snap.deaths.items() if now - float(d.get("created_at", now)) < grace_seconds}
+    protected |= {step_of(k) for k in store.list_keys("pins/")}  # another command will read them
     for step in snap.claims - set(snap.individuals):
         attempt = 0
         while (sel := store.read_json(selection_key(step, attempt))) is not None:

@@ -28,7 +28,7 @@ record: each of those changes is also written as a *log mark*, an empty object w
 carries it, in step order, in folders of ``LOG_BLOCK`` steps::
 
     log/<block>/<s>.c                             step s is claimed (after its claim)
-    log/<block>/<s>.k<attempt>.<loser>            step s killed <loser> (after its tombstone)
+    log/<block>/<s>.k<attempt>.<loser>.<parent>   step s killed <loser> (after its tombstone)
     log/<block>/<s>.d.<loser or n>.<fitness>      step s's child exists (after its record)
 
 A refresh is one listing of the marks after the view's *watermark* (every step below it has
@@ -103,8 +103,9 @@ def claim_mark(step: int) -> str:
     return f"{_log_folder(step)}{step:0{PAD}d}.c"
 
 
-def kill_mark(step: int, attempt: int, loser: int) -> str:
-    return f"{_log_folder(step)}{step:0{PAD}d}.k{attempt:03d}.{loser:0{PAD}d}"
+def kill_mark(step: int, attempt: int, loser: int, parent: int | None = None) -> str:
+    tail = "" if parent is None else f".{parent:0{PAD}d}"
+    return f"{_log_folder(step)}{step:0{PAD}d}.k{attempt:03d}.{loser:0{PAD}d}{tail}"
 
 
 def done_mark(step: int, loser: int | None, fitness: float) -> str:
@@ -118,6 +119,7 @@ class Mark:
     done: bool  # a child (else a claim, or a kill when it names a loser)
     loser: int | None
     fitness: float | None = None
+    parent: int | None = None  # a kill's: whose weights the step inherits
 
 
 def parse_mark(key: str) -> Mark | None:
@@ -126,8 +128,8 @@ def parse_mark(key: str) -> Mark | None:
     try:
         if len(parts) == 2 and parts[1] == "c":
             return Mark(int(parts[0]), False, None)
-        if len(parts) == 3 and parts[1].startswith("k"):
-            return Mark(int(parts[0]), False, int(parts[2]))
+        if len(parts) in (3, 4) and parts[1].startswith("k"):
+            return Mark(int(parts[0]), False, int(parts[2]), parent=int(parts[3]) if len(parts) == 4 else None)
         if len(parts) == 4 and parts[1] == "d":
             loser = None if parts[2] == "n" else int(parts[2])
             return Mark(int(parts[0]), True, loser, struct.unpack(">d", bytes.fromhex(parts[3]))[0])
@@ -177,6 +179,8 @@ class Population:
         self.view = View()
         self._beats: dict[int, _Beat] = {}
         self._claims: set[int] = set()  # steps at or past the watermark known to be claimed
+        self._parents: dict[int, int] = {}  # step at or past the watermark -> the parent its kill mark names
+        self.killed: list[int] = []  # individuals whose tombstone we wrote, not yet handed to the collector
         self._width = 1.0  # about how many workers claim at once: how many free steps a claim spreads over
         self._chance = random.Random()  # where to claim only spreads collisions; nothing a child depends on
         self._listing = store.protocol in ("s3", "s3a") and not store.local  # one listing across log folders
@@ -225,6 +229,8 @@ class Population:
 
     def _learn(self, mark: Mark) -> None:
         self._claimed([mark.step])
+        if mark.parent is not None and mark.step >= self._watermark:
+            self._parents[mark.step] = mark.parent
         if mark.loser is not None:
             self._learn_death(mark.loser, mark.step)
         if mark.done and mark.step not in self.view.done:
@@ -276,12 +282,17 @@ class Population:
         """The watermark, moved past every step whose child the view now holds."""
         while self._watermark in self.view.done:
             self._claims.discard(self._watermark)
+            self._parents.pop(self._watermark, None)
             self._watermark += 1
         return self._watermark
 
     def _pending(self, low: int) -> list[int]:
         """Claimed steps (below total_steps) whose child the view does not hold; all are >= ``low``."""
         return sorted(s for s in self._claims if low <= s < self.total_steps and s not in self.view.done)
+
+    def in_flight(self) -> dict[int, int | None]:
+        """Steps in flight in the view -> the parent they inherit from (None: not known from the log yet)."""
+        return {s: self._parents.get(s) for s in self._pending(self._advance())}
 
     def live(self, before: int | None = None) -> list[Member]:
         """The live individuals in the view (sorted by step); with ``before``, only those of earlier steps."""
@@ -503,6 +514,7 @@ class Population:
                      "by": self.worker, "created_at": time.time()}
         if self.store.create_json(death_key(loser), tombstone):  # the stored tombstone is ours
             self.view.deaths[loser] = tombstone
+            self.killed.append(loser)
         else:
             death = self.store.read_json(death_key(loser))
             if death is None:
@@ -510,7 +522,7 @@ class Population:
             self.view.deaths[loser] = death
             if (death.get("killed_at_step"), death.get("attempt")) != (step, attempt):
                 return False
-        self.store.put_json(kill_mark(step, attempt, loser), {})  # again on a replay: a crash may have lost it
+        self.store.put_json(kill_mark(step, attempt, loser, parent), {})  # again on a replay: a crash may have lost it
         return True
 
     def settle_generation(self, generation: int, build) -> dict[str, Any]:
@@ -556,6 +568,7 @@ def backfill_log(store: Store) -> int:
             continue
         death = store.read_json(death_key(loser))
         if death and (death.get("killed_at_step"), death.get("attempt")) == (step, attempt):
-            store.put_json(kill_mark(step, attempt, loser), {})
+            parent = selection.get("parent")
+            store.put_json(kill_mark(step, attempt, loser, parent if isinstance(parent, int) else None), {})
             written += 1
     return written

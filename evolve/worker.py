@@ -12,6 +12,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
+from evolve.collector import Collector, drop_strays
 from evolve.config import RunConfig
 from evolve.evaluate import Evaluator, make_evaluator
 from evolve.identity import Identity
@@ -77,6 +78,10 @@ class Worker:
         self.stop_event = threading.Event()
         self.stats = WorkerStats(worker=self.id)
         self._orphans: list[int] = []
+        self.collector = None
+        if config.keep == "needed" and config.selection != "generational":
+            grace = max(config.lease_seconds / 4, 2 * config.refresh_seconds)
+            self.collector = Collector(store, self.population, config.keep_best, grace)
 
     @property
     def evaluator(self) -> Evaluator:
@@ -92,6 +97,7 @@ class Worker:
             step, adoption = self._next_step()  # a fresh claim refreshes the view first
             if step is None:
                 if pop.finished():
+                    self._collect(finished=True)
                     break
                 time.sleep(min(0.2, max(0.01, self.config.refresh_seconds)))
                 continue
@@ -100,10 +106,20 @@ class Worker:
             except StepAbandoned as why:
                 log.info("step %d left in flight: %s", step, why)
                 break
+            self._collect()
         return self.stats
 
     def stop(self) -> None:
         self.stop_event.set()
+
+    def _collect(self, finished: bool = False) -> None:
+        """Delete the weights this worker's kills made garbage (never fatal: at worst they stay)."""
+        if self.collector is None:
+            return
+        try:
+            self.collector.collect(finished)
+        except Exception as exc:  # noqa: BLE001 - a missed deletion only costs storage
+            log.warning("garbage collection failed: %s", exc)
 
     def _next_step(self) -> tuple[int | None, int | None]:
         """(step, the adoption we hold it under or None): a dead predecessor's step, a lapsed one, or a fresh claim."""
@@ -219,6 +235,8 @@ class Worker:
             self.stats.adopted += int(adopted)
             self.stats.failed += int(outcome.status != "ok")
             pop.finished_child(step, record)
+            if adopted and self.collector is not None:  # what the step's earlier holders wrote
+                drop_strays(self.store, step, weights["key"] if weights else None)
         else:
             self.stats.lost += 1
             if weights is not None:

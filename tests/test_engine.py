@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from evolve.check import check_store
+from evolve.collector import pin_key
 from evolve.config import RunConfig, build_config
 from evolve.population import heartbeat_key, selection_key
 from evolve.store import claim_key, death_key, individual_key, step_of
@@ -267,7 +268,7 @@ def test_gc_keeps_what_is_needed_and_frees_the_rest(tmp_path):
     from evolve.gc import collect
 
     config = build_config(dict(store=str(tmp_path / "run"), dataset="digits", population=4, steps=8, workers=1,
-                               refresh_seconds=0.0, train={"batches": 2}))
+                               refresh_seconds=0.0, train={"batches": 2}, keep="all"))  # `evolve gc` for old stores
     store, config, space = open_run(config)
     run_in_process(store, config, space)
     snap = Snapshot.read(store)
@@ -305,7 +306,7 @@ def test_a_store_without_log_marks_resumes_without_waiting_for_leases(tmp_path):
     store.delete_prefix("log/")
 
     assert backfill_log(store) == total_steps(config) + 1
-    assert store.exists(kill_mark(step, attempt, choice.loser))
+    assert store.exists(kill_mark(step, attempt, choice.loser, choice.parent))
     observer = Population(store, longer.population, total_steps(longer), "observer", 60.0, 0.0)
     observer.refresh(force=True)
     assert len(observer.view.done) == total_steps(config)
@@ -337,3 +338,35 @@ def test_check_reports_a_log_mark_that_disagrees_with_its_record(tmp_path):
     store.put_json(done_mark(config.population, child["loser"], child["fitness"] + 1.0), {})
     report = check_store(store, config.population, total_steps(config))
     assert [p for p in report.violations if "log/" in p and "fitness" in p], report.violations
+
+
+def _weights_ok(store, record) -> bool:
+    """The record's weights are in the store, whole."""
+    import hashlib
+
+    data = store.read_bytes(record["weights"]["key"])
+    return data is not None and hashlib.sha256(data).hexdigest() == record["weights"]["sha256"]
+
+
+@pytest.mark.parametrize("keep", ["needed", "all"])
+def test_workers_collect_dead_weights_during_the_run(tmp_path, keep):
+    """keep = "needed": the workers delete dead individuals' weights as they go, and the run ends with about
+    population + workers + keep_best weight files, every live one and the best keep_best ever readable.
+    keep = "all": nothing is deleted."""
+    config = build_config(dict(store=str(tmp_path / "run"), dataset="digits", population=4, steps=16, workers=2,
+                               refresh_seconds=0.0, lease_seconds=0.4, keep=keep, keep_best=2,
+                               final_batches=0, train={"batches": 2}))
+    store, config, space = open_run(config)
+    store.create_json(pin_key(0, "test"), {"step": 0, "by": "test"})  # another command will read step 0's
+    run_in_process(store, config, space)
+    snap = Snapshot.read(store)
+    left = set(store.list_keys("weights/"))
+    assert _weights_ok(store, snap.individuals[0])
+    if keep == "all":
+        assert len(left) == total_steps(config)
+        return
+    assert len(left) <= config.population + config.workers + config.keep_best + 1, sorted(left)
+    ranked = sorted(snap.individuals.values(), key=lambda r: (r["fitness"], -r["step"]), reverse=True)
+    for record in [snap.individuals[s] for s in snap.live()] + ranked[:config.keep_best]:
+        assert _weights_ok(store, record), record["step"]
+    assert check_store(store, config.population, total_steps(config)).ok
