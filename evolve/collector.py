@@ -3,8 +3,8 @@
 Each worker collects what it killed, after a grace period on its own clock. Individual D's
 weights are deleted when all of these hold:
 
-* D has been dead for ``grace_seconds`` (a worker whose view was stale when it chose D as a
-  parent reads D's weights right after choosing, well inside the grace);
+* D has been dead for ``grace_seconds`` (2 s, or twice ``refresh_seconds``: a worker whose view
+  was stale when it chose D as a parent reads D's weights right after choosing, well inside it);
 * D is not among the best ``keep_best`` individuals ever finished (dead or alive: aging kills
   the best; the final training, ``evolve best --export`` and the views read them);
 * no step in flight inherits from D: kill marks name each step's parent, and a step in flight

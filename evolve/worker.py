@@ -25,6 +25,8 @@ from genomes import Genome, Mutation, SearchSpace, genome_class, genome_from_jso
 
 log = logging.getLogger("evolve.worker")
 
+GC_GRACE_SECONDS = 2.0  # a worker reads its parent's weights within moments of choosing it (from a fresh view)
+
 
 class StepAbandoned(Exception):
     """A step given up before its loser was killed; it stays claimed and is adopted later."""
@@ -80,7 +82,7 @@ class Worker:
         self._orphans: list[int] = []
         self.collector = None
         if config.keep == "needed" and config.selection != "generational":
-            grace = max(config.lease_seconds / 4, 2 * config.refresh_seconds)
+            grace = max(GC_GRACE_SECONDS, 2 * config.refresh_seconds)
             self.collector = Collector(store, self.population, config.keep_best, grace)
 
     @property
