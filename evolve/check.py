@@ -13,7 +13,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from evolve.population import parse_mark
+from evolve.log import parse_mark
 from evolve.store import CorruptRecord, Store, step_of
 
 PREFIXES = ("individuals/", "deaths/", "claims/", "selections/", "adoptions/")

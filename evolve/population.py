@@ -13,7 +13,8 @@ converge on the same outcome:
     generations/<g>         generational mode: generation g's genomes, built once by
                             whoever first finds generation g-1 complete
     adoptions/<s>-<j>       j-th takeover of a step whose holder went quiet or died
-    heartbeats/<s>          soft, overwritten: the holder's progress counter and adoption
+    heartbeats/<s>[-<j>]    soft, overwritten: each holder's progress counter (adopter j: -<j>)
+    log/<block>/<s>.<mark>  what selection needs, in keys (evolve/log.py)
 
 Leases are judged on the observer's own monotonic clock: a step is lapsed when its
 heartbeat has not changed for ``lease_seconds`` of the observer's time, so no two
@@ -24,20 +25,10 @@ dead (a restarted incarnation of the same worker slot, :mod:`evolve.identity`). 
 observer that finds more adoptions than the beat it timed names starts its clock again.
 
 A worker needs the live set and the fitness of the individuals it samples, not every
-record: each of those changes is also written as a *log mark*, an empty object whose key
-carries it, in step order, in folders of ``LOG_BLOCK`` steps::
-
-    log/<block>/<s>.c                             step s is claimed (after its claim)
-    log/<block>/<s>.k<attempt>.<loser>.<parent>   step s killed <loser> (after its tombstone)
-    log/<block>/<s>.d.<loser or n>.<fitness>      step s's child exists (after its record)
-
-A refresh is one listing of the marks after the view's *watermark* (every step below it has
-its child in the view): on S3 one request per 1,000 marks (``StartAfter``), on local disks
-and NFS the one or two block folders in use. So a step costs the same store work with 1 or
-250 workers and with 100 or 10,000 individuals; a record is read only when its genome is needed
-(a parent). Marks are derived and written without fsync: a mark lost in a crash is written
-again by whoever finishes or adopts the step, and a view that misses one is only stale, which
-every create-once check already tolerates. Heartbeats are listed too (one listing, with each
+record: it learns them from the log (:mod:`evolve.log`), one listing of small marks after the
+view's *watermark* (every step below it has its child in the view) per refresh. So a step costs
+the same store work with 1 or 250 workers and with 100 or 10,000 individuals; a record is read
+only when its genome is needed (a parent). Heartbeats are listed too (one listing, with each
 key's change token), and only every ``lease / 8``: a lease is judged on that time scale.
 """
 
@@ -46,7 +37,6 @@ from __future__ import annotations
 import bisect
 import itertools
 import random
-import struct
 import time
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -54,13 +44,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from evolve.identity import Identity
+from evolve.log import LOG_BLOCK, Mark, claim_mark, done_mark, kill_mark, log_folder, parse_mark
 from evolve.selection import Choice, Member
-from evolve.store import PAD, Store, claim_key, death_key, individual_key, step_of
+from evolve.store import PAD, Store, claim_key, death_key, individual_key
 
 PARALLEL_READS = 16  # concurrent reads when a worker needs many records at once from an object store
 PARALLEL_READS_FROM = 32
 MAX_CLAIM_WIDTH = 1_024.0
-LOG_BLOCK = 500  # steps per log folder: a local listing reads one or two folders of at most 1,500 names
 
 
 def _key(prefix: str, step: int, suffix: str = "") -> str:
@@ -93,49 +83,6 @@ def _heartbeat_of(key: str) -> tuple[int, int] | None:
 
 def generation_key(generation: int) -> str:
     return _key("generations", generation)
-
-
-def _log_folder(step: int) -> str:
-    return f"log/{step // LOG_BLOCK:09d}/"
-
-
-def claim_mark(step: int) -> str:
-    return f"{_log_folder(step)}{step:0{PAD}d}.c"
-
-
-def kill_mark(step: int, attempt: int, loser: int, parent: int | None = None) -> str:
-    tail = "" if parent is None else f".{parent:0{PAD}d}"
-    return f"{_log_folder(step)}{step:0{PAD}d}.k{attempt:03d}.{loser:0{PAD}d}{tail}"
-
-
-def done_mark(step: int, loser: int | None, fitness: float) -> str:
-    who = "n" if loser is None else f"{loser:0{PAD}d}"
-    return f"{_log_folder(step)}{step:0{PAD}d}.d.{who}.{struct.pack('>d', float(fitness)).hex()}"
-
-
-@dataclass(frozen=True)
-class Mark:
-    step: int
-    done: bool  # a child (else a claim, or a kill when it names a loser)
-    loser: int | None
-    fitness: float | None = None
-    parent: int | None = None  # a kill's: whose weights the step inherits
-
-
-def parse_mark(key: str) -> Mark | None:
-    """The mark a ``log/`` key carries; None for anything else."""
-    parts = key.rsplit("/", 1)[-1].split(".")
-    try:
-        if len(parts) == 2 and parts[1] == "c":
-            return Mark(int(parts[0]), False, None)
-        if len(parts) in (3, 4) and parts[1].startswith("k"):
-            return Mark(int(parts[0]), False, int(parts[2]), parent=int(parts[3]) if len(parts) == 4 else None)
-        if len(parts) == 4 and parts[1] == "d":
-            loser = None if parts[2] == "n" else int(parts[2])
-            return Mark(int(parts[0]), True, loser, struct.unpack(">d", bytes.fromhex(parts[3]))[0])
-    except (ValueError, struct.error):
-        return None
-    return None
 
 
 @dataclass
@@ -202,7 +149,7 @@ class Population:
         if not force and started - view.refreshed_at < self.refresh_seconds:
             return view
         low = self._advance()
-        first = f"{_log_folder(low)}{low:0{PAD}d}"
+        first = f"{log_folder(low)}{low:0{PAD}d}"
         for key in self._log_after(low):
             mark = parse_mark(key) if key >= first else None
             if mark is not None:
@@ -214,7 +161,7 @@ class Population:
     def _log_after(self, low: int) -> list[str]:
         """The log marks of steps >= ``low``: one listing on S3, one per block folder in use elsewhere."""
         if self._listing:
-            return self.store.list_keys_after("log/", f"{_log_folder(low)}{low:0{PAD}d}")
+            return self.store.list_keys_after("log/", f"{log_folder(low)}{low:0{PAD}d}")
         top = max(low, min(self._top_claim, self.total_steps - 1))
         keys: list[str] = []
         block = low // LOG_BLOCK
@@ -537,38 +484,3 @@ class Population:
 def _newest(entries: dict[int, Any], count: int) -> list[int]:
     """The ``count`` keys most recently added to ``entries`` (dicts keep insertion order)."""
     return list(itertools.islice(reversed(entries), max(0, count)))
-
-
-def backfill_log(store: Store) -> int:
-    """Write the log marks a store lacks (one written before the log existed, or marks a crash lost).
-
-    Run when a run resumes: a view that misses a child's mark would take its step for one in
-    flight and wait a lease to find the child there. Lists the store once and reads only the
-    records whose marks are missing; returns how many marks it wrote.
-    """
-    marks = [m for m in map(parse_mark, store.list_keys("log/")) if m is not None]
-    done = {m.step for m in marks if m.done}
-    killed = {(m.step, m.loser) for m in marks if not m.done}
-    written = 0
-    children = {step_of(k) for k in store.list_keys("individuals/")}
-    for step in sorted(children - done):
-        record = store.read_json(individual_key(step))
-        if record is not None:
-            loser = record.get("loser")
-            store.put_json(done_mark(step, loser if isinstance(loser, int) else None, float(record["fitness"])), {})
-            written += 1
-    for key in store.list_keys("selections/"):  # kills of steps in flight: their losers must not be sampled
-        head, _, tail = key.rsplit("/", 1)[-1].partition("-")
-        if not (head.isdigit() and tail.split(".")[0].isdigit()) or int(head) in children:
-            continue
-        step, attempt = int(head), int(tail.split(".")[0])
-        selection = store.read_json(key)
-        loser = None if selection is None else selection.get("loser")
-        if not isinstance(loser, int) or (step, loser) in killed:
-            continue
-        death = store.read_json(death_key(loser))
-        if death and (death.get("killed_at_step"), death.get("attempt")) == (step, attempt):
-            parent = selection.get("parent")
-            store.put_json(kill_mark(step, attempt, loser, parent if isinstance(parent, int) else None), {})
-            written += 1
-    return written

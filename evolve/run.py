@@ -11,7 +11,7 @@ from typing import Any, Callable
 
 from evolve.config import LEGACY_RUN, LEGACY_TRAIN, SCHEMA_VERSION, ConfigError, merge_settings, RunConfig, build_config, check_resume
 from evolve.doctor import require_healthy
-from evolve.population import backfill_log
+from evolve.log import backfill_log
 from evolve.store import PAD, RUN_KEY, Store, StoreError, step_of
 from evolve.worker import Worker
 from genomes import SearchSpace

@@ -61,16 +61,21 @@ def _claimed_and_abandoned(store, config, space, identity: Identity | str = "cla
     return step
 
 
-def test_a_second_adopter_that_timed_the_old_beat_does_not_adopt(tmp_path):
-    """B and C both saw the claimant go quiet; B adopts first. C, whose judgement predates B's
-    adoption, must not adopt too (two trainers of one step), even before B's first beat is visible."""
+def _both_saw_the_claimant_go_quiet(tmp_path):
+    """A step whose claimant went quiet, and two observers B and C that have each timed its lease."""
     store, config, space = _run(tmp_path)
     step = _claimed_and_abandoned(store, config, space)
     b, c = _observer(store, config, "b"), _observer(store, config, "c")
     for pop in (b, c):
         pop.refresh(force=True)
-    _lapse(b, step)
-    _lapse(c, step)
+        _lapse(pop, step)
+    return store, step, b, c
+
+
+def test_a_second_adopter_that_timed_the_old_beat_does_not_adopt(tmp_path):
+    """B and C both saw the claimant go quiet; B adopts first. C, whose judgement predates B's
+    adoption, must not adopt too (two trainers of one step), even before B's first beat is visible."""
+    store, step, b, c = _both_saw_the_claimant_go_quiet(tmp_path)
     assert b.adopt(step) == 0
     assert c.adopt(step) is None, "C adopted a step B had just taken over"
     assert store.list_keys(f"adoptions/{step:012d}-") == [adoption_key(step, 0)]
@@ -83,13 +88,7 @@ def test_a_second_adopter_that_timed_the_old_beat_does_not_adopt(tmp_path):
 
 
 def test_an_adopter_that_dies_before_its_first_beat_is_adopted_after_a_lease(tmp_path):
-    store, config, space = _run(tmp_path)
-    step = _claimed_and_abandoned(store, config, space)
-    b, c = _observer(store, config, "b"), _observer(store, config, "c")
-    for pop in (b, c):
-        pop.refresh(force=True)
-    _lapse(b, step)
-    _lapse(c, step)
+    store, step, b, c = _both_saw_the_claimant_go_quiet(tmp_path)
     assert b.adopt(step) == 0  # and never beats
     started = time.monotonic()
     assert c.adopt(step) is None

@@ -196,7 +196,7 @@ def test_scaling_smoke_prints_a_sane_table(capsys):
 
 def test_joining_a_store_of_many_log_folders_sees_every_step(tmp_path):
     """A worker joining a local store whose log spans several folders learns every finished step at once."""
-    from evolve.population import LOG_BLOCK
+    from evolve.log import LOG_BLOCK
 
     config = build_config({"store": str(tmp_path / "run"), "fitness": "synthetic", "population": 2 * LOG_BLOCK + 7,
                            "steps": 3, "workers": 1, "refresh_seconds": 0.0})

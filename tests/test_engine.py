@@ -292,7 +292,8 @@ def test_a_store_without_log_marks_resumes_without_waiting_for_leases(tmp_path):
     its children are known at once, and the loser of a step in flight is never sampled."""
     import time
 
-    from evolve.population import Population, backfill_log, kill_mark
+    from evolve.log import backfill_log, kill_mark
+    from evolve.population import Population
 
     config = synthetic(tmp_path, workers=1, steps=10, lease_seconds=60.0)
     store, config, space = open_run(config)
@@ -328,7 +329,7 @@ def test_a_store_without_log_marks_resumes_without_waiting_for_leases(tmp_path):
 
 
 def test_check_reports_a_log_mark_that_disagrees_with_its_record(tmp_path):
-    from evolve.population import done_mark
+    from evolve.log import done_mark
 
     config = synthetic(tmp_path, workers=1, steps=4)
     store, config, space = open_run(config)
