@@ -194,6 +194,33 @@ def test_scaling_smoke_prints_a_sane_table(capsys):
     assert "check_store: every store passes" in out
 
 
+def test_paper_scale_smoke_is_exact_under_both_checks(capsys):
+    from bench import paper_scale
+
+    out = run_script(paper_scale, capsys)
+    assert out.startswith("command: python3 bench/paper_scale.py --smoke")
+    (row,) = table_rows(out)
+    assert (row["workers"], row["population"], row["steps"]) == ("8", "20", "60")
+    assert 0.05 < number(row["efficiency"]) <= 1.005, row  # every step sleeps: nobody beats the ideal
+    assert row["check"] == "clean" and row["raw_check"] == "clean", row
+    assert number(row["requests_per_step"]) > 0
+
+
+def test_the_raw_check_sees_a_second_death_at_one_step(tmp_path):
+    """The simulation's independent check is itself checked: a forged second tombstone is reported."""
+    from bench.paper_scale import raw_violations
+
+    config = build_config({"store": str(tmp_path / "run"), "fitness": "synthetic", "population": 4, "steps": 6,
+                           "workers": 1, "refresh_seconds": 0.0})
+    store, config, space = open_run(config)
+    run_in_process(store, config, space)
+    assert raw_violations(store, 4, 10) == []
+    live = sorted(set(range(10)) - {step_of(k) for k in store.list_keys("deaths/")})
+    store.create_json(f"deaths/{live[0]:012d}.json", {"step": live[0], "killed_at_step": 9, "attempt": 1})
+    problems = raw_violations(store, 4, 10)
+    assert any("step 9 killed 2" in p for p in problems) and any("3 live" in p for p in problems), problems
+
+
 def test_joining_a_store_of_many_log_folders_sees_every_step(tmp_path):
     """A worker joining a local store whose log spans several folders learns every finished step at once."""
     from evolve.log import LOG_BLOCK
