@@ -177,10 +177,11 @@ class OpCounter:
     """
 
     OPS = ("read_bytes", "_raw_create", "put_json", "exists", "list_keys", "list_keys_after", "list_versions_after",
-           "delete")
-    LISTS = ("list_keys", "list_keys_after", "list_versions_after")
+           "list_folder", "delete")
+    LISTS = ("list_keys", "list_keys_after", "list_versions_after", "list_folder")
     TYPES = {"read_bytes": "get", "_raw_create": "create", "put_json": "put", "exists": "head", "list_keys": "list",
-             "list_keys_after": "list", "list_versions_after": "list", "delete": "delete"}
+             "list_keys_after": "list", "list_versions_after": "list", "list_folder": "list",
+             "delete": "delete"}
     PAGE = 1000  # keys per listing page (S3): a listing that returns more costs one request per page
 
     def __init__(self, store: Store) -> None:

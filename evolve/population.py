@@ -166,7 +166,7 @@ class Population:
         keys: list[str] = []
         block = low // LOG_BLOCK
         while block * LOG_BLOCK < self.total_steps:
-            listed = self.store.list_keys(f"log/{block:09d}/")
+            listed = self.store.list_folder(f"log/{block:09d}/")
             keys += listed
             last = f"log/{block:09d}/{(block + 1) * LOG_BLOCK - 1:0{PAD}d}."  # marks of the block's last step
             if block >= top // LOG_BLOCK and not (listed and listed[-1] >= last):

@@ -714,6 +714,27 @@ class Store:
 
         return sorted(set(self._retrying("list", prefix or "", listing)))
 
+    def list_folder(self, folder: str) -> list[str]:
+        """Sorted keys directly in ``folder`` ("log/000000003/"), not in its subfolders; fresh.
+
+        Locally one ``os.listdir`` (no stat per name, unlike the recursive walk of ``list_keys``):
+        the log's block folders are listed on every claim."""
+        if not folder.endswith("/"):
+            raise ValueError(f"list_folder needs a folder like 'log/000000003/', got {folder!r}")
+        if not self.local:
+            return [k for k in self.list_keys(folder) if "/" not in k[len(folder):]]
+        _check_prefix(folder)
+        base = os.path.join(self.root, *folder.rstrip("/").split("/"))
+
+        def listing() -> list[str]:
+            try:
+                names = os.listdir(base)
+            except FileNotFoundError:
+                return []
+            return [folder + n for n in names if not n.startswith(TMP_PREFIX)]
+
+        return sorted(self._retrying("list", folder, listing))
+
     def _local_list(self, folder: str, prefix: str) -> list[str]:
         base = os.path.join(self.root, *folder.split("/")) if folder else self.root
         keys = []

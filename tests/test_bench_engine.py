@@ -105,7 +105,7 @@ def test_refresh_reads_only_what_is_new(kind, population, tmp_path, request):
     assert len(observer.view.done) == config.population + 2
     assert observer.view.individuals == {}, "joining read records it does not need"
 
-    calls: dict[str, int] = {"list_keys": 0, "list_keys_after": 0, "read_json": 0, "read_bytes": 0}
+    calls: dict[str, int] = {"list_keys": 0, "list_keys_after": 0, "list_folder": 0, "read_json": 0, "read_bytes": 0}
     def counting(name):
         real = getattr(store, name)
 
@@ -122,7 +122,7 @@ def test_refresh_reads_only_what_is_new(kind, population, tmp_path, request):
     worker.run_step(worker.population.claim_next())
     calls.update(dict.fromkeys(calls, 0))
     observer.refresh(force=True)
-    assert calls["list_keys"] + calls["list_keys_after"] == 1, calls
+    assert calls["list_keys"] + calls["list_keys_after"] + calls["list_folder"] == 1, calls
     assert calls["read_json"] + calls["read_bytes"] == 0, calls
     assert seen(observer) == truth(store)
 
