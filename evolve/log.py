@@ -22,7 +22,7 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
-from evolve.store import PAD, Store, death_key, individual_key, step_of
+from evolve.store import PAD, Store, death_key, individual_key, step_and_index, step_of
 
 LOG_BLOCK = 500  # steps per log folder: a local listing reads one or two folders of at most 1,500 names
 
@@ -89,10 +89,10 @@ def backfill_log(store: Store) -> int:
             store.put_json(done_mark(step, loser if isinstance(loser, int) else None, float(record["fitness"])), {})
             written += 1
     for key in store.list_keys("selections/"):  # kills of steps in flight: their losers must not be sampled
-        head, _, tail = key.rsplit("/", 1)[-1].partition("-")
-        if not (head.isdigit() and tail.split(".")[0].isdigit()) or int(head) in children:
+        parsed = step_and_index(key)
+        if parsed is None or parsed[1] is None or parsed[0] in children:
             continue
-        step, attempt = int(head), int(tail.split(".")[0])
+        step, attempt = parsed
         selection = store.read_json(key)
         loser = None if selection is None else selection.get("loser")
         if not isinstance(loser, int) or (step, loser) in killed:

@@ -46,7 +46,7 @@ from typing import Any
 from evolve.identity import Identity
 from evolve.log import LOG_BLOCK, Mark, claim_mark, done_mark, kill_mark, log_folder, parse_mark
 from evolve.selection import Choice, Member
-from evolve.store import PAD, Store, claim_key, death_key, individual_key
+from evolve.store import PAD, Store, claim_key, death_key, individual_key, step_and_index
 
 PARALLEL_READS = 16  # concurrent reads when a worker needs many records at once from an object store
 PARALLEL_READS_FROM = 32
@@ -68,17 +68,6 @@ def adoption_key(step: int, index: int) -> str:
 def heartbeat_key(step: int, adoption: int = -1) -> str:
     """The claimant's (``adoption`` -1) or adopter ``adoption``'s heartbeat for ``step``."""
     return _key("heartbeats", step, "" if adoption < 0 else f"-{adoption:03d}")
-
-
-def _heartbeat_of(key: str) -> tuple[int, int] | None:
-    """(step, adoption) of a heartbeat key; None for anything else."""
-    name = key.rsplit("/", 1)[-1]
-    if not name.endswith(".json"):
-        return None
-    head, _, tail = name[:-5].partition("-")
-    if not head.isdigit() or (tail and not tail.isdigit()):
-        return None
-    return int(head), int(tail) if tail else -1
 
 
 def generation_key(generation: int) -> str:
@@ -348,9 +337,11 @@ class Population:
         latest: dict[int, tuple[int, str, str]] = {}  # step -> (adoption, key, change token) of its newest holder
         if pending:
             for key, token in self.store.list_versions_after("heartbeats/", f"heartbeats/{low:0{PAD}d}").items():
-                parsed = _heartbeat_of(key)
-                if parsed and parsed[1] >= latest.get(parsed[0], (-2,))[0]:
-                    latest[parsed[0]] = (parsed[1], key, token)
+                parsed = step_and_index(key)  # (step, adopter j), or (step, None) for the claimant's beat
+                if parsed:
+                    step, adoption = parsed[0], -1 if parsed[1] is None else parsed[1]
+                    if adoption >= latest.get(step, (-2,))[0]:
+                        latest[step] = (adoption, key, token)
         out = []
         for step in pending:
             adoption, key, token = latest.get(step, (-1, None, None))

@@ -111,6 +111,18 @@ def step_of(key: str) -> int:
     return int(match.group(1))
 
 
+_STEP_INDEX = re.compile(r"(\d+)(?:-(\d+))?\.json")
+
+
+def step_and_index(key: str) -> tuple[int, int | None] | None:
+    """(step, index) of ``selections/000000000042-003.json`` -> (42, 3); ``.../000000000042.json`` ->
+    (42, None); None for any other name."""
+    match = _STEP_INDEX.fullmatch(key.rsplit("/", 1)[-1])
+    if match is None:
+        return None
+    return int(match.group(1)), None if match.group(2) is None else int(match.group(2))
+
+
 def _check_key(key: str) -> str:
     if not isinstance(key, str) or not key or key.startswith("/") or key.endswith("/") or "\\" in key:
         raise ValueError(f"invalid store key {key!r}: a relative path like 'individuals/000000000042.json'")
