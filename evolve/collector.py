@@ -24,9 +24,12 @@ import bisect
 import itertools
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
-from evolve.population import Population, selection_key
+from evolve.log import selections_of
+from evolve.population import Population
 from evolve.store import PAD, Store, individual_key, step_of
 
 log = logging.getLogger("evolve.collector")
@@ -50,6 +53,7 @@ class Collector:
     _first_seen: dict[int, float] = field(default_factory=dict)  # step in flight -> when we first saw it
     _pins: set[int] = field(default_factory=set)
     _pins_at: float = float("-inf")
+    later: Callable[[Callable[[], None]], Any] | None = None  # where deletions go to be done later (None: now)
 
     def collect(self, finished: bool = False) -> int:
         """Delete what is due; the number of weight files deleted. ``finished``: every step has its
@@ -68,9 +72,18 @@ class Collector:
             if dead in keep:
                 continue
             del self._queue[dead]
-            count += self._delete_weights(dead)
+            if self.later is None:
+                count += self._delete_weights(dead)
+            else:
+                self.later(lambda dead=dead: self._delete_later(dead))
         self.deleted += count
         return count
+
+    def _delete_later(self, step: int) -> None:
+        try:
+            self.deleted += self._delete_weights(step)
+        except Exception as exc:  # noqa: BLE001 - a missed deletion only costs storage (evolve gc finds it)
+            log.warning("weights of dead individual %d not deleted: %s", step, exc)
 
     def _best_steps(self) -> set[int]:
         done = self.population.view.done
@@ -94,11 +107,7 @@ class Collector:
             if parent is not None:
                 parents.add(parent)
             elif now - self._first_seen[step] >= self.grace_seconds:
-                attempt = 0
-                while (selection := self.store.read_json(selection_key(step, attempt))) is not None:
-                    if isinstance(selection.get("parent"), int):
-                        parents.add(selection["parent"])
-                    attempt += 1
+                parents |= {s["parent"] for s in selections_of(self.store, step) if isinstance(s.get("parent"), int)}
         return parents
 
     def _pinned(self) -> set[int]:

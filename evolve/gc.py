@@ -13,7 +13,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-from evolve.population import selection_key
+from evolve.log import selections_of
 from evolve.report import Snapshot
 from evolve.store import Store, step_of
 
@@ -36,10 +36,7 @@ def collect(store: Store, grace_seconds: float = 600.0, dry_run: bool = False) -
     protected |= {s for s, d in snap.deaths.items() if now - float(d.get("created_at", now)) < grace_seconds}
     protected |= {step_of(k) for k in store.list_keys("pins/")}  # another command will read them
     for step in snap.claims - set(snap.individuals):
-        attempt = 0
-        while (sel := store.read_json(selection_key(step, attempt))) is not None:
-            protected.add(int(sel["parent"]))
-            attempt += 1
+        protected |= {int(sel["parent"]) for sel in selections_of(store, step)}
     report = GcReport(unreadable=list(snap.unreadable))
     for key in store.list_keys("weights/"):
         step = step_of(key)

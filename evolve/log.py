@@ -21,8 +21,9 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass
+from typing import Any
 
-from evolve.store import PAD, Store, death_key, individual_key, step_and_index, step_of
+from evolve.store import PAD, Store, claim_key, death_key, individual_key, step_of
 
 LOG_BLOCK = 500  # steps per log folder: a local listing reads one or two folders of at most 1,500 names
 
@@ -70,6 +71,31 @@ def parse_mark(key: str) -> Mark | None:
     return None
 
 
+def selection_key(step: int, attempt: int) -> str:
+    return f"selections/{step:0{PAD}d}-{attempt:03d}.json"
+
+
+def read_selection(store: Store, step: int, attempt: int) -> dict[str, Any] | None:
+    """Attempt ``attempt``'s (parent, loser) for ``step``, or None if nobody has chosen it yet.
+
+    A claim made when enough individuals were live carries attempt 0 (one durable record
+    fewer per step); one made without (a step that had to wait) leaves it to ``selections/``.
+    """
+    if attempt == 0:
+        claim = store.read_json(claim_key(step))
+        if claim is not None and isinstance(claim.get("selection"), dict):
+            return claim["selection"]
+    return store.read_json(selection_key(step, attempt))
+
+
+def selections_of(store: Store, step: int) -> list[dict[str, Any]]:
+    """Every attempt's selection for ``step`` so far, in order."""
+    out: list[dict[str, Any]] = []
+    while (selection := read_selection(store, step, len(out))) is not None:
+        out.append(selection)
+    return out
+
+
 def backfill_log(store: Store) -> int:
     """Write the log marks a store lacks (one written before the log existed, or marks a crash lost).
 
@@ -88,18 +114,14 @@ def backfill_log(store: Store) -> int:
             loser = record.get("loser")
             store.put_json(done_mark(step, loser if isinstance(loser, int) else None, float(record["fitness"])), {})
             written += 1
-    for key in store.list_keys("selections/"):  # kills of steps in flight: their losers must not be sampled
-        parsed = step_and_index(key)
-        if parsed is None or parsed[1] is None or parsed[0] in children:
-            continue
-        step, attempt = parsed
-        selection = store.read_json(key)
-        loser = None if selection is None else selection.get("loser")
-        if not isinstance(loser, int) or (step, loser) in killed:
-            continue
-        death = store.read_json(death_key(loser))
-        if death and (death.get("killed_at_step"), death.get("attempt")) == (step, attempt):
-            parent = selection.get("parent")
-            store.put_json(kill_mark(step, attempt, loser, parent if isinstance(parent, int) else None), {})
-            written += 1
+    claimed = {step_of(k) for k in store.list_keys("claims/")}
+    for step in sorted(claimed - children):  # kills of steps in flight: their losers must not be sampled
+        for attempt, selection in enumerate(selections_of(store, step)):
+            loser, parent = selection.get("loser"), selection.get("parent")
+            if not isinstance(loser, int) or (step, loser) in killed:
+                continue
+            death = store.read_json(death_key(loser))
+            if death and (death.get("killed_at_step"), death.get("attempt")) == (step, attempt):
+                store.put_json(kill_mark(step, attempt, loser, parent if isinstance(parent, int) else None), {})
+                written += 1
     return written

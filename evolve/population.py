@@ -4,9 +4,10 @@ Every action that changes the population is a create-once record, so any number 
 actors (the claimant, a zombie that woke up late, adopters) can replay a step and
 converge on the same outcome:
 
-    claims/<s>              who started step s
-    selections/<s>-<k>      attempt k's (parent, loser); the first whose tombstone
-                            names step s and attempt k is the step's selection
+    claims/<s>              who started step s, and usually attempt 0's (parent, loser)
+    selections/<s>-<k>      attempt k's (parent, loser) when the claim carries none; the
+                            first whose tombstone names step s and attempt k is the step's
+                            selection
     deaths/<loser>          the tombstone: killed at step s, attempt k
     weights/<s>-<nonce>     the trained child's weights (one per trainer; losers are garbage)
     individuals/<s>         the child; whoever creates it first finished the step
@@ -36,15 +37,17 @@ from __future__ import annotations
 
 import bisect
 import itertools
+import logging
 import random
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
 from evolve.identity import Identity
-from evolve.log import LOG_BLOCK, Mark, claim_mark, done_mark, kill_mark, log_folder, parse_mark
+from evolve.log import (LOG_BLOCK, Mark, claim_mark, done_mark, kill_mark, log_folder, parse_mark, read_selection,
+                        selection_key)
 from evolve.selection import Choice, Member
 from evolve.store import PAD, Store, claim_key, death_key, individual_key, step_and_index
 
@@ -52,13 +55,11 @@ PARALLEL_READS = 16  # concurrent reads when a worker needs many records at once
 PARALLEL_READS_FROM = 32
 MAX_CLAIM_WIDTH = 1_024.0
 
+log = logging.getLogger("evolve.population")
+
 
 def _key(prefix: str, step: int, suffix: str = "") -> str:
     return f"{prefix}/{step:0{PAD}d}{suffix}.json"
-
-
-def selection_key(step: int, attempt: int) -> str:
-    return _key("selections", step, f"-{attempt:03d}")
 
 
 def adoption_key(step: int, index: int) -> str:
@@ -119,15 +120,17 @@ class Population:
         self.killed: list[int] = []  # individuals whose tombstone we wrote, not yet handed to the collector
         self._width = 1.0  # about how many workers claim at once: how many free steps a claim spreads over
         self._chance = random.Random()  # where to claim only spreads collisions; nothing a child depends on
-        self._listing = store.protocol in ("s3", "s3a") and not store.local  # one listing across log folders
+        self._listing = not store.local  # one listing across log folders (locally: the folders in use, each once)
         self._watermark = 0  # every step below it has its child in the view
+        self._seen: dict[int, set[str]] = {}  # log block at or past the watermark's -> names (S3: keys) learnt
         self._top_claim = -1  # the highest claimed step in the view
         self._live_steps: list[int] = []  # sorted; with _live_members, the view's live individuals
         self._live_members: list[Member] = []
         self._folded = (0, 0)  # how many of view.done / view.deaths the live list reflects
-        self._fresh_claims: set[int] = set()  # steps we claimed and have not started selecting for
+        self._fresh_claims: dict[int, dict[str, Any] | None] = {}  # claimed, not yet settled -> attempt 0 in the claim
         self.last_refresh_s = 0.0  # how long the last refresh took (benchmarks)
         self._lapse_every = lease_seconds / 8
+        self._later: Callable[[Callable[[], None]], Any] | None = None  # see defer_marks
         self._lapse_checked = float("-inf")
 
     # -- the view ---------------------------------------------------------------------------
@@ -139,7 +142,7 @@ class Population:
             return view
         low = self._advance()
         first = f"{log_folder(low)}{low:0{PAD}d}"
-        for key in self._log_after(low):
+        for key in sorted(self._fresh_log(low)):
             mark = parse_mark(key) if key >= first else None
             if mark is not None:
                 self._learn(mark)
@@ -147,21 +150,34 @@ class Population:
         self.last_refresh_s = view.refreshed_at - started
         return view
 
-    def _log_after(self, low: int) -> list[str]:
-        """The log marks of steps >= ``low``: one listing on S3, one per block folder in use elsewhere."""
-        if self._listing:
-            return self.store.list_keys_after("log/", f"{log_folder(low)}{low:0{PAD}d}")
-        top = max(low, min(self._top_claim, self.total_steps - 1))
-        keys: list[str] = []
+    def _fresh_log(self, low: int) -> list[str]:
+        """The log marks of steps >= ``low`` (and a few below, in its block) not seen by an earlier refresh.
+
+        One listing after ``low`` on an object store; locally one of ``log/`` and one per block folder
+        in use from ``low``'s on, and only the names not seen before are made keys and parsed (a
+        block folder holds up to 3 x 500 names).
+        """
         block = low // LOG_BLOCK
-        while block * LOG_BLOCK < self.total_steps:
-            listed = self.store.list_folder(f"log/{block:09d}/")
-            keys += listed
-            last = f"log/{block:09d}/{(block + 1) * LOG_BLOCK - 1:0{PAD}d}."  # marks of the block's last step
-            if block >= top // LOG_BLOCK and not (listed and listed[-1] >= last):
-                return keys
-            block += 1  # the next block is in use too (always so when joining a long run)
-        return keys
+        for old in [b for b in self._seen if b < block]:
+            del self._seen[old]
+        if self._listing:
+            fresh = []
+            for key in self.store.list_keys_after("log/", f"{log_folder(low)}{low:0{PAD}d}"):
+                seen = self._seen.setdefault(int(key[4:13]), set())
+                if key not in seen:
+                    seen.add(key)
+                    fresh.append(key)
+            return fresh
+        fresh = []
+        in_use = sorted(int(n) for n in self.store.list_names("log/") if n.isdigit() and int(n) >= block)
+        for block in in_use:  # claims land out of order: a later block is in use before this one is full
+            folder = f"log/{block:09d}/"
+            names = self.store.list_names(folder)
+            seen = self._seen.setdefault(block, set())
+            new = names.difference(seen)
+            seen |= new
+            fresh += [folder + name for name in new]
+        return fresh
 
     def _learn(self, mark: Mark) -> None:
         self._claimed([mark.step])
@@ -192,13 +208,18 @@ class Population:
         return {s: self.view.individuals[s] for s in steps if s in self.view.individuals}
 
     def finished_child(self, step: int, record: dict[str, Any]) -> None:
-        """``record`` is step's child in the store (ours or the winner's): remember it and mark the log."""
+        """``record`` is step's child in the store (ours or the winner's): mark the log and remember it."""
+        self.publish_child(step, record)
+        self.learn_child(step, record)
+
+    def publish_child(self, step: int, record: dict[str, Any]) -> None:
+        """Write the log mark of step's child (store work only: safe from another thread than the view's)."""
+        mark = _done(step, record)
+        self.store.put_json(done_mark(step, mark.loser, mark.fitness), {})
+
+    def learn_child(self, step: int, record: dict[str, Any]) -> None:
         self.view.individuals[step] = record
-        loser = record.get("loser")
-        loser = loser if isinstance(loser, int) and not isinstance(loser, bool) else None
-        mark = Mark(step, True, loser, float(record["fitness"]))
-        self.store.put_json(done_mark(step, loser, mark.fitness), {})
-        self._learn(mark)
+        self._learn(_done(step, record))
 
     def child_exists(self, step: int) -> bool:
         """Is step's child already in the store? (Its mark is then written again: a crash lost it.)"""
@@ -207,6 +228,28 @@ class Population:
             return False
         self.finished_child(step, record)
         return True
+
+    def defer_marks(self, later: Callable[[Callable[[], None]], Any] | None) -> None:
+        """Hand claim and kill marks to ``later`` (a worker writes them while the step trains) instead
+        of writing them at once (None).
+
+        Marks are hints (a view is never trusted for correctness): one written a few ms late costs
+        at most a claim that collides or a loser chosen again, whose create-once then refuses it;
+        one a crash loses is written again on resume.
+        """
+        self._later = later
+
+    def _mark(self, key: str) -> None:
+        if self._later is None:
+            self.store.put_json(key, {})
+        else:
+            self._later(lambda: self._put_mark(key))
+
+    def _put_mark(self, key: str) -> None:
+        try:
+            self.store.put_json(key, {})
+        except Exception as exc:  # noqa: BLE001 - a lost hint; resume writes it again
+            log.warning("log mark %s not written: %s", key, exc)
 
     def _claimed(self, steps: Iterable[int]) -> None:
         for step in steps:
@@ -275,11 +318,13 @@ class Population:
 
     # -- owning a step ----------------------------------------------------------------------
 
-    def claim_next(self) -> int | None:
+    def claim_next(self, chooser=None) -> int | None:
         """Own a fresh step (create-once on its claim), or None when none may start now.
 
         The view is refreshed first: the claim marks tell which steps others have just claimed, so
         a claim rarely collides (each collision costs a create, and a read on object stores).
+        ``chooser(step)``: a ``choose`` as :meth:`settle_selection` takes; the claim then carries
+        attempt 0's selection.
         """
         self.refresh(force=True)
         self._width = max(1.0, self._width * 0.95)
@@ -288,7 +333,7 @@ class Population:
             if not free:
                 return None
             step = free[0] if len(free) == 1 else self._chance.choice(free)
-            if self.claim(step):
+            if self.claim(step, chooser):
                 return step
             self._width = min(2.0 * self._width + 1.0, MAX_CLAIM_WIDTH)  # others claim at the same moment
 
@@ -311,15 +356,32 @@ class Population:
             step += 1
         return out
 
-    def claim(self, step: int) -> bool:
-        """Create step's claim (and its mark): True if it is ours now. ``claim_next`` picks the step."""
-        won = self.store.create_json(claim_key(step), {"step": step, **self.me.fields(), "created_at": time.time()})
+    def claim(self, step: int, chooser=None) -> bool:
+        """Create step's claim (and its mark): True if it is ours now. ``claim_next`` picks the step.
+
+        With ``chooser``, a child's claim carries attempt 0's selection when one can be made now.
+        """
+        record = {"step": step, **self.me.fields(), "created_at": time.time()}
+        choice = None
+        if chooser is not None and step >= self.size and not self.generational:
+            choice = self._propose(step, 0, chooser(step))
+        if choice is not None:
+            record["selection"] = self._selection(step, 0, choice)
+        won = self.store.create_json(claim_key(step), record)
         self._claimed([step])
         if won:
-            self.store.put_json(claim_mark(step), {})
+            self._mark(claim_mark(step))
             if step >= self.size:
-                self._fresh_claims.add(step)
+                self._fresh_claims[step] = record.get("selection")
         return won
+
+    def _propose(self, step: int, attempt: int, choose) -> Choice | None:
+        # claims land out of order: prefer parents and losers from earlier steps, as in a serial run
+        return choose(self.live(before=step), attempt) or choose(self.live(), attempt)
+
+    def _selection(self, step: int, attempt: int, choice: Choice) -> dict[str, Any]:
+        return {"step": step, "attempt": attempt, "parent": choice.parent, "loser": choice.loser,
+                "worker": self.worker}
 
     def lapsed(self) -> list[int]:
         """Claimed steps with no child whose heartbeat has been quiet for a lease on our clock.
@@ -422,22 +484,23 @@ class Population:
         """
         attempt = 0
         fresh = step in self._fresh_claims
-        self._fresh_claims.discard(step)
+        carried = self._fresh_claims.pop(step, None)
         while True:
-            record = None if fresh else self.store.read_json(selection_key(step, attempt))
+            if fresh:  # our own claim: attempt 0 is in it, or nobody has chosen it yet
+                record = carried
+            else:
+                record = read_selection(self.store, step, attempt)
             fresh = False
             if record is None:
                 self.refresh(force=attempt > 0)
-                # claims land out of order: prefer parents and losers from earlier steps, as in a serial run
-                choice = choose(self.live(before=step), attempt) or choose(self.live(), attempt)
+                choice = self._propose(step, attempt, choose)
                 if choice is None:
                     if idle is not None:
                         idle()
                     time.sleep(min(0.05 * (attempt + 1), 1.0))
                     self.refresh(force=True)
                     continue
-                mine = {"step": step, "attempt": attempt, "parent": choice.parent, "loser": choice.loser,
-                        "worker": self.worker}
+                mine = self._selection(step, attempt, choice)
                 if not self.store.create_json(selection_key(step, attempt), mine):
                     continue
                 record = mine
@@ -460,7 +523,7 @@ class Population:
             self.view.deaths[loser] = death
             if (death.get("killed_at_step"), death.get("attempt")) != (step, attempt):
                 return False
-        self.store.put_json(kill_mark(step, attempt, loser, parent), {})  # again on a replay: a crash may have lost it
+        self._mark(kill_mark(step, attempt, loser, parent))  # again on a replay: a crash may have lost it
         return True
 
     def settle_generation(self, generation: int, build) -> dict[str, Any]:
@@ -470,6 +533,12 @@ class Population:
             self.store.create_json(generation_key(generation), build())
             record = self.store.read_json(generation_key(generation))
         return record
+
+
+def _done(step: int, record: dict[str, Any]) -> Mark:
+    loser = record.get("loser")
+    loser = loser if isinstance(loser, int) and not isinstance(loser, bool) else None
+    return Mark(step, True, loser, float(record["fitness"]))
 
 
 def _newest(entries: dict[int, Any], count: int) -> list[int]:

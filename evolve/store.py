@@ -747,6 +747,23 @@ class Store:
 
         return sorted(self._retrying("list", folder, listing))
 
+    def list_names(self, folder: str) -> set[str]:
+        """The names directly in ``folder`` (``list_folder`` without the folder, unsorted): the cheapest
+        listing there is locally, for callers that only look for what is new. Locally it may also
+        hold the names of temp files being written (``.tmp-*``: never a key)."""
+        if not self.local:
+            return {k[len(folder):] for k in Store.list_folder(self, folder)}
+        _check_prefix(folder)
+        base = os.path.join(self.root, *folder.rstrip("/").split("/"))
+
+        def listing() -> set[str]:
+            try:
+                return set(os.listdir(base))
+            except FileNotFoundError:
+                return set()
+
+        return self._retrying("list", folder, listing)
+
     def _local_list(self, folder: str, prefix: str) -> list[str]:
         base = os.path.join(self.root, *folder.split("/")) if folder else self.root
         keys = []

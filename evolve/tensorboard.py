@@ -817,11 +817,10 @@ def family_graph(rows: list[dict[str, Any]], live: set[int]) -> Any:
 
     generational = any(r["o"] == "generation" for r in rows)
     total = len(rows)
-    names: dict[int, str] = {}
+    names = {row["s"]: node_name(row, total, generational) for row in rows}  # a parent may have a later step
     nodes = []
     for row in rows:
         s = row["s"]
-        names[s] = node_name(row, total, generational)
         op = row["m"] or row["o"] or "initial"
         attr = {
             "step": AttrValue(i=s),

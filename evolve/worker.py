@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
@@ -9,7 +10,9 @@ import socket
 import threading
 import time
 import uuid
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from evolve.collector import Collector, drop_strays
@@ -26,6 +29,23 @@ from genomes import Genome, Mutation, SearchSpace, genome_class, genome_from_jso
 log = logging.getLogger("evolve.worker")
 
 GC_GRACE_SECONDS = 2.0  # a worker reads its parent's weights within moments of choosing it (from a fresh view)
+
+
+@dataclass
+class _Trained:
+    """A trained child on its way to the store."""
+
+    step: int
+    adopted: bool
+    record: dict[str, Any]
+    weights: bytes | None
+    started: float  # perf_counter at the step's start
+    trained: float  # and when training ended
+
+
+def _run_all(jobs: list[Callable[[], None]]) -> None:
+    for job in jobs:
+        job()
 
 
 class StepAbandoned(Exception):
@@ -80,6 +100,10 @@ class Worker:
         self.stop_event = threading.Event()
         self.stats = WorkerStats(worker=self.id)
         self._orphans: list[int] = []
+        self._pool: ThreadPoolExecutor | None = None
+        self._held: tuple[_Trained, Callable[[], None]] | None = None  # a trained child not yet handed over
+        self._later: list[Callable[[], None]] = []  # store work put off till the next training (marks, deletions)
+        self._writing: tuple[_Trained, Future] | None = None  # the child the writer thread is writing
         self.collector = None
         if config.keep == "needed" and config.selection != "generational":
             grace = max(GC_GRACE_SECONDS, 2 * config.refresh_seconds)
@@ -95,21 +119,42 @@ class Worker:
         pop = self.population
         pop.refresh(force=True)
         self._orphans = pop.orphans()
-        while not self.stop_event.is_set():
-            step, adoption = self._next_step()  # a fresh claim refreshes the view first
-            if step is None:
-                if pop.finished():
-                    self._collect(finished=True)
+        with self.pipelined():
+            while not self.stop_event.is_set():
+                step, adoption = self._next_step()  # a fresh claim refreshes the view first
+                if step is None:
+                    self.flush()
+                    if pop.finished():
+                        self._collect(finished=True)
+                        break
+                    time.sleep(min(0.2, max(0.01, self.config.refresh_seconds)))
+                    continue
+                try:
+                    self.run_step(step, adoption=adoption, background=True)
+                except StepAbandoned as why:
+                    log.info("step %d left in flight: %s", step, why)
                     break
-                time.sleep(min(0.2, max(0.01, self.config.refresh_seconds)))
-                continue
-            try:
-                self.run_step(step, adoption=adoption)
-            except StepAbandoned as why:
-                log.info("step %d left in flight: %s", step, why)
-                break
-            self._collect()
         return self.stats
+
+    @contextlib.contextmanager
+    def pipelined(self) -> Iterator[None]:
+        """Steps run with ``background=True`` inside: log marks and children go through the writer
+        thread; on the way out the last child is written and the thread stopped."""
+        self.population.defer_marks(self._later.append)
+        if self.collector is not None:
+            self.collector.later = self._later.append
+        try:
+            yield
+        finally:
+            try:
+                self.flush()
+            finally:
+                self.population.defer_marks(None)
+                if self.collector is not None:
+                    self.collector.later = None
+                if self._pool is not None:
+                    self._pool.shutdown()
+                    self._pool = None
 
     def stop(self) -> None:
         self.stop_event.set()
@@ -135,7 +180,7 @@ class Worker:
             adoption = pop.adopt(step)
             if adoption is not None:
                 return step, adoption
-        return pop.claim_next(), None
+        return pop.claim_next(None if self.strategy is None else self._chooser), None
 
     def _finish_lapsed(self) -> None:
         """While our step waits for enough live individuals, finish the lapsed steps that hold them dead.
@@ -144,6 +189,7 @@ class Worker:
         run adopts it. Waiting on would hang a Ctrl-C until some other process finished those steps.
         """
         pop = self.population
+        self.flush()  # our own last child may be one of those the step waits for
         for step in pop.lapsed():
             if self.stop_event.is_set():
                 break
@@ -153,9 +199,16 @@ class Worker:
         if self.stop_event.is_set():
             raise StepAbandoned("stopped while waiting for enough live individuals")
 
-    def run_step(self, step: int, adopted: bool = False, adoption: int | None = None) -> bool:
+    def run_step(self, step: int, adopted: bool = False, adoption: int | None = None,
+                 background: bool = False) -> bool | None:
         """Do (or finish) step ``step``, held under ``adoption`` (its index) or as claimed; True if our
-        child is the one recorded."""
+        child is the one recorded.
+
+        With ``background`` the child is held and returns None at once: the caller's next step hands it
+        to this worker's writer thread once its own claim and tombstone are written, so its training
+        hides the write; :meth:`flush` writes it now and waits. The step's heartbeat goes on until its
+        child is written, so nobody adopts a step whose child is on its way.
+        """
         adopted = adopted or adoption is not None
         if adopted and self.population.child_exists(step):  # its holder died after writing the child
             return False
@@ -167,14 +220,65 @@ class Worker:
                                 daemon=True)
         beat.start()
         started = time.perf_counter()
-        try:
-            return self._run_step(step, adopted, started)
-        finally:
+
+        def done() -> None:
             beating.set()
             beat.join()
             self.stats.busy_seconds += time.perf_counter() - started
             for key in beats[:1]:  # the step is over: its heartbeat only lengthens later listings
                 self.store.delete(key)
+
+        try:
+            trained = self._train(step, adopted, started)
+        except BaseException:
+            done()
+            raise
+        if not background:
+            try:
+                won = self._write(trained)
+            finally:
+                done()
+            self._settle(trained, won)
+            self._collect()
+            return won
+        self.flush()  # the previous step's write: long done, unless training is faster than the disk
+        self._held = (trained, done)
+        return None
+
+    def _start_write(self) -> None:
+        """Hand the held child, and the log marks and deletions put off till now, to the writer thread:
+        called once the next step's claim and tombstone are written, so that this store work contends
+        with its training, not with those (on a local disk every file created or deleted makes the
+        next fsync longer)."""
+        self._collect()  # what our kills made garbage: deleted with the rest
+        later, self._later[:] = list(self._later), []
+        if self._held is not None:
+            trained, done = self._held
+            self._held = None
+            self._writing = (trained, self._writer().submit(self._write_then, trained, done, later))
+        elif later:
+            self._writer().submit(_run_all, later)
+
+    def flush(self) -> bool | None:
+        """Write the child held back or being written, if any; True if it is the one recorded."""
+        self._start_write()
+        if self._writing is None:
+            return None
+        trained, future = self._writing
+        self._writing = None
+        return self._settle(trained, future.result())
+
+    def _writer(self) -> ThreadPoolExecutor:
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"evolve-writer-{self.id}")
+        return self._pool
+
+    def _write_then(self, trained: _Trained, done, later: list[Callable[[], None]]) -> bool:
+        _run_all(later)
+        try:
+            return self._write(trained)
+        finally:
+            done()
 
     def _heartbeat(self, step: int, holder: str, done: threading.Event, at_once: bool, adoption: int,
                    keys: list[str]) -> None:
@@ -199,23 +303,17 @@ class Worker:
             if done.wait(interval):
                 return
 
-    def _run_step(self, step: int, adopted: bool, started: float) -> bool:
-        pop = self.population
+    def _train(self, step: int, adopted: bool, started: float) -> _Trained:
+        """Select, breed and train step's child: its record, all but the write."""
         seed = derive_seed(self.config.seed, step)
         genome, record, parent_step = self._breed(step)
         record.update(step=step, seed=seed, worker=self.id, adopted=adopted)
         parent_weights = self._parent_weights(parent_step, record)
+        self._start_write()  # the previous child's, now that this step's records are written
         selected = time.perf_counter()
         mutation = Mutation.from_json(record["mutation"]) if record.get("mutation") else None
         outcome = self.evaluator.evaluate(genome, parent_weights, seed, mutation)
         trained = time.perf_counter()
-        nonce = uuid.uuid4().hex[:12]
-        weights = None
-        if outcome.weights is not None:
-            key = weights_key(step, nonce)
-            self.store.create_blob(key, outcome.weights)
-            weights = {"key": key, "sha256": hashlib.sha256(outcome.weights).hexdigest(),
-                       "bytes": len(outcome.weights)}
         genome_hash = genome.content_hash()
         fitness = outcome.fitness
         if self.config.selection == "generational" and outcome.status == "ok":
@@ -226,24 +324,42 @@ class Worker:
             genome=genome.to_json(), hash=genome_hash, fitness=fitness, raw_fitness=outcome.fitness,
             status=outcome.status,
             reason=outcome.reason, val_accuracy=outcome.val_accuracy, test_accuracy=outcome.test_accuracy,
-            metrics=outcome.metrics(), weights=weights, created_at=time.time(),
-            timings={"select_s": selected - started, "evaluate_s": trained - selected,
-                     "write_s": time.perf_counter() - trained, "total_s": time.perf_counter() - started},
+            metrics=outcome.metrics(), weights=None,
+            timings={"select_s": selected - started, "evaluate_s": trained - selected},
         )
-        won = self.store.create_json(individual_key(step), record)
+        return _Trained(step, adopted, record, outcome.weights, started, trained)
+
+    def _write(self, t: _Trained) -> bool:
+        """Store work only (the writer thread runs it): the weights, then the child (create-once), then
+        its log mark. True if our child is the one recorded; a losing trainer's weights are deleted."""
+        record = t.record
+        if t.weights is not None:
+            key = weights_key(t.step, uuid.uuid4().hex[:12])
+            self.store.create_blob(key, t.weights)
+            record["weights"] = {"key": key, "sha256": hashlib.sha256(t.weights).hexdigest(), "bytes": len(t.weights)}
+        now = time.perf_counter()
+        record["created_at"] = time.time()
+        record["timings"].update(write_s=now - t.trained, total_s=now - t.started)
+        won = self.store.create_json(individual_key(t.step), record)
+        if won:
+            self.population.publish_child(t.step, record)
+            if t.adopted and self.collector is not None:  # what the step's earlier holders wrote
+                drop_strays(self.store, t.step, record["weights"]["key"] if record["weights"] else None)
+        elif record["weights"] is not None:
+            self.store.delete(record["weights"]["key"])
+        return won
+
+    def _settle(self, t: _Trained, won: bool) -> bool:
+        """Back on the worker's thread: count the step and tell the view."""
         if won:
             self.stats.steps += 1
-            self.stats.steps_done.append(step)
-            self.stats.adopted += int(adopted)
-            self.stats.failed += int(outcome.status != "ok")
-            pop.finished_child(step, record)
-            if adopted and self.collector is not None:  # what the step's earlier holders wrote
-                drop_strays(self.store, step, weights["key"] if weights else None)
+            self.stats.steps_done.append(t.step)
+            self.stats.adopted += int(t.adopted)
+            self.stats.failed += int(t.record["status"] != "ok")
+            self.population.learn_child(t.step, t.record)
         else:
             self.stats.lost += 1
-            if weights is not None:
-                self.store.delete(weights["key"])
-            pop.child_exists(step)
+            self.population.child_exists(t.step)
         return won
 
     def _breed(self, step: int) -> tuple[Genome, dict[str, Any], int | None]:

@@ -6,13 +6,15 @@ import subprocess
 import sys
 import threading
 import time
+from concurrent.futures import Future
 
 from evolve.check import check_store
 from evolve.config import build_config
 from evolve.identity import Identity, machine_id, process_alive
+from evolve.log import read_selection, selection_key, selections_of
 from evolve.population import Population, adoption_key, heartbeat_key
 from evolve.run import open_run, total_steps
-from evolve.store import individual_key
+from evolve.store import claim_key, death_key, individual_key
 from evolve.worker import Worker
 
 LEASE = 0.3
@@ -161,3 +163,85 @@ def test_a_restarted_ray_actor_knows_its_predecessor_dead_on_any_machine():
     assert me.predecessor_dead(before)
     assert not me.predecessor_dead({**before, "actor": "a2"})  # another actor (another run) on another node
     assert not me.predecessor_dead(me.fields())
+
+
+# -- the step's new boundaries: attempt 0 in the claim, the child written in the background ---------
+
+
+def test_a_claim_that_carries_its_selection_is_replayed_by_its_adopter(tmp_path):
+    """The claimant dies after its claim (with attempt 0's pair in it), before the tombstone: the adopter
+    kills that same loser and breeds from that same parent, under attempt 0, and writes no other selection."""
+    store, config, space = _run(tmp_path, steps=1)
+    first = Worker(store, config, space, worker_id="first")
+    for _ in range(config.population):
+        first.run_step(first.population.claim_next())
+    dying = Worker(store, config, space, worker_id="dying")
+    dying.population.refresh(force=True)
+    step = dying.population.claim_next(dying._chooser)
+    carried = read_selection(store, step, 0)
+    assert carried == store.read_json(claim_key(step))["selection"] and carried["loser"] != carried["parent"]
+    assert not store.exists(selection_key(step, 0)) and not store.exists(death_key(carried["loser"]))
+
+    Worker(store, config, space, worker_id="adopter").run()
+    child = store.read_json(individual_key(step))
+    assert child["adopted"] and (child["parents"], child["loser"], child["attempt"]) == (
+        [carried["parent"]], carried["loser"], 0)
+    assert store.read_json(death_key(carried["loser"]))["killed_at_step"] == step
+    assert selections_of(store, step) == [carried]
+    report = check_store(store, config.population, total_steps(config))
+    assert report.ok and report.finished, report.violations
+
+
+class _NeverRuns:
+    """A writer thread whose process died as it started: the child is never written, the beat stops."""
+
+    def submit(self, write, trained, stop_beating, later) -> Future:
+        stop_beating()
+        return Future()
+
+
+def test_a_worker_that_dies_with_a_child_unwritten_and_its_next_step_selected_loses_neither(tmp_path):
+    """The worker trained step s and handed the child to its writer, claimed step s+1 and killed its
+    loser, then died before the write: both steps are taken over (after a lease), each loser dies once."""
+    store, config, space = _run(tmp_path, steps=4)
+    first = Worker(store, config, space, worker_id="first")
+    for _ in range(config.population):
+        first.run_step(first.population.claim_next())
+    dying = Worker(store, config, space, worker_id="dying")
+    dying._writer = lambda: _NeverRuns()
+    dying.population.refresh(force=True)
+    s, _ = dying._next_step()
+    assert dying.run_step(s, background=True) is None
+    assert not store.exists(individual_key(s)) and store.exists(claim_key(s))
+    s_next, _ = dying._next_step()
+    dying.population.settle_selection(s_next, dying._chooser(s_next))  # killed its loser,
+    dying._start_write()  # handed step s's child to the writer thread, and died
+    losers = {step: read_selection(store, step, 0)["loser"] for step in (s, s_next)}
+
+    stats = Worker(store, config, space, worker_id="adopter").run()
+    assert stats.adopted == 2
+    for step, loser in losers.items():
+        child = store.read_json(individual_key(step))
+        assert child["adopted"] and child["worker"] == "adopter" and child["loser"] == loser
+        assert store.read_json(death_key(loser))["killed_at_step"] == step
+    report = check_store(store, config.population, total_steps(config))
+    assert report.ok and report.finished, report.violations
+
+
+def test_a_run_writes_each_child_in_the_background_and_flushes_the_last(tmp_path):
+    """``Worker.run`` hands each child to the writer thread; when it returns every child is written."""
+    store, config, space = _run(tmp_path, steps=12)
+    worker = Worker(store, config, space, worker_id="solo")
+    written_by = set()
+    real = worker._write
+
+    def write(trained):
+        written_by.add(threading.current_thread().name)
+        return real(trained)
+
+    worker._write = write
+    stats = worker.run()
+    assert stats.steps == config.population + config.steps and worker._writing is None
+    assert all(name.startswith("evolve-writer-") for name in written_by), written_by
+    report = check_store(store, config.population, total_steps(config))
+    assert report.ok and report.finished, report.violations

@@ -9,6 +9,7 @@ and that a refresh after the first reads a handful of records, not the populatio
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 import sys
@@ -66,7 +67,7 @@ def test_incremental_view_is_the_stores_truth(kind, tmp_path, request):
     store, short, space = open_run(short)
     longer = short.model_copy(update={"steps": 20})
     observer = Population(store, longer.population, total_steps(longer), "observer", 0.5, 0.0)
-    assert observer._listing == (kind == "s3")
+    assert observer._listing == (kind != "file")  # one listing across log folders on a remote store
     observer.refresh(force=True)
     assert seen(observer) == truth(store) == {}
 
@@ -94,7 +95,8 @@ def test_incremental_view_is_the_stores_truth(kind, tmp_path, request):
 
 @pytest.mark.parametrize(("kind", "population"), [("file", 60), ("s3", 20)])
 def test_refresh_reads_only_what_is_new(kind, population, tmp_path, request):
-    """After joining, a refresh is one listing of the log after the watermark and reads no record."""
+    """After joining, a refresh lists the log after the watermark (one listing; a folder per block in use
+    locally) and reads no record."""
     url, options = store_url(kind, tmp_path, request)
     config = build_config({"store": url, "storage_options": options, "fitness": "synthetic", "population": population,
                            "steps": 4, "workers": 4, "refresh_seconds": 0.0})
@@ -105,7 +107,8 @@ def test_refresh_reads_only_what_is_new(kind, population, tmp_path, request):
     assert len(observer.view.done) == config.population + 2
     assert observer.view.individuals == {}, "joining read records it does not need"
 
-    calls: dict[str, int] = {"list_keys": 0, "list_keys_after": 0, "list_folder": 0, "read_json": 0, "read_bytes": 0}
+    calls: dict[str, int] = {"list_keys": 0, "list_keys_after": 0, "list_folder": 0, "list_names": 0, "read_json": 0,
+                             "read_bytes": 0}
     def counting(name):
         real = getattr(store, name)
 
@@ -122,7 +125,9 @@ def test_refresh_reads_only_what_is_new(kind, population, tmp_path, request):
     worker.run_step(worker.population.claim_next())
     calls.update(dict.fromkeys(calls, 0))
     observer.refresh(force=True)
-    assert calls["list_keys"] + calls["list_keys_after"] + calls["list_folder"] == 1, calls
+    # S3: one listing after the watermark; a folder: log/ (the blocks in use), then the one block in use
+    listings = calls["list_keys"] + calls["list_keys_after"] + calls["list_folder"] + calls["list_names"]
+    assert listings == (2 if kind == "file" else 1), calls
     assert calls["read_json"] + calls["read_bytes"] == 0, calls
     assert seen(observer) == truth(store)
 
@@ -148,8 +153,16 @@ def run_script(module, capsys) -> str:
     return capsys.readouterr().out
 
 
-def table_rows(output: str) -> list[dict[str, str]]:
-    lines = [line for line in output.splitlines() if line.startswith("|")]
+def table_rows(output: str, which: int = 0) -> list[dict[str, str]]:
+    """The rows of the output's ``which``-th markdown table."""
+    tables, lines = [], []
+    for line in output.splitlines() + [""]:
+        if line.startswith("|"):
+            lines.append(line)
+        elif lines:
+            tables.append(lines)
+            lines = []
+    lines = tables[which]
     columns = [c.strip() for c in lines[0].strip("|").split("|")]
     return [dict(zip(columns, (c.strip() for c in line.strip("|").split("|")))) for line in lines[2:]]
 
@@ -161,7 +174,8 @@ def number(cell: str) -> float:
 def test_overhead_smoke_prints_a_sane_table(capsys):
     from bench import overhead
 
-    out = run_script(overhead, capsys)
+    assert overhead.main(["--smoke"]) == 0
+    out, err = capsys.readouterr()
     assert out.startswith("command: python3 bench/overhead.py --smoke")
     assert re.search(r"^machine: \d+ cores", out, re.MULTILINE) and re.search(r"^versions: python 3", out, re.MULTILINE)
     rows = table_rows(out)
@@ -172,11 +186,21 @@ def test_overhead_smoke_prints_a_sane_table(capsys):
     for r in rows:
         mean, p50, p95 = number(r["overhead mean ms"]), number(r["p50 ms"]), number(r["p95 ms"])
         assert 0 < p50 <= p95 < 60_000 and 0 < mean < 60_000, r
-        parts = sum(number(r[c]) for c in ("refresh ms", "claim ms", "select+read ms", "write ms"))
-        assert parts <= mean * 1.01 + 0.05, r  # the parts are inside the whole
+        parts = sum(number(r[c]) for c in ("refresh ms", "claim ms", "select+read ms"))
+        assert parts <= mean * 1.01 + 0.05, r  # the parts are inside the whole (the write is behind training)
+        assert number(r["write ms"]) > 0, r
         assert number(r["% of demo step"]) > 0 and r["check"] == "yes", r
     assert re.search(r"^file: overhead at P=20 / P=10 = [\d.]+x", out, re.MULTILINE)
     assert "check_store: every store passes" in out
+    if importlib.util.find_spec("optuna") is None:
+        assert "optuna is not installed" in err
+        return
+    peers = table_rows(out, which=1)  # the peer on the same disk, then the engine's file rows again
+    assert [(r["what"], r["P"]) for r in peers] == [
+        *((f"optuna journal file, {n} params", p) for p in ("10", "20") for n in (0, 4)),
+        ("evolve file, per step", "10"), ("evolve file, per step", "20")]
+    for r in peers:
+        assert 0 < number(r["p50 ms"]) <= number(r["p95 ms"]) < 60_000, r
 
 
 def test_scaling_smoke_prints_a_sane_table(capsys):
@@ -204,6 +228,7 @@ def test_paper_scale_smoke_is_exact_under_both_checks(capsys):
     assert 0.05 < number(row["efficiency"]) <= 1.005, row  # every step sleeps: nobody beats the ideal
     assert row["check"] == "clean" and row["raw_check"] == "clean", row
     assert number(row["requests_per_step"]) > 0
+    assert row["parent weights missing"] == "0" and 0 < number(row["peak weight files"]), row
 
 
 def test_the_raw_check_sees_a_second_death_at_one_step(tmp_path):

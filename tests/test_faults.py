@@ -23,6 +23,7 @@ from typer.testing import CliRunner
 
 from evolve.check import check_store
 from evolve.cli import app
+from evolve.log import selections_of
 from evolve.report import Snapshot
 from evolve.store import PAD, Store, claim_key, individual_key, step_of
 
@@ -239,8 +240,8 @@ def freeze_mid_training(proc: subprocess.Popen, store: Path, worker: str, popula
 
 
 def records_of_step(st: Store, step: int) -> dict[str, bytes]:
-    """The selections and tombstones written for step ``step``, as raw bytes."""
-    keys = st.list_keys(f"selections/{step:0{PAD}d}-")
+    """The claim (attempt 0's selection rides in it), selections and tombstones of step ``step``, as raw bytes."""
+    keys = [claim_key(step)] + st.list_keys(f"selections/{step:0{PAD}d}-")
     keys += [k for k in st.list_keys("deaths/") if st.read_json(k)["killed_at_step"] == step]
     return {key: st.read_bytes(key) for key in keys}
 
@@ -272,7 +273,8 @@ def test_zombie_worker_resumed_after_its_lease_loses_its_step(tmp_path):
         assert adoptions and {r["worker"] for r in adoptions} == {b_id}, adoptions
         assert child["weights"], child
         child_bytes, settled = st.read_bytes(individual_key(step)), records_of_step(st, step)
-        assert len(settled) == 2, settled  # one selection, one tombstone
+        assert len(selections_of(st, step)) == 1, settled
+        assert sum(k.startswith("deaths/") for k in settled) == 1, settled
         assert count(store) <= population + steps - 3, "too few steps left for A to work on after it wakes"
         woke = time.time()
         os.kill(a.pid, signal.SIGCONT)
@@ -315,7 +317,7 @@ def test_sigkills_while_workers_delete_weights_lose_none_that_is_needed(tmp_path
         snap = Snapshot.read(st)
         needed = set(snap.live())
         for step in snap.claims - set(snap.individuals):  # an adopter will replay its selection
-            needed |= {st.read_json(k)["parent"] for k in st.list_keys(f"selections/{step:012d}-")}
+            needed |= {s["parent"] for s in selections_of(st, step)}
         for step in needed:
             record = snap.individuals[step]
             data = st.read_bytes(record["weights"]["key"])

@@ -372,6 +372,14 @@ class StoreContract:
         assert len(store.list_keys("")) == 7
         assert store.list_keys("nothing/") == []
 
+    def test_list_names_is_one_folder_fresh(self, store: Store) -> None:
+        assert store.list_names("log/000000000/") == set()
+        for key in ["log/000000000/000000000001.c", "log/000000000/000000000002.c", "log/000000001/000000000500.c"]:
+            store.put_json(key, {})
+        names = {n for n in store.list_names("log/000000000/") if not n.startswith(".tmp-")}
+        assert names == {"000000000001.c", "000000000002.c"}
+        assert {k for k in store.list_folder("log/000000000/")} == {"log/000000000/" + n for n in names}
+
     def test_put_json_replaces(self, store: Store) -> None:
         store.put_json("heartbeats/000000000001.json", {"seq": 1})
         store.put_json("heartbeats/000000000001.json", {"seq": 2})
