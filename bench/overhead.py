@@ -3,13 +3,18 @@
 For each backend (a local folder; S3 through a moto server on 127.0.0.1) and population size P,
 a store is filled with P live individuals by the engine itself (``Worker.run_step`` on steps
 0..P-1, each claimed through ``Population.claim``, many threads at once), then one worker
-runs steady-state steps of the real engine: refresh its view, claim, tournament on a random pair,
-tombstone the loser, read the parent's record and weights, mutate the DNA genome, write the
-child's weights and record. Training is replaced by an evaluator that returns at once with a
-weights blob of a real demo child, so what is timed is the engine alone.
+runs steady-state steps of the real engine, as ``Worker.run`` does: refresh its view, claim with a
+tournament on a random pair in the claim, tombstone the loser, read the parent's record and
+weights, mutate the DNA genome; then "train" (``--train-ms`` of busy work, with a weights blob of
+a real demo child) while the writer thread writes the previous child's weights and record. What is
+timed is the step's wall time minus the training: the engine's critical path.
 
 Each timed step refreshes the view once, as every claim does: one listing of the log marks past
 the watermark ("refresh ms"; the rest of the claim is "claim ms").
+
+Next to it, on the same disk in the same run, the peer a user would pick instead: an Optuna study
+on its journal-file storage (RandomSampler), ms per ask+tell after P finished trials (with
+``pip install -e '.[bench]'``).
 
 The demo's step time is measured by running the demo itself (``evolve run`` with every default
 but ``--steps``): the mean ``timings.total_s`` of its children's records.
@@ -21,6 +26,7 @@ but ``--steps``): the mean ``timings.total_s`` of its children's records.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import shutil
@@ -64,6 +70,36 @@ class InstantEvaluator:
     def evaluate(self, genome: Genome, parent_weights: bytes | None, seed: int, mutation=None) -> Outcome:
         fitness = rng_for(seed, "bench-overhead").random()
         return Outcome(fitness=fitness, val_accuracy=fitness, weights=self.weights)
+
+
+_BLOCK = bytes(1 << 20)
+
+
+def busy(seconds: float) -> float:
+    """Keep one core busy for ``seconds`` without holding the GIL, as training does (hashing a 1 MB
+    block releases it): a sleep would let the CPU and disk idle, and the first fsync after an idle
+    costs about twice as much on this VM. Returns the time it took."""
+    started = time.perf_counter()
+    while time.perf_counter() - started < seconds:
+        hashlib.sha256(_BLOCK).digest()
+    return time.perf_counter() - started
+
+
+class BusyEvaluator(InstantEvaluator):
+    """As :class:`InstantEvaluator`, after ``seconds`` of :func:`busy` work: a training that hides the
+    child's write, which a worker does in the background while its next step trains."""
+
+    def __init__(self, weights: bytes, seconds: float) -> None:
+        super().__init__(weights)
+        self.seconds = seconds
+        self.spent: list[float] = []  # how long each evaluation took, to take it out of the step's time
+
+    def evaluate(self, genome: Genome, parent_weights: bytes | None, seed: int, mutation=None) -> Outcome:
+        started = time.perf_counter()
+        busy(self.seconds)
+        outcome = super().evaluate(genome, parent_weights, seed, mutation)
+        self.spent.append(time.perf_counter() - started)
+        return outcome
 
 
 # -- the demo's step time ---------------------------------------------------------------------
@@ -177,10 +213,10 @@ class OpCounter:
     """
 
     OPS = ("read_bytes", "_raw_create", "put_json", "exists", "list_keys", "list_keys_after", "list_versions_after",
-           "list_folder", "delete")
-    LISTS = ("list_keys", "list_keys_after", "list_versions_after", "list_folder")
+           "list_folder", "list_names", "delete")
+    LISTS = ("list_keys", "list_keys_after", "list_versions_after", "list_folder", "list_names")
     TYPES = {"read_bytes": "get", "_raw_create": "create", "put_json": "put", "exists": "head", "list_keys": "list",
-             "list_keys_after": "list", "list_versions_after": "list", "list_folder": "list",
+             "list_keys_after": "list", "list_versions_after": "list", "list_folder": "list", "list_names": "list",
              "delete": "delete"}
     PAGE = 1000  # keys per listing page (S3): a listing that returns more costs one request per page
 
@@ -207,9 +243,17 @@ class OpCounter:
         paged = name in self.LISTS and self.paged
         requests = max(1, -(-len(result or ()) // self.PAGE)) if paged else 1
         where = f"{self.TYPES[name]} {str(args[0]).split('/', 1)[0] if args else '?'}"
+        body = 0  # object bytes sent or received (listing responses not counted)
+        if name == "_raw_create" and len(args) > 1 and isinstance(args[1], (bytes, bytearray)):
+            body = len(args[1])
+        elif name == "put_json" and len(args) > 1:
+            body = len(json.dumps(args[1]))
         with self._lock:
             self.counts[name] += requests
             self.folders[where] = self.folders.get(where, 0) + requests
+            if name == "read_bytes" and isinstance(result, (bytes, bytearray)):
+                self.bytes_read += len(result)
+            self.bytes_written += body
             if name in self.LISTS:
                 self.list_seconds += time.perf_counter() - started
                 self.listed += len(result or ())
@@ -218,6 +262,7 @@ class OpCounter:
         with self._lock:
             self.counts = dict.fromkeys(self.OPS, 0)
             self.folders: dict[str, int] = {}  # "get individuals" -> calls
+            self.bytes_read = self.bytes_written = 0
             self.list_seconds = 0.0
             self.listed = 0
 
@@ -245,10 +290,13 @@ class Timed:
     write_ms: list[float] = field(default_factory=list)
 
 
-def timed_steps(worker: Worker, count: int, timed: Timed | None) -> None:
-    """``count`` steps of ``worker``, as ``Worker.run`` does them (a claim refreshes the view first:
-    "refresh ms" is that listing, "claim ms" the rest of the claim)."""
+def timed_steps(worker: Worker, count: int, timed: Timed | None, evaluator: BusyEvaluator) -> None:
+    """``count`` steps of ``worker``, as ``Worker.run`` does them: a claim refreshes the view first
+    ("refresh ms" is that listing, "claim ms" the rest of the claim, with attempt 0's selection);
+    the child is written in the background while the next step trains ("write ms", off the
+    critical path). Overhead = the step's wall time minus its training (the evaluator's sleep)."""
     pop = worker.population
+    steps = []
     for _ in range(count):
         started = time.perf_counter()
         step, adoption = worker._next_step()
@@ -256,17 +304,20 @@ def timed_steps(worker: Worker, count: int, timed: Timed | None) -> None:
         refreshed = started + pop.last_refresh_s
         if step is None:
             raise RuntimeError("the benchmark worker found no step to claim")
-        if not worker.run_step(step, adoption=adoption):
-            raise RuntimeError(f"step {step}'s child was not ours (is another worker on this store?)")
+        worker.run_step(step, adoption=adoption, background=True)
         ended = time.perf_counter()
+        steps.append(step)
         if timed is None:
             continue
-        timings = pop.view.individuals[step]["timings"]
-        timed.overhead_ms.append(1000 * (ended - started - timings["evaluate_s"]))
+        timed.overhead_ms.append(1000 * (ended - started - evaluator.spent[-1]))
         timed.refresh_ms.append(1000 * (refreshed - started))
         timed.claim_ms.append(1000 * (claimed - refreshed))
-        timed.select_ms.append(1000 * timings["select_s"])
-        timed.write_ms.append(1000 * timings["write_s"])
+    if worker.flush() is False or worker.stats.lost:
+        raise RuntimeError("a step's child was not ours (is another worker on this store?)")
+    if timed is not None:
+        timings = [pop.view.individuals[step]["timings"] for step in steps]
+        timed.select_ms += [1000 * t["select_s"] for t in timings]
+        timed.write_ms += [1000 * t["write_s"] for t in timings]
 
 
 @dataclass
@@ -289,21 +340,23 @@ class Row:
 
 
 def measure(backend: str, url: str, options: dict[str, Any], population: int, steps: int, warmup: int,
-            threads: int, evaluator: InstantEvaluator) -> Row:
+            threads: int, evaluator: InstantEvaluator, train_s: float) -> Row:
     config = build_config({"store": url, "storage_options": options, "population": population,
                            "steps": warmup + steps, "workers": 1})
     store, config, space = open_run(config, check_health=False)  # moto_server checked create-once already
     prefill_s = prefill(store, config, space, evaluator, threads)
     store = Store(url, options)  # the benchmark worker's own, so that only its calls are counted
     ops = OpCounter(store)
-    worker = Worker(store, config, space, worker_id="bench", evaluator=evaluator)
+    sleeper = BusyEvaluator(evaluator.weights, train_s)
+    worker = Worker(store, config, space, worker_id="bench", evaluator=sleeper)
     joined = time.perf_counter()
     worker.population.refresh(force=True)
     join_s = time.perf_counter() - joined
-    timed_steps(worker, warmup, None)
-    timed = Timed()
-    ops.reset()
-    timed_steps(worker, steps, timed)
+    with worker.pipelined():
+        timed_steps(worker, warmup, None, sleeper)
+        timed = Timed()
+        ops.reset()
+        timed_steps(worker, steps, timed, sleeper)
     ops_per_step, lists = ops.total() / steps, ops.lists()
     list_ms = 1000 * ops.list_seconds / lists if lists else None
     keys_per_list = ops.listed / lists if lists else None
@@ -313,6 +366,63 @@ def measure(backend: str, url: str, options: dict[str, Any], population: int, st
         print(f"check_store on {url}: {report.violations[:5]}", file=sys.stderr)
     return Row(backend, population, steps, prefill_s, join_s, timed, ops_per_step, lists / steps, list_ms,
                keys_per_list, ok)
+
+
+# -- the peer: Optuna's journal-file storage --------------------------------------------------------
+
+
+@dataclass
+class PeerRow:
+    what: str
+    population: int
+    steps: int
+    ms: list[float]
+    prefill_s: float
+
+
+def optuna_cost(folder: Path, population: int, steps: int, warmup: int, params: int,
+                train_s: float) -> PeerRow | None:
+    """ms per ask+tell of an Optuna study on ``JournalFileBackend`` (RandomSampler), the shared-file
+    storage a user would pick instead, after ``population`` finished trials, with the same stand-in
+    training as the engine's between ask and tell (taken out of the time); None without optuna."""
+    try:
+        import optuna
+        from optuna.distributions import FloatDistribution
+        from optuna.storages.journal import JournalFileBackend
+    except ImportError:
+        return None
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    folder.mkdir(parents=True, exist_ok=True)
+    storage = optuna.storages.JournalStorage(JournalFileBackend(str(folder / f"optuna-{population}-{params}.log")))
+    study = optuna.create_study(storage=storage, sampler=optuna.samplers.RandomSampler(seed=0))
+    space = {f"x{i}": FloatDistribution(0.0, 1.0) for i in range(params)}
+    chance = rng_for(0, "bench-optuna")
+
+    def step(train_s: float) -> float:
+        trial = study.ask(space)
+        spent = busy(train_s) if train_s else 0.0
+        study.tell(trial, chance.random())
+        return spent
+
+    started = time.perf_counter()
+    for i in range(population + warmup):
+        step(train_s if i >= population else 0.0)
+    prefill_s = time.perf_counter() - started
+    ms = []
+    for _ in range(steps):
+        started = time.perf_counter()
+        spent = step(train_s)
+        ms.append(1000 * (time.perf_counter() - started - spent))
+    return PeerRow(f"optuna journal file, {params} params", population, steps, ms, prefill_s)
+
+
+def peer_table(peers: Sequence[PeerRow], rows: Sequence[Row]) -> str:
+    columns = ["what", "P", "steps", "mean ms", "p50 ms", "p95 ms", "prefill s"]
+    out = [[p.what, p.population, p.steps, statistics.mean(p.ms), percentile(p.ms, 50), percentile(p.ms, 95),
+            p.prefill_s] for p in peers]
+    out += [[f"evolve {r.backend}, per step", r.population, r.steps, r.mean_ms, percentile(r.timed.overhead_ms, 50),
+             percentile(r.timed.overhead_ms, 95), r.prefill_s] for r in rows if r.backend == "file"]
+    return markdown_table(columns, out)
 
 
 # -- the table --------------------------------------------------------------------------------------
@@ -355,12 +465,18 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     p.add_argument("--steps", type=int, default=200, help="timed steps per (backend, population)")
     p.add_argument("--warmup", type=int, default=20, help="untimed steps first")
     p.add_argument("--threads", type=int, default=16, help="threads filling the initial population")
+    p.add_argument("--train-ms", type=float, default=50.0,
+                   help="the stand-in training of a timed step (one core kept busy, taken out of its time): "
+                        "the child's write hides behind the next step's training, as in a run")
     p.add_argument("--demo-steps", type=int, default=100, help="children of the demo run that gives the step time")
     p.add_argument("--demo-step-seconds", type=float, default=None,
                    help="use this demo step time instead of running the demo (then --weights-bytes is used)")
     p.add_argument("--weights-bytes", type=int, default=8192, help="weights blob size without a demo run")
     p.add_argument("--settle", type=float, default=10.0,
                    help="seconds to wait after the demo run (its Ray processes shut down) before timing")
+    p.add_argument("--optuna-params", default="0,4", type=lambda v: [int(x) for x in v.split(",") if x.strip()],
+                   help="Optuna side by side on the same disk (file backend): ask+tell with this many "
+                        "parameters each, comma-separated ('' for none)")
     p.add_argument("--workdir", default=None, help="where the stores go (default: a fresh temp folder)")
     p.add_argument("--keep", action="store_true", help="keep the stores")
     p.add_argument("--smoke", action="store_true", help="tiny sizes: checks the machinery in seconds")
@@ -402,10 +518,26 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"one create-once record on this disk ({workdir}): {create:.3f} ms mean over 200 "
                   "(temp file, fsync, link, folder fsync); a step writes 5", flush=True)
         rows = run_all(backends, populations, args, workdir, evaluator)
+        peers = []
+        if "file" in backends and args.optuna_params:
+            for population in populations:
+                for params in args.optuna_params:
+                    peer = optuna_cost(workdir / "optuna", population, args.steps, args.warmup, params,
+                                       args.train_ms / 1000)
+                    if peer is None:
+                        print("optuna is not installed (pip install -e '.[bench]'): no side-by-side", file=sys.stderr)
+                        break
+                    peers.append(peer)
+                    print(f"  optuna P={population}, {params} params: {statistics.mean(peer.ms):.2f} ms/ask+tell",
+                          file=sys.stderr, flush=True)
         print()
         print(table(rows, demo))
         print()
         print(ratios(rows))
+        if peers:
+            print()
+            print(peer_table(peers, rows))
+        print(f"load average at the end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
         ok = all(r.check_ok for r in rows)
         print(f"check_store: {'every store passes' if ok else 'VIOLATIONS (see stderr)'}")
         return 0 if ok else 1
@@ -421,7 +553,7 @@ def run_all(backends: Sequence[str], populations: Sequence[int], args: argparse.
     def each(backend: str, url_of: Callable[[int], str], options: dict[str, Any]) -> None:
         for population in populations:
             rows.append(measure(backend, url_of(population), options, population, args.steps, args.warmup,
-                                args.threads, evaluator))
+                                args.threads, evaluator, args.train_ms / 1000))
             print(f"  {backend} P={population}: {rows[-1].mean_ms:.2f} ms/step", file=sys.stderr, flush=True)
 
     if "file" in backends:

@@ -183,12 +183,17 @@ def run_workers(url: str, options: dict[str, Any], config: RunConfig, workers: i
         go.set()
         return [stat for _, _, stat, _ in collect(results, procs, "done")]
     finally:
-        go.set()
-        for p in procs:
-            p.join(30)
-            if p.is_alive():
-                p.kill()
-                p.join()
+        release(go, procs)
+
+
+def release(go: Any, procs: Sequence[Any]) -> None:
+    """Let every worker process go (a failed start must not leave them waiting) and reap them."""
+    go.set()
+    for p in procs:
+        p.join(30)
+        if p.is_alive():
+            p.kill()
+            p.join()
 
 
 def collect(results: Any, procs: Sequence[Any], kind: str) -> list[tuple]:
