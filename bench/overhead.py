@@ -516,7 +516,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if "file" in backends:
             create = create_cost(workdir / "create-cost", len(demo.weights))
             print(f"one create-once record on this disk ({workdir}): {create:.3f} ms mean over 200 "
-                  "(temp file, fsync, link, folder fsync); a step writes 5", flush=True)
+                  "(temp file, fsync, link, folder fsync); a step writes 4: the claim and the tombstone on its "
+                  "path, the weights and the child while the next step trains", flush=True)
         rows = run_all(backends, populations, args, workdir, evaluator)
         peers = []
         if "file" in backends and args.optuna_params:
