@@ -446,7 +446,8 @@ def _takeover(store: Store, step: int, worker: str, after: float, timeout: float
 @pytest.mark.timeout(300)
 def test_a_sigkilled_actors_step_is_taken_over_by_its_restart_within_seconds(tmp_path, cluster):
     """With a 60 s lease, ten SIGKILLed actors: each restarted incarnation (same slot, same node, its
-    predecessor's process gone) adopts the step its predecessor held at once, never a second adopter."""
+    predecessor's process gone) adopts the steps its predecessor held at once; a second adoption of a step
+    only once the first adopter is dead."""
     config = build_config({
         "store": str(tmp_path / "run"), "fitness": "synthetic", "synthetic_seconds": 2.0, "population": 4,
         "steps": 1_000, "workers": 2, "cpus_per_worker": 1, "lease_seconds": 60.0, "refresh_seconds": 0.2,
@@ -458,6 +459,7 @@ def test_a_sigkilled_actors_step_is_taken_over_by_its_restart_within_seconds(tmp
     driver = threading.Thread(target=run_on_ray, args=(store, config, space), kwargs={"stop": stop}, daemon=True)
     driver.start()
     delays: list[float] = []
+    killed: dict[str, float] = {}  # worker id -> when we killed it
     try:
         while len(delays) < TAKEOVERS:
             held = [(s, w) for s, w in sorted(_holding_now(store).items()) if _ours(_pid(w), raylets)
@@ -469,6 +471,7 @@ def test_a_sigkilled_actors_step_is_taken_over_by_its_restart_within_seconds(tmp
             at = time.time()
             if not _kill(worker, raylets):
                 continue
+            killed[worker] = at
             record = _takeover(store, step, worker, at, timeout=45.0)
             assert record is not None, f"step {step} held by killed {worker} was not taken over in 45 s"
             if not record:
@@ -482,7 +485,11 @@ def test_a_sigkilled_actors_step_is_taken_over_by_its_restart_within_seconds(tmp
     print(f"\ntakeover after SIGKILL, lease 60 s: max {max(delays):.1f} s, median {statistics.median(delays):.1f} s "
           f"over {len(delays)} kills: {', '.join(f'{d:.1f}' for d in delays)}")
     assert max(delays) <= TAKEOVER_BOUND_S, delays
-    for key in store.list_keys("adoptions/"):
-        assert key.endswith("-000.json"), f"{key}: a step adopted twice"
+    # a worker holds up to two steps (its last child is written while the next trains), so a step may be
+    # adopted again: only once the previous adopter was killed, never while it may be alive
+    adoptions = [store.read_json(k) for k in store.list_keys("adoptions/")]
+    for earlier, later in zip(adoptions, adoptions[1:]):
+        if later["step"] == earlier["step"]:
+            assert earlier["worker"] in killed and later["created_at"] > killed[earlier["worker"]], (earlier, later)
     report = check_store(store, config.population, total_steps(config))
     assert report.ok, report.violations
