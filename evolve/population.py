@@ -26,8 +26,10 @@ dead (a restarted incarnation of the same worker slot, :mod:`evolve.identity`). 
 observer that finds more adoptions than the beat it timed names starts its clock again.
 
 A worker needs the live set and the fitness of the individuals it samples, not every
-record: it learns them from the log (:mod:`evolve.log`), one listing of small marks after the
-view's *watermark* (every step below it has its child in the view) per refresh. So a step costs
+record: it learns them from the log (:mod:`evolve.log`), the small marks after the view's
+*watermark* (every step below it has its child in the view), listed once per refresh (locally:
+``log/`` and each block folder in use from the watermark's on, parsing only names not seen
+before; claims land out of order, so a later block fills before an earlier one). So a step costs
 the same store work with 1 or 250 workers and with 100 or 10,000 individuals; a record is read
 only when its genome is needed (a parent). Heartbeats are listed too (one listing, with each
 key's change token), and only every ``lease / 8``: a lease is judged on that time scale.
