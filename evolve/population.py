@@ -487,9 +487,12 @@ class Population:
         attempt = 0
         fresh = step in self._fresh_claims
         carried = self._fresh_claims.pop(step, None)
+        bare_claim = fresh and carried is None  # our claim carries no selection: never read it back
         while True:
             if fresh:  # our own claim: attempt 0 is in it, or nobody has chosen it yet
                 record = carried
+            elif bare_claim:
+                record = self.store.read_json(selection_key(step, attempt))
             else:
                 record = read_selection(self.store, step, attempt)
             fresh = False
