@@ -20,9 +20,10 @@ accuracy is reported, never used. The measures, reported separately:
 
 (a) **as found**: the best model the compute bought (a child's inherited, lineage-trained weights;
     a random sample as trained).
-(a+) **as a run hands it over**: that model trained ``--final-batches`` (4,000) more from its
-    weights, a cosine cycle at the run's rate, as ``evolve run`` ends (``evolve.result.train_final``);
-    every method's best gets the same, so the compute stays equal.
+(a+) **as a run hands it over**: the run's final training (``evolve.result.train_final``) given
+    to that best, ``--final-batches`` (4,000) of it: by default its architecture from scratch with
+    LeNet-5's recipe on the training and validation splits; every method's best gets the same, so
+    the compute stays equal.
 (b) **retrained**: the best architecture trained from scratch with the LeNet-5 recipe and budget
     (``evolve.reference``: one-cycle SGD peaking at 0.1, Nesterov, weight decay 5e-4, shifts,
     1,500 batches): the architecture alone, without the training a lineage inherits.
@@ -224,15 +225,17 @@ def _final(s: Settings, seed: int, genome: Any, weights: bytes | None) -> dict[s
     """The random search's best trained as the engine trains its best at the end (``evolve.result.train_final``)."""
     from evolve.result import train_final
     from evolve.seeding import derive_seed
-    from evolve.train import weights_from_bytes
+    from evolve.train import build_module, weights_from_bytes
 
     if weights is None:
         return {}
     config = _config(s, seed)
     data = _data(s.dataset, seed, config.val_fraction)
-    model = genome.to_module(data.input_shape, data.num_classes)
-    model.load_state_dict(weights_from_bytes(weights))
-    return train_final(model, config, data, derive_seed(seed, "final", "random"))
+    final_seed = derive_seed(seed, "final", "random")
+    model = build_module(genome, data.input_shape, data.num_classes, final_seed)
+    if config.final_from == "weights":
+        model.load_state_dict(weights_from_bytes(weights))
+    return train_final(model, config, data, final_seed)
 
 
 def _compute(metrics: dict[str, Any]) -> float:
@@ -415,8 +418,9 @@ def report(s: Settings, results: dict[str, Any], head: str, seconds: float) -> s
                      f"{spread([r['val'] for r in rows])} | {spread([r['test'] for r in rows])} | - | - | 0 | "
                      f"{mean([r['batches'] for r in rows], 0)} | - | - | - | {mean([r['wall_s'] for r in rows])} | - |")
     lines += ["", ("mean ± sample std (min–max) over seeds; test accuracy of the model with the best validation "
-                   f"accuracy. (a+) trains that model {s.final_batches:,} batches more from its weights, as a run "
-                   "trains its best at the end (the same for every method, so the compute stays equal). (b) "
+                   f"accuracy. (a+) gives that best the run's final training ({s.final_batches:,} batches; by default "
+                   "its architecture from scratch with LeNet-5's recipe on train+val), the same for every "
+                   "method, so the compute stays equal. (b) "
                    "trains the best architecture from scratch with LeNet-5's recipe and budget."), ""]
     lines += verdicts(results, by)
     return "\n".join(lines)

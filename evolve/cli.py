@@ -178,7 +178,7 @@ def _launch(store, config, space, executor: str, logdir: str | None = None) -> N
 
 def _print_summary(store, config) -> None:
     from evolve.report import Snapshot, status
-    from evolve.result import summary
+    from evolve.result import describe_final, summary
     from evolve.run import total_steps
 
     snap = Snapshot.read(store)
@@ -189,7 +189,9 @@ def _print_summary(store, config) -> None:
     if info["done"] < info["total"]:
         return
     if config.fitness == "train":
-        further = f", training it {config.final_batches:,} more batches" if config.final_batches else ""
+        start = "its architecture from scratch" if config.final_from == "scratch" else "it from its weights"
+        further = (f", training {start} {config.final_batches:,} batches on {config.final_data}"
+                   if config.final_batches else "")
         err.print(f"testing the best{further} and LeNet-5 on the same split for reference ...", highlight=False)
     result = summary(store, config)
     if result is None:
@@ -203,9 +205,7 @@ def _print_summary(store, config) -> None:
         out.print(f"final training of the best failed ({final.get('reason')}); the best as found stands")
         final = None
     if final:
-        out.print(f"final model (the best trained {final['batches']:,} more batches, a cosine cycle from its "
-                  f"weights, {final['train_seconds']:.0f} s): validation {_pct(final['val_accuracy'])}, "
-                  f"test {_pct(final['test_accuracy'])}", highlight=False)
+        out.print(f"{describe_final(final)}; {final['train_seconds']:.0f} s", highlight=False)
     out.print(f"initial population's best validation {_pct(result['initial_best_val'])}; the best's lineage "
               f"trained {result['lineage_batches']:,} batches{' before the final training' if final else ''}; "
               "the run spent "
@@ -345,7 +345,7 @@ def best(
     if record is None:
         fail(f"{st.url}: no individuals yet")
     from evolve.data import DataError
-    from evolve.result import measured_test_accuracy, record_key_of_final
+    from evolve.result import describe_final, measured_test_accuracy, record_key_of_final
     from evolve.run import load_run
 
     config, _ = load_run(st)
@@ -359,8 +359,7 @@ def best(
     final = st.read_json(record_key_of_final(record["step"]))
     final = final if final and final.get("status", "ok") == "ok" else None
     if final:
-        out.print(f"final model ({final['batches']:,} more batches): validation {_pct(final['val_accuracy'])}, "
-                  f"test {_pct(final['test_accuracy'])}")
+        out.print(describe_final(final), highlight=False)
     out.print(genome_from_json_line(record["genome"]), highlight=False)
     out.print_json(json.dumps(record["genome"]))
     if export:
@@ -372,8 +371,12 @@ def best(
 
         tensors = load(data)
         meta = {"genome": json.dumps(record["genome"]), "step": str(record["step"]),
-                "val_accuracy": str((final or record).get("val_accuracy")),
                 "test_accuracy": str(final["test_accuracy"] if final else tested), "final": str(bool(final))}
+        if (val := (final or record).get("val_accuracy")) is not None:  # not measured once trained on
+            meta["val_accuracy"] = str(val)
+        if final:
+            meta["final_training"] = "from scratch" if final.get("from") == "scratch" else "from its weights"
+            meta["final_data"] = final.get("data", "train")
         with open(export, "wb") as fh:
             fh.write(save(tensors, metadata=meta))
         out.print(f"wrote {export}")

@@ -80,7 +80,8 @@ keeps the default run's children cheap on a laptop core; Genetic CNN's spaces ar
 
 LEGACY_TRAIN = {"nesterov": False, "weight_decay": 1e-4, "schedule": "constant", "augment": "none",
                 "evaluate_test": True}
-LEGACY_RUN = {"val_fraction": 0.1, "final_batches": 0, "max_flops": 0, "keep": "all"}
+LEGACY_RUN = {"val_fraction": 0.1, "final_batches": 0, "final_from": "weights", "final_data": "train",
+              "max_flops": 0, "keep": "all"}
 """TrainConfig and RunConfig fields as a run.json written before they existed implies (``load_run``)."""
 
 
@@ -110,9 +111,17 @@ class RunConfig(BaseModel):
     fitness: Literal["train", "synthetic"] = "train"
     synthetic_seconds: float = Field(0.0, ge=0.0, description="synthetic fitness: seconds each evaluation takes")
     train: TrainConfig = Field(default_factory=TrainConfig)
-    final_batches: int = Field(4000, ge=0, description="after the search, the best trains this many more "
-                               "batches from its weights (a cosine cycle peaking at train.learning_rate); "
-                               "0: none (the paper presets)")
+    final_batches: int = Field(4000, ge=0, description="after the search, the best's final training: this "
+                               "many batches (see final_from, final_data); 0: none (the paper presets)")
+    final_from: Literal["scratch", "weights"] = Field("scratch", description="the final model is the best "
+                                                      "architecture trained from a fresh initialisation with "
+                                                      "LeNet-5's recipe (one-cycle SGD at 0.1, evolve.reference), "
+                                                      "or the best trained on from its weights (a cosine cycle "
+                                                      "peaking at train.learning_rate)")
+    final_data: Literal["train", "train+val"] = Field("train+val", description="what the final training "
+                                                      "reads: the training split, or the training and validation "
+                                                      "splits together once validation has chosen the architecture "
+                                                      "(the final model's validation accuracy is then not measured)")
     workers: int = Field(2, ge=1)
     gpus_per_worker: float = Field(0.0, ge=0.0)
     cpus_per_worker: float = Field(1.0, gt=0.0)

@@ -3,7 +3,9 @@
 The test split is touched here only, for the best individual (on demand and at the end of a run),
 never for selection. A child trains briefly (a short cosine cycle from its parent's weights), so
 the best as found is under-trained for its architecture: as Elsken et al. 2017 do, the run ends
-by training the best further (``final_batches``, a cosine cycle from its weights). The best's test
+by training the best again (``final_batches``): by default its architecture from a fresh
+initialisation with LeNet-5's recipe, on the training and validation splits together, as NAS
+papers retrain what they found (``final_from``, ``final_data`` choose otherwise). The best's test
 accuracy, the final model (record and safetensors weights) and the LeNet-5 reference are
 create-once records in the store (``results/``), so they are computed once, survive a kill (the
 next look redoes only what is missing) and every view sees the same figures.
@@ -106,7 +108,7 @@ def measured_test_accuracy(store: Store, config: RunConfig, record: dict[str, An
 
 
 def final_model(store: Store, config: RunConfig, record: dict[str, Any], data: Any = None) -> dict[str, Any] | None:
-    """The best trained ``config.final_batches`` more batches from its weights (cosine); kept in the store."""
+    """The best's final training (``final_batches``, ``final_from``, ``final_data``); kept in the store."""
     step = record["step"]
     kept = store.read_json(record_key_of_final(step))
     if kept is not None or config.final_batches == 0:
@@ -114,14 +116,19 @@ def final_model(store: Store, config: RunConfig, record: dict[str, Any], data: A
     import hashlib
 
     from evolve.seeding import derive_seed
-    from evolve.train import weights_to_bytes
+    from evolve.train import build_module, weights_to_bytes
+    from genomes import genome_from_json
 
     data = data or run_data(config)
-    model = _trained_model(store, record, data)
-    if model is None:
-        return None
-    result: dict[str, Any] = {"step": step, **train_final(model, config, data, derive_seed(config.seed, "final", step)),
-                              "created_at": time.time()}
+    seed = derive_seed(config.seed, "final", step)
+    if config.final_from == "scratch":
+        genome = genome_from_json(record["genome"])
+        model = build_module(genome, data.input_shape, data.num_classes, seed).to(data.device)
+    else:
+        model = _trained_model(store, record, data)
+        if model is None:
+            return None
+    result: dict[str, Any] = {"step": step, **train_final(model, config, data, seed), "created_at": time.time()}
     weights = None
     if result["status"] == "ok":
         weights = weights_to_bytes(model)
@@ -135,22 +142,58 @@ def final_model(store: Store, config: RunConfig, record: dict[str, Any], data: A
     return store.read_json(record_key_of_final(step)) or result
 
 
-def train_final(model: Any, config: RunConfig, data: Any, seed: int) -> dict[str, Any]:
-    """Train ``model`` in place ``config.final_batches`` batches: one cosine cycle at the run's rate.
+def final_recipe(config: RunConfig, channels: int) -> Any:
+    """How the final model trains: LeNet-5's recipe from scratch, or the run's settings from the weights.
 
-    The run's rate, not the lineage's: a genome's rate evolved for short fine-tuning cycles and is
-    often far lower. Returns the outcome as plain data (accuracies None after a NaN loss).
+    From the weights, at the run's rate, not the lineage's: a genome's rate evolved for short
+    fine-tuning cycles and is often far lower.
+    """
+    if config.final_from == "scratch":
+        from evolve.reference import recipe_for
+
+        return recipe_for(config.train, channels, batches=config.final_batches, device=config.train.device)
+    return config.train.model_copy(update={"batches": config.final_batches})
+
+
+def final_splits(config: RunConfig, data: Any) -> Any:
+    """The splits the final training reads: with ``final_data = "train+val"`` validation joins training."""
+    if config.final_data == "train":
+        return data
+    import dataclasses
+
+    import torch
+
+    return dataclasses.replace(data, x_train=torch.cat([data.x_train, data.x_val]),
+                               y_train=torch.cat([data.y_train, data.y_val]))
+
+
+def train_final(model: Any, config: RunConfig, data: Any, seed: int) -> dict[str, Any]:
+    """Train ``model`` in place as the run's final training; the outcome as plain data.
+
+    Accuracies are None after a NaN loss; the validation accuracy is None when validation was
+    trained on (``final_data = "train+val"``).
     """
     from evolve.train import Trainer
 
-    train = config.train.model_copy(update={"batches": config.final_batches})
-    trainer = Trainer(data, train, data.device, max_params=10**12)
-    fit = trainer.fit(model, train.learning_rate, train.batches, seed)
-    out: dict[str, Any] = {"batches": config.final_batches, "train_seconds": fit.seconds}
+    recipe = final_recipe(config, data.input_shape[0])
+    trainer = Trainer(final_splits(config, data), recipe, data.device, max_params=10**12)
+    fit = trainer.fit(model, recipe.learning_rate, recipe.batches, seed)
+    out: dict[str, Any] = {"batches": recipe.batches, "from": config.final_from, "data": config.final_data,
+                           "schedule": recipe.schedule, "learning_rate": recipe.learning_rate,
+                           "train_seconds": fit.seconds}
     if not fit.finite:
         return {**out, "status": "failed", "reason": "nan loss", "val_accuracy": None, "test_accuracy": None}
-    return {**out, "status": "ok", "val_accuracy": trainer.accuracy(model, data.x_val, data.y_val),
-            "test_accuracy": trainer.accuracy(model, data.x_test, data.y_test)}
+    val = trainer.accuracy(model, data.x_val, data.y_val) if config.final_data == "train" else None
+    return {**out, "status": "ok", "val_accuracy": val, "test_accuracy": trainer.accuracy(model, data.x_test, data.y_test)}
+
+
+def describe_final(final: dict[str, Any]) -> str:
+    """A final model in one line: how it was trained and what it scores (validation where measured)."""
+    start = "from its weights" if final.get("from", "weights") == "weights" else "from scratch"
+    scores = [f"{name} {100 * final[key]:.2f}%" for name, key in (("validation", "val_accuracy"), ("test", "test_accuracy"))
+              if final.get(key) is not None]
+    return (f"final model (the best trained {start}, {final['batches']:,} batches on {final.get('data', 'train')}): "
+            f"{', '.join(scores) or 'not measured'}")
 
 
 def lenet_reference(store: Store, config: RunConfig, data: Any = None) -> dict[str, Any]:

@@ -744,8 +744,9 @@ def _final_line(record: dict[str, Any]) -> str:
     final = record.get("final") or {}
     if final.get("status") != "ok":
         return ""
-    return (f"; final model ({final['batches']:,} more batches): validation {_pct(final.get('val_accuracy'))}, "
-            f"test {_pct(final.get('test_accuracy'))}")
+    from evolve.result import describe_final
+
+    return f"; {describe_final(final)}"
 
 
 def _genome_markdown(record: dict[str, Any]) -> str:

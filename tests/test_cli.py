@@ -96,8 +96,9 @@ def test_run_status_lineage_best_check_gc_on_a_tiny_real_run(tmp_path):
     record = json.loads((store / "individuals" / f"{step:012d}.json").read_text())
     assert record["genome"] == json.loads(meta["genome"])
     final = json.loads((store / "results" / "final" / f"{step:012d}.json").read_text())
-    assert meta["final"] == "True" and float(meta["val_accuracy"]) == final["val_accuracy"]
-    assert "final model (10 more batches)" in result.output
+    assert meta["final"] == "True" and "val_accuracy" not in meta, "the final model trained on validation"
+    assert float(meta["test_accuracy"]) == final["test_accuracy"] and meta["final_training"] == "from scratch"
+    assert "final model (the best trained from scratch, 10 batches on train+val): test" in result.output
 
     result = invoke("check", store)
     assert result.exit_code == 0 and "ok (finished)" in result.output, result.output + result.stderr

@@ -36,6 +36,18 @@ def test_a_store_written_before_schedules_existed_resumes_with_its_old_training(
     assert config.train.weight_decay == 1e-4 and config.train.evaluate_test and config.val_fraction == 0.1
     assert config.genome_options == {} and space.options == {}
     assert config.max_flops == 0 and space.max_flops == 0, "no FLOPs bound where none was set"
+    assert (config.final_batches, config.final_from, config.final_data) == (0, "weights", "train")
+
+
+def test_a_store_written_before_final_from_existed_keeps_training_its_best_on_from_its_weights(tmp_path):
+    store = Store.open(str(tmp_path / "old"), {}, create=True)
+    old = RunConfig(store=str(tmp_path / "old")).model_dump(exclude={"final_from", "final_data"})
+    store.create_json(RUN_KEY, {"schema": 1, "config": old, "created_at": 0.0,
+                                "space": {"input_shape": [1, 28, 28], "num_classes": 10, "max_params": 100_000,
+                                          "options": {}}})
+    config, _ = load_run(store)
+    assert (config.final_batches, config.final_from, config.final_data) == (4000, "weights", "train")
+    assert (RunConfig().final_from, RunConfig().final_data) == ("scratch", "train+val"), "what a new run does"
 
 
 @pytest.mark.slow
@@ -54,6 +66,8 @@ def test_summary_tests_the_best_once_and_caches_the_lenet_reference(tmp_path):
     assert (tmp_path / "run" / record_key_of_tested(first["step"])).exists()
     final = first["final"]
     assert final["step"] == first["step"] and final["batches"] == 20 and 0.0 <= final["test_accuracy"] <= 1.0
+    assert (final["from"], final["data"], final["schedule"]) == ("scratch", "train+val", "one-cycle")
+    assert final["val_accuracy"] is None, "validation was trained on: no validation figure"
     assert (tmp_path / "run" / final["weights"]["key"]).exists()
     again = summary(store, config)
     assert again["final"]["created_at"] == final["created_at"], "the final training is done once"
@@ -77,3 +91,47 @@ def test_lenet_recipe_follows_the_runs_augmentation_or_the_datas_usual_one():
     tuned = recipe_for(plain, 3, batches=99, device="cuda")
     assert (tuned.batches, tuned.device, tuned.learning_rate, tuned.schedule) == (99, "cuda", RECIPE.learning_rate,
                                                                                    "one-cycle")
+
+
+def _weights_of(store, final):
+    from evolve.train import weights_from_bytes
+
+    return weights_from_bytes(store.read_bytes(final["weights"]["key"]))
+
+
+@pytest.mark.slow
+def test_the_final_model_starts_from_scratch_or_from_the_bests_weights_as_configured(tmp_path):
+    """From scratch, the best's weights play no part (the same seed gives the same model); from the
+    weights, they are where training starts. On the training split alone, validation is measured."""
+    import torch
+    from safetensors.torch import save
+
+    from evolve.result import final_model, final_splits, run_data
+    from evolve.train import weights_from_bytes
+
+    config = RunConfig(store=str(tmp_path / "run"), dataset="digits", population=3, steps=2, workers=1,
+                       final_batches=15, train={"batches": 5, "batch_size": 32, "device": "cpu"})
+    store, config, space = open_run(config, check_health=False)
+    run_in_process(store, config, space)
+    best = Snapshot.read(store).best()
+    data = run_data(config)
+    assert final_splits(config, data).x_train.shape[0] == data.x_train.shape[0] + data.x_val.shape[0]
+    trained = weights_from_bytes(store.read_bytes(best["weights"]["key"]))
+
+    def final_of(name, weights, run):
+        """The final model of ``best`` with ``weights`` as its stored weights, in a store of its own."""
+        other = Store.open(str(tmp_path / name), {}, create=True)
+        other.create_blob("weights/best.safetensors", save(weights))
+        final = final_model(other, run, dict(best, weights={"key": "weights/best.safetensors"}), data)
+        return final, _weights_of(other, final)
+
+    zeros = {k: torch.zeros_like(v) for k, v in trained.items()}
+    (scratch, a), (_, b) = final_of("s1", trained, config), final_of("s2", zeros, config)
+    assert (scratch["from"], scratch["data"], scratch["val_accuracy"]) == ("scratch", "train+val", None)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), "from scratch, the best's weights play no part"
+
+    on = config.model_copy(update={"final_from": "weights", "final_data": "train"})
+    (warm, a), (_, b) = final_of("w1", trained, on), final_of("w2", zeros, on)
+    assert (warm["from"], warm["data"], warm["schedule"]) == ("weights", "train", "cosine")
+    assert warm["val_accuracy"] is not None and 0.0 <= warm["val_accuracy"] <= 1.0
+    assert not all(torch.equal(a[k], b[k]) for k in a), "from the weights, training starts from them"
