@@ -3,8 +3,11 @@
 Each worker collects what it killed, after a grace period on its own clock. Individual D's
 weights are deleted when all of these hold:
 
-* D has been dead for ``grace_seconds`` (2 s, or twice ``refresh_seconds``: a worker whose view
-  was stale when it chose D as a parent reads D's weights right after choosing, well inside it);
+* D has been dead for the grace: ``grace_seconds`` (2 s, or twice ``refresh_seconds``: a worker
+  whose view was stale when it chose D as a parent reads D's weights right after choosing) plus
+  twice the slowest of this worker's last 64 selections (from its view's refresh to its parent's
+  weights read: on a slow store that read can come seconds after the choice, and every worker
+  shares the store, so its own selections say how slow the others' are);
 * D is not among the best ``keep_best`` individuals ever finished (dead or alive: aging kills
   the best; the final training, ``evolve best --export`` and the views read them);
 * no step in flight inherits from D: kill marks name each step's parent, and a step in flight
@@ -21,6 +24,7 @@ child wins deletes the weights that the step's earlier holders wrote.
 from __future__ import annotations
 
 import bisect
+import collections
 import itertools
 import logging
 import time
@@ -33,6 +37,8 @@ from evolve.population import Population
 from evolve.store import PAD, Store, individual_key, step_of
 
 log = logging.getLogger("evolve.collector")
+
+SELECTIONS_KEPT = 64
 
 
 def pin_key(step: int, name: str) -> str:
@@ -54,6 +60,16 @@ class Collector:
     _pins: set[int] = field(default_factory=set)
     _pins_at: float = float("-inf")
     later: Callable[[Callable[[], None]], Any] | None = None  # where deletions go to be done later (None: now)
+    _selections: collections.deque = field(default_factory=lambda: collections.deque(maxlen=SELECTIONS_KEPT))
+
+    def observe(self, select_seconds: float) -> None:
+        """One of this worker's steps read its parent's weights ``select_seconds`` after its view's refresh began."""
+        if select_seconds == select_seconds and select_seconds != float("inf"):  # a view never refreshed says nothing
+            self._selections.append(max(0.0, float(select_seconds)))
+
+    def grace(self) -> float:
+        """How long a dead individual's weights stay: the base grace, lengthened by slow selections."""
+        return self.grace_seconds + 2 * max(self._selections, default=0.0)
 
     def collect(self, finished: bool = False) -> int:
         """Delete what is due; the number of weight files deleted. ``finished``: every step has its
@@ -63,10 +79,11 @@ class Collector:
         for loser in pop.killed:
             self._queue.setdefault(loser, now)
         pop.killed.clear()
-        due = [d for d, since in self._queue.items() if finished or now - since >= self.grace_seconds]
+        grace = self.grace()
+        due = [d for d, since in self._queue.items() if finished or now - since >= grace]
         if not due:
             return 0
-        keep = self._best_steps() | self._inherited(now) | self._pinned()
+        keep = self._best_steps() | self._inherited(now, grace) | self._pinned()
         count = 0
         for dead in due:
             if dead in keep:
@@ -98,7 +115,7 @@ class Collector:
         self._ranked = len(done)
         return {-s for _, s in self._best}
 
-    def _inherited(self, now: float) -> set[int]:
+    def _inherited(self, now: float, grace: float) -> set[int]:
         """Parents of the steps in flight, read from their selections where no kill mark says."""
         parents = set()
         flight = self.population.in_flight()
@@ -106,7 +123,7 @@ class Collector:
         for step, parent in flight.items():
             if parent is not None:
                 parents.add(parent)
-            elif now - self._first_seen[step] >= self.grace_seconds:
+            elif now - self._first_seen[step] >= grace:
                 parents |= {s["parent"] for s in selections_of(self.store, step) if isinstance(s.get("parent"), int)}
         return parents
 

@@ -371,3 +371,32 @@ def test_workers_collect_dead_weights_during_the_run(tmp_path, keep):
     for record in [snap.individuals[s] for s in snap.live()] + ranked[:config.keep_best]:
         assert _weights_ok(store, record), record["step"]
     assert check_store(store, config.population, total_steps(config)).ok
+
+
+def test_the_collectors_grace_follows_the_slowest_recent_selection(tmp_path):
+    """A dead individual's weights outlive the base grace by twice the slowest of the worker's last
+    selections (view refresh to parent weights read): on a slow store a stale view's choice is read late."""
+    import time
+
+    from evolve.collector import SELECTIONS_KEPT, Collector
+    from evolve.population import Population
+    from evolve.store import Store, individual_key
+
+    store = Store.open(str(tmp_path / "s"), {}, create=True)
+    store.create_blob("weights/000000000003-a.safetensors", b"weights")
+    store.create_json(individual_key(3), {"step": 3, "fitness": 0.5, "weights": {"key": "weights/000000000003-a.safetensors"}})
+    collector = Collector(store, Population(store, 4, 8, "w", 60.0, 0.0), keep_best=1, grace_seconds=0.05)
+    assert collector.grace() == 0.05
+    collector.observe(0.2)
+    collector.observe(float("inf"))  # a view never refreshed: ignored
+    assert collector.grace() == pytest.approx(0.45)
+    collector.population.killed.append(3)
+    collector.collect()
+    time.sleep(0.1)
+    assert collector.collect() == 0 and store.read_bytes("weights/000000000003-a.safetensors") == b"weights", \
+        "past the base grace, not past the slow selections'"
+    time.sleep(0.4)
+    assert collector.collect() == 1 and store.read_bytes("weights/000000000003-a.safetensors") is None
+    for _ in range(SELECTIONS_KEPT):
+        collector.observe(0.01)
+    assert collector.grace() == pytest.approx(0.07), "the window forgets old slow selections"

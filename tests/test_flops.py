@@ -93,7 +93,7 @@ def test_gcnn_respects_max_flops_and_names_the_bound():
 
 
 def test_the_flops_bound_defaults_by_genome_and_presets_lift_it():
-    assert RunConfig().max_flops == 5_000_000
+    assert RunConfig().max_flops == 3_000_000
     assert RunConfig(genome="gcnn").max_flops == 0
     assert RunConfig(max_flops=0).max_flops == 0
     for name, preset in PRESETS.items():
