@@ -4,9 +4,9 @@ For each seed it runs the README's command (``evolve run --seed S --store DIR``:
 mnist-mini, every default), then reads the store:
 
 * wall time of the whole command (Ray's start, the search, testing the best, LeNet-5's reference);
-* the best individual's validation and test accuracy as found, and after the run's final training
-  (``final_batches`` more, a cosine cycle from its weights: the model the user gets); its
-  parameters, FLOPs, and the worker-seconds spent;
+* the best individual's validation and test accuracy as found, and the final model's (the run's
+  final training, ``evolve.result.train_final``: the model the user gets); its parameters, FLOPs,
+  and the worker-seconds spent;
 * LeNet-5 trained with the recipe of ``evolve.reference`` on the same split (the run computes it);
 * what evolution added: the best *initial* individual trained as the final model was. A final
   model trained from scratch (the default): the initial architecture gets the same recipe, data
@@ -14,7 +14,7 @@ mnist-mini, every default), then reads the store:
   many batches as the final model's whole lineage received, with the run's settings. The best
   must beat it by a clear margin, or the search only rode on a good starting point.
 
-    python bench/demo.py                  # seeds 0, 1, 2 (about 10 minutes each on 2 cores)
+    python bench/demo.py                  # seeds 0, 1, 2 (about 9 minutes each on 2 cores)
     python bench/demo.py --seeds 0 --steps 20    # a quick look, figures meaningless
 """
 

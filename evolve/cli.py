@@ -206,8 +206,9 @@ def _print_summary(store, config) -> None:
         final = None
     if final:
         out.print(f"{describe_final(final)}; {final['train_seconds']:.0f} s", highlight=False)
+    before = " before the final training" if final and final.get("from") == "weights" else ""
     out.print(f"initial population's best validation {_pct(result['initial_best_val'])}; the best's lineage "
-              f"trained {result['lineage_batches']:,} batches{' before the final training' if final else ''}; "
+              f"trained {result['lineage_batches']:,} batches{before}; "
               "the run spent "
               f"{result['compute_seconds'] / 60:.1f} worker-minutes (core or GPU) on {result['individuals']} "
               "individuals", highlight=False)

@@ -438,7 +438,8 @@ def test_views_and_export_show_the_bests_kept_test_accuracy_and_final_model(fini
     genome = text.tensor_proto.string_val[0].decode()
     for markdown in (ancestry, genome):
         assert "test 97.31%" in markdown
-        assert "final model (4,000 more batches): validation 99.00%, test 98.76%" in markdown
+        assert "final model (the best trained from its weights, 4,000 batches on train): validation 99.00%, " \
+               "test 98.76%" in markdown
     import pyarrow.parquet as pq
 
     from evolve.export import export_parquet
