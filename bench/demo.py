@@ -115,14 +115,14 @@ def table(rows: list[dict[str, Any]]) -> str:
                      f"{_fmt(r['final_val'])} | {_fmt(r['final_test'])} | "
                      f"{r['params']:,} | {r['flops'] / 1e6:.2f} | {r['lineage_batches']:,} | "
                      f"{r['compute_s'] / 60:.1f} | {r['lenet_test']:.4f} | {r['initial_val']:.4f} | "
-                     f"{r['initial_long_test']:.4f} | {r['describe']} |")
+                     f"{_fmt(r['initial_long_test'])} | {r['describe']} |")
     if rows:
         tests = [r["final_test"] if r["final_test"] is not None else r["best_test"] for r in rows]
-        gains = [t - r["initial_long_test"] for t, r in zip(tests, rows)]
+        gains = [t - r["initial_long_test"] for t, r in zip(tests, rows) if r["initial_long_test"] is not None] or [0.0]
         lines += ["", f"the model a user gets, test: mean {statistics.mean(tests):.4f}, min {min(tests):.4f}; "
                       f"LeNet-5 test: mean "
-                      f"{statistics.mean(r['lenet_test'] for r in rows):.4f}; it minus the best initial trained as "
-                      f"long: mean {statistics.mean(gains):+.4f}, min {min(gains):+.4f}; wall: max "
+                      f"{statistics.mean(r['lenet_test'] for r in rows):.4f}; it minus the best initial trained the "
+                      f"same way: mean {statistics.mean(gains):+.4f}, min {min(gains):+.4f}; wall: max "
                       f"{max(r['wall_s'] for r in rows) / 60:.1f} min"]
     return "\n".join(lines)
 

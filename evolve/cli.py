@@ -206,7 +206,7 @@ def _print_summary(store, config) -> None:
         final = None
     if final:
         out.print(f"{describe_final(final)}; {final['train_seconds']:.0f} s", highlight=False)
-    before = " before the final training" if final and final.get("from") == "weights" else ""
+    before = " before the final training" if final and final.get("from", "weights") == "weights" else ""
     out.print(f"initial population's best validation {_pct(result['initial_best_val'])}; the best's lineage "
               f"trained {result['lineage_batches']:,} batches{before}; "
               "the run spent "

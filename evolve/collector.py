@@ -9,7 +9,7 @@ weights are deleted when all of these hold:
   weights read: on a slow store that read can come seconds after the choice, and every worker
   shares the store, so its own selections say how slow the others' are);
 * D is not among the best ``keep_best`` individuals ever finished (dead or alive: aging kills
-  the best; the final training, ``evolve best --export`` and the views read them);
+  the best; ``evolve best --export``, the views and a final training from the weights read them);
 * no step in flight inherits from D: kill marks name each step's parent, and a step in flight
   with no kill mark older than the grace (a holder that died between its selection and its
   tombstone) has its selection records read, since its adopter will replay them;

@@ -1,7 +1,8 @@
 """Garbage collection of weights nobody will read again.
 
-Kept: the weights of every live individual, of every pinned one (``pins/``), of the best ever (dead or alive: the run's
-result is tested, trained further and exported from them), of every parent named by a step still in
+Kept: the weights of every live individual, of every pinned one (``pins/``), of the best ever
+(dead or alive: the run's result is tested, exported and, with ``final_from = "weights"``,
+trained on from them), of every parent named by a step still in
 flight (an adopter will need them), of every step not yet finished, and of anything dead
 for less than ``grace_seconds`` (a worker's stale view may still pick it as a parent).
 Removed: a dead individual's weights after the grace period, and the weights of losing
@@ -32,7 +33,7 @@ def collect(store: Store, grace_seconds: float = 600.0, dry_run: bool = False) -
     recorded = {r["weights"]["key"] for r in snap.individuals.values() if r.get("weights")}
     protected = {s for s in snap.individuals if s not in snap.deaths}
     best = snap.best()
-    protected |= {best["step"]} if best else set()  # the run's result: tested, trained further, exported
+    protected |= {best["step"]} if best else set()  # the run's result: tested, exported, maybe trained on
     protected |= {s for s, d in snap.deaths.items() if now - float(d.get("created_at", now)) < grace_seconds}
     protected |= {step_of(k) for k in store.list_keys("pins/")}  # another command will read them
     for step in snap.claims - set(snap.individuals):

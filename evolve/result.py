@@ -2,10 +2,11 @@
 
 The test split is touched here only, for the best individual (on demand and at the end of a run),
 never for selection. A child trains briefly (a short cosine cycle from its parent's weights), so
-the best as found is under-trained for its architecture: as Elsken et al. 2017 do, the run ends
-by training the best again (``final_batches``): by default its architecture from a fresh
-initialisation with LeNet-5's recipe, on the training and validation splits together, as NAS
-papers retrain what they found (``final_from``, ``final_data`` choose otherwise). The best's test
+the best as found is under-trained for its architecture: the run ends by training the best again
+(``final_batches``): by default its architecture from a fresh initialisation with LeNet-5's
+recipe, on the training and validation splits together, as NAS papers retrain what they found
+(Zoph & Le, NASNet, DARTS); ``final_from = "weights"`` trains the best on from its weights, as
+Elsken et al. 2017 do, and ``final_data = "train"`` keeps validation out. The best's test
 accuracy, the final model (record and safetensors weights) and the LeNet-5 reference are
 create-once records in the store (``results/``), so they are computed once, survive a kill (the
 next look redoes only what is missing) and every view sees the same figures.

@@ -309,7 +309,9 @@ class Worker:
         genome, record, parent_step = self._breed(step)
         record.update(step=step, seed=seed, worker=self.id, adopted=adopted)
         parent_weights = self._parent_weights(parent_step, record)
-        if self.collector is not None:  # how old the view that chose the parent was when its weights were read
+        if self.collector is not None and parent_step is not None and not adopted:
+            # how old the view that chose the parent was when its weights were read (an adopter may
+            # replay a selection made long ago, from a view refreshed before its last training)
             view = self.population.view
             self.collector.observe(time.monotonic() - view.refreshed_at + self.population.last_refresh_s)
         self._start_write()  # the previous child's, now that this step's records are written

@@ -373,18 +373,20 @@ def test_workers_collect_dead_weights_during_the_run(tmp_path, keep):
     assert check_store(store, config.population, total_steps(config)).ok
 
 
-def test_the_collectors_grace_follows_the_slowest_recent_selection(tmp_path):
+def test_the_collectors_grace_follows_the_slowest_recent_selection(tmp_path, monkeypatch):
     """A dead individual's weights outlive the base grace by twice the slowest of the worker's last
     selections (view refresh to parent weights read): on a slow store a stale view's choice is read late."""
-    import time
-
+    from evolve import collector as collector_module
     from evolve.collector import SELECTIONS_KEPT, Collector
     from evolve.population import Population
     from evolve.store import Store, individual_key
 
+    clock = [1000.0]
+    monkeypatch.setattr(collector_module.time, "monotonic", lambda: clock[0])
     store = Store.open(str(tmp_path / "s"), {}, create=True)
-    store.create_blob("weights/000000000003-a.safetensors", b"weights")
-    store.create_json(individual_key(3), {"step": 3, "fitness": 0.5, "weights": {"key": "weights/000000000003-a.safetensors"}})
+    key = "weights/000000000003-a.safetensors"
+    store.create_blob(key, b"weights")
+    store.create_json(individual_key(3), {"step": 3, "fitness": 0.5, "weights": {"key": key}})
     collector = Collector(store, Population(store, 4, 8, "w", 60.0, 0.0), keep_best=1, grace_seconds=0.05)
     assert collector.grace() == 0.05
     collector.observe(0.2)
@@ -392,11 +394,24 @@ def test_the_collectors_grace_follows_the_slowest_recent_selection(tmp_path):
     assert collector.grace() == pytest.approx(0.45)
     collector.population.killed.append(3)
     collector.collect()
-    time.sleep(0.1)
-    assert collector.collect() == 0 and store.read_bytes("weights/000000000003-a.safetensors") == b"weights", \
+    clock[0] += 0.44
+    assert collector.collect() == 0 and store.read_bytes(key) == b"weights", \
         "past the base grace, not past the slow selections'"
-    time.sleep(0.4)
-    assert collector.collect() == 1 and store.read_bytes("weights/000000000003-a.safetensors") is None
+    clock[0] += 0.02
+    assert collector.collect() == 1 and store.read_bytes(key) is None
     for _ in range(SELECTIONS_KEPT):
         collector.observe(0.01)
     assert collector.grace() == pytest.approx(0.07), "the window forgets old slow selections"
+
+
+def test_a_workers_collector_hears_of_its_selections_and_they_are_quick_on_a_local_disk(tmp_path):
+    from evolve.worker import Worker
+
+    config = build_config(dict(store=str(tmp_path / "run"), fitness="synthetic", population=4, steps=12, workers=1,
+                               refresh_seconds=0.0))
+    store, config, space = open_run(config)
+    worker = Worker(store, config, space)
+    worker.run()
+    observed = list(worker.collector._selections)
+    assert len(observed) == config.steps, "one observation per fresh claim with a parent"
+    assert all(0.0 <= s < 5.0 for s in observed), observed
