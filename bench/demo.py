@@ -89,16 +89,15 @@ def initial_trained_as_long(config: Any, data: Any, initial: dict[str, Any], lin
     """
     import torch
 
-    from evolve.result import train_final
+    from evolve.result import final_start, train_final
     from evolve.seeding import derive_seed
-    from evolve.train import Trainer, build_module
+    from evolve.train import Trainer
     from genomes import genome_from_json
 
     genome = genome_from_json(initial["genome"])
     if config.final_batches and config.final_from == "scratch":
         seed = derive_seed(config.seed, "final", initial["step"])
-        model = build_module(genome, data.input_shape, data.num_classes, seed)
-        return config.final_batches, train_final(model, config, data, seed)
+        return config.final_batches, train_final(final_start(genome, config, data, seed), config, data, seed)
     budget = lineage + config.final_batches
     train = config.train.model_copy(update={"batches": budget, "evaluate_test": True})
     outcome = Trainer(data, train, torch.device("cpu"), config.max_params).train(genome, None, initial["seed"])

@@ -223,19 +223,15 @@ def random_job(s: Settings, method: str, seed: int) -> dict[str, Any]:
 
 def _final(s: Settings, seed: int, genome: Any, weights: bytes | None) -> dict[str, Any]:
     """The random search's best trained as the engine trains its best at the end (``evolve.result.train_final``)."""
-    from evolve.result import train_final
+    from evolve.result import final_start, train_final
     from evolve.seeding import derive_seed
-    from evolve.train import build_module, weights_from_bytes
 
     if weights is None:
         return {}
     config = _config(s, seed)
     data = _data(s.dataset, seed, config.val_fraction)
     final_seed = derive_seed(seed, "final", "random")
-    model = build_module(genome, data.input_shape, data.num_classes, final_seed)
-    if config.final_from == "weights":
-        model.load_state_dict(weights_from_bytes(weights))
-    return train_final(model, config, data, final_seed)
+    return train_final(final_start(genome, config, data, final_seed, weights), config, data, final_seed)
 
 
 def _compute(metrics: dict[str, Any]) -> float:

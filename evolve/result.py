@@ -117,18 +117,17 @@ def final_model(store: Store, config: RunConfig, record: dict[str, Any], data: A
     import hashlib
 
     from evolve.seeding import derive_seed
-    from evolve.train import build_module, weights_to_bytes
+    from evolve.train import weights_to_bytes
     from genomes import genome_from_json
 
     data = data or run_data(config)
     seed = derive_seed(config.seed, "final", step)
-    if config.final_from == "scratch":
-        genome = genome_from_json(record["genome"])
-        model = build_module(genome, data.input_shape, data.num_classes, seed).to(data.device)
-    else:
-        model = _trained_model(store, record, data)
-        if model is None:
+    weights = None
+    if config.final_from == "weights":
+        weights = store.read_bytes(record["weights"]["key"]) if record.get("weights") else None
+        if weights is None:
             return None
+    model = final_start(genome_from_json(record["genome"]), config, data, seed, weights)
     result: dict[str, Any] = {"step": step, **train_final(model, config, data, seed), "created_at": time.time()}
     weights = None
     if result["status"] == "ok":
@@ -141,6 +140,17 @@ def final_model(store: Store, config: RunConfig, record: dict[str, Any], data: A
     if not store.create_json(record_key_of_final(step), result) and weights is not None:
         store.delete(result["weights"]["key"])
     return store.read_json(record_key_of_final(step)) or result
+
+
+def final_start(genome: Any, config: RunConfig, data: Any, seed: int, weights: bytes | None = None) -> Any:
+    """The module a final training starts from: ``genome`` initialised from ``seed``, with
+    ``weights`` (safetensors bytes) loaded over it when ``final_from = "weights"``."""
+    from evolve.train import build_module, weights_from_bytes
+
+    model = build_module(genome, data.input_shape, data.num_classes, seed)
+    if config.final_from == "weights" and weights is not None:
+        model.load_state_dict(weights_from_bytes(weights))
+    return model.to(data.device)
 
 
 def final_recipe(config: RunConfig, channels: int) -> Any:
