@@ -8,12 +8,11 @@ with the reason recorded; the worker goes on.
 
 from __future__ import annotations
 
-import contextlib
 import math
 import threading
 import time
 from dataclasses import dataclass
-from typing import Iterator, Mapping
+from typing import Mapping
 
 import torch
 from safetensors.torch import load as load_safetensors
@@ -51,23 +50,17 @@ def build_module(genome: Genome, input_shape: tuple[int, int, int], num_classes:
 
 
 _INIT_LOCK = threading.Lock()
+_MODULE_STREAM = 0x5EED_D809
+"""Mixed into a training's seed for its modules' own draws, so they are not its batch order's stream."""
 
 
-@contextlib.contextmanager
-def _global_rng(seed: int, device: torch.device) -> Iterator[None]:
-    """torch's global generators seeded from ``seed`` for the duration (dropout draws from them).
-
-    The Trainer's own generator drives batches and augmentation; what a module draws itself
-    (Genetic CNN's dropout) comes from the process-global generators, so they are forked and
-    seeded here. A worker that is a process (Ray) is then reproducible; workers that are threads
-    of one process (``run_in_process``) still share these generators while they train.
-    """
-    devices = [device] if device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices):
-        torch.default_generator.manual_seed(seed)
-        if devices:
-            torch.cuda.manual_seed(seed)
-        yield
+def seed_modules(model: nn.Module, generator: torch.Generator) -> None:
+    """Hand ``generator`` to every submodule that draws its own randomness (a ``generator``
+    attribute, as ``genomes.genetic_cnn_net.SeededDropout``): never torch's process-global one,
+    which workers running as threads of one process share."""
+    for module in model.modules():
+        if hasattr(module, "generator"):
+            module.generator = generator
 
 
 def learning_rates(config: TrainConfig, peak: float, batches: int) -> list[float]:
@@ -235,26 +228,26 @@ class Trainer:
         cursor = 0
         finite = torch.ones((), dtype=torch.bool, device=self.device)
         loss = torch.zeros((), device=self.device)
-        with _global_rng(seed, self.device):
-            model.train()
-            start = time.perf_counter()
-            for step in range(batches):
-                if cursor + batch > n:
-                    order = torch.randperm(n, device=self.device, generator=generator)
-                    cursor = 0
-                idx = order[cursor:cursor + batch]
-                cursor += batch
-                for group in optimizer.param_groups:
-                    group["lr"] = rates[step]
-                x = augment(splits.x_train[idx], cfg.augment, cfg.shift, generator)
-                with self._autocast():
-                    loss = F.cross_entropy(model(self._prepare(x)), splits.y_train[idx])
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                finite &= torch.isfinite(loss.detach())
-                if step % 50 == 49 and not bool(finite):
-                    break
+        seed_modules(model, torch.Generator(device=self.device).manual_seed(seed ^ _MODULE_STREAM))
+        model.train()
+        start = time.perf_counter()
+        for step in range(batches):
+            if cursor + batch > n:
+                order = torch.randperm(n, device=self.device, generator=generator)
+                cursor = 0
+            idx = order[cursor:cursor + batch]
+            cursor += batch
+            for group in optimizer.param_groups:
+                group["lr"] = rates[step]
+            x = augment(splits.x_train[idx], cfg.augment, cfg.shift, generator)
+            with self._autocast():
+                loss = F.cross_entropy(model(self._prepare(x)), splits.y_train[idx])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            finite &= torch.isfinite(loss.detach())
+            if step % 50 == 49 and not bool(finite):
+                break
         if self.cuda:
             torch.cuda.synchronize(self.device)
         final = float(loss.detach())

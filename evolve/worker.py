@@ -17,7 +17,7 @@ from typing import Any
 
 from evolve.collector import Collector, drop_strays
 from evolve.config import RunConfig
-from evolve.evaluate import Evaluator, make_evaluator
+from evolve.evaluate import Evaluator, Outcome, make_evaluator
 from evolve.identity import Identity
 from evolve.generational import averaged, breed, crossover_weights, swapped_stages
 from evolve.population import Population
@@ -333,6 +333,18 @@ class Worker:
             timings={"select_s": selected - started, "evaluate_s": trained - selected},
         )
         return _Trained(step, adopted, record, outcome.weights, started, trained)
+
+    def replay(self, step: int) -> Outcome:
+        """Train recorded ``step`` again: its genome, seed and mutation, its parents' weights as stored.
+
+        With torch on one thread the weights come out byte for byte as recorded, whichever executor
+        ran the step and whatever else this process trains meanwhile (tests/test_reproducible.py).
+        """
+        record = self.population.individual(step)
+        parents = record.get("parents") or []
+        weights = self._parent_weights(parents[0] if parents else None, record)
+        mutation = Mutation.from_json(record["mutation"]) if record.get("mutation") else None
+        return self.evaluator.evaluate(genome_from_json(record["genome"]), weights, int(record["seed"]), mutation)
 
     def _write(self, t: _Trained) -> bool:
         """Store work only (the writer thread runs it): the weights, then the child (create-once), then

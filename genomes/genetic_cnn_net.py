@@ -10,6 +10,29 @@ from torch import nn
 from genomes.genetic_cnn import DROPOUT, KERNEL, Stage, predecessors
 
 
+class SeededDropout(nn.Module):
+    """Dropout drawing its masks from ``generator``, which the trainer sets for each training.
+
+    ``nn.Dropout`` draws from torch's process-global generator, which workers running as threads of
+    one process share, so their children's training would depend on how the threads interleave.
+    Without a generator (a module used outside the trainer) it draws from the global one.
+    """
+
+    def __init__(self, p: float) -> None:
+        super().__init__()
+        self.p = p
+        self.generator: torch.Generator | None = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0.0:
+            return x
+        keep = torch.empty_like(x).bernoulli_(1.0 - self.p, generator=self.generator)
+        return x * keep / (1.0 - self.p)
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}"
+
+
 class ConvNode(nn.Module):
     """A node's operation: 3x3 convolution, batch norm, ReLU."""
 
@@ -66,7 +89,7 @@ class GeneticCNNNet(nn.Module):
             in_channels = stage.channels
         self.stages = nn.ModuleList(modules)
         self.pool = nn.MaxPool2d(2, 2, ceil_mode=True)  # ceil: a 1x1 map stays 1x1, never 0x0
-        self.dropout = nn.Dropout(DROPOUT)
+        self.dropout = SeededDropout(DROPOUT)
         self.head = nn.Linear(in_channels, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

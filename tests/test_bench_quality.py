@@ -17,10 +17,10 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench import gpu, quality
+from bench import gpu, quality, space
 from evolve.data import load_dataset, to_device
 from evolve.train import build_module
-from genomes import DNA, SearchSpace
+from genomes import DNA
 
 
 def test_verdict_needs_the_paired_difference_clear_of_zero():
@@ -78,8 +78,26 @@ def test_quality_smoke(tmp_path, capsys):
         expected = lineage[(method, r["seed"])] if kind == "initial-long" else s.retrain_batches
         assert r["batches"] == expected, r
     assert len(result["lenet"]) == s.seeds
+    assert all(len(r["tests"]) == s.retrains for r in result["lenet"])
+    retrained = [r for r in result["long"] if r["kind"].startswith("retrained/")]
+    assert all(len(r["tests"]) == s.retrains and r["test"] == pytest.approx(sum(r["tests"]) / s.retrains)
+               for r in retrained)
     assert quality.main(["--from-json", str(out)]) == 0
     assert capsys.readouterr().out == text, "a saved run re-renders to the same tables"
+
+
+def test_space_smoke_trains_random_architectures_alike(tmp_path, capsys):
+    out = tmp_path / "space.json"
+    assert space.main(["--smoke", "--json", str(out)]) == 0
+    text = capsys.readouterr().out
+    rows = json.loads(out.read_text())
+    assert sorted(r["sample"] for r in rows) == [0, 1, 2]
+    assert all(r["batches"] == 5 and 0 <= r["walk"] <= 28 and r["params"] > 0 for r in rows)
+    assert "| n = 1 |" in text and "| n = 5 |" not in text, "best-of-n only for n the samples cover"
+    top = [r["test"] for r in rows if r["val"] == max(r["val"] for r in rows)]
+    mean = sum(r["test"] for r in rows) / 3
+    assert min(top) - 1e-9 <= space.expected_best(rows, 3, random.Random(0)) <= max(top) + 1e-9
+    assert space.expected_best(rows, 1, random.Random(0)) == pytest.approx(mean, abs=0.05)
 
 
 def test_gpu_bench_trains_the_same_module_as_the_engine():

@@ -113,3 +113,19 @@ def test_sigkilled_actors_are_restarted_and_their_steps_adopted(tmp_path, local_
         name = worker.rsplit("-", 1)[0]
         assert by_name[name] not in {p for w, p in killed if w.startswith(name + "-")}, \
             f"actor {name}'s run() returned from a process we killed"
+
+
+def test_steps_trained_in_ray_actors_replay_byte_for_byte_in_process(tmp_path, local_ray):
+    """Real training (digits, 8 batches a child) in 2 actors; every step replayed here gives its weights."""
+    from test_reproducible import replays, stored_weights
+
+    config = build_config({"store": str(tmp_path / "run"), "dataset": "digits", "population": 4, "steps": 4,
+                           "workers": 2, "cpus_per_worker": 0.5, "train": {"batches": 8, "device": "cpu"},
+                           "final_batches": 0, "keep": "all", "refresh_seconds": 0.0})
+    store, config, space = open_run(config)
+    run_on_ray(store, config, space)
+    recorded = stored_weights(store)
+    assert len(recorded) == 8
+    assert {r["worker"].split("-")[0] for r in Snapshot.read(store).individuals.values()} == {"ray"}
+    again = replays(store, config, space, sorted(recorded))
+    assert [s for s in recorded if again[s] != recorded[s]] == []
