@@ -92,12 +92,13 @@ def conv_stack(layers: int, channels: int) -> Any:
 
 
 def device_data(dataset: str, device: Any, seed: int) -> Any:
-    """The dataset's splits resident on ``device`` (evolve.data.to_device), as the engine holds them.
+    """The dataset's splits resident on ``device`` (evolve.train.to_device), as the engine holds them.
 
     ``synthetic:CxHxW`` gives 10,000 random images of that shape in 10 classes (no download), for
     a CIFAR-sized input where the real data is not at hand.
     """
-    from evolve.data import load_dataset, to_device
+    from evolve.data import load_dataset
+    from evolve.train import to_device
 
     if dataset.startswith("synthetic:"):
         return _synthetic(dataset.split(":", 1)[1], device, seed)
@@ -107,7 +108,7 @@ def device_data(dataset: str, device: Any, seed: int) -> Any:
 def _synthetic(shape_text: str, device: Any, seed: int) -> Any:
     import torch
 
-    from evolve.data import DeviceData
+    from evolve.train import DeviceData
 
     try:
         c, h, w = (int(v) for v in shape_text.lower().split("x"))

@@ -124,7 +124,8 @@ def _config(s: Settings, seed: int, selection: str = "tournament", store: str = 
 @functools.lru_cache(maxsize=4)
 def _data(dataset: str, seed: int, val_fraction: float):
     """This seed's split on the CPU, as the engine's TrainingEvaluator loads it."""
-    from evolve.data import load_dataset, to_device
+    from evolve.data import load_dataset
+    from evolve.train import to_device
 
     return to_device(load_dataset(dataset, seed=seed, val_fraction=val_fraction), "cpu")
 

@@ -56,7 +56,8 @@ class TrainingEvaluator:
     @property
     def trainer(self) -> Trainer:
         if self._trainer is None:
-            from evolve.data import load_dataset, to_device
+            from evolve.data import load_dataset
+            from evolve.train import to_device
             from evolve.train import Trainer, resolve_device
 
             device = resolve_device(self.config.train.device)

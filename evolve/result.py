@@ -67,7 +67,8 @@ def compute_seconds(snapshot: Snapshot) -> float:
 
 def run_data(config: RunConfig):
     """The run's splits on its training device, as its workers load them."""
-    from evolve.data import load_dataset, to_device
+    from evolve.data import load_dataset
+    from evolve.train import to_device
     from evolve.train import resolve_device
 
     dataset = load_dataset(config.dataset, seed=config.seed, val_fraction=config.val_fraction,

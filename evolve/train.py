@@ -12,8 +12,9 @@ import math
 import threading
 import time
 from dataclasses import dataclass
-from typing import Mapping
+from typing import Any, Mapping
 
+import numpy as np
 import torch
 from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
@@ -22,9 +23,39 @@ from torch.nn import functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
 from evolve.config import TrainConfig
-from evolve.data import DeviceData
+from evolve.data import Dataset
 from evolve.evaluate import Outcome
 from genomes import Genome, Mutation
+
+
+@dataclass
+class DeviceData:
+    """A dataset's splits as torch tensors resident on one device (see :func:`to_device`)."""
+
+    name: str
+    input_shape: tuple[int, int, int]
+    num_classes: int
+    device: torch.device
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    x_val: torch.Tensor
+    y_val: torch.Tensor
+    x_test: torch.Tensor
+    y_test: torch.Tensor
+
+
+def to_device(ds: Dataset, device: Any = "cpu") -> DeviceData:
+    """Copy every split onto ``device`` once; the trainer slices minibatches there."""
+    dev = torch.device(device)
+
+    def put(a: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(np.ascontiguousarray(a)).to(dev)
+
+    return DeviceData(
+        name=ds.name, input_shape=ds.input_shape, num_classes=ds.num_classes, device=dev,
+        x_train=put(ds.x_train), y_train=put(ds.y_train), x_val=put(ds.x_val), y_val=put(ds.y_val),
+        x_test=put(ds.x_test), y_test=put(ds.y_test),
+    )
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from bench import gpu, quality, space
-from evolve.data import load_dataset, to_device
+from evolve.data import load_dataset
+from evolve.train import to_device
 from evolve.train import build_module
 from genomes import DNA
 

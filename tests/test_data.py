@@ -23,8 +23,8 @@ from evolve.data import (
     _stratified_split,
     detect_format,
     load_dataset,
-    to_device,
 )
+from evolve.train import to_device
 
 # ---------------------------------------------------------------------------------------------------------
 # writers for the published formats

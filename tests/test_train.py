@@ -3,7 +3,8 @@ import pytest
 import torch
 
 from evolve.config import TrainConfig
-from evolve.data import load_dataset, to_device
+from evolve.data import load_dataset
+from evolve.train import to_device
 from evolve.train import Trainer, weights_from_bytes
 from genomes import DNA, SearchSpace
 
