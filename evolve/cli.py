@@ -145,7 +145,7 @@ def _launch(store, config, space, executor: str, logdir: str | None = None) -> N
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from evolve.run import run_in_process, run_on_ray, total_steps
-    from evolve.tensorboard import LiveSync
+    from evolve.serve import LiveSync
 
     if executor not in ("ray", "local"):
         fail(f"--executor: expected ray or local, got {executor!r}")
@@ -499,7 +499,8 @@ def tensorboard(
     """Write TensorBoard views of a run (scalars, lineage, Figure 1, HParams), incrementally; --serve shows them."""
     import os
 
-    from evolve.tensorboard import serve as serve_views, sync
+    from evolve.serve import serve as serve_views
+    from evolve.tensorboard import sync
 
     st = _open_store(store)
     if logdir is None:
@@ -539,7 +540,7 @@ def plot(
     dpi: Annotated[int, typer.Option(min=30, max=600)] = 150,
 ) -> None:
     """Figure 1 of Real et al.: every individual's fitness over time, the best's line of descent."""
-    from evolve.tensorboard import plot as plot_run
+    from evolve.lineage import plot as plot_run
 
     report = plot_run(_open_store(store), out_png, size=(width, height), dpi=dpi)
     warn_unreadable(report.unreadable)

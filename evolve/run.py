@@ -9,59 +9,13 @@ import time
 from dataclasses import asdict
 from typing import Any, Callable
 
-from evolve.config import LEGACY_RUN, LEGACY_TRAIN, SCHEMA_VERSION, ConfigError, merge_settings, RunConfig, build_config, check_resume
+from evolve.config import SCHEMA_VERSION, ConfigError, RunConfig, build_config, check_resume, merge_settings
 from evolve.doctor import require_healthy
 from evolve.log import backfill_log
-from evolve.store import PAD, RUN_KEY, Store, StoreError, step_of
+from evolve.runfile import extension_key, load_run, space_for, total_steps
+from evolve.store import RUN_KEY, Store, StoreError
 from evolve.worker import Worker
 from genomes import SearchSpace
-
-SYNTHETIC_SHAPE = (3, 32, 32)
-
-
-def space_for(config: RunConfig) -> SearchSpace:
-    """The search space: the dataset's input shape and classes, the parameter bound, genome options."""
-    if config.fitness == "synthetic":
-        shape, classes = SYNTHETIC_SHAPE, 10
-    else:
-        from evolve.data import load_dataset
-
-        data = load_dataset(config.dataset, seed=config.seed, val_fraction=config.val_fraction)
-        shape, classes = tuple(data.input_shape), data.num_classes
-    return SearchSpace(input_shape=shape, num_classes=classes, max_params=config.max_params,
-                       max_flops=config.max_flops, options=dict(config.genome_options))
-
-
-def space_from_json(data: dict[str, Any]) -> SearchSpace:
-    return SearchSpace(input_shape=tuple(data["input_shape"]), num_classes=data["num_classes"],
-                       max_params=data["max_params"], max_flops=data.get("max_flops", 0),
-                       options=data.get("options", {}))
-
-
-def extension_key(steps: int) -> str:
-    """``extensions/<steps>.json``: the run was extended (``resume --steps``) to ``steps`` children.
-
-    run.json is written once, so a longer run is recorded beside it; the run's length is the
-    largest of run.json's ``steps`` and every extension's.
-    """
-    return f"extensions/{steps:0{PAD}d}.json"
-
-
-def load_run(store: Store) -> tuple[RunConfig, SearchSpace]:
-    """The stored config (with any extension of its steps) and space of an existing run."""
-    record = store.read_json(RUN_KEY)
-    if record is None:
-        raise StoreError(f"no evolve run at {store.url!r} (run.json missing)")
-    if record.get("schema") != SCHEMA_VERSION:
-        raise StoreError(f"{store.url}/run.json: schema {record.get('schema')!r}, this evolve reads {SCHEMA_VERSION}")
-    stored = dict(record["config"])  # a key it lacks was written before that setting existed: keep its behaviour
-    stored["train"] = {**LEGACY_TRAIN, **stored.get("train", {})}
-    stored = {**LEGACY_RUN, **stored}
-    config = build_config(stored, f"{store.url}/run.json")
-    extended = [step_of(k) for k in store.list_keys("extensions/") if k.endswith(".json")]
-    if extended and max(extended) > config.steps:
-        config = config.model_copy(update={"steps": max(extended)})
-    return config, space_from_json(record["space"])
 
 
 def open_run(config: RunConfig, resume: bool = False, overrides: dict[str, Any] | None = None,
@@ -200,10 +154,6 @@ def run_on_ray(store: Store, config: RunConfig, space: SearchSpace,
             a.stop.remote()
         raise
     return results
-
-
-def total_steps(config: RunConfig) -> int:
-    return config.population + config.steps
 
 
 __all__ = ["ConfigError", "open_run", "load_run", "run_in_process", "run_on_ray", "space_for", "total_steps"]

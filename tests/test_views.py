@@ -24,7 +24,8 @@ from evolve.config import build_config
 from evolve.report import Snapshot
 from evolve.run import open_run, run_in_process
 from evolve.store import Store, individual_key, step_of
-from evolve.tensorboard import METRIC_TAGS, SCALAR_TAGS, STATE_FILE, LiveSync, sync
+from evolve.serve import LiveSync
+from evolve.tensorboard import METRIC_TAGS, SCALAR_TAGS, STATE_FILE, sync
 
 POPULATION, STEPS = 8, 40
 N = POPULATION + STEPS
@@ -364,7 +365,7 @@ def _get(url: str, body: dict | None = None):
 
 @pytest.mark.slow
 def test_tensorboard_serves_the_views(finished):
-    from evolve.tensorboard import tensorboard_command
+    from evolve.serve import tensorboard_command
 
     store, logdir, _ = finished
     port = _free_port()
@@ -453,7 +454,7 @@ def test_views_and_export_show_the_bests_kept_test_accuracy_and_final_model(fini
 def test_replay_counts_a_loser_killed_before_its_own_step_is_replayed():
     """Claims land out of order, so step 5 may kill individual 6 (finished earlier in time): replayed in
     step order, 6 is born dead, and the live count and ranking never include it."""
-    from evolve.tensorboard import Replay, row_of
+    from evolve.replay import Replay, row_of
 
     def record(step: int, fitness: float, parents=()):
         return {"step": step, "created_at": float(step), "fitness": fitness, "parents": list(parents),

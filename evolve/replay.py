@@ -1,0 +1,203 @@
+"""The replay of a run's lineage: births and deaths in step order, the live population after each.
+
+Individuals are immutable and a death is applied at its ``killed_at_step``, so replaying the
+contiguous prefix of steps gives the same population every time; the views (``evolve.tensorboard``,
+``evolve.lineage``) are drawn from it. A row is the few fields of an individual the views need.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+import statistics
+from typing import Any
+
+from evolve.report import read_records
+from evolve.store import Store, individual_key, step_of
+
+RATE_WINDOW = 100  # steps per hour: over the last 100 individuals
+CHUNK = 1000  # individuals read at a time (bounds memory on a first sync of a long run)
+
+
+class ViewError(Exception):
+    """The views cannot be built (a logdir of another run, an unusable folder); one line."""
+
+
+def num(value: Any) -> float | None:
+    if value is None or isinstance(value, bool):
+        return None
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        return None
+    return value if math.isfinite(value) else None
+
+
+def row_of(record: dict[str, Any]) -> dict[str, Any]:
+    """The few fields of an individual that the whole-run views need (kept in the cache)."""
+    mutation = record.get("mutation") or None
+    metrics = record.get("metrics") or {}
+    params = metrics.get("params")
+    return {
+        "s": int(record["step"]),
+        "t": num(record.get("created_at")) or 0.0,
+        "f": num(record.get("fitness")),
+        "p": [int(p) for p in record.get("parents") or []],
+        "m": mutation.get("name") if isinstance(mutation, dict) else None,
+        "mp": mutation.get("params") if isinstance(mutation, dict) else None,
+        "o": record.get("origin"),
+        "st": record.get("status"),
+        "n": int(params) if isinstance(params, (int, float)) and not isinstance(params, bool) else None,
+        "g": record.get("generation"),
+        "ta": num(record.get("test_accuracy")),
+        "ts": num(metrics.get("train_seconds")),
+    }
+
+
+def unreadable_row(step: int, t: float) -> dict[str, Any]:
+    """A placeholder for an individual whose record does not parse: counted, never alive, never plotted."""
+    return {"s": step, "t": t, "f": None, "p": [], "m": None, "mp": None, "o": "unreadable", "st": "unreadable",
+            "n": None, "g": None, "ta": None, "ts": None}
+
+
+# -- the replay -------------------------------------------------------------------------------
+
+
+class Replay:
+    """Births and deaths in step order: the live population after each step."""
+
+    def __init__(self) -> None:
+        self.rows: list[dict[str, Any]] = []  # rows[i]["s"] == i: the contiguous prefix
+        self.live: set[int] = set()
+        self._ranked: list[tuple[float, int]] = []  # (fitness, -step) of live members with a fitness
+        self._clock: list[float] = []  # running maximum of created_at (a monotone wall clock)
+        self.best_ever: tuple[float, int] | None = None  # (fitness, step); ties go to the earliest
+        self._doomed: set[int] = set()  # killed by an earlier step before their own step is replayed
+
+    @property
+    def next_step(self) -> int:
+        return len(self.rows)
+
+    def dead(self) -> set[int]:
+        return set(range(len(self.rows))) - self.live
+
+    def birth(self, row: dict[str, Any]) -> None:
+        if row["s"] != len(self.rows):
+            raise ValueError(f"replay out of order: step {row['s']} after {len(self.rows) - 1}")
+        self.rows.append(row)
+        if row["st"] == "unreadable":
+            self._clock.append(self._clock[-1] if self._clock else row["t"])
+            return
+        self._clock.append(max(row["t"], self._clock[-1]) if self._clock else row["t"])
+        if row["f"] is not None and (self.best_ever is None or row["f"] > self.best_ever[0]):
+            self.best_ever = (row["f"], row["s"])
+        if row["s"] in self._doomed:  # claims run out of order: an earlier step already killed it
+            self._doomed.discard(row["s"])
+            return
+        self.live.add(row["s"])
+        if row["f"] is not None:
+            bisect.insort(self._ranked, (row["f"], -row["s"]))
+
+    def death(self, step: int) -> None:
+        if step >= len(self.rows):
+            self._doomed.add(step)
+            return
+        if step not in self.live:
+            return
+        self.live.discard(step)
+        fitness = self.rows[step]["f"]
+        if fitness is not None:
+            i = bisect.bisect_left(self._ranked, (fitness, -step))
+            if i < len(self._ranked) and self._ranked[i] == (fitness, -step):
+                del self._ranked[i]
+
+    def best_live(self) -> int | None:
+        """The step of the fittest live individual (ties: the earliest)."""
+        return -self._ranked[-1][1] if self._ranked else None  # (f, -step) sorts the earliest last
+
+    def scalars(self) -> dict[str, float]:
+        """The population's scalars right after the last step replayed."""
+        row = self.rows[-1]
+        # a doomed individual's killer took a place that the loser, replayed later, never holds
+        out: dict[str, float] = {"population/live": float(len(self.live) - len(self._doomed))}
+        if self._ranked:
+            values = [f for f, _ in self._ranked]
+            out["population/best_fitness"] = values[-1]
+            out["population/worst_fitness"] = values[0]
+            out["population/median_fitness"] = statistics.median(values)
+            best_params = self.rows[self.best_live()]["n"]
+            if best_params is not None:
+                out["population/best_params"] = float(best_params)
+        if self.best_ever is not None:
+            out["population/best_ever_fitness"] = self.best_ever[0]
+        i = len(self.rows) - 1
+        window = min(RATE_WINDOW, i)
+        if window >= 1 and self._clock[i] > self._clock[i - window]:
+            out["throughput/steps_per_hour"] = window / (self._clock[i] - self._clock[i - window]) * 3600.0
+        if row["f"] is not None:
+            out["child/fitness"] = row["f"]
+        if row["ts"] is not None:
+            out["child/train_seconds"] = row["ts"]
+        if row["n"] is not None:
+            out["child/params"] = float(row["n"])
+        return out
+
+    def best(self) -> dict[str, Any] | None:
+        """The best individual so far, dead or alive (as ``Snapshot.best``)."""
+        return None if self.best_ever is None else self.rows[self.best_ever[1]]
+
+    def ancestry(self, step: int) -> list[dict[str, Any]]:
+        """Rows of ``step`` and its first-parent ancestors, oldest first."""
+        return ancestry(_Index(self.rows), step)
+
+
+class _Index:
+    """rows as a mapping step -> row (rows[i] is step i)."""
+
+    def __init__(self, rows: list[dict[str, Any]]) -> None:
+        self.rows = rows
+
+    def get(self, step: int) -> dict[str, Any] | None:
+        return self.rows[step] if 0 <= step < len(self.rows) else None
+
+
+def ancestry(index: Any, step: int) -> list[dict[str, Any]]:
+    chain: list[dict[str, Any]] = []
+    seen: set[int] = set()
+    current: int | None = step
+    while current is not None and current not in seen and (row := index.get(current)) is not None:
+        seen.add(current)
+        chain.append(row)
+        current = row["p"][0] if row["p"] else None
+    return chain[::-1]
+
+
+def deaths_by_kill(deaths: dict[int, dict[str, Any]]) -> dict[int, list[int]]:
+    by_kill: dict[int, list[int]] = {}
+    for loser, record in deaths.items():
+        killed = record.get("killed_at_step")
+        if isinstance(killed, int) and not isinstance(killed, bool):
+            by_kill.setdefault(killed, []).append(loser)
+    return by_kill
+
+
+def replay_all(store: Store, upto: int, threads: int) -> Replay:
+    """Replay steps ``0..upto-1`` from the store without writing anything (rebuilding the cache)."""
+    replay = Replay()
+    if upto <= 0:
+        return replay
+    bad: list[tuple[str, str]] = []
+    by_kill = deaths_by_kill(read_records(store, store.list_keys("deaths/"), threads, []))
+    for start in range(0, upto, CHUNK):
+        steps = range(start, min(start + CHUNK, upto))
+        records = read_records(store, [individual_key(s) for s in steps], threads, bad)
+        broken = {step_of(k) for k, _ in bad}
+        missing = [s for s in steps if s not in records and s not in broken]
+        if missing:
+            raise ViewError(f"the logdir shows steps up to {upto - 1} but the store at {store.url} lacks "
+                            f"individual {missing[0]}: is this logdir from another store?")
+        for s in steps:
+            replay.birth(row_of(records[s]) if s in records else unreadable_row(s, replay.rows[-1]["t"] if s else 0.0))
+            for loser in by_kill.get(s, ()):
+                replay.death(loser)
+    return replay

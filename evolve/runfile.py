@@ -1,0 +1,67 @@
+"""A run's definition as its store holds it: run.json (config and space, written once) and its
+extensions. Read by the launcher, the worker's callers and the views alike (none imports another)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from evolve.config import LEGACY_RUN, LEGACY_TRAIN, SCHEMA_VERSION, RunConfig, build_config
+from evolve.store import PAD, RUN_KEY, Store, StoreError, step_of
+from genomes import SearchSpace
+
+SYNTHETIC_SHAPE = (3, 32, 32)
+
+
+def space_for(config: RunConfig) -> SearchSpace:
+    """The search space: the dataset's input shape and classes, the parameter bound, genome options."""
+    if config.fitness == "synthetic":
+        shape, classes = SYNTHETIC_SHAPE, 10
+    else:
+        from evolve.data import load_dataset
+
+        data = load_dataset(config.dataset, seed=config.seed, val_fraction=config.val_fraction)
+        shape, classes = tuple(data.input_shape), data.num_classes
+    return SearchSpace(input_shape=shape, num_classes=classes, max_params=config.max_params,
+                       max_flops=config.max_flops, options=dict(config.genome_options))
+
+
+def space_from_json(data: dict[str, Any]) -> SearchSpace:
+    return SearchSpace(input_shape=tuple(data["input_shape"]), num_classes=data["num_classes"],
+                       max_params=data["max_params"], max_flops=data.get("max_flops", 0),
+                       options=data.get("options", {}))
+
+
+def extension_key(steps: int) -> str:
+    """``extensions/<steps>.json``: the run was extended (``resume --steps``) to ``steps`` children.
+
+    run.json is written once, so a longer run is recorded beside it; the run's length is the
+    largest of run.json's ``steps`` and every extension's.
+    """
+    return f"extensions/{steps:0{PAD}d}.json"
+
+
+def read_run_record(store: Store) -> dict[str, Any]:
+    """run.json as stored (StoreError if the store holds no run)."""
+    record = store.read_json(RUN_KEY)
+    if record is None:
+        raise StoreError(f"no evolve run at {store.url!r} (run.json missing)")
+    return record
+
+
+def load_run(store: Store) -> tuple[RunConfig, SearchSpace]:
+    """The stored config (with any extension of its steps) and space of an existing run."""
+    record = read_run_record(store)
+    if record.get("schema") != SCHEMA_VERSION:
+        raise StoreError(f"{store.url}/run.json: schema {record.get('schema')!r}, this evolve reads {SCHEMA_VERSION}")
+    stored = dict(record["config"])  # a key it lacks was written before that setting existed: keep its behaviour
+    stored["train"] = {**LEGACY_TRAIN, **stored.get("train", {})}
+    stored = {**LEGACY_RUN, **stored}
+    config = build_config(stored, f"{store.url}/run.json")
+    extended = [step_of(k) for k in store.list_keys("extensions/") if k.endswith(".json")]
+    if extended and max(extended) > config.steps:
+        config = config.model_copy(update={"steps": max(extended)})
+    return config, space_from_json(record["space"])
+
+
+def total_steps(config: RunConfig) -> int:
+    return config.population + config.steps
