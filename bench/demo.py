@@ -53,7 +53,8 @@ def measure(url: str) -> dict[str, Any]:
 
     from evolve.result import run_data, summary
     from evolve.run import load_run
-    from evolve.store import Store, individual_key
+    from evolve.keys import individual_key
+    from evolve.store import Store
     from genomes import genome_from_json
 
     torch.set_num_threads(1)

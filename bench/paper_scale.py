@@ -38,7 +38,8 @@ from evolve.check import check_store
 from evolve.config import RunConfig, build_config
 from evolve.evaluate import Outcome, SyntheticEvaluator
 from evolve.run import load_run, open_run
-from evolve.store import Store, step_of
+from evolve.keys import step_of
+from evolve.store import Store
 from evolve.worker import Worker
 
 

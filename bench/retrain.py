@@ -31,7 +31,8 @@ def retrain(url: str, step: int | None = None, batches: int = 1500, seed: int = 
     from evolve.report import Snapshot
     from evolve.result import run_data
     from evolve.run import load_run
-    from evolve.store import Store, individual_key
+    from evolve.keys import individual_key
+    from evolve.store import Store
     from evolve.train import Trainer
     from genomes import genome_from_json
 

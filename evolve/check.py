@@ -13,8 +13,9 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from evolve.log import parse_mark
-from evolve.store import CorruptRecord, Store, step_of
+from evolve.keys import parse_mark
+from evolve.keys import step_of
+from evolve.store import CorruptRecord, Store
 
 PREFIXES = ("individuals/", "deaths/", "claims/", "selections/", "adoptions/")
 

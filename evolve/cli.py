@@ -346,7 +346,8 @@ def best(
     if record is None:
         fail(f"{st.url}: no individuals yet")
     from evolve.data import DataError
-    from evolve.result import describe_final, measured_test_accuracy, record_key_of_final
+    from evolve.keys import record_key_of_final
+    from evolve.result import describe_final, measured_test_accuracy
     from evolve.run import load_run
 
     config, _ = load_run(st)

@@ -34,16 +34,12 @@ from typing import Any
 
 from evolve.log import selections_of
 from evolve.population import Population
-from evolve.store import PAD, Store, individual_key, step_of
+from evolve.keys import PAD, individual_key, step_of
+from evolve.store import Store
 
 log = logging.getLogger("evolve.collector")
 
 SELECTIONS_KEPT = 64
-
-
-def pin_key(step: int, name: str) -> str:
-    """``pins/<step>-<name>.json``: ``name`` (a command, a finalize stage) will read step's weights."""
-    return f"pins/{step:0{PAD}d}-{name}.json"
 
 
 @dataclass

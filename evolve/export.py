@@ -16,7 +16,8 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from evolve.store import RUN_KEY, Store, StoreError
+from evolve.keys import RUN_KEY
+from evolve.store import Store, StoreError
 
 __all__ = ["ExportError", "ExportReport", "export_parquet", "rows", "schema"]
 

@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 
 from evolve.log import selections_of
 from evolve.report import Snapshot
-from evolve.store import Store, step_of
+from evolve.keys import step_of
+from evolve.store import Store
 
 
 @dataclass

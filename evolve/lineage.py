@@ -14,7 +14,8 @@ from typing import Any
 from evolve.replay import ViewError, ancestry, num, row_of
 from evolve.report import read_records
 from evolve.runfile import load_run, read_run_record
-from evolve.store import Store, individual_key, step_of
+from evolve.keys import individual_key, step_of
+from evolve.store import Store
 
 TMP_PREFIX = ".tmp-"  # never contains "tfevents": TensorBoard ignores it until it is renamed
 

@@ -19,61 +19,10 @@ reports a mark that disagrees with its record.
 
 from __future__ import annotations
 
-import struct
-from dataclasses import dataclass
 from typing import Any
 
-from evolve.store import PAD, Store, claim_key, death_key, individual_key, step_of
-
-LOG_BLOCK = 500  # steps per log folder: a local listing reads one or two folders of at most 1,500 names
-
-
-def log_folder(step: int) -> str:
-    return f"log/{step // LOG_BLOCK:09d}/"
-
-
-def claim_mark(step: int) -> str:
-    return f"{log_folder(step)}{step:0{PAD}d}.c"
-
-
-def kill_mark(step: int, attempt: int, loser: int, parent: int | None = None) -> str:
-    tail = "" if parent is None else f".{parent:0{PAD}d}"
-    return f"{log_folder(step)}{step:0{PAD}d}.k{attempt:03d}.{loser:0{PAD}d}{tail}"
-
-
-def done_mark(step: int, loser: int | None, fitness: float) -> str:
-    who = "n" if loser is None else f"{loser:0{PAD}d}"
-    return f"{log_folder(step)}{step:0{PAD}d}.d.{who}.{struct.pack('>d', float(fitness)).hex()}"
-
-
-@dataclass(frozen=True)
-class Mark:
-    step: int
-    done: bool  # a child (else a claim, or a kill when it names a loser)
-    loser: int | None
-    fitness: float | None = None
-    parent: int | None = None  # a kill's: whose weights the step inherits
-
-
-def parse_mark(key: str) -> Mark | None:
-    """The mark a ``log/`` key carries; None for anything else."""
-    parts = key.rsplit("/", 1)[-1].split(".")
-    try:
-        if len(parts) == 2 and parts[1] == "c":
-            return Mark(int(parts[0]), False, None)
-        if len(parts) in (3, 4) and parts[1].startswith("k"):
-            return Mark(int(parts[0]), False, int(parts[2]), parent=int(parts[3]) if len(parts) == 4 else None)
-        if len(parts) == 4 and parts[1] == "d":
-            loser = None if parts[2] == "n" else int(parts[2])
-            return Mark(int(parts[0]), True, loser, struct.unpack(">d", bytes.fromhex(parts[3]))[0])
-    except (ValueError, struct.error):
-        return None
-    return None
-
-
-def selection_key(step: int, attempt: int) -> str:
-    return f"selections/{step:0{PAD}d}-{attempt:03d}.json"
-
+from evolve.keys import claim_key, death_key, done_mark, individual_key, kill_mark, parse_mark, selection_key, step_of
+from evolve.store import Store
 
 def read_selection(store: Store, step: int, attempt: int) -> dict[str, Any] | None:
     """Attempt ``attempt``'s (parent, loser) for ``step``, or None if nobody has chosen it yet.

@@ -48,33 +48,18 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from evolve.identity import Identity
-from evolve.log import (LOG_BLOCK, Mark, claim_mark, done_mark, kill_mark, log_folder, parse_mark, read_selection,
-                        selection_key)
+from evolve.keys import (LOG_BLOCK, PAD, Mark, adoption_key, claim_key, claim_mark, death_key, done_mark,
+                         generation_key, heartbeat_key, individual_key, kill_mark, log_folder, parse_mark,
+                         selection_key, step_and_index)
+from evolve.log import read_selection
 from evolve.selection import Choice, Member
-from evolve.store import PAD, Store, claim_key, death_key, individual_key, step_and_index
+from evolve.store import Store
 
 PARALLEL_READS = 16  # concurrent reads when a worker needs many records at once from an object store
 PARALLEL_READS_FROM = 32
 MAX_CLAIM_WIDTH = 1_024.0
 
 log = logging.getLogger("evolve.population")
-
-
-def _key(prefix: str, step: int, suffix: str = "") -> str:
-    return f"{prefix}/{step:0{PAD}d}{suffix}.json"
-
-
-def adoption_key(step: int, index: int) -> str:
-    return _key("adoptions", step, f"-{index:03d}")
-
-
-def heartbeat_key(step: int, adoption: int = -1) -> str:
-    """The claimant's (``adoption`` -1) or adopter ``adoption``'s heartbeat for ``step``."""
-    return _key("heartbeats", step, "" if adoption < 0 else f"-{adoption:03d}")
-
-
-def generation_key(generation: int) -> str:
-    return _key("generations", generation)
 
 
 @dataclass

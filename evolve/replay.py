@@ -13,7 +13,8 @@ import statistics
 from typing import Any
 
 from evolve.report import read_records
-from evolve.store import Store, individual_key, step_of
+from evolve.keys import individual_key, step_of
+from evolve.store import Store
 
 RATE_WINDOW = 100  # steps per hour: over the last 100 individuals
 CHUNK = 1000  # individuals read at a time (bounds memory on a first sync of a long run)

@@ -9,7 +9,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from evolve.check import record_problem
-from evolve.store import CorruptRecord, Store, step_of
+from evolve.keys import step_of
+from evolve.store import CorruptRecord, Store
 
 
 def read_records(store: Store, keys: Iterable[str], threads: int = 8,

@@ -20,23 +20,8 @@ from typing import Any
 
 from evolve.config import RunConfig
 from evolve.report import Snapshot
-from evolve.store import PAD, Store
-
-LENET_KEY = "results/lenet5.json"
-
-
-def record_key_of_tested(step: int) -> str:
-    return f"results/tested/{step:0{PAD}d}.json"
-
-
-def record_key_of_final(step: int) -> str:
-    return f"results/final/{step:0{PAD}d}.json"
-
-
-def weights_key_of_final(step: int, nonce: str) -> str:
-    """Each trainer's own key: of two racing, the loser of the record deletes its weights."""
-    return f"results/final/{step:0{PAD}d}-{nonce}.safetensors"
-
+from evolve.keys import LENET_KEY, record_key_of_final, record_key_of_tested, weights_key_of_final
+from evolve.store import Store
 
 def kept_results(store: Store, record: dict[str, Any]) -> dict[str, Any]:
     """``record`` with what later looks kept for it (test accuracy, final model), computing nothing."""

@@ -12,8 +12,10 @@ from typing import Any, Callable
 from evolve.config import SCHEMA_VERSION, ConfigError, RunConfig, build_config, check_resume, merge_settings
 from evolve.doctor import require_healthy
 from evolve.log import backfill_log
-from evolve.runfile import extension_key, load_run, space_for, total_steps
-from evolve.store import RUN_KEY, Store, StoreError
+from evolve.keys import extension_key
+from evolve.runfile import load_run, space_for, total_steps
+from evolve.keys import RUN_KEY
+from evolve.store import Store, StoreError
 from evolve.worker import Worker
 from genomes import SearchSpace
 

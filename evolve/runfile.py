@@ -6,7 +6,8 @@ from __future__ import annotations
 from typing import Any
 
 from evolve.config import LEGACY_RUN, LEGACY_TRAIN, SCHEMA_VERSION, RunConfig, build_config
-from evolve.store import PAD, RUN_KEY, Store, StoreError, step_of
+from evolve.keys import RUN_KEY, step_of
+from evolve.store import Store, StoreError
 from genomes import SearchSpace
 
 SYNTHETIC_SHAPE = (3, 32, 32)
@@ -29,15 +30,6 @@ def space_from_json(data: dict[str, Any]) -> SearchSpace:
     return SearchSpace(input_shape=tuple(data["input_shape"]), num_classes=data["num_classes"],
                        max_params=data["max_params"], max_flops=data.get("max_flops", 0),
                        options=data.get("options", {}))
-
-
-def extension_key(steps: int) -> str:
-    """``extensions/<steps>.json``: the run was extended (``resume --steps``) to ``steps`` children.
-
-    run.json is written once, so a longer run is recorded beside it; the run's length is the
-    largest of run.json's ``steps`` and every extension's.
-    """
-    return f"extensions/{steps:0{PAD}d}.json"
 
 
 def read_run_record(store: Store) -> dict[str, Any]:

@@ -47,80 +47,14 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
-__all__ = [
-    "PAD",
-    "RUN_KEY",
-    "CorruptRecord",
-    "Store",
-    "StoreError",
-    "claim_key",
-    "death_key",
-    "individual_key",
-    "step_of",
-    "weights_key",
-]
+from evolve.keys import RUN_KEY
+
+__all__ = ["CorruptRecord", "Store", "StoreError"]
 
 # -- keys -------------------------------------------------------------------------------------
 
-PAD = 12  # digits in a step number: lexical order of keys = numeric order of steps
-RUN_KEY = "run.json"
 TMP_PREFIX = ".tmp-"  # local temp files; never listed, never a key
 WRITER_META = "evolve-writer"  # S3 user metadata: the token of the create() call that wrote the object
-
-
-def _step(step: int) -> str:
-    if isinstance(step, bool) or not isinstance(step, int) or not 0 <= step < 10**PAD:
-        raise ValueError(f"step must be an int in [0, 10**{PAD}), got {step!r}")
-    return f"{step:0{PAD}d}"
-
-
-def individual_key(step: int) -> str:
-    """``individuals/000000000042.json``: the genome and results of step 42's child."""
-    return f"individuals/{_step(step)}.json"
-
-
-def weights_key(step: int, nonce: str | None = None) -> str:
-    """``weights/000000000042.safetensors`` (or ``...42-<nonce>.safetensors``, one per trainer)."""
-    if nonce is not None and not re.fullmatch(r"[A-Za-z0-9_]+", nonce):
-        raise ValueError(f"weights nonce must be letters, digits or _, got {nonce!r}")
-    return f"weights/{_step(step)}{'' if nonce is None else '-' + nonce}.safetensors"
-
-
-def death_key(step: int) -> str:
-    """``deaths/000000000042.json``: the tombstone of individual 42."""
-    return f"deaths/{_step(step)}.json"
-
-
-def claim_key(step: int) -> str:
-    """``claims/000000000042.json``: who owns step 42."""
-    return f"claims/{_step(step)}.json"
-
-
-_STEP_NAME = re.compile(r"(\d+)(?:-[^/]*)?\.[^/]+")
-
-
-def step_of(key: str) -> int:
-    """The step number of a per-step key: ``deaths/000000000042.json`` -> 42.
-
-    Suffixes after a ``-`` are allowed (``weights/000000000042-ab12.safetensors``).
-    """
-    name = key.rsplit("/", 1)[-1]
-    match = _STEP_NAME.fullmatch(name)
-    if match is None:
-        raise ValueError(f"not a per-step key: {key!r}")
-    return int(match.group(1))
-
-
-_STEP_INDEX = re.compile(r"(\d+)(?:-(\d+))?\.json")
-
-
-def step_and_index(key: str) -> tuple[int, int | None] | None:
-    """(step, index) of ``selections/000000000042-003.json`` -> (42, 3); ``.../000000000042.json`` ->
-    (42, None); None for any other name."""
-    match = _STEP_INDEX.fullmatch(key.rsplit("/", 1)[-1])
-    if match is None:
-        return None
-    return int(match.group(1)), None if match.group(2) is None else int(match.group(2))
 
 
 def _check_key(key: str) -> str:

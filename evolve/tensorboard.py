@@ -47,7 +47,8 @@ from evolve.replay import (CHUNK, Replay, ViewError, deaths_by_kill, num, replay
                            unreadable_row)
 from evolve.report import read_records
 from evolve.runfile import load_run, read_run_record
-from evolve.store import Store, individual_key, step_of
+from evolve.keys import individual_key, step_of
+from evolve.store import Store
 
 log = logging.getLogger(__name__)
 

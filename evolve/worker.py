@@ -23,7 +23,8 @@ from evolve.generational import averaged, breed, crossover_weights, swapped_stag
 from evolve.population import Population
 from evolve.seeding import derive_seed, rng_for
 from evolve.selection import make_strategy
-from evolve.store import Store, individual_key, weights_key
+from evolve.keys import individual_key, weights_key
+from evolve.store import Store
 from genomes import Genome, Mutation, SearchSpace, genome_class, genome_from_json
 
 log = logging.getLogger("evolve.worker")

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from evolve.store import Store, step_of
+from evolve.keys import step_of
+from evolve.store import Store
 
 
 def holders(store: Store) -> dict[int, str]:

@@ -11,10 +11,12 @@ from concurrent.futures import Future
 from evolve.check import check_store
 from evolve.config import build_config
 from evolve.identity import Identity, machine_id, process_alive
-from evolve.log import read_selection, selection_key, selections_of
-from evolve.population import Population, adoption_key, heartbeat_key
+from evolve.keys import selection_key
+from evolve.log import read_selection, selections_of
+from evolve.keys import adoption_key, heartbeat_key
+from evolve.population import Population
+from evolve.keys import claim_key, death_key, individual_key
 from evolve.run import open_run, total_steps
-from evolve.store import claim_key, death_key, individual_key
 from evolve.worker import Worker
 
 LEASE = 0.3

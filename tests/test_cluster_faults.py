@@ -32,7 +32,8 @@ from evolve.cli import app
 from evolve.config import RunConfig, build_config
 from evolve.log import read_selection, selections_of
 from evolve.run import open_run, run_on_ray, total_steps
-from evolve.store import Store, claim_key, death_key, individual_key, step_of
+from evolve.keys import claim_key, death_key, individual_key, step_of
+from evolve.store import Store
 
 ray = pytest.importorskip("ray")
 

@@ -8,10 +8,10 @@ import pytest
 import torch
 
 from evolve.check import check_store
-from evolve.collector import pin_key
+from evolve.keys import pin_key
 from evolve.config import RunConfig, build_config
-from evolve.population import heartbeat_key, selection_key
-from evolve.store import claim_key, death_key, individual_key, step_of
+from evolve.keys import claim_key, death_key, individual_key, step_of
+from evolve.keys import heartbeat_key, selection_key
 from evolve.report import Snapshot
 from evolve.run import open_run, run_in_process, total_steps
 from evolve.worker import Worker
@@ -292,7 +292,8 @@ def test_a_store_without_log_marks_resumes_without_waiting_for_leases(tmp_path):
     its children are known at once, and the loser of a step in flight is never sampled."""
     import time
 
-    from evolve.log import backfill_log, kill_mark
+    from evolve.keys import kill_mark
+    from evolve.log import backfill_log
     from evolve.population import Population
 
     config = synthetic(tmp_path, workers=1, steps=10, lease_seconds=60.0)
@@ -329,7 +330,7 @@ def test_a_store_without_log_marks_resumes_without_waiting_for_leases(tmp_path):
 
 
 def test_check_reports_a_log_mark_that_disagrees_with_its_record(tmp_path):
-    from evolve.log import done_mark
+    from evolve.keys import done_mark
 
     config = synthetic(tmp_path, workers=1, steps=4)
     store, config, space = open_run(config)
@@ -379,7 +380,8 @@ def test_the_collectors_grace_follows_the_slowest_recent_selection(tmp_path, mon
     from evolve import collector as collector_module
     from evolve.collector import SELECTIONS_KEPT, Collector
     from evolve.population import Population
-    from evolve.store import Store, individual_key
+    from evolve.keys import individual_key
+    from evolve.store import Store
 
     clock = [1000.0]
     monkeypatch.setattr(collector_module.time, "monotonic", lambda: clock[0])

@@ -25,7 +25,8 @@ from evolve.check import check_store
 from evolve.cli import app
 from evolve.log import selections_of
 from evolve.report import Snapshot
-from evolve.store import PAD, Store, claim_key, individual_key, step_of
+from evolve.keys import PAD, claim_key, individual_key, step_of
+from evolve.store import Store
 
 pytestmark = pytest.mark.slow
 

@@ -26,18 +26,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from evolve.doctor import doctor, require_healthy
-from evolve.store import (
-    PAD,
-    RUN_KEY,
-    CorruptRecord,
-    Store,
-    StoreError,
-    claim_key,
-    death_key,
-    individual_key,
-    step_of,
-    weights_key,
-)
+from evolve.keys import PAD, RUN_KEY, claim_key, death_key, individual_key, step_of, weights_key
+from evolve.store import CorruptRecord, Store, StoreError
 
 RACE_PROCESSES = 32
 RACE_KEYS = 1000

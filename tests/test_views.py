@@ -23,7 +23,8 @@ from evolve.cli import app
 from evolve.config import build_config
 from evolve.report import Snapshot
 from evolve.run import open_run, run_in_process
-from evolve.store import Store, individual_key, step_of
+from evolve.keys import individual_key, step_of
+from evolve.store import Store
 from evolve.serve import LiveSync
 from evolve.tensorboard import METRIC_TAGS, SCALAR_TAGS, STATE_FILE, sync
 
@@ -422,7 +423,7 @@ def test_tensorboard_serves_the_views(finished):
 
 def test_views_and_export_show_the_bests_kept_test_accuracy_and_final_model(finished, tmp_path):
     """A child's record carries no test accuracy; the views and the export take the best's from results/."""
-    from evolve.result import record_key_of_final, record_key_of_tested
+    from evolve.keys import record_key_of_final, record_key_of_tested
 
     store, _, _ = finished
     copy = tmp_path / "copy"
