@@ -35,7 +35,6 @@ The store knows nothing of genomes, torch, workers or the step protocol.
 from __future__ import annotations
 
 import errno
-import hashlib
 import json
 import os
 import random
@@ -47,14 +46,16 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
+from evolve.failures import CorruptRecord, StoreError, classify, http_status, is_backend_error, reason
 from evolve.keys import RUN_KEY
+from evolve.listing import TMP_PREFIX, Listings
 
 __all__ = ["CorruptRecord", "Store", "StoreError"]
 
 # -- keys -------------------------------------------------------------------------------------
 
-TMP_PREFIX = ".tmp-"  # local temp files; never listed, never a key
 WRITER_META = "evolve-writer"  # S3 user metadata: the token of the create() call that wrote the object
+_NO_HARD_LINKS = {errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.ENOSYS, errno.EMLINK}
 
 
 def _check_key(key: str) -> str:
@@ -64,128 +65,6 @@ def _check_key(key: str) -> str:
     if any(p in ("", ".", "..") for p in parts) or parts[-1].startswith(TMP_PREFIX):
         raise ValueError(f"invalid store key {key!r}")
     return key
-
-
-# -- errors -----------------------------------------------------------------------------------
-
-
-def _check_prefix(prefix: str) -> str:
-    if prefix.startswith("/") or ".." in prefix.split("/"):
-        raise ValueError(f"invalid key prefix {prefix!r}")
-    return prefix
-
-
-class StoreError(Exception):
-    """A store operation failed; the message is one line naming the URL and key."""
-
-
-class CorruptRecord(StoreError):
-    """A record exists but does not parse as a JSON object."""
-
-    def __init__(self, key: str, reason: str):
-        super().__init__(f"corrupt record {key!r}: {reason}")
-        self.key = key
-        self.reason = reason
-
-
-# errno values that no amount of retrying will fix
-_FATAL_ERRNOS = {
-    errno.EACCES,
-    errno.EPERM,
-    errno.EROFS,
-    errno.ENOSPC,
-    errno.ENOTDIR,
-    errno.EISDIR,
-    errno.ENAMETOOLONG,
-    errno.EDQUOT,
-    errno.EINVAL,
-    errno.ENOENT,
-    errno.EXDEV,
-}
-_NO_HARD_LINKS = {errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.ENOSYS, errno.EMLINK}
-_TRANSIENT_CODES = {
-    "SlowDown",
-    "RequestTimeout",
-    "InternalError",
-    "ServiceUnavailable",
-    "OperationAborted",
-    "RequestTimeTooSkewed",
-    "Throttling",
-    "ThrottlingException",
-    "TooManyRequests",
-}
-
-
-def _http_status(exc: BaseException) -> tuple[int | None, str | None]:
-    """(HTTP status, error code) of a botocore ClientError anywhere in the exception's chain."""
-    seen = 0
-    while exc is not None and seen < 5:
-        response = getattr(exc, "response", None)
-        if isinstance(response, dict):
-            status = response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-            code = response.get("Error", {}).get("Code")
-            return (int(status) if status is not None else None), code
-        exc = exc.__cause__ or exc.__context__
-        seen += 1
-    return None, None
-
-
-def _is_timeout_or_connection(exc: BaseException) -> bool:
-    if isinstance(exc, (TimeoutError, ConnectionError)):
-        return True
-    names = {cls.__name__ for cls in type(exc).__mro__}
-    return bool(
-        names
-        & {
-            "FSTimeoutError",
-            "HTTPClientError",
-            "EndpointConnectionError",
-            "ConnectTimeoutError",
-            "ReadTimeoutError",
-            "ConnectionClosedError",
-            "ClientConnectionError",
-            "ServerDisconnectedError",
-            "ClientPayloadError",
-            "IncompleteRead",
-            "ResponseParserError",
-            "ServerTimeoutError",
-        }
-    )
-
-
-# libraries whose own exception types mean "the backend refused" (no credentials, bad parameters),
-# never a bug of ours: they become one-line StoreErrors instead of tracebacks
-_BACKEND_MODULES = {"botocore", "aiobotocore", "boto3", "s3fs", "gcsfs", "google", "adlfs", "azure", "fsspec",
-                    "aiohttp", "requests", "urllib3"}
-
-
-def _is_backend_error(exc: BaseException) -> bool:
-    return any(cls.__module__.split(".", 1)[0] in _BACKEND_MODULES for cls in type(exc).__mro__)
-
-
-def _classify(exc: BaseException) -> str:
-    """'exists', 'conflict' (409/412: read back), 'transient' (retry) or 'fatal'."""
-    if isinstance(exc, StoreError):
-        return "fatal"
-    if isinstance(exc, FileExistsError):
-        return "exists"
-    status, code = _http_status(exc)
-    if status in (409, 412) or code in ("PreconditionFailed", "ConditionalRequestConflict"):
-        return "conflict"
-    if status is not None and (status >= 500 or status == 429) or code in _TRANSIENT_CODES:
-        return "transient"
-    if _is_timeout_or_connection(exc):
-        return "transient"
-    if status is not None and 400 <= status < 500:
-        return "fatal"
-    if isinstance(exc, OSError):
-        return "fatal" if exc.errno in _FATAL_ERRNOS else "transient"
-    return "fatal"
-
-
-def _reason(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 # backoff jitter from a private generator: never disturb a seeded global ``random``
@@ -218,7 +97,7 @@ def _encode(record: dict[str, Any]) -> bytes:
 # -- the store ----------------------------------------------------------------------------------
 
 
-class Store:
+class Store(Listings):
     """A population store at ``url`` (any fsspec URL); picklable, opens its filesystem lazily.
 
     Keys are relative paths (``individuals/000000000042.json``). Records are immutable:
@@ -281,7 +160,7 @@ class Store:
             try:
                 fs, root = fsspec.core.url_to_fs(self.url, **self.storage_options)
             except Exception as exc:  # unknown protocol, missing package, bad options
-                raise StoreError(f"cannot open store {self.url!r}: {_reason(exc)}") from exc
+                raise StoreError(f"cannot open store {self.url!r}: {reason(exc)}") from exc
             if not self.local:
                 self.root = root.rstrip("/")
             self._fs, self._fs_pid = fs, os.getpid()
@@ -308,21 +187,21 @@ class Store:
             try:
                 return fn()
             except Exception as exc:
-                kind = _classify(exc)
+                kind = classify(exc)
                 if kind != "transient":
                     if isinstance(exc, StoreError):
                         raise
-                    if (not isinstance(exc, (OSError, ValueError)) and _http_status(exc)[0] is None
-                            and not _is_backend_error(exc)):
+                    if (not isinstance(exc, (OSError, ValueError)) and http_status(exc)[0] is None
+                            and not is_backend_error(exc)):
                         raise
-                    raise StoreError(f"{what} {self._where(key)}: {_reason(exc)}") from exc
+                    raise StoreError(f"{what} {self._where(key)}: {reason(exc)}") from exc
                 last = exc
                 self._note("transient")
                 if attempt + 1 < self.retries:
                     self._sleep(attempt)
         raise StoreError(
             f"{what} {self._where(key)}: gave up after {self.retries} attempts "
-            f"({_reason(last) if last else 'unknown error'})"
+            f"({reason(last) if last else 'unknown error'})"
         ) from last
 
     # -- opening ------------------------------------------------------------------------------
@@ -353,7 +232,7 @@ class Store:
                 os.makedirs(root, exist_ok=True)
             except OSError as exc:
                 raise StoreError(
-                    f"cannot create store folder {self.url!r}: {exc.strerror or _reason(exc)}"
+                    f"cannot create store folder {self.url!r}: {exc.strerror or reason(exc)}"
                 ) from exc
             if not os.access(root, os.W_OK | os.X_OK):
                 raise StoreError(f"store folder {self.url!r} is not writable")
@@ -385,7 +264,7 @@ class Store:
         except StoreError:
             raise
         except Exception as exc:
-            raise StoreError(f"cannot open store {self.url!r}: {_reason(exc)}") from exc
+            raise StoreError(f"cannot open store {self.url!r}: {reason(exc)}") from exc
 
     def _bucket_visible(self, bucket: str) -> bool:
         """Whether ``bucket`` exists for these credentials; transient errors are retried.
@@ -458,7 +337,7 @@ class Store:
             except OSError as exc:
                 if exc.errno in _NO_HARD_LINKS:
                     raise StoreError(
-                        f"{path}: this filesystem does not support hard links ({_reason(exc)}); evolve "
+                        f"{path}: this filesystem does not support hard links ({reason(exc)}); evolve "
                         "needs os.link for create-once on local/NFS stores (see `evolve doctor`)"
                     ) from exc
                 raise
@@ -508,14 +387,14 @@ class Store:
                 self._raw_create(key, data)
                 return True
             except Exception as exc:
-                kind = _classify(exc)
+                kind = classify(exc)
                 if kind == "fatal":
                     if isinstance(exc, StoreError):
                         raise
-                    if (not isinstance(exc, OSError) and _http_status(exc)[0] is None
-                            and not _is_backend_error(exc)):
+                    if (not isinstance(exc, OSError) and http_status(exc)[0] is None
+                            and not is_backend_error(exc)):
                         raise
-                    raise StoreError(f"create {self._where(key)}: {_reason(exc)}") from exc
+                    raise StoreError(f"create {self._where(key)}: {reason(exc)}") from exc
                 last = exc
                 if kind == "transient":
                     ambiguous = True
@@ -533,7 +412,7 @@ class Store:
             return ours
         raise StoreError(
             f"create {self._where(key)}: gave up after {self.retries} attempts "
-            f"({_reason(last) if last else 'unknown error'})"
+            f"({reason(last) if last else 'unknown error'})"
         ) from last
 
     def _read_back(self, key: str, data: bytes, token: str, mine: Callable[[bytes], bool] | None,
@@ -631,152 +510,6 @@ class Store:
             return bool(self.fs.exists(path))
 
         return self._retrying("check", key, check)
-
-    def list_keys(self, prefix: str = "") -> list[str]:
-        """Sorted keys starting with ``prefix`` (``"individuals/"``, ``"adoptions/000000000005-"``), fresh."""
-        _check_prefix(prefix)
-        folder, _, stem = prefix.rpartition("/")
-
-        def listing() -> list[str]:
-            if self.local:
-                return self._local_list(folder, prefix)
-            fs = self.fs
-            base = "/".join(p for p in (self.root, folder) if p)
-            fs.invalidate_cache(base)
-            if self.protocol in ("s3", "s3a"):
-                paths = fs.find(base, prefix=stem)
-            else:
-                paths = fs.find(base)
-            strip = len(self.root) + 1 if self.root else 0
-            keys = []
-            for path in paths:
-                path = path.lstrip("/") if not self.root else path
-                if self.root and not path.startswith(self.root + "/"):
-                    continue
-                key = path[strip:]
-                if key.startswith(prefix) and not key.rsplit("/", 1)[-1].startswith(TMP_PREFIX):
-                    keys.append(key)
-            return keys
-
-        return sorted(set(self._retrying("list", prefix or "", listing)))
-
-    def list_folder(self, folder: str) -> list[str]:
-        """Sorted keys directly in ``folder`` ("log/000000003/"), not in its subfolders; fresh.
-
-        Locally one ``os.listdir`` (no stat per name, unlike the recursive walk of ``list_keys``):
-        the log's block folders are listed on every claim."""
-        if not folder.endswith("/"):
-            raise ValueError(f"list_folder needs a folder like 'log/000000003/', got {folder!r}")
-        if not self.local:
-            return [k for k in self.list_keys(folder) if "/" not in k[len(folder):]]
-        _check_prefix(folder)
-        base = os.path.join(self.root, *folder.rstrip("/").split("/"))
-
-        def listing() -> list[str]:
-            try:
-                names = os.listdir(base)
-            except FileNotFoundError:
-                return []
-            return [folder + n for n in names if not n.startswith(TMP_PREFIX)]
-
-        return sorted(self._retrying("list", folder, listing))
-
-    def list_names(self, folder: str) -> set[str]:
-        """The names directly in ``folder`` (``list_folder`` without the folder, unsorted): the cheapest
-        listing there is locally, for callers that only look for what is new. Locally it may also
-        hold the names of temp files being written (``.tmp-*``: never a key)."""
-        if not self.local:
-            return {k[len(folder):] for k in Store.list_folder(self, folder)}
-        _check_prefix(folder)
-        base = os.path.join(self.root, *folder.rstrip("/").split("/"))
-
-        def listing() -> set[str]:
-            try:
-                return set(os.listdir(base))
-            except FileNotFoundError:
-                return set()
-
-        return self._retrying("list", folder, listing)
-
-    def _local_list(self, folder: str, prefix: str) -> list[str]:
-        base = os.path.join(self.root, *folder.split("/")) if folder else self.root
-        keys = []
-        for dirpath, _dirs, files in os.walk(base):
-            rel = os.path.relpath(dirpath, self.root)
-            head = "" if rel == "." else rel.replace(os.sep, "/") + "/"
-            for name in files:
-                if name.startswith(TMP_PREFIX):
-                    continue
-                key = head + name
-                if key.startswith(prefix):
-                    keys.append(key)
-        return keys
-
-    def list_keys_after(self, prefix: str, start_after: str) -> list[str]:
-        """Sorted keys starting with ``prefix`` that sort after ``start_after``, fresh.
-
-        On S3 the listing starts there (``StartAfter``: one request per 1,000 keys returned),
-        so a caller that remembers where it stopped pays only for what is new; other
-        backends filter ``list_keys``.
-        """
-        if self.local or self.protocol not in ("s3", "s3a"):
-            return [k for k in Store.list_keys(self, prefix) if k > start_after]
-        return sorted(Store.list_versions_after(self, prefix, start_after))
-
-    def list_versions_after(self, prefix: str, start_after: str) -> dict[str, str]:
-        """As :meth:`list_keys_after`, each key with a token that changes whenever the key is
-        replaced (S3: its ETag; local: inode, size and mtime): one listing tells an observer
-        which soft records (heartbeats) changed, without reading them. Local stores list the one
-        folder that ``prefix`` names, not its subfolders."""
-        _check_prefix(prefix)
-        if self.local:
-            folder, _, _stem = prefix.rpartition("/")
-            base = os.path.join(self.root, *folder.split("/")) if folder else self.root
-
-            def scan() -> dict[str, str]:
-                out = {}
-                try:
-                    entries = list(os.scandir(base))
-                except FileNotFoundError:
-                    return out
-                for entry in entries:
-                    key = f"{folder}/{entry.name}" if folder else entry.name
-                    if entry.name.startswith(TMP_PREFIX) or not key.startswith(prefix) or key <= start_after:
-                        continue
-                    try:
-                        st = entry.stat()
-                    except FileNotFoundError:
-                        continue
-                    if entry.is_file():
-                        out[key] = f"{st.st_ino}-{st.st_size}-{st.st_mtime_ns}"
-                return out
-
-            return self._retrying("list", prefix or "", scan)
-        if self.protocol not in ("s3", "s3a"):
-            return {k: self._version(k) for k in Store.list_keys(self, prefix) if k > start_after}
-
-        def listing() -> dict[str, str]:
-            fs = self.fs
-            bucket, _, base = f"{self.root}/".partition("/")
-            kwargs = {"Bucket": bucket, "Prefix": base + prefix, "StartAfter": base + start_after,
-                      **getattr(fs, "req_kw", {})}
-            out = {}
-            while True:
-                page = fs.call_s3("list_objects_v2", **kwargs)
-                for item in page.get("Contents", []):
-                    key = item["Key"][len(base):]
-                    if not key.rsplit("/", 1)[-1].startswith(TMP_PREFIX):
-                        out[key] = str(item.get("ETag", ""))
-                if not page.get("IsTruncated") or not page.get("NextContinuationToken"):
-                    return out
-                kwargs["ContinuationToken"] = page["NextContinuationToken"]
-
-        return self._retrying("list", prefix or "", listing)
-
-    def _version(self, key: str) -> str:
-        """A change token for one key on a filesystem whose listing carries none (memory://, GCS)."""
-        data = self.read_bytes(key)
-        return "" if data is None else hashlib.sha256(data).hexdigest()
 
     # -- soft records and garbage collection --------------------------------------------------------
 
