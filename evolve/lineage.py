@@ -11,8 +11,8 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from evolve.replay import ViewError, ancestry, num, row_of
-from evolve.report import read_records
+from evolve.replay import ViewError, num, row_of, rows_ancestry
+from evolve.report import best_step, read_records
 from evolve.runfile import load_run, read_run_record
 from evolve.keys import individual_key, step_of
 from evolve.store import Store
@@ -234,8 +234,9 @@ def plot(store: Store, path: str, *, size: tuple[float, float] = (10.0, 6.0), dp
     dead = {step_of(k) for k in store.list_keys("deaths/") if k.endswith(".json")}
     rows = [row_of(records[s]) for s in sorted(records)]
     live = {r["s"] for r in rows} - dead
-    best = max((r for r in rows if r["f"] is not None), key=lambda r: (r["f"], -r["s"]), default=None)
-    chain = ancestry({r["s"]: r for r in rows}, best["s"]) if best else []
+    best_s = best_step((r["s"], r["f"]) for r in rows)
+    best = None if best_s is None else next(r for r in rows if r["s"] == best_s)
+    chain = rows_ancestry({r["s"]: r for r in rows}, best["s"]) if best else []
     png = figure_png(rows, live, chain, title=figure_title(config, rows, live, best),
                      t0=num(record.get("created_at")), size=size, dpi=dpi)
     path = os.path.abspath(os.path.expanduser(os.fspath(path)))

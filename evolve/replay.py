@@ -12,7 +12,7 @@ import math
 import statistics
 from typing import Any
 
-from evolve.report import read_records
+from evolve.report import ancestry, best_step, first_parent, read_records
 from evolve.keys import individual_key, step_of
 from evolve.store import Store
 
@@ -90,7 +90,8 @@ class Replay:
             self._clock.append(self._clock[-1] if self._clock else row["t"])
             return
         self._clock.append(max(row["t"], self._clock[-1]) if self._clock else row["t"])
-        if row["f"] is not None and (self.best_ever is None or row["f"] > self.best_ever[0]):
+        held = [] if self.best_ever is None else [(self.best_ever[1], self.best_ever[0])]
+        if best_step([*held, (row["s"], row["f"])]) == row["s"]:
             self.best_ever = (row["f"], row["s"])
         if row["s"] in self._doomed:  # claims run out of order: an earlier step already killed it
             self._doomed.discard(row["s"])
@@ -149,7 +150,7 @@ class Replay:
 
     def ancestry(self, step: int) -> list[dict[str, Any]]:
         """Rows of ``step`` and its first-parent ancestors, oldest first."""
-        return ancestry(_Index(self.rows), step)
+        return rows_ancestry(_Index(self.rows), step)
 
 
 class _Index:
@@ -162,15 +163,9 @@ class _Index:
         return self.rows[step] if 0 <= step < len(self.rows) else None
 
 
-def ancestry(index: Any, step: int) -> list[dict[str, Any]]:
-    chain: list[dict[str, Any]] = []
-    seen: set[int] = set()
-    current: int | None = step
-    while current is not None and current not in seen and (row := index.get(current)) is not None:
-        seen.add(current)
-        chain.append(row)
-        current = row["p"][0] if row["p"] else None
-    return chain[::-1]
+def rows_ancestry(rows: Any, step: int) -> list[dict[str, Any]]:
+    """Rows of ``step`` and its first-parent ancestors, oldest first (``rows``: anything with ``get``)."""
+    return ancestry(step, lambda s: None if (row := rows.get(s)) is None else (row, first_parent(row["p"])))
 
 
 def deaths_by_kill(deaths: dict[int, dict[str, Any]]) -> dict[int, list[int]]:

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import statistics
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 from evolve.check import record_problem
 from evolve.keys import step_of
@@ -45,6 +47,34 @@ def read_records(store: Store, keys: Iterable[str], threads: int = 8,
     return {step: record for step, record in pairs if record is not None}
 
 
+def best_step(candidates: Iterable[tuple[int, float | None]]) -> int | None:
+    """The best-individual rule, the one every reader uses: the highest fitness, and of equals the
+    earliest step; ``candidates`` are (step, fitness) pairs, a None fitness never wins."""
+    best: tuple[float, int] | None = None
+    for step, fitness in candidates:
+        if fitness is not None and (best is None or (fitness, -step) > best):
+            best = (fitness, -step)
+    return None if best is None else -best[1]
+
+
+def ancestry(step: int, lookup: Callable[[int], tuple[T, int | None] | None]) -> list[T]:
+    """The one ancestry walk: ``step`` and its first parents back to the initial population, oldest
+    first. ``lookup(step)`` gives (the individual, its first parent or None), or None when absent;
+    the walk stops there, or at a step seen before (a corrupt store)."""
+    chain: list[T] = []
+    seen: set[int] = set()
+    current: int | None = step
+    while current is not None and current not in seen and (found := lookup(current)) is not None:
+        seen.add(current)
+        item, current = found[0], found[1]
+        chain.append(item)
+    return chain[::-1]
+
+
+def first_parent(parents: list[int] | None) -> int | None:
+    return parents[0] if parents else None
+
+
 @dataclass
 class Snapshot:
     """Every individual and tombstone of a store, read once.
@@ -71,20 +101,16 @@ class Snapshot:
 
     def best(self, live_only: bool = False) -> dict[str, Any] | None:
         steps = self.live() if live_only else sorted(self.individuals)
-        if not steps:
-            return None
-        return self.individuals[max(steps, key=lambda s: (self.individuals[s]["fitness"], -s))]
+        step = best_step((s, self.individuals[s]["fitness"]) for s in steps)
+        return None if step is None else self.individuals[step]
 
     def ancestry(self, step: int) -> list[dict[str, Any]]:
         """The individual and its ancestors, oldest first."""
-        chain = []
-        current: int | None = step
-        while current is not None and current in self.individuals:
-            record = self.individuals[current]
-            chain.append(record)
-            parents = record.get("parents") or []
-            current = parents[0] if parents else None
-        return chain[::-1]
+        def lookup(s: int) -> tuple[dict[str, Any], int | None] | None:
+            record = self.individuals.get(s)
+            return None if record is None else (record, first_parent(record.get("parents")))
+
+        return ancestry(step, lookup)
 
 
 def status(snapshot: Snapshot, population: int, total_steps: int) -> dict[str, Any]:

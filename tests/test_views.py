@@ -17,15 +17,17 @@ import time
 import urllib.request
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from evolve.cli import app
 from evolve.config import build_config
+from evolve.keys import individual_key, step_of
 from evolve.report import Snapshot
 from evolve.run import open_run, run_in_process
-from evolve.keys import individual_key, step_of
-from evolve.store import Store
 from evolve.serve import LiveSync
+from evolve.store import Store
 from evolve.tensorboard import METRIC_TAGS, SCALAR_TAGS, STATE_FILE, sync
 
 POPULATION, STEPS = 8, 40
@@ -473,3 +475,28 @@ def test_replay_counts_a_loser_killed_before_its_own_step_is_replayed():
     replay.death(1)  # step 6's own loser
     assert sorted(replay.live) == [2, 3, 4, 5]
     assert replay.best_live() == 5 and replay.best()["s"] == 6  # it lived: the best ever, not live
+
+
+@given(st.lists(st.one_of(st.none(), st.sampled_from([0.1, 0.5, 0.9])), max_size=30))
+def test_the_replay_and_every_reader_follow_one_best_rule(fitnesses):
+    """Highest fitness, and of equals the earliest step: the replay's running best agrees with best_step."""
+    from evolve.replay import Replay, unreadable_row
+    from evolve.report import best_step
+
+    replay = Replay()
+    for step, f in enumerate(fitnesses):
+        replay.birth({**unreadable_row(step, float(step)), "st": "ok", "o": "mutation", "f": f})
+    expected = best_step(enumerate(fitnesses))
+    assert (replay.best() or {}).get("s") == expected
+    if expected is not None:
+        assert all(f is None or f < fitnesses[expected] for f in fitnesses[:expected])
+        assert all(f is None or f <= fitnesses[expected] for f in fitnesses)
+
+
+def test_the_ancestry_walk_stops_at_a_missing_parent_or_a_cycle():
+    from evolve.report import ancestry
+
+    parents = {5: 3, 3: 1, 1: None}
+    assert ancestry(5, lambda s: (s, parents[s]) if s in parents else None) == [1, 3, 5]
+    assert ancestry(5, lambda s: (s, {5: 3, 3: 9}.get(s)) if s in (5, 3) else None) == [3, 5]
+    assert ancestry(5, lambda s: (s, {5: 3, 3: 5}[s])) == [3, 5]
