@@ -95,13 +95,11 @@ def _guard(fn):
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
-        from evolve.config import ConfigError
-        from evolve.data import DataError
-        from evolve.store import StoreError
+        from evolve.run import USER_ERRORS
 
         try:
             return fn(*args, **kwargs)
-        except (ConfigError, DataError, StoreError, GenomeError) as exc:
+        except USER_ERRORS as exc:
             fail(str(exc))
         except KeyboardInterrupt:
             err.print("interrupted: `evolve resume STORE` continues the run (a step left in flight is adopted)")

@@ -24,6 +24,9 @@ class CorruptRecord(StoreError):
         self.key = key
         self.reason = reason
 
+    def __reduce__(self):  # rebuilt from its fields: a Ray actor's error reaches the driver intact
+        return type(self), (self.key, self.reason)
+
 
 # errno values that no amount of retrying will fix
 _FATAL_ERRNOS = {

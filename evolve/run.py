@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
 import time
 from dataclasses import asdict
 from typing import Any, Callable
+
+import fsspec
 
 from evolve.config import SCHEMA_VERSION, ConfigError, RunConfig, build_config, check_resume, merge_settings
 from evolve.doctor import require_healthy
@@ -16,8 +19,12 @@ from evolve.keys import extension_key
 from evolve.runfile import load_run, space_for, total_steps
 from evolve.keys import RUN_KEY
 from evolve.store import Store, StoreError
+from evolve.formats import DataError
 from evolve.worker import Worker
-from genomes import SearchSpace
+from genomes import GenomeError, SearchSpace
+
+USER_ERRORS = (ConfigError, DataError, GenomeError, StoreError)
+"""What a user can cause (a bad config, dataset or store): one line under any executor, never a traceback."""
 
 
 def open_run(config: RunConfig, resume: bool = False, overrides: dict[str, Any] | None = None,
@@ -27,6 +34,17 @@ def open_run(config: RunConfig, resume: bool = False, overrides: dict[str, Any] 
     ``overrides`` are the settings the user gave explicitly: on resume they may change only
     the resumable fields (workers, steps, address, ...); anything else conflicting is refused.
     """
+    new_folder = None if resume else _missing_local_folder(config.store)
+    try:
+        return _open_run(config, resume, overrides, check_health)
+    except BaseException:
+        if new_folder is not None:  # refused before run.json: leave nothing behind
+            _remove_empty_folders(new_folder)
+        raise
+
+
+def _open_run(config: RunConfig, resume: bool, overrides: dict[str, Any] | None,
+              check_health: bool) -> tuple[Store, RunConfig, SearchSpace]:
     store = Store.open(config.store, config.storage_options, create=not resume)
     if check_health:
         require_healthy(store)
@@ -53,8 +71,27 @@ def open_run(config: RunConfig, resume: bool = False, overrides: dict[str, Any] 
                             "max_params": space.max_params, "max_flops": space.max_flops,
                             "options": dict(space.options)}}
     if not store.create_json(RUN_KEY, run_record):
-        return open_run(config, resume=True, overrides=overrides, check_health=False)
+        return _open_run(config, True, overrides, False)
     return store, config, space
+
+
+def _missing_local_folder(url: str) -> str | None:
+    """The outermost folder that opening a local store at ``url`` would create, or None."""
+    protocol, path = fsspec.core.split_protocol(url)
+    if protocol not in (None, "file", "local") or "::" in url:
+        return None
+    path = os.path.abspath(os.path.expanduser(path))
+    top = None
+    while not os.path.exists(path) and os.path.dirname(path) != path:
+        top, path = path, os.path.dirname(path)
+    return top
+
+
+def _remove_empty_folders(top: str) -> None:
+    """Remove ``top`` and its subfolders bottom-up, as far as they are empty (never a file)."""
+    for folder, _subfolders, _files in os.walk(top, topdown=False):
+        with contextlib.suppress(OSError):
+            os.rmdir(folder)
 
 
 def count_individuals(store: Store) -> int:
@@ -121,6 +158,30 @@ class WorkerActor:
         self.worker.stop()
 
 
+def _abandon(ray: Any, actors: list[Any], pending: list[Any]) -> None:
+    """After one actor failed: end the others (the run stays resumable: their steps are adopted on
+    resume) and collect what they return, so Ray prints no second traceback for an error nobody read."""
+    for a in actors:
+        ray.kill(a, no_restart=True)
+    for ref in pending:
+        try:
+            ray.get(ref, timeout=30)
+        except Exception:  # noqa: BLE001 - killed, or the same error again: reported once already
+            pass
+
+
+def _quiet_token_notice() -> None:
+    """Drop Ray's notice that a cluster it starts has token authentication on (its default, printed on
+    every run, nothing to act on); the warning that authentication is *off* still shows."""
+    class Notice(logging.Filter):
+        def filter(self, record: logging.LogRecord) -> bool:
+            return not record.getMessage().startswith("Token authentication is enabled")
+
+    logger = logging.getLogger("ray._private.authentication.authentication_token_setup")
+    if not any(isinstance(f, Notice) or type(f).__name__ == "Notice" for f in logger.filters):
+        logger.addFilter(Notice())
+
+
 def run_on_ray(store: Store, config: RunConfig, space: SearchSpace,
                on_progress: Callable[[int], None] | None = None,
                stop: threading.Event | None = None) -> list[dict[str, Any]]:
@@ -130,6 +191,7 @@ def run_on_ray(store: Store, config: RunConfig, space: SearchSpace,
     import ray
 
     if not ray.is_initialized():
+        _quiet_token_notice()
         ray.init(address=config.address, include_dashboard=False, log_to_driver=False,
                  logging_level=logging.WARNING,
                  **({} if config.address else {"num_cpus": max(config.workers * config.cpus_per_worker, 1)}))
@@ -154,6 +216,12 @@ def run_on_ray(store: Store, config: RunConfig, space: SearchSpace,
     except KeyboardInterrupt:
         for a in actors:
             a.stop.remote()
+        raise
+    except ray.exceptions.RayTaskError as exc:
+        _abandon(ray, actors, pending)
+        cause = getattr(exc, "cause", None)
+        if isinstance(cause, USER_ERRORS):  # the worker's own one-line error, not Ray's wrapped traceback
+            raise cause from None
         raise
     return results
 

@@ -309,12 +309,19 @@ def test_conflicting_run_leaves_the_store_alone(finished, tmp_path):
     assert snapshot(finished) == before
 
 
-def test_missing_dataset_is_one_line_and_writes_no_run(tmp_path):
-    store = tmp_path / "store"
+def test_missing_dataset_is_one_line_and_leaves_no_folder(tmp_path):
+    store = tmp_path / "new" / "store"
     one_line_error(invoke("run", "--executor", "local", "--store", store, "--dataset", "mnist:/nonexistent",
                           "--population", "2", "--steps", "0"), "/nonexistent")
-    assert not (store / "run.json").exists()
-    assert not store.exists() or not any(store.rglob("*.json"))
+    assert not (tmp_path / "new").exists(), "a refused run leaves no folder behind"
+
+
+def test_a_refused_run_keeps_a_folder_the_user_made(tmp_path):
+    store = tmp_path / "mine"
+    (store / "notes").mkdir(parents=True)
+    one_line_error(invoke("run", "--executor", "local", "--store", store, "--dataset", "cifar10:/nonexistent"),
+                   "/nonexistent")
+    assert (store / "notes").is_dir() and not (store / "run.json").exists()
 
 
 def test_unknown_dataset_is_one_line(tmp_path):

@@ -129,3 +129,24 @@ def test_steps_trained_in_ray_actors_replay_byte_for_byte_in_process(tmp_path, l
     assert {r["worker"].split("-")[0] for r in Snapshot.read(store).individuals.values()} == {"ray"}
     again = replays(store, config, space, sorted(recorded))
     assert [s for s in recorded if again[s] != recorded[s]] == []
+
+
+def test_a_torn_record_then_resume_under_ray_is_one_line_and_exit_2(tmp_path, local_ray):
+    """The store's error raised inside an actor reaches the user as the CLI's one line, not Ray's traceback."""
+    from typer.testing import CliRunner
+
+    from evolve.cli import app
+    from evolve.keys import individual_key
+
+    store, config, space = open_run(_config(tmp_path, population=4, steps=8, workers=2))
+    from evolve.run import run_in_process
+
+    run_in_process(store, config, space)
+    for step in Snapshot.read(store).live():  # every live record torn: whichever a worker reads
+        path = tmp_path / "run" / individual_key(step)
+        data = path.read_bytes()
+        path.write_bytes(data[: len(data) // 2])
+    result = CliRunner().invoke(app, ["resume", str(tmp_path / "run"), "--steps", "16", "--executor", "ray"])
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.exit_code == 2, result.output + result.stderr
+    assert len(lines) == 1 and lines[0].startswith("error: corrupt record 'individuals/"), result.stderr
