@@ -139,6 +139,28 @@ def _duration(seconds: float) -> str:
     return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
 
 
+@contextlib.contextmanager
+def _logging(level: str, file: str | None):
+    """The engine's (and the workers') log lines on stderr and, with ``file``, in it; undone on exit."""
+    from evolve.logsetup import configure, level_of, unconfigure
+
+    try:
+        level_of(level)
+        handlers = configure(level, file)
+    except ValueError as exc:
+        fail(str(exc))
+    except OSError as exc:
+        fail(f"--log-file: cannot write {file!r}: {exc.strerror or exc}")
+    try:
+        yield
+    finally:
+        unconfigure(handlers)
+
+
+LOG_LEVEL_HELP = "Log lines shown (the workers' too): debug, info, warning or error."
+LOG_FILE_HELP = "Also append the log lines (the workers' too) to this file."
+
+
 def _launch(store, config, space, executor: str, logdir: str | None = None) -> None:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -249,6 +271,8 @@ def run(
              "the config file and the options given here override it.")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the resolved config as JSON and exit; "
                                                              "creates no store.")] = False,
+    log_level: Annotated[str, typer.Option(help=LOG_LEVEL_HELP)] = "warning",
+    log_file: Annotated[Optional[str], typer.Option(help=LOG_FILE_HELP)] = None,
 ) -> None:
     """Start (or continue) an evolution run; with no options, a small demo on the embedded dataset."""
     from evolve.config import ConfigError, build_config, load_config_file
@@ -276,10 +300,11 @@ def run(
         return
     if missing:
         raise ConfigError(missing)
-    store_, config, space = open_run(config, resume=False, overrides=settings)
-    err.print(f"store {store_.url}: {config.genome} genomes, {config.selection} selection, population "
-              f"{config.population}, {config.steps} steps, {config.workers} workers, dataset {config.dataset}")
-    _launch(store_, config, space, executor, logdir)
+    with _logging(log_level, log_file):
+        store_, config, space = open_run(config, resume=False, overrides=settings)
+        err.print(f"store {store_.url}: {config.genome} genomes, {config.selection} selection, population "
+                  f"{config.population}, {config.steps} steps, {config.workers} workers, dataset {config.dataset}")
+        _launch(store_, config, space, executor, logdir)
 
 
 @app.command()
@@ -291,6 +316,8 @@ def resume(
     address: Annotated[Optional[str], typer.Option()] = None,
     executor: Annotated[str, typer.Option(help="ray or local.")] = "ray",
     logdir: Annotated[Optional[str], typer.Option(help="Keep TensorBoard views of the run here as it goes.")] = None,
+    log_level: Annotated[str, typer.Option(help=LOG_LEVEL_HELP)] = "warning",
+    log_file: Annotated[Optional[str], typer.Option(help=LOG_FILE_HELP)] = None,
 ) -> None:
     """Continue a stopped or killed run from its store; steps in flight are adopted."""
     from evolve.config import RunConfig
@@ -298,8 +325,9 @@ def resume(
 
     given = {"workers": workers, "steps": steps, "address": address}
     overrides = {k: v for k, v in given.items() if v is not None}
-    store_, config, space = open_run(RunConfig(store=store), resume=True, overrides=overrides)
-    _launch(store_, config, space, executor, logdir)
+    with _logging(log_level, log_file):
+        store_, config, space = open_run(RunConfig(store=store), resume=True, overrides=overrides)
+        _launch(store_, config, space, executor, logdir)
 
 
 @app.command()

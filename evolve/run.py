@@ -20,6 +20,7 @@ from evolve.runfile import load_run, space_for, total_steps
 from evolve.keys import RUN_KEY
 from evolve.store import Store, StoreError
 from evolve.formats import DataError
+from evolve.logsetup import LineBuffer, emit
 from evolve.worker import Worker
 from genomes import GenomeError, SearchSpace
 
@@ -143,19 +144,49 @@ def run_in_process(store: Store, config: RunConfig, space: SearchSpace,
 class WorkerActor:
     """What Ray runs: the plain Worker behind a handle that can also be told to stop."""
 
-    def __init__(self, store: Store, config: RunConfig, space: SearchSpace, name: str) -> None:
-        import os
-
+    def __init__(self, store: Store, config: RunConfig, space: SearchSpace, name: str,
+                 log_level: int = logging.WARNING) -> None:
         import ray
 
         actor = ray.get_runtime_context().get_actor_id()
-        self.worker = Worker(store, config, space, worker_id=f"{name}-{os.getpid()}", slot=name, actor=actor)
+        worker_id = f"{name}-{os.getpid()}"
+        self.lines = LineBuffer.install(log_level, worker_id)
+        self.worker = Worker(store, config, space, worker_id=worker_id, slot=name, actor=actor)
 
     def run(self) -> dict[str, Any]:
         return asdict(self.worker.run())
 
+    def logs(self) -> list[dict[str, Any]]:
+        """The log lines kept since the last call (the driver logs them as its own)."""
+        return self.lines.take()
+
     def stop(self) -> None:
         self.worker.stop()
+
+
+LOG_POLL_SECONDS = 2.0
+
+
+class _ActorLogs:
+    """Collects the actors' log lines: one ``logs`` call per actor at a time, asked again once answered."""
+
+    def __init__(self, ray: Any, actors: list[Any]) -> None:
+        self.ray, self.actors = ray, actors
+        self.asked: dict[int, Any] = {}
+
+    def collect(self, wait: float = 0.0) -> None:
+        for i, actor in enumerate(self.actors):
+            if i not in self.asked:
+                self.asked[i] = actor.logs.remote()
+        refs = list(self.asked.values())
+        ready, _ = self.ray.wait(refs, num_returns=len(refs), timeout=wait)
+        for i, ref in list(self.asked.items()):
+            if ref in ready:
+                del self.asked[i]
+                try:
+                    emit(self.ray.get(ref))
+                except self.ray.exceptions.RayError:  # the actor died meanwhile: its restart keeps logging
+                    pass
 
 
 def _abandon(ray: Any, actors: list[Any], pending: list[Any]) -> None:
@@ -187,7 +218,9 @@ def run_on_ray(store: Store, config: RunConfig, space: SearchSpace,
                stop: threading.Event | None = None) -> list[dict[str, Any]]:
     """Run the workers as Ray actors that restart when they die (they need nothing but the store).
 
-    Setting ``stop`` asks every actor to finish its step and return (the run stays resumable)."""
+    Setting ``stop`` asks every actor to finish its step and return (the run stays resumable).
+    The actors' log lines at the level the ``evolve`` logger has here are collected every
+    ``LOG_POLL_SECONDS`` and logged here (``evolve.logsetup``)."""
     import ray
 
     if not ray.is_initialized():
@@ -199,10 +232,12 @@ def run_on_ray(store: Store, config: RunConfig, space: SearchSpace,
         num_cpus=config.cpus_per_worker, num_gpus=config.gpus_per_worker,
         max_restarts=-1, max_task_retries=-1, max_concurrency=2,
     )
-    actors = [actor_cls.remote(store, config, space, f"ray-{i}") for i in range(config.workers)]
+    level = logging.getLogger("evolve").getEffectiveLevel()
+    actors = [actor_cls.remote(store, config, space, f"ray-{i}", level) for i in range(config.workers)]
     pending = [a.run.remote() for a in actors]
     results = []
     stopping = False
+    logs, polled = _ActorLogs(ray, actors), time.monotonic()
     try:
         while pending:
             if stop is not None and stop.is_set() and not stopping:
@@ -211,6 +246,9 @@ def run_on_ray(store: Store, config: RunConfig, space: SearchSpace,
                     a.stop.remote()
             ready, pending = ray.wait(pending, timeout=0.2 if stop is not None else 1.0)
             results.extend(ray.get(ready))
+            if time.monotonic() - polled >= LOG_POLL_SECONDS:
+                logs.collect()
+                polled = time.monotonic()
             if on_progress:
                 on_progress(count_individuals(store))
     except KeyboardInterrupt:
@@ -223,6 +261,8 @@ def run_on_ray(store: Store, config: RunConfig, space: SearchSpace,
         if isinstance(cause, USER_ERRORS):  # the worker's own one-line error, not Ray's wrapped traceback
             raise cause from None
         raise
+    for _ in range(2):  # what is still asked, then whatever the actors logged since
+        logs.collect(wait=10.0)
     return results
 
 

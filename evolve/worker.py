@@ -117,6 +117,7 @@ class Worker:
         return self._evaluator
 
     def run(self) -> WorkerStats:
+        log.info("worker %s started (pid %d on %s)", self.id, os.getpid(), socket.gethostname())
         pop = self.population
         pop.refresh(force=True)
         self._orphans = pop.orphans()
@@ -135,6 +136,7 @@ class Worker:
                 except StepAbandoned as why:
                     log.info("step %d left in flight: %s", step, why)
                     break
+        log.info("worker %s finished: %d steps", self.id, self.stats.steps)
         return self.stats
 
     @contextlib.contextmanager

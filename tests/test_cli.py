@@ -298,6 +298,27 @@ def test_genome_options_are_checked_when_the_config_is_built(tmp_path, genome, o
     assert not store.exists()
 
 
+def test_log_level_info_shows_the_workers_lines_and_writes_the_log_file(tmp_path):
+    log_file = tmp_path / "run.log"
+    result = invoke("run", "--executor", "local", "--store", tmp_path / "run", "--fitness", "synthetic",
+                    "--population", "4", "--steps", "4", "--workers", "2", "--log-level", "info",
+                    "--log-file", log_file)
+    assert result.exit_code == 0, result.stderr
+    for text in (result.stderr, log_file.read_text()):
+        assert sum("INFO evolve.worker: worker local-" in x and "started" in x for x in text.splitlines()) == 2
+    quiet = invoke("run", "--executor", "local", "--store", tmp_path / "quiet", "--fitness", "synthetic",
+                   "--population", "4", "--steps", "4")
+    assert "INFO" not in quiet.stderr, "warnings and errors only by default"
+
+
+def test_bad_log_options_are_one_line(tmp_path):
+    one_line_error(invoke("run", "--executor", "local", "--store", tmp_path / "a", "--fitness", "synthetic",
+                          "--log-level", "loud"), "--log-level", "loud")
+    one_line_error(invoke("run", "--executor", "local", "--store", tmp_path / "b", "--fitness", "synthetic",
+                          "--log-file", tmp_path / "no" / "such" / "x.log"), "--log-file")
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
 def test_missing_config_file_is_one_line(tmp_path):
     one_line_error(invoke("run", "--executor", "local", "--config", tmp_path / "nope.toml"), "nope.toml")
 

@@ -150,3 +150,21 @@ def test_a_torn_record_then_resume_under_ray_is_one_line_and_exit_2(tmp_path, lo
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert result.exit_code == 2, result.output + result.stderr
     assert len(lines) == 1 and lines[0].startswith("error: corrupt record 'individuals/"), result.stderr
+
+
+def test_worker_log_lines_reach_the_driver_and_the_log_file(tmp_path, local_ray):
+    from typer.testing import CliRunner
+
+    from evolve.cli import app
+
+    log_file = tmp_path / "run.log"
+    result = CliRunner().invoke(app, ["run", "--store", str(tmp_path / "run"), "--fitness", "synthetic",
+                                      "--population", "4", "--steps", "8", "--workers", "2", "--executor", "ray",
+                                      "--log-level", "info", "--log-file", str(log_file)])
+    assert result.exit_code == 0, result.output + result.stderr
+    written = log_file.read_text()
+    for i in range(2):
+        for event in ("started", "finished"):
+            line = f"worker ray-{i}-"
+            assert any(line in x and event in x for x in result.stderr.splitlines()), (i, event, result.stderr)
+            assert any(line in x and event in x for x in written.splitlines()), (i, event, written)
