@@ -95,3 +95,60 @@ def crossover_weights(first: bytes, second: bytes | None, swapped: Sequence[int]
 def averaged(raw: float, earlier: Sequence[float]) -> float:
     """Xie & Yuille re-evaluate a repeated genome and keep the mean of all its evaluations."""
     return (raw + sum(earlier)) / (1 + len(earlier))
+
+
+class Generational:
+    """The breeder of Genetic CNN's mode (``evolve.breeder``): step s is member s mod N of generation
+    s div N, which the first worker to find the previous generation complete breeds and settles."""
+
+    claim_chooser = None  # a step selects nothing: its generation record says who it is
+
+    def __init__(self, config: Any, space: SearchSpace, population: Any, worker_id: str) -> None:
+        self.config, self.space, self.population, self.worker_id = config, space, population, worker_id
+
+    def child(self, step: int) -> Any:
+        from evolve.breeder import Child, initial_child
+        from genomes import genome_from_json
+
+        cfg, pop = self.config, self.population
+        if step < cfg.population:
+            return initial_child(step, cfg, self.space)
+        generation, slot = divmod(step, cfg.population)
+        member = pop.settle_generation(generation, lambda: self._next_generation(generation))["members"][slot]
+        pop.kill(step - cfg.population, step, 0, member["parents"][0])
+        return Child(genome_from_json(member["genome"]), {
+            "origin": "generation", "generation": generation, "parents": member["parents"],
+            "mutation": member["mutation"], "loser": step - cfg.population, "attempt": 0,
+        }, member["parents"][0])
+
+    def _next_generation(self, generation: int) -> dict[str, Any]:
+        import time
+
+        from evolve.seeding import rng_for
+        from genomes import genome_from_json
+
+        cfg, pop = self.config, self.population
+        first = (generation - 1) * cfg.population
+        previous = [(s, genome_from_json(pop.individual(s)["genome"]), float(pop.individual(s)["fitness"]))
+                    for s in range(first, first + cfg.population)]
+        members = breed(previous, rng_for(cfg.seed, "generation", generation), self.space, cfg.p_m, cfg.p_c)
+        return {"generation": generation, "members": members, "worker": self.worker_id, "created_at": time.time()}
+
+    def inherited(self, provenance: dict[str, Any], parent: int | None, read: Any) -> bytes | None:
+        """A crossover child takes each stage from the parent whose code that stage came from."""
+        if parent is None:
+            return None
+        weights = read(parent)
+        swapped = swapped_stages(provenance.get("mutation")) if provenance.get("origin") == "generation" else []
+        if weights is None or not swapped:
+            return weights
+        return crossover_weights(weights, read(provenance["parents"][1]), swapped)
+
+    def fitness(self, step: int, genome_hash: str, outcome: Any) -> tuple[float, dict[str, Any]]:
+        """A genome evaluated in earlier generations: the mean of all its evaluations."""
+        if outcome.status != "ok":
+            return outcome.fitness, {}
+        before = step - step % self.config.population
+        earlier = [float(r["raw_fitness"]) for r in self.population.records(range(before)).values()
+                   if r.get("hash") == genome_hash and r.get("status") == "ok"]
+        return averaged(outcome.fitness, earlier), {"evaluations": len(earlier) + 1}

@@ -15,17 +15,16 @@ from dataclasses import dataclass, field
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from evolve.breeder import Breeder, make_breeder
 from evolve.collector import Collector, drop_strays
 from evolve.config import RunConfig
 from evolve.evaluate import Evaluator, Outcome, make_evaluator
 from evolve.identity import Identity
-from evolve.generational import averaged, breed, crossover_weights, swapped_stages
 from evolve.population import Population
-from evolve.seeding import derive_seed, rng_for
-from evolve.selection import make_strategy
+from evolve.seeding import derive_seed
 from evolve.keys import individual_key, weights_key
 from evolve.store import Store
-from genomes import Genome, Mutation, SearchSpace, genome_class, genome_from_json
+from genomes import Mutation, SearchSpace, genome_from_json
 
 log = logging.getLogger("evolve.worker")
 
@@ -91,12 +90,10 @@ class Worker:
         self.space = space
         self.id = worker_id or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.identity = Identity.here(self.id, slot, actor)
-        self.genome_cls: type[Genome] = genome_class(config.genome)
-        self.strategy = None if config.selection == "generational" else make_strategy(config.selection,
-                                                                                     config.sample_size)
         self.population = Population(store, config.population, config.population + config.steps, self.identity,
                                      config.lease_seconds, config.refresh_seconds,
                                      generational=config.selection == "generational")
+        self.breeder: Breeder = make_breeder(config, space, self.population, self.id, idle=self._finish_lapsed)
         self._evaluator = evaluator
         self.stop_event = threading.Event()
         self.stats = WorkerStats(worker=self.id)
@@ -183,7 +180,7 @@ class Worker:
             adoption = pop.adopt(step)
             if adoption is not None:
                 return step, adoption
-        return pop.claim_next(None if self.strategy is None else self._chooser), None
+        return pop.claim_next(self.breeder.claim_chooser), None
 
     def _finish_lapsed(self) -> None:
         """While our step waits for enough live individuals, finish the lapsed steps that hold them dead.
@@ -309,10 +306,11 @@ class Worker:
     def _train(self, step: int, adopted: bool, started: float) -> _Trained:
         """Select, breed and train step's child: its record, all but the write."""
         seed = derive_seed(self.config.seed, step)
-        genome, record, parent_step = self._breed(step)
+        child = self.breeder.child(step)
+        genome, record = child.genome, dict(child.provenance)
         record.update(step=step, seed=seed, worker=self.id, adopted=adopted)
-        parent_weights = self._parent_weights(parent_step, record)
-        if self.collector is not None and parent_step is not None and not adopted:
+        parent_weights = self.breeder.inherited(record, child.parent, self._read_weights)
+        if self.collector is not None and child.parent is not None and not adopted:
             # how old the view that chose the parent was when its weights were read (an adopter may
             # replay a selection made long ago, from a view refreshed before its last training)
             view = self.population.view
@@ -323,11 +321,8 @@ class Worker:
         outcome = self.evaluator.evaluate(genome, parent_weights, seed, mutation)
         trained = time.perf_counter()
         genome_hash = genome.content_hash()
-        fitness = outcome.fitness
-        if self.config.selection == "generational" and outcome.status == "ok":
-            earlier = self._earlier_evaluations(genome_hash, before=step - step % self.config.population)
-            record["evaluations"] = len(earlier) + 1
-            fitness = averaged(outcome.fitness, earlier)
+        fitness, extra = self.breeder.fitness(step, genome_hash, outcome)
+        record.update(**extra)
         record.update(
             genome=genome.to_json(), hash=genome_hash, fitness=fitness, raw_fitness=outcome.fitness,
             status=outcome.status,
@@ -345,7 +340,7 @@ class Worker:
         """
         record = self.population.individual(step)
         parents = record.get("parents") or []
-        weights = self._parent_weights(parents[0] if parents else None, record)
+        weights = self.breeder.inherited(record, parents[0] if parents else None, self._read_weights)
         mutation = Mutation.from_json(record["mutation"]) if record.get("mutation") else None
         return self.evaluator.evaluate(genome_from_json(record["genome"]), weights, int(record["seed"]), mutation)
 
@@ -382,66 +377,9 @@ class Worker:
             self.population.child_exists(t.step)
         return won
 
-    def _breed(self, step: int) -> tuple[Genome, dict[str, Any], int | None]:
-        """The child genome of ``step``, its provenance, and the parent whose weights it inherits."""
-        cfg, pop = self.config, self.population
-        if step < cfg.population:
-            genome = self.genome_cls.initial(rng_for(cfg.seed, step, "initial"), self.space)
-            return genome, {"origin": "initial", "parents": [], "mutation": None, "loser": None,
-                            "attempt": None}, None
-        if cfg.selection == "generational":
-            generation, slot = divmod(step, cfg.population)
-            member = pop.settle_generation(generation, lambda: self._next_generation(generation))["members"][slot]
-            pop.kill(step - cfg.population, step, 0, member["parents"][0])
-            return genome_from_json(member["genome"]), {
-                "origin": "generation", "generation": generation, "parents": member["parents"],
-                "mutation": member["mutation"], "loser": step - cfg.population, "attempt": 0,
-            }, member["parents"][0]
-        choice, attempt = pop.settle_selection(step, self._chooser(step), idle=self._finish_lapsed)
-        parent = genome_from_json(pop.individual(choice.parent)["genome"])
-        genome, mutation = parent.mutate(rng_for(cfg.seed, step, "mutate"), self.space)
-        return genome, {"origin": "mutation", "parents": [choice.parent], "mutation": mutation.to_json(),
-                        "loser": choice.loser, "attempt": attempt}, choice.parent
-
-    def _next_generation(self, generation: int) -> dict[str, Any]:
-        cfg, pop = self.config, self.population
-        first = (generation - 1) * cfg.population
-        steps = range(first, first + cfg.population)
-        previous = [(s, genome_from_json(pop.individual(s)["genome"]), float(pop.individual(s)["fitness"]))
-                    for s in steps]
-        members = breed(previous, rng_for(cfg.seed, "generation", generation), self.space, cfg.p_m, cfg.p_c)
-        return {"generation": generation, "members": members, "worker": self.id, "created_at": time.time()}
-
-    def _earlier_evaluations(self, genome_hash: str, before: int) -> list[float]:
-        """Raw fitness of every earlier generation's evaluation of the same genome (all are complete)."""
-        return [float(r["raw_fitness"]) for r in self.population.records(range(before)).values()
-                if r.get("hash") == genome_hash and r.get("status") == "ok"]
-
-    def _chooser(self, step: int):
-        strategy, seed = self.strategy, self.config.seed
-
-        def choose(live, attempt):
-            if len(live) < strategy.min_live:
-                return None
-            return strategy.choose(live, rng_for(seed, step, "select", attempt))
-
-        return choose
-
-    def _parent_weights(self, parent_step: int | None, record: dict[str, Any]) -> bytes | None:
-        """What the child inherits (None: from scratch, as Genetic CNN's children unless a run says otherwise).
-
-        A crossover child takes each stage from the parent whose code that stage came from.
-        """
-        if parent_step is None:
-            return None
-        weights = self._read_weights(self.population.individual(parent_step))
-        swapped = swapped_stages(record.get("mutation")) if record.get("origin") == "generation" else []
-        if weights is None or not swapped:
-            return weights
-        partner = self._read_weights(self.population.individual(record["parents"][1]))
-        return crossover_weights(weights, partner, swapped)
-
-    def _read_weights(self, parent: dict[str, Any]):
+    def _read_weights(self, step: int) -> bytes | None:
+        """Individual ``step``'s stored weights, checked against their hash (None: train from scratch)."""
+        parent = self.population.individual(step)
         info = parent.get("weights")
         if not info or not self.config.train.inherit_weights:
             return None

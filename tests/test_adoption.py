@@ -179,7 +179,7 @@ def test_a_claim_that_carries_its_selection_is_replayed_by_its_adopter(tmp_path)
         first.run_step(first.population.claim_next())
     dying = Worker(store, config, space, worker_id="dying")
     dying.population.refresh(force=True)
-    step = dying.population.claim_next(dying._chooser)
+    step = dying.population.claim_next(dying.breeder.chooser)
     carried = read_selection(store, step, 0)
     assert carried == store.read_json(claim_key(step))["selection"] and carried["loser"] != carried["parent"]
     assert not store.exists(selection_key(step, 0)) and not store.exists(death_key(carried["loser"]))
@@ -216,7 +216,7 @@ def test_a_worker_that_dies_with_a_child_unwritten_and_its_next_step_selected_lo
     assert dying.run_step(s, background=True) is None
     assert not store.exists(individual_key(s)) and store.exists(claim_key(s))
     s_next, _ = dying._next_step()
-    dying.population.settle_selection(s_next, dying._chooser(s_next))  # killed its loser,
+    dying.population.settle_selection(s_next, dying.breeder.chooser(s_next))  # killed its loser,
     dying._start_write()  # handed step s's child to the writer thread, and died
     losers = {step: read_selection(store, step, 0)["loser"] for step in (s, s_next)}
 

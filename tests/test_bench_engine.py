@@ -82,7 +82,7 @@ def test_incremental_view_is_the_stores_truth(kind, tmp_path, request):
     crashed = Worker(store, longer, space, worker_id="crashed")
     crashed.population.refresh(force=True)
     step = crashed.population.claim_next()
-    crashed.population.settle_selection(step, crashed._chooser(step))  # killed its loser, then "died"
+    crashed.population.settle_selection(step, crashed.breeder.chooser(step))  # killed its loser, then "died"
     loser = store.read_json(selection_key(step, 0))["loser"]
     observer.refresh(force=True)
     assert loser not in seen(observer)  # learnt from the kill's log mark, before the step's child exists

@@ -65,7 +65,7 @@ def test_step_abandoned_after_kill_is_adopted(tmp_path):
         first.run_step(first.population.claim_next())
     first.population.refresh(force=True)
     step = first.population.claim_next()
-    first.population.settle_selection(step, first._chooser(step))  # killed the loser, then "crashed"
+    first.population.settle_selection(step, first.breeder.chooser(step))  # killed the loser, then "crashed"
     assert store.read_json(death_key(store.read_json(selection_key(step, 0))["loser"])) is not None
     assert store.read_json(individual_key(step)) is None
 
@@ -119,7 +119,7 @@ def test_stop_while_waiting_for_live_individuals_returns(tmp_path):
     for _ in range(2):  # two steps kill a loser each, then their process "crashes"
         ghost.population.refresh(force=True)
         crashed.append(ghost.population.claim_next())
-        ghost.population.settle_selection(crashed[-1], ghost._chooser(crashed[-1]))
+        ghost.population.settle_selection(crashed[-1], ghost.breeder.chooser(crashed[-1]))
     assert len(ghost.population.live()) == 1
 
     worker = Worker(store, config, space, worker_id="stopped")
@@ -304,7 +304,7 @@ def test_a_store_without_log_marks_resumes_without_waiting_for_leases(tmp_path):
     crashed = Worker(store, longer, space, worker_id="crashed")
     crashed.population.refresh(force=True)
     step = crashed.population.claim_next()
-    choice, attempt = crashed.population.settle_selection(step, crashed._chooser(step))  # then "died"
+    choice, attempt = crashed.population.settle_selection(step, crashed.breeder.chooser(step))  # then "died"
     store.delete_prefix("log/")
 
     assert backfill_log(store) == total_steps(config) + 1
