@@ -86,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--smoke", action="store_true", help="3 samples, 5 batches each")
     p.add_argument("--json", type=Path, default=None, help="also write the rows here")
     args = p.parse_args(argv)
-    s = Settings(jobs=args.jobs)
+    s = Settings(jobs=args.jobs, retrains=1)  # each architecture trained once: the spread is the point
     samples = args.samples
     if args.smoke:
         s, samples = replace(s, retrain_batches=5, jobs=1), 3

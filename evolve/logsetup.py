@@ -11,7 +11,6 @@ start-up noise and cannot reach a file.)
 from __future__ import annotations
 
 import logging
-import threading
 from collections import deque
 from typing import Any
 
@@ -31,12 +30,12 @@ def configure(level: str = "warning", file: str | None = None) -> list[logging.H
     (appended). Returns the handlers added, for ``unconfigure``."""
     import sys
 
+    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
+    if file:
+        handlers.append(logging.FileHandler(file, encoding="utf-8"))  # may refuse: nothing changed yet
     logger = logging.getLogger("evolve")
     logger.setLevel(level_of(level))
     logger.propagate = False
-    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
-    if file:
-        handlers.append(logging.FileHandler(file, encoding="utf-8"))
     for handler in handlers:
         handler.setFormatter(logging.Formatter(FORMAT))
         logger.addHandler(handler)
@@ -59,18 +58,34 @@ class LineBuffer(logging.Handler):
     def __init__(self, level: int, prefix: str) -> None:
         super().__init__(level)
         self.prefix = prefix
-        self.lines: deque[dict[str, Any]] = deque(maxlen=KEPT_LINES)
-        self._taken = threading.Lock()
+        self.lines: deque[dict[str, Any]] = deque()
+        self.dropped = 0
 
-    def emit(self, record: logging.LogRecord) -> None:
-        text = record.getMessage()
+    def emit(self, record: logging.LogRecord) -> None:  # called under the handler's lock
+        try:
+            text = record.getMessage()
+        except Exception:  # noqa: BLE001 - a malformed log call must not break the worker
+            self.handleError(record)
+            return
+        if len(self.lines) >= KEPT_LINES:
+            self.lines.popleft()
+            self.dropped += 1
         self.lines.append({"name": record.name, "levelno": record.levelno, "created": record.created,
                            "msg": text if self.prefix in text else f"[{self.prefix}] {text}"})
 
     def take(self) -> list[dict[str, Any]]:
-        with self._taken:
-            out = list(self.lines)
-            self.lines.clear()
+        """Every line kept so far, once; a flood cut to the last ``KEPT_LINES`` says how many it lost."""
+        self.acquire()
+        try:
+            out, self.lines = list(self.lines), deque()
+            dropped, self.dropped = self.dropped, 0
+        finally:
+            self.release()
+        if dropped:
+            first = out[0] if out else {"created": 0.0}
+            out.insert(0, {"name": "evolve.logsetup", "levelno": logging.WARNING, "created": first["created"],
+                           "msg": f"[{self.prefix}] {dropped} earlier log lines dropped (more than {KEPT_LINES:,} "
+                                  "between two collections)"})
         return out
 
     @classmethod
@@ -85,7 +100,8 @@ class LineBuffer(logging.Handler):
 def emit(lines: list[dict[str, Any]]) -> None:
     """In the driver: log what an actor's ``LineBuffer`` kept, as if it had been logged here."""
     for line in lines:
-        record = logging.makeLogRecord({**line, "levelname": logging.getLevelName(line["levelno"]), "args": None})
+        record = logging.makeLogRecord({**line, "levelname": logging.getLevelName(line["levelno"]), "args": None,
+                                        "msecs": (line["created"] % 1) * 1000})
         logger = logging.getLogger(line["name"])
         if logger.isEnabledFor(record.levelno):
             logger.handle(record)

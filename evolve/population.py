@@ -15,7 +15,7 @@ converge on the same outcome:
                             whoever first finds generation g-1 complete
     adoptions/<s>-<j>       j-th takeover of a step whose holder went quiet or died
     heartbeats/<s>[-<j>]    soft, overwritten: each holder's progress counter (adopter j: -<j>)
-    log/<block>/<s>.<mark>  what selection needs, in keys (evolve/log.py)
+    log/<block>/<s>.<mark>  what selection needs, in keys (evolve/keys.py names them, evolve/log.py)
 
 Leases are judged on the observer's own monotonic clock: a step is lapsed when its
 heartbeat has not changed for ``lease_seconds`` of the observer's time, so no two

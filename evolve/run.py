@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import threading
@@ -40,7 +39,7 @@ def open_run(config: RunConfig, resume: bool = False, overrides: dict[str, Any] 
         return _open_run(config, resume, overrides, check_health)
     except BaseException:
         if new_folder is not None:  # refused before run.json: leave nothing behind
-            _remove_empty_folders(new_folder)
+            _remove_created_folders(config.store, new_folder)
         raise
 
 
@@ -76,23 +75,37 @@ def _open_run(config: RunConfig, resume: bool, overrides: dict[str, Any] | None,
     return store, config, space
 
 
-def _missing_local_folder(url: str) -> str | None:
-    """The outermost folder that opening a local store at ``url`` would create, or None."""
+def _local_root(url: str) -> str | None:
     protocol, path = fsspec.core.split_protocol(url)
     if protocol not in (None, "file", "local") or "::" in url:
         return None
-    path = os.path.abspath(os.path.expanduser(path))
+    return os.path.abspath(os.path.expanduser(path))
+
+
+def _missing_local_folder(url: str) -> str | None:
+    """The outermost folder that opening a local store at ``url`` would create, or None."""
+    path = _local_root(url)
     top = None
-    while not os.path.exists(path) and os.path.dirname(path) != path:
+    while path is not None and not os.path.exists(path) and os.path.dirname(path) != path:
         top, path = path, os.path.dirname(path)
     return top
 
 
-def _remove_empty_folders(top: str) -> None:
-    """Remove ``top`` and its subfolders bottom-up, as far as they are empty (never a file)."""
-    for folder, _subfolders, _files in os.walk(top, topdown=False):
-        with contextlib.suppress(OSError):
+def _remove_created_folders(url: str, top: str) -> None:
+    """Remove the store's folder and those above it up to ``top``, each only if empty, and nothing if
+    a run.json appeared meanwhile (another ``evolve run`` on the same new path won the race)."""
+    root = _local_root(url)
+    if root is None or os.path.exists(os.path.join(root, RUN_KEY)):
+        return
+    folder = root
+    while True:
+        try:
             os.rmdir(folder)
+        except OSError:
+            return
+        if folder == top:
+            return
+        folder = os.path.dirname(folder)
 
 
 def count_individuals(store: Store) -> int:
@@ -256,6 +269,7 @@ def run_on_ray(store: Store, config: RunConfig, space: SearchSpace,
             a.stop.remote()
         raise
     except ray.exceptions.RayTaskError as exc:
+        logs.collect(wait=5.0)  # what the actors logged before the error
         _abandon(ray, actors, pending)
         cause = getattr(exc, "cause", None)
         if isinstance(cause, USER_ERRORS):  # the worker's own one-line error, not Ray's wrapped traceback

@@ -311,12 +311,37 @@ def test_log_level_info_shows_the_workers_lines_and_writes_the_log_file(tmp_path
     assert "INFO" not in quiet.stderr, "warnings and errors only by default"
 
 
+def test_an_actors_line_buffer_hands_over_every_line_once_and_says_what_a_flood_lost():
+    import logging
+
+    from evolve.logsetup import KEPT_LINES, LineBuffer
+
+    buffer = LineBuffer.install(logging.INFO, "ray-7-1")
+    try:
+        log = logging.getLogger("evolve.worker")
+        for i in range(KEPT_LINES + 5):
+            log.info("line %d", i)
+        first = buffer.take()
+        assert "5 earlier log lines dropped" in first[0]["msg"] and len(first) == KEPT_LINES + 1
+        assert first[1]["msg"] == "[ray-7-1] line 5" and first[-1]["msg"] == f"[ray-7-1] line {KEPT_LINES + 4}"
+        log.info("worker ray-7-1 finished")
+        assert [x["msg"] for x in buffer.take()] == ["worker ray-7-1 finished"], "no prefix twice, no line twice"
+        assert buffer.take() == []
+    finally:
+        logging.getLogger("evolve").removeHandler(buffer)
+        logging.getLogger("evolve").setLevel(logging.NOTSET)
+
+
 def test_bad_log_options_are_one_line(tmp_path):
     one_line_error(invoke("run", "--executor", "local", "--store", tmp_path / "a", "--fitness", "synthetic",
                           "--log-level", "loud"), "--log-level", "loud")
     one_line_error(invoke("run", "--executor", "local", "--store", tmp_path / "b", "--fitness", "synthetic",
                           "--log-file", tmp_path / "no" / "such" / "x.log"), "--log-file")
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+    import logging
+
+    evolve_logger = logging.getLogger("evolve")
+    assert evolve_logger.propagate and not evolve_logger.handlers, "a refused --log-file changes no logging"
 
 
 def test_missing_config_file_is_one_line(tmp_path):

@@ -66,8 +66,8 @@ def test_over_parameter_bound_scores_zero_without_training(digits):
 
 
 def test_dropout_draws_from_the_seed_not_from_what_the_process_did_before(digits):
-    """Genetic CNN's dropout uses torch's global generator: training seeds it, so a child is the same
-    whatever the process drew earlier, and the process's own draws go on undisturbed."""
+    """Genetic CNN's dropout draws from a generator the trainer seeds from the child's seed, so a child is
+    the same whatever the process drew earlier, and the process's own draws go on undisturbed."""
     import random
 
     from genomes import GeneticCNN
