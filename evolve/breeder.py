@@ -37,7 +37,10 @@ class Breeder(Protocol):
     claim_chooser: Callable[..., Any] | None
     """Passed to ``Population.claim_next``: a step's selection written with its claim (or None)."""
 
-    def child(self, step: int) -> Child: ...
+    def child(self, step: int) -> Child | None:
+        """Step's child; None while it cannot be bred yet (too few live to select from: the worker
+        finishes the lapsed steps that hold the others, waits a moment and asks again)."""
+        ...
 
     def inherited(self, provenance: dict[str, Any], parent: int | None, read: Read) -> bytes | None: ...
 
@@ -55,8 +58,8 @@ def initial_child(step: int, config: RunConfig, space: SearchSpace) -> Child:
 class SteadyState:
     """Tournament or aging selection, one child per step: select, kill the loser, mutate the parent."""
 
-    def __init__(self, config: RunConfig, space: SearchSpace, population: Any, idle: Callable[[], None]) -> None:
-        self.config, self.space, self.population, self.idle = config, space, population, idle
+    def __init__(self, config: RunConfig, space: SearchSpace, population: Any) -> None:
+        self.config, self.space, self.population = config, space, population
         self.strategy = make_strategy(config.selection, config.sample_size)
         self.claim_chooser = self.chooser
 
@@ -72,11 +75,14 @@ class SteadyState:
 
         return choose
 
-    def child(self, step: int) -> Child:
+    def child(self, step: int) -> Child | None:
         cfg, pop = self.config, self.population
         if step < cfg.population:
             return initial_child(step, cfg, self.space)
-        choice, attempt = pop.settle_selection(step, self.chooser(step), idle=self.idle)
+        settled = pop.settle_selection(step, self.chooser(step))
+        if settled is None:
+            return None
+        choice, attempt = settled
         parent = genome_from_json(pop.individual(choice.parent)["genome"])
         genome, mutation = parent.mutate(rng_for(cfg.seed, step, "mutate"), self.space)
         return Child(genome, {"origin": "mutation", "parents": [choice.parent], "mutation": mutation.to_json(),
@@ -89,10 +95,9 @@ class SteadyState:
         return outcome.fitness, {}
 
 
-def make_breeder(config: RunConfig, space: SearchSpace, population: Any, worker_id: str,
-                 idle: Callable[[], None]) -> Breeder:
+def make_breeder(config: RunConfig, space: SearchSpace, population: Any, worker_id: str) -> Breeder:
     if config.selection == "generational":
         from evolve.generational import Generational
 
         return Generational(config, space, population, worker_id)
-    return SteadyState(config, space, population, idle)
+    return SteadyState(config, space, population)

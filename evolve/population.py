@@ -115,6 +115,7 @@ class Population:
         self._live_members: list[Member] = []
         self._folded = (0, 0)  # how many of view.done / view.deaths the live list reflects
         self._fresh_claims: dict[int, dict[str, Any] | None] = {}  # claimed, not yet settled -> attempt 0 in the claim
+        self._waiting: dict[int, tuple[int, bool]] = {}  # settling, too few live -> (attempt, bare claim)
         self.last_refresh_s = 0.0  # how long the last refresh took (benchmarks)
         self._lapse_every = lease_seconds / 8
         self._later: Callable[[Callable[[], None]], Any] | None = None  # see defer_marks
@@ -459,20 +460,26 @@ class Population:
 
     # -- selection and death, exactly once per step -----------------------------------------
 
-    def settle_selection(self, step: int, choose, idle=None) -> tuple[Choice, int]:
-        """The step's (parent, loser) and attempt number, killing the loser exactly once.
+    def settle_selection(self, step: int, choose) -> tuple[Choice, int] | None:
+        """The step's (parent, loser) and attempt number, killing the loser exactly once; or None
+        while too few are live to choose (call again: it goes on where it stopped).
 
         ``choose(live, attempt)`` proposes a pair when attempt k has no record yet, or None when
-        too few are live; ``idle()`` is then called before waiting. The live count comes back only
-        as steps in flight finish, and some of those may need adopting first: with nobody else left
-        to adopt them, a worker that only waited here would wait forever.
+        too few are live. The live count comes back only as steps in flight finish, and some of
+        those may need adopting first: the caller does that between two calls (a worker that only
+        waited would wait forever with nobody else left to adopt them).
         Replaying a step reads the records already written and continues where they stop; a step
         we have just claimed has none to read (should one appear anyway, its create-once wins).
         """
-        attempt = 0
-        fresh = step in self._fresh_claims
-        carried = self._fresh_claims.pop(step, None)
-        bare_claim = fresh and carried is None  # our claim carries no selection: never read it back
+        if step in self._waiting:  # a call that found too few live: on from there, with a fresh view
+            attempt, bare_claim = self._waiting.pop(step)
+            fresh, carried = False, None
+            self.refresh(force=True)
+        else:
+            attempt = 0
+            fresh = step in self._fresh_claims
+            carried = self._fresh_claims.pop(step, None)
+            bare_claim = fresh and carried is None  # our claim carries no selection: never read it back
         while True:
             if fresh:  # our own claim: attempt 0 is in it, or nobody has chosen it yet
                 record = carried
@@ -485,11 +492,8 @@ class Population:
                 self.refresh(force=attempt > 0)
                 choice = self._propose(step, attempt, choose)
                 if choice is None:
-                    if idle is not None:
-                        idle()
-                    time.sleep(min(0.05 * (attempt + 1), 1.0))
-                    self.refresh(force=True)
-                    continue
+                    self._waiting[step] = (attempt, bare_claim)
+                    return None
                 mine = self._selection(step, attempt, choice)
                 if not self.store.create_json(selection_key(step, attempt), mine):
                     continue

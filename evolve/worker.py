@@ -29,6 +29,7 @@ from genomes import Mutation, SearchSpace, genome_from_json
 log = logging.getLogger("evolve.worker")
 
 GC_GRACE_SECONDS = 2.0  # a worker reads its parent's weights within moments of choosing it (from a fresh view)
+WAIT_SECONDS = 0.05  # between two tries to breed a step that waits for enough live individuals
 
 
 @dataclass
@@ -93,7 +94,7 @@ class Worker:
         self.population = Population(store, config.population, config.population + config.steps, self.identity,
                                      config.lease_seconds, config.refresh_seconds,
                                      generational=config.selection == "generational")
-        self.breeder: Breeder = make_breeder(config, space, self.population, self.id, idle=self._finish_lapsed)
+        self.breeder: Breeder = make_breeder(config, space, self.population, self.id)
         self._evaluator = evaluator
         self.stop_event = threading.Event()
         self.stats = WorkerStats(worker=self.id)
@@ -183,7 +184,8 @@ class Worker:
         return pop.claim_next(self.breeder.claim_chooser), None
 
     def _finish_lapsed(self) -> None:
-        """While our step waits for enough live individuals, finish the lapsed steps that hold them dead.
+        """While our step waits for enough live individuals, finish the lapsed steps that hold them dead
+        (with nobody else left to adopt them, a worker that only waited would wait forever).
 
         Told to stop meanwhile, the worker abandons its step (claimed, nothing killed yet): a later
         run adopts it. Waiting on would hang a Ctrl-C until some other process finished those steps.
@@ -306,7 +308,9 @@ class Worker:
     def _train(self, step: int, adopted: bool, started: float) -> _Trained:
         """Select, breed and train step's child: its record, all but the write."""
         seed = derive_seed(self.config.seed, step)
-        child = self.breeder.child(step)
+        while (child := self.breeder.child(step)) is None:  # too few live: finish the steps holding them
+            self._finish_lapsed()
+            time.sleep(WAIT_SECONDS)
         genome, record = child.genome, dict(child.provenance)
         record.update(step=step, seed=seed, worker=self.id, adopted=adopted)
         parent_weights = self.breeder.inherited(record, child.parent, self._read_weights)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 
 import pytest
 import torch
@@ -417,3 +418,30 @@ def test_a_workers_collector_hears_of_its_selections_and_they_are_quick_on_a_loc
     observed = list(worker.collector._selections)
     assert len(observed) == config.steps, "one observation per fresh claim with a parent"
     assert all(0.0 <= s < 5.0 for s in observed), observed
+
+
+def test_a_step_short_of_live_individuals_finishes_the_lapsed_steps_holding_them(tmp_path):
+    """Population 3, tournament: a crashed worker killed two losers and wrote no children, so one is
+    alive; a new worker's step cannot select until it has adopted and finished those steps itself."""
+    config = synthetic(tmp_path, workers=1, population=3, steps=4, lease_seconds=0.3)
+    store, config, space = open_run(config)
+    crashed = Worker(store, config, space, worker_id="crashed")
+    for _ in range(config.population):
+        crashed.run_step(crashed.population.claim_next())
+    for _ in range(2):
+        crashed.population.refresh(force=True)
+        step = crashed.population.claim_next(crashed.breeder.claim_chooser)
+        assert crashed.population.settle_selection(step, crashed.breeder.chooser(step)) is not None
+    assert len(Snapshot.read(store).live()) == 1
+
+    time.sleep(0.4)  # the crashed worker's leases lapse
+    survivor = Worker(store, config, space, worker_id="survivor")
+    survivor.population.refresh(force=True)
+    waiting = survivor.population.claim_next(survivor.breeder.claim_chooser)
+    assert survivor.breeder.child(waiting) is None, "one live individual: nothing to select from yet"
+    assert survivor.run_step(waiting) is True  # waits, adopting and finishing the two lapsed steps meanwhile
+    assert survivor.stats.adopted == 2 and survivor.stats.steps == 3
+    assert survivor.stats.steps_done[-1] == waiting, "the adopted steps were finished first"
+    survivor.run()
+    report = check_store(store, config.population, total_steps(config))
+    assert report.ok and report.finished, report.violations
