@@ -19,6 +19,7 @@ from evolve.breeder import Breeder, make_breeder
 from evolve.collector import Collector, drop_strays
 from evolve.config import RunConfig
 from evolve.evaluate import Evaluator, Outcome, make_evaluator
+from evolve.heartbeat import Heartbeat
 from evolve.identity import Identity
 from evolve.population import Population
 from evolve.seeding import derive_seed
@@ -208,27 +209,18 @@ class Worker:
 
         With ``background`` the child is held and returns None at once: the caller's next step hands it
         to this worker's writer thread once its own claim and tombstone are written, so its training
-        hides the write; :meth:`flush` writes it now and waits. The step's heartbeat goes on until its
-        child is written, so nobody adopts a step whose child is on its way.
+        hides the write; :meth:`flush` writes it now and waits. The step's heartbeat
+        (``evolve.heartbeat``) goes on until its child is written.
         """
         adopted = adopted or adoption is not None
         if adopted and self.population.child_exists(step):  # its holder died after writing the child
             return False
-        holder = uuid.uuid4().hex
-        beating = threading.Event()
-        beats: list[str] = []
-        beat = threading.Thread(target=self._heartbeat, args=(step, holder, beating, adopted,
-                                                              -1 if adoption is None else adoption, beats),
-                                daemon=True)
-        beat.start()
+        beat = Heartbeat(self.population, self.store, step, self.config.lease_seconds, adoption, at_once=adopted)
         started = time.perf_counter()
 
         def done() -> None:
-            beating.set()
-            beat.join()
+            beat.stop()
             self.stats.busy_seconds += time.perf_counter() - started
-            for key in beats[:1]:  # the step is over: its heartbeat only lengthens later listings
-                self.store.delete(key)
 
         try:
             trained = self._train(step, adopted, started)
@@ -281,29 +273,6 @@ class Worker:
             return self._write(trained)
         finally:
             done()
-
-    def _heartbeat(self, step: int, holder: str, done: threading.Event, at_once: bool, adoption: int,
-                   keys: list[str]) -> None:
-        """Beat every quarter lease while the step runs.
-
-        A fresh claim needs no beat before the first quarter lease: observers start their clock when
-        they first see the claim, so a step shorter than that writes no heartbeat at all. An adopter
-        beats at once, or observers still timing the previous holder's last beat would adopt again.
-        """
-        seq = 0
-        interval = max(0.05, self.config.lease_seconds / 4)
-        if not at_once and done.wait(interval):
-            return
-        while True:
-            try:
-                key = self.population.heartbeat(step, holder, seq, adoption)
-                if not keys:
-                    keys.append(key)
-            except Exception as exc:  # a missed beat only risks a wasted adoption
-                log.warning("heartbeat for step %d failed: %s", step, exc)
-            seq += 1
-            if done.wait(interval):
-                return
 
     def _train(self, step: int, adopted: bool, started: float) -> _Trained:
         """Select, breed and train step's child: its record, all but the write."""
