@@ -81,6 +81,7 @@ class Settings:
     max_params: int = 200_000
     dataset: str = "mnist-mini"
     genome_options: dict[str, Any] | None = None
+    inherit: bool = True  # evolution's children start from their parent's weights (the default search)
 
     @property
     def evaluations(self) -> int:
@@ -117,7 +118,8 @@ def _config(s: Settings, seed: int, selection: str = "tournament", store: str = 
     extra = {} if s.genome_options is None else {"genome_options": dict(s.genome_options)}
     return RunConfig(store=store, genome=s.genome, selection=selection, sample_size=s.sample_size,
                      population=s.population, steps=s.steps, seed=seed, dataset=s.dataset, max_params=s.max_params,
-                     workers=1, train={"batches": s.batches, "device": "cpu"}, final_batches=s.final_batches,
+                     workers=1, train={"batches": s.batches, "device": "cpu", "inherit_weights": s.inherit},
+                     final_batches=s.final_batches,
                      **extra)
 
 
@@ -313,14 +315,34 @@ def run_job(job: tuple[Callable[..., dict[str, Any]], tuple[Any, ...], dict[str,
 # ----------------------------------------------------------------------------------- orchestration
 
 
-def run_all(s: Settings, executor: Any) -> dict[str, Any]:
-    """Every job; a search's follow-ups (its best retrained, its initial trained as long) start when it ends."""
+BASELINE_FIELDS = ("dataset", "genome", "genome_options", "population", "steps", "batches", "random_batches",
+                   "retrain_batches", "retrains", "final_batches", "seeds", "first_seed", "walk", "max_params")
+"""The settings random sampling and LeNet-5 depend on: a saved run's baselines are reused only if they match."""
+
+
+def cached_baselines(s: Settings, path: Path) -> dict[str, list[dict[str, Any]]]:
+    """Random sampling's and LeNet-5's results (with their follow-ups) from a run saved with ``--json``."""
+    data = json.loads(path.read_text())
+    saved = {**asdict(Settings()), **data["settings"]}
+    differ = [f for f in BASELINE_FIELDS if saved.get(f) != getattr(s, f)]
+    if differ:
+        raise SystemExit(f"--reuse-baselines {path}: saved with other {', '.join(differ)} "
+                         f"({', '.join(f'{f}={saved.get(f)!r}' for f in differ)})")
+    return {"searches": [r for r in data["searches"] if r["method"] == "random"], "lenet": data["lenet"],
+            "long": [r for r in data["long"] if r["kind"] == "retrained/random"]}
+
+
+def run_all(s: Settings, executor: Any, baselines: dict[str, list[dict[str, Any]]] | None = None) -> dict[str, Any]:
+    """Every job; a search's follow-ups (its best retrained, its initial trained as long) start when it ends.
+    With ``baselines`` (``cached_baselines``) random sampling and LeNet-5 are not run again."""
     seeds = range(s.first_seed, s.first_seed + s.seeds)
     jobs = [(evolve_job, (s, m, seed), {}) for seed in seeds for m in EVOLUTION]
-    jobs += [(random_job, (s, "random", seed), {}) for seed in seeds]
-    jobs += [(lenet_job, (s, "lenet", seed), {}) for seed in seeds]
+    if baselines is None:
+        jobs += [(random_job, (s, "random", seed), {}) for seed in seeds]
+        jobs += [(lenet_job, (s, "lenet", seed), {}) for seed in seeds]
     pending = {executor.submit(run_job, job) for job in jobs}
-    results: dict[str, list[dict[str, Any]]] = {"searches": [], "lenet": [], "long": []}
+    results: dict[str, list[dict[str, Any]]] = {k: list(v) for k, v in (baselines or {}).items()} or {
+        "searches": [], "lenet": [], "long": []}
     finished, start = 0, time.perf_counter()
     while pending:
         done, pending = wait(pending, return_when=FIRST_COMPLETED)
@@ -397,7 +419,8 @@ def report(s: Settings, results: dict[str, Any], head: str, seconds: float) -> s
         head,
         f"wall: {seconds:.0f} s in {s.jobs} process(es), one torch thread each",
         (f"compute per method and seed: {s.evaluations * s.batches:,} batches of 50 — evolution: {s.evaluations} "
-         f"evaluations (population {s.population} + {s.steps} steps) x {s.batches}; random: {s.samples} samples x "
+         f"evaluations (population {s.population} + {s.steps} steps) x {s.batches}, children "
+         f"{'from their parent' + chr(39) + 's weights' if s.inherit else 'from scratch'}; random: {s.samples} samples x "
          f"{s.random_batches}, walks of k in 0..{s.walk_limit}; genome {s.genome}; dataset {s.dataset}; seeds "
          f"{s.first_seed}..{s.first_seed + s.seeds - 1}"),
         "",
@@ -503,6 +526,10 @@ def parse(argv: list[str] | None) -> tuple[Settings, argparse.Namespace]:
     p.add_argument("--sample-size", type=int, help="aging evolution's S")
     p.add_argument("--jobs", type=int, help="runs in parallel (processes, one thread each)")
     p.add_argument("--max-params", type=int)
+    p.add_argument("--no-inherit", dest="inherit", action="store_false",
+                   help="evolution's children train from scratch (the signal ranks architectures, not lineages)")
+    p.add_argument("--reuse-baselines", type=Path, default=None,
+                   help="take random sampling's and LeNet-5's results from a run saved with --json (same settings)")
     p.add_argument("--json", type=Path, default=None, help="also write the raw results here")
     p.add_argument("--from-json", type=Path, default=None, help="print the tables of a run saved with --json")
     args = p.parse_args(argv)
@@ -516,9 +543,10 @@ def main(argv: list[str] | None = None) -> int:
         return rerender(args.from_json)
     head = header("bench/quality.py", argv)
     start = time.perf_counter()
+    baselines = cached_baselines(s, args.reuse_baselines) if args.reuse_baselines else None
     executor = make_executor(s.jobs)
     try:
-        results = run_all(s, executor)
+        results = run_all(s, executor, baselines)
     finally:
         executor.shutdown()
     seconds = time.perf_counter() - start
