@@ -152,3 +152,19 @@ def test_retrain_trains_the_best_architecture_from_scratch_with_the_recipe(tmp_p
     assert (again["val_accuracy"], again["test_accuracy"]) == (first["val_accuracy"], first["test_accuracy"])
     with pytest.raises(SystemExit, match="--step: no individual 99"):
         retrain.retrain(str(tmp_path / "run"), step=99, batches=1)
+
+
+def test_baselines_are_reused_only_from_a_run_with_the_same_settings(tmp_path):
+    from dataclasses import asdict, replace
+
+    s = quality.Settings(**quality.SMOKE)
+    saved = {"settings": asdict(s), "lenet": [{"method": "lenet", "seed": 0}],
+             "searches": [{"method": "random", "seed": 0}, {"method": "aging", "seed": 0}],
+             "long": [{"kind": "retrained/random", "seed": 0}, {"kind": "retrained/aging", "seed": 0}]}
+    path = tmp_path / "saved.json"
+    path.write_text(json.dumps(saved))
+    got = quality.cached_baselines(replace(s, inherit=False), path)  # evolution's own settings may differ
+    assert got == {"searches": [{"method": "random", "seed": 0}], "lenet": [{"method": "lenet", "seed": 0}],
+                   "long": [{"kind": "retrained/random", "seed": 0}]}
+    with pytest.raises(SystemExit, match="random_batches=7"):
+        quality.cached_baselines(replace(s, random_batches=8), path)
