@@ -142,10 +142,9 @@ def _duration(seconds: float) -> str:
 @contextlib.contextmanager
 def _logging(level: str, file: str | None):
     """The engine's (and the workers') log lines on stderr and, with ``file``, in it; undone on exit."""
-    from evolve.logsetup import configure, level_of, unconfigure
+    from evolve.logsetup import configure, unconfigure
 
     try:
-        level_of(level)
         handlers = configure(level, file)
     except ValueError as exc:
         fail(str(exc))

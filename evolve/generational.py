@@ -19,9 +19,12 @@ is inherited from the parent its code came from (:func:`crossover_weights`).
 from __future__ import annotations
 
 import random
+import time
 from typing import Any, Mapping, Sequence
 
-from genomes import Genome, Mutation, SearchSpace
+from evolve.breeder import Child, initial_child
+from evolve.seeding import rng_for
+from genomes import Genome, Mutation, SearchSpace, genome_from_json
 
 
 def roulette(fitness: Sequence[float], count: int, rng: random.Random) -> list[int]:
@@ -106,10 +109,7 @@ class Generational:
     def __init__(self, config: Any, space: SearchSpace, population: Any, worker_id: str) -> None:
         self.config, self.space, self.population, self.worker_id = config, space, population, worker_id
 
-    def child(self, step: int) -> Any:
-        from evolve.breeder import Child, initial_child
-        from genomes import genome_from_json
-
+    def child(self, step: int) -> Child:
         cfg, pop = self.config, self.population
         if step < cfg.population:
             return initial_child(step, cfg, self.space)
@@ -122,11 +122,6 @@ class Generational:
         }, member["parents"][0])
 
     def _next_generation(self, generation: int) -> dict[str, Any]:
-        import time
-
-        from evolve.seeding import rng_for
-        from genomes import genome_from_json
-
         cfg, pop = self.config, self.population
         first = (generation - 1) * cfg.population
         previous = [(s, genome_from_json(pop.individual(s)["genome"]), float(pop.individual(s)["fitness"]))

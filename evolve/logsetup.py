@@ -30,11 +30,12 @@ def configure(level: str = "warning", file: str | None = None) -> list[logging.H
     (appended). Returns the handlers added, for ``unconfigure``."""
     import sys
 
+    levelno = level_of(level)  # a bad level refuses before any file is created
     handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
     if file:
         handlers.append(logging.FileHandler(file, encoding="utf-8"))  # may refuse: nothing changed yet
     logger = logging.getLogger("evolve")
-    logger.setLevel(level_of(level))
+    logger.setLevel(levelno)
     logger.propagate = False
     for handler in handlers:
         handler.setFormatter(logging.Formatter(FORMAT))

@@ -214,16 +214,18 @@ def _abandon(ray: Any, actors: list[Any], pending: list[Any]) -> None:
             pass
 
 
-def _quiet_token_notice() -> None:
-    """Drop Ray's notice that a cluster it starts has token authentication on (its default, printed on
-    every run, nothing to act on); the warning that authentication is *off* still shows."""
-    class Notice(logging.Filter):
-        def filter(self, record: logging.LogRecord) -> bool:
-            return not record.getMessage().startswith("Token authentication is enabled")
+class _TokenNotice(logging.Filter):
+    """Ray's notice that a cluster it starts has token authentication on (its default, printed on every
+    run, nothing to act on); the warning that authentication is *off* still shows."""
 
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("Token authentication is enabled")
+
+
+def _quiet_token_notice() -> None:
     logger = logging.getLogger("ray._private.authentication.authentication_token_setup")
-    if not any(isinstance(f, Notice) or type(f).__name__ == "Notice" for f in logger.filters):
-        logger.addFilter(Notice())
+    if not any(isinstance(f, _TokenNotice) for f in logger.filters):
+        logger.addFilter(_TokenNotice())
 
 
 def run_on_ray(store: Store, config: RunConfig, space: SearchSpace,
