@@ -36,6 +36,13 @@ class Child:
 class Breeder(Protocol):
     claim_chooser: Callable[..., Any] | None
     """Passed to ``Population.claim_next``: a step's selection written with its claim (or None)."""
+    collects: bool
+    """Whether dead individuals' weights may be deleted during the run (``evolve.collector`` knows
+    which parents a steady-state step reads, from its kill marks)."""
+
+    def waits_for(self, step: int) -> range:
+        """The steps that must be done before child ``step`` may start (``Population.ready``)."""
+        ...
 
     def child(self, step: int) -> Child | None:
         """Step's child; None while it cannot be bred yet (too few live to select from: the worker
@@ -58,10 +65,15 @@ def initial_child(step: int, config: RunConfig, space: SearchSpace) -> Child:
 class SteadyState:
     """Tournament or aging selection, one child per step: select, kill the loser, mutate the parent."""
 
+    collects = True
+
     def __init__(self, config: RunConfig, space: SearchSpace, population: Any) -> None:
         self.config, self.space, self.population = config, space, population
         self.strategy = make_strategy(config.selection, config.sample_size)
         self.claim_chooser = self.chooser
+
+    def waits_for(self, step: int) -> range:
+        return range(self.config.population)  # the initial population
 
     def chooser(self, step: int) -> Callable[[list[Any], int], Any]:
         """Attempt ``attempt``'s (parent, loser) for ``step`` from the live members, drawn from the run

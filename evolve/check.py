@@ -13,8 +13,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from evolve.keys import parse_mark
-from evolve.keys import step_of
+from evolve.keys import parse_mark, step_of
+from evolve.records import Individual, RecordError, Tombstone, model_for, parse
 from evolve.store import CorruptRecord, Store
 
 PREFIXES = ("individuals/", "deaths/", "claims/", "selections/", "adoptions/")
@@ -39,46 +39,26 @@ class CheckReport:
         return self.individuals == self.total_steps and self.in_flight == 0
 
 
-def record_problem(prefix: str, record: dict[str, Any]) -> str | None:
-    """Why a record that parses is still unusable: a field every reader relies on is missing or mistyped."""
-    if prefix == "individuals/":
-        fitness = record.get("fitness")
-        if not isinstance(fitness, (int, float)) or isinstance(fitness, bool):
-            return f"fitness is {fitness!r}, not a number"
-        if not isinstance(record.get("genome"), dict):
-            return f"genome is {record.get('genome')!r}, not an object"
-        if not isinstance(record.get("step"), int):
-            return f"step is {record.get('step')!r}, not an integer"
-    elif prefix == "deaths/" and not isinstance(record.get("killed_at_step"), int):
-        return f"killed_at_step is {record.get('killed_at_step')!r}, not an integer"
-    return None
-
-
 def _read_all(store: Store, prefix: str, report: CheckReport,
-              unreadable: set[int] | None = None) -> dict[str, dict[str, Any]]:
-    """Every usable record under ``prefix``; one violation per record that does not parse or is malformed.
-
-    The steps of those go to ``unreadable``.
-    """
+              unreadable: set[int] | None = None) -> dict[int, Any]:
+    """Every usable record under ``prefix`` as its model, by step; one violation per record that does
+    not parse or is malformed (its model names the field). The steps of those go to ``unreadable``."""
     records = {}
+    model = model_for(prefix)
     for key in store.list_keys(prefix):
         if not key.endswith(".json"):
             continue
         try:
-            record = store.read_json(key)
+            data = store.read_json(key)
+            if data is not None:
+                records[step_of(key)] = parse(model, data)
+            continue
         except CorruptRecord as exc:
             report.violations.append(f"{key}: does not parse ({exc.reason})")
-            if unreadable is not None:
-                unreadable.add(step_of(key))
-            continue
-        problem = None if record is None else record_problem(prefix, record)
-        if problem:
-            report.violations.append(f"{key}: malformed ({problem})")
-            if unreadable is not None:
-                unreadable.add(step_of(key))
-            continue
-        if record is not None:
-            records[key] = record
+        except RecordError as exc:
+            report.violations.append(f"{key}: malformed ({exc})")
+        if unreadable is not None:
+            unreadable.add(step_of(key))
     return records
 
 
@@ -88,19 +68,19 @@ def check_store(store: Store, population: int, total_steps: int) -> CheckReport:
     # an individual whose record does not parse still exists (its step was done): it is reported
     # once above, and counted as present below so it does not also show up as a missing parent etc.
     unreadable: set[int] = set()
-    individuals = {step_of(k): r for k, r in _read_all(store, "individuals/", report, unreadable).items()}
-    deaths = {step_of(k): r for k, r in _read_all(store, "deaths/", report).items()}
-    claims = {step_of(k) for k in _read_all(store, "claims/", report)}
+    individuals: dict[int, Individual] = _read_all(store, "individuals/", report, unreadable)
+    deaths: dict[int, Tombstone] = _read_all(store, "deaths/", report)
+    claims = set(_read_all(store, "claims/", report))
     present = set(individuals) | unreadable
     report.individuals, report.deaths = len(present), len(deaths)
 
     for step, record in individuals.items():
-        if record.get("step") != step:
-            v.append(f"individuals/{step}: records step {record.get('step')!r}")
-        for parent in record.get("parents") or []:
+        if record.step != step:
+            v.append(f"individuals/{step}: records step {record.step!r}")
+        for parent in record.parents:
             if parent not in present:
                 v.append(f"individual {step}: parent {parent} does not exist")
-        if step >= population and not record.get("parents"):
+        if step >= population and not record.parents:
             v.append(f"individual {step}: a child with no parent")
         if step >= total_steps:
             v.append(f"individual {step}: beyond the run's {total_steps} steps")
@@ -109,11 +89,11 @@ def check_store(store: Store, population: int, total_steps: int) -> CheckReport:
     for dead, record in deaths.items():
         if dead not in present:
             v.append(f"death of {dead}: no such individual")
-        step = record.get("killed_at_step")
+        step = record.killed_at_step
         killed_at[step] += 1
         child = individuals.get(step)
-        if child is not None and child.get("loser") != dead:
-            v.append(f"death of {dead}: step {step}'s child records loser {child.get('loser')!r}")
+        if child is not None and child.loser != dead:
+            v.append(f"death of {dead}: step {step}'s child records loser {child.loser!r}")
     for step, count in killed_at.items():
         if count > 1:
             v.append(f"step {step} killed {count} individuals")
@@ -135,7 +115,7 @@ def check_store(store: Store, population: int, total_steps: int) -> CheckReport:
     return report
 
 
-def _check_marks(store: Store, individuals: dict[int, dict[str, Any]], deaths: dict[int, dict[str, Any]],
+def _check_marks(store: Store, individuals: dict[int, Individual], deaths: dict[int, Tombstone],
                  unreadable: set[int], v: list[str]) -> None:
     """A mark that lies would steer selection; a missing one is only a stale view (resume writes it)."""
     for key in store.list_keys("log/"):
@@ -148,10 +128,10 @@ def _check_marks(store: Store, individuals: dict[int, dict[str, Any]], deaths: d
             child = individuals.get(mark.step)
             if child is None:
                 v.append(f"{key}: step {mark.step} has no child")
-            elif child.get("loser") != mark.loser or not _same(child.get("fitness"), mark.fitness):
+            elif child.loser != mark.loser or not _same(child.fitness, mark.fitness):
                 v.append(f"{key}: says loser {mark.loser!r}, fitness {mark.fitness!r}; the child records "
-                         f"{child.get('loser')!r}, {child.get('fitness')!r}")
-        elif mark.loser is not None and deaths.get(mark.loser, {}).get("killed_at_step") != mark.step:
+                         f"{child.loser!r}, {child.fitness!r}")
+        elif mark.loser is not None and getattr(deaths.get(mark.loser), "killed_at_step", None) != mark.step:
             v.append(f"{key}: no tombstone of {mark.loser} names step {mark.step}")
 
 

@@ -12,8 +12,6 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-SCHEMA_VERSION = 1
-
 
 class ConfigError(ValueError):
     """A configuration value is wrong; the message names the field."""

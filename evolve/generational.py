@@ -23,6 +23,7 @@ import time
 from typing import Any, Mapping, Sequence
 
 from evolve.breeder import Child, initial_child
+from evolve.keys import generation_key
 from evolve.seeding import rng_for
 from genomes import Genome, Mutation, SearchSpace, genome_from_json
 
@@ -105,21 +106,36 @@ class Generational:
     s div N, which the first worker to find the previous generation complete breeds and settles."""
 
     claim_chooser = None  # a step selects nothing: its generation record says who it is
+    collects = False  # a crossover child reads two parents' weights, named by no kill mark
 
     def __init__(self, config: Any, space: SearchSpace, population: Any, worker_id: str) -> None:
         self.config, self.space, self.population, self.worker_id = config, space, population, worker_id
+
+    def waits_for(self, step: int) -> range:
+        """The previous generation: it is what this step's generation is bred from."""
+        first = (step // self.config.population - 1) * self.config.population
+        return range(first, first + self.config.population)
 
     def child(self, step: int) -> Child:
         cfg, pop = self.config, self.population
         if step < cfg.population:
             return initial_child(step, cfg, self.space)
         generation, slot = divmod(step, cfg.population)
-        member = pop.settle_generation(generation, lambda: self._next_generation(generation))["members"][slot]
+        member = self._settle_generation(generation)["members"][slot]
         pop.kill(step - cfg.population, step, 0, member["parents"][0])
         return Child(genome_from_json(member["genome"]), {
             "origin": "generation", "generation": generation, "parents": member["parents"],
             "mutation": member["mutation"], "loser": step - cfg.population, "attempt": 0,
         }, member["parents"][0])
+
+    def _settle_generation(self, generation: int) -> dict[str, Any]:
+        """Generation ``generation``'s record, bred here if nobody has written it yet (create-once)."""
+        store = self.population.store
+        record = store.read_json(generation_key(generation))
+        if record is None:
+            store.create_json(generation_key(generation), self._next_generation(generation))
+            record = store.read_json(generation_key(generation))
+        return record
 
     def _next_generation(self, generation: int) -> dict[str, Any]:
         cfg, pop = self.config, self.population

@@ -11,7 +11,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from evolve.replay import ViewError, num, row_of, rows_ancestry
+from evolve.replay import Row, ViewError, num, rows_ancestry
 from evolve.report import best_step, read_records
 from evolve.runfile import load_run, read_run_record
 from evolve.keys import individual_key, step_of
@@ -66,10 +66,10 @@ def ancestry_markdown(chain: list[dict[str, Any]], best_record: dict[str, Any] |
     if not chain:
         return "no individuals yet"
     best = chain[-1]
-    test = best["ta"] if best_record is None or best_record.get("test_accuracy") is None \
+    test = best.test_accuracy if best_record is None or best_record.get("test_accuracy") is None \
         else best_record["test_accuracy"]
-    lines = [(f"**Best individual: step {best['s']}** ({'alive' if best['s'] in live else 'dead'}), fitness "
-              f"{_pct(best['f'])}, test {_pct(test)}, {best['n'] or 0:,} parameters, "
+    lines = [(f"**Best individual: step {best.step}** ({'alive' if best.step in live else 'dead'}), fitness "
+              f"{_pct(best.fitness)}, test {_pct(test)}, {best.params or 0:,} parameters, "
               f"{len(chain) - 1} ancestors back to the initial population"
               f"{_final_line(best_record) if best_record else ''}")]
     if best_record is not None:
@@ -81,20 +81,20 @@ def ancestry_markdown(chain: list[dict[str, Any]], best_record: dict[str, Any] |
     lines.append("|---:|---:|---|---:|---:|---:|")
     previous: float | None = None
     for i, row in enumerate(chain):
-        mutation = row["m"] or row["o"] or "initial"
-        if row["mp"]:
-            mutation += " `" + json.dumps(row["mp"], separators=(",", ":"), sort_keys=True)[:120] + "`"
-        delta = "" if previous is None or row["f"] is None else f"{100 * (row['f'] - previous):+.2f}"
-        lines.append(f"| {i} | {row['s']} | {mutation} | {row['n'] or 0:,} | {_pct(row['f'])} | {delta} |")
-        previous = row["f"] if row["f"] is not None else previous
+        mutation = row.mutation or row.origin or "initial"
+        if row.mutation_params:
+            mutation += " `" + json.dumps(row.mutation_params, separators=(",", ":"), sort_keys=True)[:120] + "`"
+        delta = "" if previous is None or row.fitness is None else f"{100 * (row.fitness - previous):+.2f}"
+        lines.append(f"| {i} | {row.step} | {mutation} | {row.params or 0:,} | {_pct(row.fitness)} | {delta} |")
+        previous = row.fitness if row.fitness is not None else previous
     return "\n".join(lines)
 
 
 def _scope(row: dict[str, Any], total: int, generational: bool) -> str:
     """Name scopes that keep the Graphs dashboard readable: generations, or blocks of 100 (and 1,000) steps."""
     if generational:
-        return f"generation_{int(row['g'] or 0):04d}/"
-    s = row["s"]
+        return f"generation_{int(row.generation or 0):04d}/"
+    s = row.step
     hundred = f"steps_{s // 100 * 100:06d}-{s // 100 * 100 + 99:06d}/"
     if total > 1000:
         return f"steps_{s // 1000 * 1000:06d}-{s // 1000 * 1000 + 999:06d}/" + hundred
@@ -103,7 +103,7 @@ def _scope(row: dict[str, Any], total: int, generational: bool) -> str:
 
 def node_name(row: dict[str, Any], total: int, generational: bool) -> str:
     # "step42", not "step_42": TensorBoard folds names ending in _<digits> into series nodes
-    return f"{_scope(row, total, generational)}step{row['s']}"
+    return f"{_scope(row, total, generational)}step{row.step}"
 
 
 def family_graph(rows: list[dict[str, Any]], live: set[int]) -> Any:
@@ -113,29 +113,29 @@ def family_graph(rows: list[dict[str, Any]], live: set[int]) -> Any:
     from tensorboard.compat.proto.graph_pb2 import GraphDef
     from tensorboard.compat.proto.node_def_pb2 import NodeDef
 
-    generational = any(r["o"] == "generation" for r in rows)
+    generational = any(r.origin == "generation" for r in rows)
     total = len(rows)
-    names = {row["s"]: node_name(row, total, generational) for row in rows}  # a parent may have a later step
+    names = {row.step: node_name(row, total, generational) for row in rows}  # a parent may have a later step
     nodes = []
     for row in rows:
-        s = row["s"]
-        op = row["m"] or row["o"] or "initial"
+        s = row.step
+        op = row.mutation or row.origin or "initial"
         attr = {
             "step": AttrValue(i=s),
             "mutation": AttrValue(s=op.encode()),
             "alive": AttrValue(b=s in live),
-            "status": AttrValue(s=str(row["st"] or "").encode()),
-            "created_at": AttrValue(i=int(row["t"])),  # unix seconds (f would be float32)
+            "status": AttrValue(s=str(row.status or "").encode()),
+            "created_at": AttrValue(i=int(row.time)),  # unix seconds (f would be float32)
         }
-        if row["mp"]:
-            attr["mutation_params"] = AttrValue(s=json.dumps(row["mp"], sort_keys=True).encode())
-        if row["f"] is not None:
-            attr["fitness"] = AttrValue(f=row["f"])
-        if row["ta"] is not None:
-            attr["test_accuracy"] = AttrValue(f=row["ta"])
-        if row["n"] is not None:
-            attr["params"] = AttrValue(i=int(row["n"]))
-        nodes.append(NodeDef(name=names[s], op=op, input=[names[p] for p in row["p"] if p in names],
+        if row.mutation_params:
+            attr["mutation_params"] = AttrValue(s=json.dumps(row.mutation_params, sort_keys=True).encode())
+        if row.fitness is not None:
+            attr["fitness"] = AttrValue(f=row.fitness)
+        if row.test_accuracy is not None:
+            attr["test_accuracy"] = AttrValue(f=row.test_accuracy)
+        if row.params is not None:
+            attr["params"] = AttrValue(i=int(row.params))
+        nodes.append(NodeDef(name=names[s], op=op, input=[names[p] for p in row.parents if p in names],
                              device="/alive" if s in live else "/dead", attr=attr))
     return GraphDef(node=nodes)
 
@@ -144,8 +144,8 @@ def figure_title(config: Any, rows: list[dict[str, Any]], live: set[int], best: 
     head = (f"{config.genome} · {config.selection} selection · population {config.population} · "
             f"{config.dataset if config.fitness == 'train' else 'synthetic fitness'}")
     tail = f"{len(rows):,} individuals, {len(live):,} alive"
-    if best is not None and best["f"] is not None:
-        tail += f", best {100 * best['f']:.2f}% (step {best['s']})"
+    if best is not None and best.fitness is not None:
+        tail += f", best {100 * best.fitness:.2f}% (step {best.step})"
     return head + "\n" + tail
 
 
@@ -164,7 +164,7 @@ def figure_png(rows: list[dict[str, Any]], live: set[int], chain: list[dict[str,
     fig = Figure(figsize=size, dpi=dpi)
     FigureCanvasAgg(fig)
     ax = fig.add_subplot(1, 1, 1)
-    times = [r["t"] for r in rows]
+    times = [r.time for r in rows]
     start = min(times, default=0.0)
     if t0 is not None and t0 <= start:
         start = t0
@@ -172,32 +172,32 @@ def figure_png(rows: list[dict[str, Any]], live: set[int], chain: list[dict[str,
     unit, scale = ("hours", 3600.0) if span >= 7200 else ("minutes", 60.0) if span >= 120 else ("seconds", 1.0)
 
     def x(row: dict[str, Any]) -> float:
-        return (row["t"] - start) / scale
+        return (row.time - start) / scale
 
-    rows = [r for r in rows if r["st"] != "unreadable"]
-    ok = [r for r in rows if r["f"] is not None and r["st"] in (None, "ok")]
-    failed = [r for r in rows if not (r["f"] is not None and r["st"] in (None, "ok"))]
-    dead = [r for r in ok if r["s"] not in live]
-    alive = [r for r in ok if r["s"] in live]
+    rows = [r for r in rows if r.status != "unreadable"]
+    ok = [r for r in rows if r.fitness is not None and r.status in (None, "ok")]
+    failed = [r for r in rows if not (r.fitness is not None and r.status in (None, "ok"))]
+    dead = [r for r in ok if r.step not in live]
+    alive = [r for r in ok if r.step in live]
     small = 5 if len(rows) > 2000 else 9 if len(rows) > 500 else 14
     if dead:
-        ax.scatter([x(r) for r in dead], [r["f"] for r in dead], s=small, c="#b0b0b0", alpha=0.6,
+        ax.scatter([x(r) for r in dead], [r.fitness for r in dead], s=small, c="#b0b0b0", alpha=0.6,
                    linewidths=0, label=f"dead ({len(dead):,})", zorder=1, rasterized=True)
     if failed:
-        ax.scatter([x(r) for r in failed], [r["f"] or 0.0 for r in failed], s=small * 2, c="#d62728",
+        ax.scatter([x(r) for r in failed], [r.fitness or 0.0 for r in failed], s=small * 2, c="#d62728",
                    marker="x", linewidths=0.8, alpha=0.7, label=f"failed ({len(failed):,})", zorder=2)
     if alive:
-        ax.scatter([x(r) for r in alive], [r["f"] for r in alive], s=small * 3, c="#1f77b4",
+        ax.scatter([x(r) for r in alive], [r.fitness for r in alive], s=small * 3, c="#1f77b4",
                    edgecolors="#0b3d66", linewidths=0.4, label=f"alive ({len(alive):,})", zorder=3)
-    line = [r for r in chain if r["f"] is not None]
+    line = [r for r in chain if r.fitness is not None]
     if line:
-        ax.plot([x(r) for r in line], [r["f"] for r in line], color="#ff7f0e", linewidth=1.6,
+        ax.plot([x(r) for r in line], [r.fitness for r in line], color="#ff7f0e", linewidth=1.6,
                 marker="o", markersize=3.5, markeredgecolor="#8a4100",
                 label=f"line of descent of the best ({len(chain) - 1} ancestors)", zorder=4)
         best = line[-1]
-        ax.scatter([x(best)], [best["f"]], s=220, marker="*", c="#ffd700", edgecolors="black",
-                   linewidths=0.8, zorder=5, label=f"best: step {best['s']}, {100 * best['f']:.2f}%")
-    generational = any(r["o"] == "generation" for r in rows)
+        ax.scatter([x(best)], [best.fitness], s=220, marker="*", c="#ffd700", edgecolors="black",
+                   linewidths=0.8, zorder=5, label=f"best: step {best.step}, {100 * best.fitness:.2f}%")
+    generational = any(r.origin == "generation" for r in rows)
     ax.set_xlabel(f"wall time since the start of the run ({unit})")
     ax.set_ylabel("fitness (validation accuracy" + (", averaged)" if generational else ")"))
     ax.set_title(title or "evolution of the population", fontsize=10)
@@ -230,13 +230,13 @@ def plot(store: Store, path: str, *, size: tuple[float, float] = (10.0, 6.0), dp
     record = read_run_record(store)
     config, _ = load_run(store)
     unreadable: list[tuple[str, str]] = []
-    records = read_records(store, store.list_keys("individuals/"), threads, unreadable)
+    records = read_records(store, store.list_keys("individuals/"), threads, unreadable, typed=True)
     dead = {step_of(k) for k in store.list_keys("deaths/") if k.endswith(".json")}
-    rows = [row_of(records[s]) for s in sorted(records)]
-    live = {r["s"] for r in rows} - dead
-    best_s = best_step((r["s"], r["f"]) for r in rows)
-    best = None if best_s is None else next(r for r in rows if r["s"] == best_s)
-    chain = rows_ancestry({r["s"]: r for r in rows}, best["s"]) if best else []
+    rows = [Row.of(records[s]) for s in sorted(records)]
+    live = {r.step for r in rows} - dead
+    best_s = best_step((r.step, r.fitness) for r in rows)
+    best = None if best_s is None else next(r for r in rows if r.step == best_s)
+    chain = rows_ancestry({r.step: r for r in rows}, best.step) if best else []
     png = figure_png(rows, live, chain, title=figure_title(config, rows, live, best),
                      t0=num(record.get("created_at")), size=size, dpi=dpi)
     path = os.path.abspath(os.path.expanduser(os.fspath(path)))
@@ -250,5 +250,5 @@ def plot(store: Store, path: str, *, size: tuple[float, float] = (10.0, 6.0), dp
             os.unlink(tmp)
         raise ViewError(f"cannot write {path}: {exc.strerror or exc}") from exc
     width, height = png_size(png)
-    return PlotReport(path=path, individuals=len(rows), alive=len(live), best_step=best["s"] if best else None,
+    return PlotReport(path=path, individuals=len(rows), alive=len(live), best_step=best.step if best else None,
                       width=width, height=height, seconds=time.perf_counter() - started, unreadable=unreadable)

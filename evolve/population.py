@@ -49,7 +49,7 @@ from typing import Any
 
 from evolve.identity import Identity
 from evolve.keys import (LOG_BLOCK, PAD, Mark, adoption_key, claim_key, claim_mark, death_key, done_mark,
-                         generation_key, heartbeat_key, individual_key, kill_mark, log_folder, parse_mark,
+                         heartbeat_key, individual_key, kill_mark, log_folder, parse_mark,
                          selection_key, step_and_index)
 from evolve.log import read_selection
 from evolve.selection import Choice, Member
@@ -91,9 +91,8 @@ class Population:
     """A worker's window on the shared population (one instance per worker)."""
 
     def __init__(self, store: Store, size: int, total_steps: int, worker: str | Identity, lease_seconds: float,
-                 refresh_seconds: float, generational: bool = False) -> None:
+                 refresh_seconds: float) -> None:
         self.store = store
-        self.generational = generational
         self.size = size
         self.total_steps = total_steps
         self.me = worker if isinstance(worker, Identity) else Identity(worker)
@@ -289,13 +288,14 @@ class Population:
     def finished(self) -> bool:
         return self._advance() >= self.total_steps
 
-    def ready(self, step: int) -> bool:
-        """May ``step`` start? Children wait for the initial population (generational: the previous generation)."""
+    def ready(self, step: int, waits_for: Callable[[int], range] | None = None) -> bool:
+        """May ``step`` start? The initial population may; a child waits for the steps ``waits_for(step)``
+        (the breeder's: the initial population, or the previous generation) to be done."""
         if step < self.size:
             return True
-        first = (step // self.size - 1) * self.size if self.generational else 0
-        low = max(first, self._advance())
-        return all(s in self.view.done for s in range(low, first + self.size))
+        needed = waits_for(step) if waits_for is not None else range(self.size)
+        low = max(needed.start, self._advance())
+        return all(s in self.view.done for s in range(low, needed.stop))
 
     def individual(self, step: int) -> dict[str, Any]:
         record = self.view.individuals.get(step) or self.store.read_json(individual_key(step))
@@ -306,18 +306,18 @@ class Population:
 
     # -- owning a step ----------------------------------------------------------------------
 
-    def claim_next(self, chooser=None) -> int | None:
+    def claim_next(self, chooser=None, waits_for: Callable[[int], range] | None = None) -> int | None:
         """Own a fresh step (create-once on its claim), or None when none may start now.
 
         The view is refreshed first: the claim marks tell which steps others have just claimed, so
         a claim rarely collides (each collision costs a create, and a read on object stores).
         ``chooser(step)``: a ``choose`` as :meth:`settle_selection` takes; the claim then carries
-        attempt 0's selection.
+        attempt 0's selection. ``waits_for``: as :meth:`ready` takes.
         """
         self.refresh(force=True)
         self._width = max(1.0, self._width * 0.95)
         while True:
-            free = self._free(max(1, round(self._width)))
+            free = self._free(max(1, round(self._width)), waits_for)
             if not free:
                 return None
             step = free[0] if len(free) == 1 else self._chance.choice(free)
@@ -325,7 +325,7 @@ class Population:
                 return step
             self._width = min(2.0 * self._width + 1.0, MAX_CLAIM_WIDTH)  # others claim at the same moment
 
-    def _free(self, count: int) -> list[int]:
+    def _free(self, count: int, waits_for: Callable[[int], range] | None = None) -> list[int]:
         """Up to ``count`` of the lowest steps not known to be claimed that may start now.
 
         A claim lands on one of them at random: workers that finish together would otherwise all
@@ -338,7 +338,7 @@ class Population:
         step = self._advance()
         while step < self.total_steps and len(out) < count:
             if step not in self._claims and step not in self.view.done:
-                if not self.ready(step):
+                if not self.ready(step, waits_for):
                     break
                 out.append(step)
             step += 1
@@ -351,7 +351,7 @@ class Population:
         """
         record = {"step": step, **self.me.fields(), "created_at": time.time()}
         choice = None
-        if chooser is not None and step >= self.size and not self.generational:
+        if chooser is not None and step >= self.size:
             choice = self._propose(step, 0, chooser(step))
         if choice is not None:
             record["selection"] = self._selection(step, 0, choice)
@@ -519,14 +519,6 @@ class Population:
                 return False
         self._mark(kill_mark(step, attempt, loser, parent))  # again on a replay: a crash may have lost it
         return True
-
-    def settle_generation(self, generation: int, build) -> dict[str, Any]:
-        """Generation ``generation``'s record, built by ``build()`` if nobody has written it yet."""
-        record = self.store.read_json(generation_key(generation))
-        if record is None:
-            self.store.create_json(generation_key(generation), build())
-            record = self.store.read_json(generation_key(generation))
-        return record
 
 
 def _done(step: int, record: dict[str, Any]) -> Mark:

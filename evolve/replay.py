@@ -10,10 +10,12 @@ from __future__ import annotations
 import bisect
 import math
 import statistics
+from dataclasses import dataclass, replace
 from typing import Any
 
-from evolve.report import ancestry, best_step, first_parent, read_records
 from evolve.keys import individual_key, step_of
+from evolve.records import Individual, Tombstone
+from evolve.report import ancestry, best_step, first_parent, read_records
 from evolve.store import Store
 
 RATE_WINDOW = 100  # steps per hour: over the last 100 individuals
@@ -34,31 +36,43 @@ def num(value: Any) -> float | None:
     return value if math.isfinite(value) else None
 
 
-def row_of(record: dict[str, Any]) -> dict[str, Any]:
-    """The few fields of an individual that the whole-run views need (kept in the cache)."""
-    mutation = record.get("mutation") or None
-    metrics = record.get("metrics") or {}
-    params = metrics.get("params")
-    return {
-        "s": int(record["step"]),
-        "t": num(record.get("created_at")) or 0.0,
-        "f": num(record.get("fitness")),
-        "p": [int(p) for p in record.get("parents") or []],
-        "m": mutation.get("name") if isinstance(mutation, dict) else None,
-        "mp": mutation.get("params") if isinstance(mutation, dict) else None,
-        "o": record.get("origin"),
-        "st": record.get("status"),
-        "n": int(params) if isinstance(params, (int, float)) and not isinstance(params, bool) else None,
-        "g": record.get("generation"),
-        "ta": num(record.get("test_accuracy")),
-        "ts": num(metrics.get("train_seconds")),
-    }
+@dataclass(frozen=True, slots=True)
+class Row:
+    """The few fields of an individual that the whole-run views need (kept in the logdir's cache)."""
 
+    step: int
+    time: float  # created_at, unix seconds
+    fitness: float | None  # None: not finite, never the best
+    parents: tuple[int, ...]
+    mutation: str | None
+    mutation_params: dict[str, Any] | None
+    origin: str | None  # initial, mutation, generation; "unreadable" for a record that does not parse
+    status: str | None
+    params: int | None
+    generation: int | None
+    test_accuracy: float | None
+    train_seconds: float | None
 
-def unreadable_row(step: int, t: float) -> dict[str, Any]:
-    """A placeholder for an individual whose record does not parse: counted, never alive, never plotted."""
-    return {"s": step, "t": t, "f": None, "p": [], "m": None, "mp": None, "o": "unreadable", "st": "unreadable",
-            "n": None, "g": None, "ta": None, "ts": None}
+    @classmethod
+    def of(cls, r: Individual) -> Row:
+        return cls(step=r.step, time=r.created_at or 0.0, fitness=r.finite_fitness, parents=tuple(r.parents),
+                   mutation=r.mutation.name if r.mutation else None,
+                   mutation_params=r.mutation.params if r.mutation else None, origin=r.origin, status=r.status,
+                   params=r.metrics.params, generation=r.generation, test_accuracy=num(r.test_accuracy),
+                   train_seconds=num(r.metrics.train_seconds))
+
+    @classmethod
+    def unreadable(cls, step: int, t: float) -> Row:
+        """A placeholder for an individual whose record does not parse: counted, never alive, never plotted."""
+        return cls(step, t, None, (), None, None, "unreadable", "unreadable", None, None, None, None)
+
+    def to_json(self) -> list[Any]:
+        return [getattr(self, name) for name in self.__slots__]
+
+    @classmethod
+    def from_json(cls, data: list[Any]) -> Row:
+        row = cls(*data)
+        return replace(row, parents=tuple(row.parents))
 
 
 # -- the replay -------------------------------------------------------------------------------
@@ -68,7 +82,7 @@ class Replay:
     """Births and deaths in step order: the live population after each step."""
 
     def __init__(self) -> None:
-        self.rows: list[dict[str, Any]] = []  # rows[i]["s"] == i: the contiguous prefix
+        self.rows: list[Row] = []  # rows[i].step == i: the contiguous prefix
         self.live: set[int] = set()
         self._ranked: list[tuple[float, int]] = []  # (fitness, -step) of live members with a fitness
         self._clock: list[float] = []  # running maximum of created_at (a monotone wall clock)
@@ -82,23 +96,23 @@ class Replay:
     def dead(self) -> set[int]:
         return set(range(len(self.rows))) - self.live
 
-    def birth(self, row: dict[str, Any]) -> None:
-        if row["s"] != len(self.rows):
-            raise ValueError(f"replay out of order: step {row['s']} after {len(self.rows) - 1}")
+    def birth(self, row: Row) -> None:
+        if row.step != len(self.rows):
+            raise ValueError(f"replay out of order: step {row.step} after {len(self.rows) - 1}")
         self.rows.append(row)
-        if row["st"] == "unreadable":
-            self._clock.append(self._clock[-1] if self._clock else row["t"])
+        if row.origin == "unreadable":
+            self._clock.append(self._clock[-1] if self._clock else row.time)
             return
-        self._clock.append(max(row["t"], self._clock[-1]) if self._clock else row["t"])
+        self._clock.append(max(row.time, self._clock[-1]) if self._clock else row.time)
         held = [] if self.best_ever is None else [(self.best_ever[1], self.best_ever[0])]
-        if best_step([*held, (row["s"], row["f"])]) == row["s"]:
-            self.best_ever = (row["f"], row["s"])
-        if row["s"] in self._doomed:  # claims run out of order: an earlier step already killed it
-            self._doomed.discard(row["s"])
+        if best_step([*held, (row.step, row.fitness)]) == row.step:
+            self.best_ever = (row.fitness, row.step)
+        if row.step in self._doomed:  # claims run out of order: an earlier step already killed it
+            self._doomed.discard(row.step)
             return
-        self.live.add(row["s"])
-        if row["f"] is not None:
-            bisect.insort(self._ranked, (row["f"], -row["s"]))
+        self.live.add(row.step)
+        if row.fitness is not None:
+            bisect.insort(self._ranked, (row.fitness, -row.step))
 
     def death(self, step: int) -> None:
         if step >= len(self.rows):
@@ -107,7 +121,7 @@ class Replay:
         if step not in self.live:
             return
         self.live.discard(step)
-        fitness = self.rows[step]["f"]
+        fitness = self.rows[step].fitness
         if fitness is not None:
             i = bisect.bisect_left(self._ranked, (fitness, -step))
             if i < len(self._ranked) and self._ranked[i] == (fitness, -step):
@@ -127,7 +141,7 @@ class Replay:
             out["population/best_fitness"] = values[-1]
             out["population/worst_fitness"] = values[0]
             out["population/median_fitness"] = statistics.median(values)
-            best_params = self.rows[self.best_live()]["n"]
+            best_params = self.rows[self.best_live()].params
             if best_params is not None:
                 out["population/best_params"] = float(best_params)
         if self.best_ever is not None:
@@ -136,19 +150,19 @@ class Replay:
         window = min(RATE_WINDOW, i)
         if window >= 1 and self._clock[i] > self._clock[i - window]:
             out["throughput/steps_per_hour"] = window / (self._clock[i] - self._clock[i - window]) * 3600.0
-        if row["f"] is not None:
-            out["child/fitness"] = row["f"]
-        if row["ts"] is not None:
-            out["child/train_seconds"] = row["ts"]
-        if row["n"] is not None:
-            out["child/params"] = float(row["n"])
+        if row.fitness is not None:
+            out["child/fitness"] = row.fitness
+        if row.train_seconds is not None:
+            out["child/train_seconds"] = row.train_seconds
+        if row.params is not None:
+            out["child/params"] = float(row.params)
         return out
 
-    def best(self) -> dict[str, Any] | None:
+    def best(self) -> Row | None:
         """The best individual so far, dead or alive (as ``Snapshot.best``)."""
         return None if self.best_ever is None else self.rows[self.best_ever[1]]
 
-    def ancestry(self, step: int) -> list[dict[str, Any]]:
+    def ancestry(self, step: int) -> list[Row]:
         """Rows of ``step`` and its first-parent ancestors, oldest first."""
         return rows_ancestry(_Index(self.rows), step)
 
@@ -156,24 +170,22 @@ class Replay:
 class _Index:
     """rows as a mapping step -> row (rows[i] is step i)."""
 
-    def __init__(self, rows: list[dict[str, Any]]) -> None:
+    def __init__(self, rows: list[Row]) -> None:
         self.rows = rows
 
-    def get(self, step: int) -> dict[str, Any] | None:
+    def get(self, step: int) -> Row | None:
         return self.rows[step] if 0 <= step < len(self.rows) else None
 
 
-def rows_ancestry(rows: Any, step: int) -> list[dict[str, Any]]:
+def rows_ancestry(rows: Any, step: int) -> list[Row]:
     """Rows of ``step`` and its first-parent ancestors, oldest first (``rows``: anything with ``get``)."""
-    return ancestry(step, lambda s: None if (row := rows.get(s)) is None else (row, first_parent(row["p"])))
+    return ancestry(step, lambda s: None if (row := rows.get(s)) is None else (row, first_parent(row.parents)))
 
 
-def deaths_by_kill(deaths: dict[int, dict[str, Any]]) -> dict[int, list[int]]:
+def deaths_by_kill(deaths: dict[int, Tombstone]) -> dict[int, list[int]]:
     by_kill: dict[int, list[int]] = {}
     for loser, record in deaths.items():
-        killed = record.get("killed_at_step")
-        if isinstance(killed, int) and not isinstance(killed, bool):
-            by_kill.setdefault(killed, []).append(loser)
+        by_kill.setdefault(record.killed_at_step, []).append(loser)
     return by_kill
 
 
@@ -183,17 +195,18 @@ def replay_all(store: Store, upto: int, threads: int) -> Replay:
     if upto <= 0:
         return replay
     bad: list[tuple[str, str]] = []
-    by_kill = deaths_by_kill(read_records(store, store.list_keys("deaths/"), threads, []))
+    by_kill = deaths_by_kill(read_records(store, store.list_keys("deaths/"), threads, [], typed=True))
     for start in range(0, upto, CHUNK):
         steps = range(start, min(start + CHUNK, upto))
-        records = read_records(store, [individual_key(s) for s in steps], threads, bad)
+        records = read_records(store, [individual_key(s) for s in steps], threads, bad, typed=True)
         broken = {step_of(k) for k, _ in bad}
         missing = [s for s in steps if s not in records and s not in broken]
         if missing:
             raise ViewError(f"the logdir shows steps up to {upto - 1} but the store at {store.url} lacks "
                             f"individual {missing[0]}: is this logdir from another store?")
         for s in steps:
-            replay.birth(row_of(records[s]) if s in records else unreadable_row(s, replay.rows[-1]["t"] if s else 0.0))
+            t = replay.rows[-1].time if s else 0.0
+            replay.birth(Row.of(records[s]) if s in records else Row.unreadable(s, t))
             for loser in by_kill.get(s, ()):
                 replay.death(loser)
     return replay

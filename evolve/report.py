@@ -10,34 +10,38 @@ from typing import Any, TypeVar
 
 T = TypeVar("T")
 
-from evolve.check import record_problem
 from evolve.keys import step_of
+from evolve.records import RecordError, model_for, parse
 from evolve.store import CorruptRecord, Store
 
 
 def read_records(store: Store, keys: Iterable[str], threads: int = 8,
-                 unreadable: list[tuple[str, str]] | None = None) -> dict[int, dict[str, Any]]:
+                 unreadable: list[tuple[str, str]] | None = None, typed: bool = False) -> dict[int, Any]:
     """The JSON records at ``keys`` keyed by step (missing ones left out); remote reads in parallel.
 
-    With ``unreadable`` (a list), records that do not parse or lack a field every reader relies
-    on are skipped and listed there as ``(key, reason)`` (DESIGN.md: readers skip, ``evolve
-    check`` reports); without it they raise ``CorruptRecord``.
+    Each is checked against its model (``evolve.records``); with ``typed`` the models are
+    returned, else the JSON objects. With ``unreadable`` (a list), records that do not parse or
+    lack a field every reader relies on are skipped and listed there as ``(key, reason)``
+    (DESIGN.md: readers skip, ``evolve check`` reports); without it they raise ``CorruptRecord``.
     """
     keys = [k for k in keys if k.endswith(".json")]
 
-    def one(key: str) -> tuple[int, dict[str, Any] | None]:
-        if unreadable is None:
-            return step_of(key), store.read_json(key)
+    def one(key: str) -> tuple[int, Any]:
         try:
-            record = store.read_json(key)
+            data = store.read_json(key)
+            model = model_for(key)
+            if data is None or model is None:
+                return step_of(key), data
+            try:
+                record = parse(model, data)
+            except RecordError as exc:
+                raise CorruptRecord(key, str(exc)) from None
         except CorruptRecord as exc:
+            if unreadable is None:
+                raise
             unreadable.append((key, exc.reason))
             return step_of(key), None
-        problem = None if record is None else record_problem(key.split("/", 1)[0] + "/", record)
-        if problem:
-            unreadable.append((key, problem))
-            return step_of(key), None
-        return step_of(key), record
+        return step_of(key), record if typed else data
 
     if store.local or threads <= 1 or len(keys) < 8:
         pairs = [one(k) for k in keys]

@@ -11,12 +11,12 @@ from typing import Any, Callable
 
 import fsspec
 
-from evolve.config import SCHEMA_VERSION, ConfigError, RunConfig, build_config, check_resume, merge_settings
+from evolve.config import ConfigError, RunConfig, build_config, check_resume, merge_settings
 from evolve.doctor import require_healthy
+from evolve.keys import RUN_KEY, extension_key
 from evolve.log import backfill_log
-from evolve.keys import extension_key
+from evolve.records import SCHEMA
 from evolve.runfile import load_run, space_for, total_steps
-from evolve.keys import RUN_KEY
 from evolve.store import Store, StoreError
 from evolve.formats import DataError
 from evolve.logsetup import LineBuffer, emit
@@ -65,7 +65,7 @@ def _open_run(config: RunConfig, resume: bool, overrides: dict[str, Any] | None,
         raise StoreError(f"no evolve run at {store.url!r} to resume (run.json missing)")
     space = space_for(config)
     # storage_options hold credentials (key, secret, token): never written into the store itself
-    run_record = {"schema": SCHEMA_VERSION, "config": config.model_dump(exclude={"storage_options"}),
+    run_record = {"schema": SCHEMA, "config": config.model_dump(exclude={"storage_options"}),
                   "created_at": time.time(),
                   "space": {"input_shape": list(space.input_shape), "num_classes": space.num_classes,
                             "max_params": space.max_params, "max_flops": space.max_flops,

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from evolve.config import LEGACY_RUN, LEGACY_TRAIN, SCHEMA_VERSION, RunConfig, build_config
+from evolve.config import LEGACY_RUN, LEGACY_TRAIN, RunConfig, build_config
 from evolve.keys import RUN_KEY, step_of
+from evolve.records import schema_problem
 from evolve.store import Store, StoreError
 from genomes import SearchSpace
 
@@ -43,8 +44,8 @@ def read_run_record(store: Store) -> dict[str, Any]:
 def load_run(store: Store) -> tuple[RunConfig, SearchSpace]:
     """The stored config (with any extension of its steps) and space of an existing run."""
     record = read_run_record(store)
-    if record.get("schema") != SCHEMA_VERSION:
-        raise StoreError(f"{store.url}/run.json: schema {record.get('schema')!r}, this evolve reads {SCHEMA_VERSION}")
+    if (problem := schema_problem(record)) is not None:
+        raise StoreError(f"{store.url}/run.json: {problem}")
     stored = dict(record["config"])  # a key it lacks was written before that setting existed: keep its behaviour
     stored["train"] = {**LEGACY_TRAIN, **stored.get("train", {})}
     stored = {**LEGACY_RUN, **stored}

@@ -43,8 +43,8 @@ from typing import Any
 
 from evolve.lineage import (TMP_PREFIX, ancestry_markdown, family_graph, figure_png, genome_markdown, png_size,
                             figure_title, read_best_record)
-from evolve.replay import (CHUNK, Replay, ViewError, deaths_by_kill, num, replay_all, row_of,
-                           unreadable_row)
+from evolve.replay import CHUNK, Replay, Row, ViewError, deaths_by_kill, num, replay_all
+from evolve.records import Individual
 from evolve.report import read_records
 from evolve.runfile import load_run, read_run_record
 from evolve.keys import individual_key, step_of
@@ -56,7 +56,7 @@ __all__ = ["SyncReport", "ViewError", "hparams_of", "prepare_logdir", "sync"]
 
 STATE_FILE = ".evolve-tb.json"
 LOCK_FILE = ".evolve-tb.lock"
-STATE_FORMAT = 1
+STATE_FORMAT = 2  # 2: rows are lists in evolve.replay.Row's field order
 RUN_POPULATION = "population"
 RUN_LINEAGE = "lineage"
 RUN_BEST = "best_model"
@@ -234,7 +234,8 @@ class _State:
 
     def save(self, logdir: str) -> None:
         data = {"format": STATE_FORMAT, "run": self.run, "store": self.store, "next_step": self.replay.next_step,
-                "live": sorted(self.replay.live), "doomed": sorted(self.replay._doomed), "rows": self.replay.rows,
+                "live": sorted(self.replay.live), "doomed": sorted(self.replay._doomed),
+                "rows": [r.to_json() for r in self.replay.rows],
                 "views_at": self.views_at,
                 "best_model_failed": self.best_model_failed}
         path = os.path.join(logdir, STATE_FILE)
@@ -253,7 +254,7 @@ class _State:
                 return None
             replay = Replay()
             for row in data["rows"]:
-                replay.birth(row)
+                replay.birth(Row.from_json(row))
             for step in set(range(replay.next_step)) - set(data["live"]):
                 replay.death(step)
             if replay.next_step != data["next_step"]:
@@ -334,15 +335,16 @@ def sync(store: Store, logdir: str, *, hparams: bool = True, views: bool = True,
         if new:
             dead = replay.dead()
             deaths = read_records(store, [k for k in death_keys if step_of(k) not in dead], threads,
-                                  report.unreadable)
+                                  report.unreadable, typed=True)
             by_kill = deaths_by_kill(deaths)
             events = []  # serialized events: small, unlike the records (genomes), which go chunk by chunk
             for chunk in range(new.start, new.stop, CHUNK):
                 steps_ = range(chunk, min(chunk + CHUNK, new.stop))
-                records = read_records(store, [individual_key(s) for s in steps_], threads, report.unreadable)
+                records = read_records(store, [individual_key(s) for s in steps_], threads, report.unreadable,
+                                       typed=True)
                 for s in steps_:
-                    t = replay.rows[-1]["t"] if replay.rows else 0.0
-                    replay.birth(row_of(records[s]) if s in records else unreadable_row(s, t))
+                    t = replay.rows[-1].time if replay.rows else 0.0
+                    replay.birth(Row.of(records[s]) if s in records else Row.unreadable(s, t))
                     for loser in by_kill.get(s, ()):
                         replay.death(loser)
                     events.append(_step_event(replay))
@@ -351,7 +353,7 @@ def sync(store: Store, logdir: str, *, hparams: bool = True, views: bool = True,
                                                           space, report)
                 del records
             name = f"events.out.tfevents.{new[0]:012d}.evolve-steps-{new[-1]:012d}"
-            with _event_file(os.path.join(logdir, RUN_POPULATION), name, replay.rows[new[0]]["t"]) as f:
+            with _event_file(os.path.join(logdir, RUN_POPULATION), name, replay.rows[new[0]].time) as f:
                 for event in events:
                     f.add_bytes(event)
             report.new = len(new)
@@ -361,7 +363,7 @@ def sync(store: Store, logdir: str, *, hparams: bool = True, views: bool = True,
         report.individuals = replay.next_step
         best = replay.best()
         if best is not None:
-            report.best_step, report.best_fitness = best["s"], best["f"]
+            report.best_step, report.best_fitness = best.step, best.fitness
         if replay.next_step and (views or model_graph):
             _write_views(store, logdir, state, report, run_record, config, space, views, model_graph,
                          views_every)
@@ -373,33 +375,30 @@ def _step_event(replay: Replay) -> bytes:
     from tensorboard.compat.proto.event_pb2 import Event
 
     row = replay.rows[-1]
-    return Event(step=row["s"], wall_time=row["t"], summary=_scalar_summary(replay.scalars())).SerializeToString()
+    return Event(step=row.step, wall_time=row.time, summary=_scalar_summary(replay.scalars())).SerializeToString()
 
 
 # -- HParams ----------------------------------------------------------------------------------
 
 
-def hparams_of(record: dict[str, Any], space: Any) -> dict[str, Any]:
+def hparams_of(record: Individual, space: Any) -> dict[str, Any]:
     """The hyperparameters of one individual: its genome's stats, mutation, origin, parent, worker."""
     from genomes import GenomeError, genome_from_json
 
-    mutation = record.get("mutation")
-    metrics = record.get("metrics") or {}
-    genome = record.get("genome") or {}
+    genome = record.genome
     out: dict[str, Any] = {
-        "origin": str(record.get("origin") or ""),
-        "mutation": str(mutation.get("name") or "") if isinstance(mutation, dict) else "initial",
+        "origin": record.origin or "",
+        "mutation": (record.mutation.name or "") if record.mutation else "initial",
         "kind": str(genome.get("kind") or ""),
-        "status": str(record.get("status") or ""),
-        "worker": str(record.get("worker") or ""),
-        "parent": int((record.get("parents") or [-1])[0]),
-        "step": int(record["step"]),
+        "status": record.status or "",
+        "worker": record.worker or "",
+        "parent": record.parent if record.parent is not None else -1,
+        "step": record.step,
     }
-    if record.get("generation") is not None:
-        out["generation"] = int(record["generation"])
-    flops = metrics.get("flops")
-    if isinstance(flops, (int, float)) and not isinstance(flops, bool) and flops:
-        out["flops"] = float(flops)
+    if record.generation is not None:
+        out["generation"] = record.generation
+    if record.metrics.flops:
+        out["flops"] = float(record.metrics.flops)
     try:
         stats = genome_from_json(genome).stats(tuple(space.input_shape), space.num_classes)
     except (GenomeError, KeyError, TypeError, ValueError):
@@ -410,27 +409,27 @@ def hparams_of(record: dict[str, Any], space: Any) -> dict[str, Any]:
     return out
 
 
-def _write_hparams(logdir: str, records: list[dict[str, Any]], space: Any, report: SyncReport) -> int:
+def _write_hparams(logdir: str, records: list[Individual], space: Any, report: SyncReport) -> int:
     from tensorboard.compat.proto.event_pb2 import Event
     from tensorboard.plugins.hparams.summary_v2 import hparams_pb
 
     written = 0
     for record in records:
-        step = int(record["step"])
+        step = record.step
         folder = os.path.join(logdir, RUN_INDIVIDUALS, f"{step:06d}")
         name = _HPARAMS_FILE.format(step=step)
         if os.path.exists(os.path.join(folder, name)):
             continue
-        wall = num(record.get("created_at")) or time.time()
+        wall = num(record.created_at) or time.time()
         try:
             session = hparams_pb(hparams_of(record, space), trial_id=f"{step:06d}", start_time_secs=wall)
         except (TypeError, ValueError) as exc:
             report.errors.append(f"hparams of individual {step}: {exc}")
             continue
-        metrics = {"individual/fitness": num(record.get("fitness")),
-                   "individual/val_accuracy": num(record.get("val_accuracy")),
-                   "individual/test_accuracy": num(record.get("test_accuracy")),
-                   "individual/train_seconds": num((record.get("metrics") or {}).get("train_seconds"))}
+        metrics = {"individual/fitness": num(record.fitness),
+                   "individual/val_accuracy": num(record.val_accuracy),
+                   "individual/test_accuracy": num(record.test_accuracy),
+                   "individual/train_seconds": num(record.metrics.train_seconds)}
         with _event_file(folder, name, wall, durable=False) as f:
             f.add(Event(step=0, wall_time=wall, summary=session))
             f.add(Event(step=0, wall_time=wall,
@@ -456,13 +455,13 @@ def _write_views(store: Store, logdir: str, state: _State, report: SyncReport, r
     name = f"events.out.tfevents.{count:012d}.evolve-views"
     due = time.time() - state.views_at >= views_every
     if views and due and not os.path.exists(os.path.join(folder, name)):
-        best_record = read_best_record(store, best["s"]) if best else None
-        chain = replay.ancestry(best["s"]) if best else []
+        best_record = read_best_record(store, best.step) if best else None
+        chain = replay.ancestry(best.step) if best else []
         png = figure_png(replay.rows, replay.live, chain, title=figure_title(config, replay.rows, replay.live, best),
                          t0=num(run_record.get("created_at")))
         text = ancestry_markdown(chain, best_record, replay.live)
         graph = family_graph(replay.rows, replay.live)
-        wall = max(r["t"] for r in replay.rows)
+        wall = max(r.time for r in replay.rows)
         with _event_file(folder, name, wall) as f:
             f.add(Event(step=count, wall_time=wall, graph_def=graph.SerializeToString()))
             f.add(Event(step=count, wall_time=wall, summary=Summary(value=[
@@ -478,23 +477,23 @@ def _write_views(store: Store, logdir: str, state: _State, report: SyncReport, r
         folder = os.path.join(logdir, RUN_BEST)
         current = _files(folder, _BEST_FILE)
         shown = int(current[-1][1].group(2)) if current else None
-        if shown == best["s"] or state.best_model_failed == best["s"]:
+        if shown == best.step or state.best_model_failed == best.step:
             return
-        best_record = best_record or read_best_record(store, best["s"])
+        best_record = best_record or read_best_record(store, best.step)
         try:
             graph_def, run_metadata = _module_graph(best_record, space)
         except Exception as exc:  # noqa: BLE001 - a genome torch cannot trace is not fatal
-            report.errors.append(f"best model graph of individual {best['s']}: {type(exc).__name__}: {exc}")
-            state.best_model_failed = best["s"]
+            report.errors.append(f"best model graph of individual {best.step}: {type(exc).__name__}: {exc}")
+            state.best_model_failed = best.step
             state.save(logdir)
             return
-        name = f"events.out.tfevents.{count:012d}.evolve-best-{best['s']:012d}"
-        wall = best["t"]
+        name = f"events.out.tfevents.{count:012d}.evolve-best-{best.step:012d}"
+        wall = best.time
         with _event_file(folder, name, wall) as f:
-            f.add(Event(step=best["s"], wall_time=wall, graph_def=graph_def.SerializeToString()))
-            f.add(Event(step=best["s"], wall_time=wall, tagged_run_metadata=TaggedRunMetadata(
-                tag=f"individual_{best['s']}", run_metadata=run_metadata.SerializeToString())))
-            f.add(Event(step=best["s"], wall_time=wall, summary=Summary(value=[
+            f.add(Event(step=best.step, wall_time=wall, graph_def=graph_def.SerializeToString()))
+            f.add(Event(step=best.step, wall_time=wall, tagged_run_metadata=TaggedRunMetadata(
+                tag=f"individual_{best.step}", run_metadata=run_metadata.SerializeToString())))
+            f.add(Event(step=best.step, wall_time=wall, summary=Summary(value=[
                 _text_value("best_model/genome", genome_markdown(best_record))])))
         _replace_older(folder, _BEST_FILE, name)
         report.best_model = True

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from evolve.breeder import Breeder, make_breeder
+from evolve.breeder import Breeder, Child, make_breeder
 from evolve.collector import Collector, drop_strays
 from evolve.config import RunConfig
 from evolve.evaluate import Evaluator, Outcome, make_evaluator
@@ -42,7 +42,12 @@ class _Trained:
     record: dict[str, Any]
     weights: bytes | None
     started: float  # perf_counter at the step's start
+    selected: float  # when its child was bred (and the previous child handed to the writer)
     trained: float  # and when training ended
+
+
+def _mutation(provenance: dict[str, Any]) -> Mutation | None:
+    return Mutation.from_json(provenance["mutation"]) if provenance.get("mutation") else None
 
 
 def _run_all(jobs: list[Callable[[], None]]) -> None:
@@ -93,8 +98,7 @@ class Worker:
         self.id = worker_id or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.identity = Identity.here(self.id, slot, actor)
         self.population = Population(store, config.population, config.population + config.steps, self.identity,
-                                     config.lease_seconds, config.refresh_seconds,
-                                     generational=config.selection == "generational")
+                                     config.lease_seconds, config.refresh_seconds)
         self.breeder: Breeder = make_breeder(config, space, self.population, self.id)
         self._evaluator = evaluator
         self.stop_event = threading.Event()
@@ -105,7 +109,7 @@ class Worker:
         self._later: list[Callable[[], None]] = []  # store work put off till the next training (marks, deletions)
         self._writing: tuple[_Trained, Future] | None = None  # the child the writer thread is writing
         self.collector = None
-        if config.keep == "needed" and config.selection != "generational":
+        if config.keep == "needed" and self.breeder.collects:
             grace = max(GC_GRACE_SECONDS, 2 * config.refresh_seconds)
             self.collector = Collector(store, self.population, config.keep_best, grace)
 
@@ -182,7 +186,7 @@ class Worker:
             adoption = pop.adopt(step)
             if adoption is not None:
                 return step, adoption
-        return pop.claim_next(self.breeder.claim_chooser), None
+        return pop.claim_next(self.breeder.claim_chooser, self.breeder.waits_for), None
 
     def _finish_lapsed(self) -> None:
         """While our step waits for enough live individuals, finish the lapsed steps that hold them dead
@@ -204,13 +208,13 @@ class Worker:
 
     def run_step(self, step: int, adopted: bool = False, adoption: int | None = None,
                  background: bool = False) -> bool | None:
-        """Do (or finish) step ``step``, held under ``adoption`` (its index) or as claimed; True if our
-        child is the one recorded.
+        """One step, top to bottom: breed step's child (the breeder selects a parent, kills the loser and
+        mutates; ``evolve.breeder``), train it from its parent's weights, write it create-once. Held
+        under ``adoption`` (its index) or as claimed; True if our child is the one recorded.
 
-        With ``background`` the child is held and returns None at once: the caller's next step hands it
-        to this worker's writer thread once its own claim and tombstone are written, so its training
-        hides the write; :meth:`flush` writes it now and waits. The step's heartbeat
-        (``evolve.heartbeat``) goes on until its child is written.
+        With ``background`` the child is held and None returned at once: the next step hands it to the
+        writer thread once its own claim and tombstone are written, so that training hides the write
+        (:meth:`flush` writes it now). The step's heartbeat (``evolve.heartbeat``) beats till then.
         """
         adopted = adopted or adoption is not None
         if adopted and self.population.child_exists(step):  # its holder died after writing the child
@@ -223,21 +227,27 @@ class Worker:
             self.stats.busy_seconds += time.perf_counter() - started
 
         try:
-            trained = self._train(step, adopted, started)
+            seed = derive_seed(self.config.seed, step)
+            child, parent_weights = self._breed(step, adopted)
+            self._start_write()  # the previous child's, now that this step's claim and tombstone are written
+            selected = time.perf_counter()
+            outcome = self.evaluator.evaluate(child.genome, parent_weights, seed, _mutation(child.provenance))
+            record = self._record(step, seed, adopted, child, outcome)
+            trained = _Trained(step, adopted, record, outcome.weights, started, selected, time.perf_counter())
         except BaseException:
             done()
             raise
-        if not background:
-            try:
-                won = self._write(trained)
-            finally:
-                done()
-            self._settle(trained, won)
-            self._collect()
-            return won
-        self.flush()  # the previous step's write: long done, unless training is faster than the disk
-        self._held = (trained, done)
-        return None
+        if background:
+            self.flush()  # the previous step's write: long done, unless training is faster than the disk
+            self._held = (trained, done)
+            return None
+        try:
+            won = self._write(trained)
+        finally:
+            done()
+        self._settle(trained, won)
+        self._collect()
+        return won
 
     def _start_write(self) -> None:
         """Hand the held child, and the log marks and deletions put off till now, to the writer thread:
@@ -274,36 +284,29 @@ class Worker:
         finally:
             done()
 
-    def _train(self, step: int, adopted: bool, started: float) -> _Trained:
-        """Select, breed and train step's child: its record, all but the write."""
-        seed = derive_seed(self.config.seed, step)
-        while (child := self.breeder.child(step)) is None:  # too few live: finish the steps holding them
+    def _breed(self, step: int, adopted: bool) -> tuple[Child, bytes | None]:
+        """Step's child from the breeder, and the weights it starts from. While too few are alive to
+        select from, finish the lapsed steps that hold them and ask again."""
+        while (child := self.breeder.child(step)) is None:
             self._finish_lapsed()
             time.sleep(WAIT_SECONDS)
-        genome, record = child.genome, dict(child.provenance)
-        record.update(step=step, seed=seed, worker=self.id, adopted=adopted)
-        parent_weights = self.breeder.inherited(record, child.parent, self._read_weights)
+        parent_weights = self.breeder.inherited(child.provenance, child.parent, self._read_weights)
         if self.collector is not None and child.parent is not None and not adopted:
             # how old the view that chose the parent was when its weights were read (an adopter may
             # replay a selection made long ago, from a view refreshed before its last training)
             view = self.population.view
             self.collector.observe(time.monotonic() - view.refreshed_at + self.population.last_refresh_s)
-        self._start_write()  # the previous child's, now that this step's records are written
-        selected = time.perf_counter()
-        mutation = Mutation.from_json(record["mutation"]) if record.get("mutation") else None
-        outcome = self.evaluator.evaluate(genome, parent_weights, seed, mutation)
-        trained = time.perf_counter()
-        genome_hash = genome.content_hash()
+        return child, parent_weights
+
+    def _record(self, step: int, seed: int, adopted: bool, child: Child, outcome: Outcome) -> dict[str, Any]:
+        """The child's record, all but what writing it adds (weights, created_at, write timings)."""
+        genome_hash = child.genome.content_hash()
         fitness, extra = self.breeder.fitness(step, genome_hash, outcome)
-        record.update(**extra)
-        record.update(
-            genome=genome.to_json(), hash=genome_hash, fitness=fitness, raw_fitness=outcome.fitness,
-            status=outcome.status,
-            reason=outcome.reason, val_accuracy=outcome.val_accuracy, test_accuracy=outcome.test_accuracy,
-            metrics=outcome.metrics(), weights=None,
-            timings={"select_s": selected - started, "evaluate_s": trained - selected},
-        )
-        return _Trained(step, adopted, record, outcome.weights, started, trained)
+        return {**child.provenance, "step": step, "seed": seed, "worker": self.id, "adopted": adopted, **extra,
+                "genome": child.genome.to_json(), "hash": genome_hash, "fitness": fitness,
+                "raw_fitness": outcome.fitness, "status": outcome.status, "reason": outcome.reason,
+                "val_accuracy": outcome.val_accuracy, "test_accuracy": outcome.test_accuracy,
+                "metrics": outcome.metrics(), "weights": None}
 
     def replay(self, step: int) -> Outcome:
         """Train recorded ``step`` again: its genome, seed and mutation, its parents' weights as stored.
@@ -314,8 +317,8 @@ class Worker:
         record = self.population.individual(step)
         parents = record.get("parents") or []
         weights = self.breeder.inherited(record, parents[0] if parents else None, self._read_weights)
-        mutation = Mutation.from_json(record["mutation"]) if record.get("mutation") else None
-        return self.evaluator.evaluate(genome_from_json(record["genome"]), weights, int(record["seed"]), mutation)
+        return self.evaluator.evaluate(genome_from_json(record["genome"]), weights, int(record["seed"]),
+                                       _mutation(record))
 
     def _write(self, t: _Trained) -> bool:
         """Store work only (the writer thread runs it): the weights, then the child (create-once), then
@@ -327,7 +330,8 @@ class Worker:
             record["weights"] = {"key": key, "sha256": hashlib.sha256(t.weights).hexdigest(), "bytes": len(t.weights)}
         now = time.perf_counter()
         record["created_at"] = time.time()
-        record["timings"].update(write_s=now - t.trained, total_s=now - t.started)
+        record["timings"] = {"select_s": t.selected - t.started, "evaluate_s": t.trained - t.selected,
+                             "write_s": now - t.trained, "total_s": now - t.started}
         won = self.store.create_json(individual_key(t.step), record)
         if won:
             self.population.publish_child(t.step, record)
