@@ -52,7 +52,7 @@ def measure(url: str) -> dict[str, Any]:
     import torch
 
     from evolve.result import run_data, summary
-    from evolve.run import load_run
+    from evolve.launch import load_run
     from evolve.keys import individual_key
     from evolve.store import Store
     from genomes import genome_from_json

@@ -47,7 +47,7 @@ from bench.common import header, markdown_table, moto_server, percentile, s3_opt
 from evolve.check import check_store
 from evolve.config import RunConfig, build_config
 from evolve.evaluate import Evaluator, Outcome
-from evolve.run import open_run
+from evolve.launch import open_run
 from evolve.seeding import rng_for
 from evolve.store import Store
 from evolve.worker import Worker
@@ -123,7 +123,7 @@ def measure_demo(workdir: Path, steps: int, smoke: bool) -> Demo:
     store = workdir / "demo"
     started = time.perf_counter()
     if smoke:
-        from evolve.run import run_in_process
+        from evolve.launch import run_in_process
 
         config = build_config({"store": str(store), "population": 4, "steps": steps, "train": {"batches": 3}})
         run_in_process(*open_run(config))

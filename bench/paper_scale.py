@@ -37,7 +37,7 @@ from bench.scaling import START_TIMEOUT_S, collect, process_context, release, st
 from evolve.check import check_store
 from evolve.config import RunConfig, build_config
 from evolve.evaluate import Outcome, SyntheticEvaluator
-from evolve.run import load_run, open_run
+from evolve.launch import load_run, open_run
 from evolve.keys import step_of
 from evolve.store import Store
 from evolve.worker import Worker

@@ -150,7 +150,7 @@ def _recipe(s: Settings, seed: int, batches: int):
 
 
 def _space(s: Settings, seed: int):
-    from evolve.run import space_for
+    from evolve.launch import space_for
 
     return space_for(_config(s, seed))
 
@@ -159,7 +159,7 @@ def evolve_job(s: Settings, method: str, seed: int) -> dict[str, Any]:
     """One engine run with ``selection=method``: the best individual as found, and its lineage."""
     from evolve.report import Snapshot
     from evolve.result import final_model, lineage_batches, measured_test_accuracy
-    from evolve.run import open_run, run_in_process
+    from evolve.launch import open_run, run_in_process
 
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="evolve-quality-") as tmp:
@@ -391,7 +391,7 @@ def make_executor(jobs: int) -> Any:
         _single_thread()
         return InProcess()
     ctx = multiprocessing.get_context("forkserver")
-    ctx.set_forkserver_preload(["torch", "torch._dynamo", "evolve.run", "evolve.train", "genomes"])
+    ctx.set_forkserver_preload(["torch", "torch._dynamo", "evolve.launch", "evolve.train", "genomes"])
     return ProcessPoolExecutor(max_workers=jobs, mp_context=ctx)
 
 

@@ -30,7 +30,7 @@ def retrain(url: str, step: int | None = None, batches: int = 1500, seed: int = 
     from evolve.reference import recipe_for
     from evolve.report import Snapshot
     from evolve.result import run_data
-    from evolve.run import load_run
+    from evolve.launch import load_run
     from evolve.keys import individual_key
     from evolve.store import Store
     from evolve.train import Trainer

@@ -40,7 +40,7 @@ from bench.overhead import OpCounter, prefill
 from evolve.check import check_store
 from evolve.config import RunConfig, build_config
 from evolve.evaluate import SyntheticEvaluator
-from evolve.run import open_run
+from evolve.launch import open_run
 from evolve.store import Store
 
 
@@ -55,7 +55,7 @@ START_TIMEOUT_S = 600.0
 
 def worker_main(url: str, options: dict[str, Any], config_json: str, index: int, go: Any, results: Any) -> None:
     """A worker process: build the Worker, read the population, say so, wait for the start, run to the end."""
-    from evolve.run import load_run
+    from evolve.launch import load_run
     from evolve.worker import Worker
 
     try:
@@ -81,7 +81,7 @@ def process_context() -> multiprocessing.context.BaseContext:
     """forkserver with the engine preloaded: 32 workers start in seconds and share its pages."""
     if "forkserver" in multiprocessing.get_all_start_methods():
         ctx = multiprocessing.get_context("forkserver")
-        ctx.set_forkserver_preload(["evolve.worker", "evolve.run", "bench.scaling"])
+        ctx.set_forkserver_preload(["evolve.worker", "evolve.launch", "bench.scaling"])
         return ctx
     return multiprocessing.get_context("spawn")
 

@@ -7,7 +7,7 @@ import json
 import random
 import sys
 import time
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 from rich.console import Console
@@ -95,7 +95,7 @@ def _guard(fn):
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
-        from evolve.run import USER_ERRORS
+        from evolve.launch import USER_ERRORS
 
         try:
             return fn(*args, **kwargs)
@@ -160,50 +160,55 @@ LOG_LEVEL_HELP = "Log lines shown (the workers' too): debug, info, warning or er
 LOG_FILE_HELP = "Also append the log lines (the workers' too) to this file."
 
 
-def _launch(store, config, space, executor: str, logdir: str | None = None) -> None:
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+class _Progress:
+    """The run's progress on stderr: a bar on a terminal, a line every few seconds otherwise."""
 
-    from evolve.run import run_in_process, run_on_ray, total_steps
-    from evolve.serve import LiveSync
+    def __init__(self, announce: bool = True) -> None:
+        self.announce = announce  # say what the store runs first (a new run; a resume's user knows)
+        self.stack = contextlib.ExitStack()
+        self.show: Any = None
+        self.total = 0
 
-    if executor not in ("ray", "local"):
-        fail(f"--executor: expected ray or local, got {executor!r}")
-    live = LiveSync(store, logdir) if logdir else None
-    runner = run_on_ray if executor == "ray" else run_in_process
-    total = total_steps(config)
+    def __enter__(self) -> _Progress:
+        return self
 
-    with contextlib.ExitStack() as stack:
+    def start(self, run: Any) -> None:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        config = run.config
+        if self.announce:
+            err.print(f"store {run.url}: {config.genome} genomes, {config.selection} selection, population "
+                      f"{config.population}, {config.steps} steps, {config.workers} workers, "
+                      f"dataset {config.dataset}")
+        self.total = run.total
         if err.is_terminal:
-            bar = stack.enter_context(Progress(TextColumn("[bold]evolving"), BarColumn(), MofNCompleteColumn(),
-                                               TimeElapsedColumn(), console=err, transient=False))
-            task = bar.add_task("steps", total=total)
-
-            def show(done: int, force: bool = False) -> None:
-                bar.update(task, completed=done)
+            bar = self.stack.enter_context(Progress(TextColumn("[bold]evolving"), BarColumn(), MofNCompleteColumn(),
+                                                    TimeElapsedColumn(), console=err, transient=False))
+            task = bar.add_task("steps", total=self.total)
+            self.show = lambda done, force=False: bar.update(task, completed=done)
         else:
-            show = _LogProgress(total).update
+            self.show = _LogProgress(self.total).update
 
-        def on_progress(done: int) -> None:
-            show(min(done, total))
-            if live:
-                live(done)
+    def update(self, done: int) -> None:
+        if self.show is not None:
+            self.show(min(done, self.total))
 
-        runner(store, config, space, on_progress=on_progress)
-        show(total, force=True)
-    if live and (report := live.close()):
-        err.print(f"tensorboard: {report.line()}", highlight=False)
-    _print_summary(store, config)
+    def __exit__(self, kind: Any, *rest: Any) -> None:
+        if kind is None and self.show is not None:
+            self.show(self.total, force=True)
+        self.stack.close()
 
 
-def _print_summary(store, config) -> None:
-    from evolve.report import Snapshot, status
-    from evolve.result import describe_final, summary
-    from evolve.run import total_steps
+def _print_summary(run: Any) -> None:
+    from evolve.report import Snapshot
+    from evolve.result import describe_final
 
-    snap = Snapshot.read(store)
-    warn_unreadable(snap.unreadable)
-    info = status(snap, config.population, total_steps(config))
-    out.print(f"run at {store.url}: {info['done']}/{info['total']} individuals, {info['live']} live, "
+    if run.views is not None:
+        err.print(f"tensorboard: {run.views.line()}", highlight=False)
+    config = run.config
+    warn_unreadable(Snapshot.read(run.store).unreadable)
+    info = run.status()
+    out.print(f"run at {run.url}: {info['done']}/{info['total']} individuals, {info['live']} live, "
               f"{info['failed']} failed")
     if info["done"] < info["total"]:
         return
@@ -212,7 +217,7 @@ def _print_summary(store, config) -> None:
         further = (f", training {start} {config.final_batches:,} batches on {config.final_data}"
                    if config.final_batches else "")
         err.print(f"testing the best{further} and LeNet-5 on the same split for reference ...", highlight=False)
-    result = summary(store, config)
+    result = run.result()
     if result is None:
         return
     flops = f", {result['flops'] / 1e6:.2f} MFLOPs" if result.get("flops") else ""
@@ -274,36 +279,26 @@ def run(
     log_file: Annotated[Optional[str], typer.Option(help=LOG_FILE_HELP)] = None,
 ) -> None:
     """Start (or continue) an evolution run; with no options, a small demo on the embedded dataset."""
-    from evolve.config import ConfigError, build_config, load_config_file
-    from evolve.presets import missing_dataset, required_dataset, resolve
-    from evolve.run import open_run
+    from evolve.api import resolve_settings
+    from evolve.api import run as start
+    from evolve.presets import missing_dataset, required_dataset
 
-    data = load_config_file(config_file) if config_file else {}
-    named = data.pop("preset", None)
-    source = "--preset" if preset is not None else f"{config_file}: preset"
-    preset = preset if preset is not None else named
     given = {"store": store, "genome": genome, "selection": selection, "population": population,
              "workers": workers, "steps": steps, "dataset": dataset, "seed": seed, "fitness": fitness,
              "address": address, "gpus_per_worker": gpus_per_worker}
-    overrides = {k: v for k, v in given.items() if v is not None}
     # defaults < preset < config file < options
-    settings = resolve(preset, data, overrides, source, config_file or "options")
-    config = build_config(settings, config_file or "options")
-    missing = missing_dataset(preset, config.dataset)
+    config, _, named = resolve_settings(config_file, preset, given, check_dataset=not dry_run)
     if dry_run:
         shown = config.model_dump(mode="json", exclude={"storage_options"})
-        if missing:
-            shown["dataset"] = f"REQUIRED: --dataset {required_dataset(preset, config.dataset)}"
+        if missing := missing_dataset(named, config.dataset):
+            shown["dataset"] = f"REQUIRED: --dataset {required_dataset(named, config.dataset)}"
             err.print(f"note: {missing}", highlight=False)
         sys.stdout.write(json.dumps(shown, indent=2) + "\n")
         return
-    if missing:
-        raise ConfigError(missing)
-    with _logging(log_level, log_file):
-        store_, config, space = open_run(config, resume=False, overrides=settings)
-        err.print(f"store {store_.url}: {config.genome} genomes, {config.selection} selection, population "
-                  f"{config.population}, {config.steps} steps, {config.workers} workers, dataset {config.dataset}")
-        _launch(store_, config, space, executor, logdir)
+    with _logging(log_level, log_file), _Progress() as progress:
+        run_ = start(config_file=config_file, preset=preset, executor=executor, logdir=logdir,
+                     on_start=progress.start, on_progress=progress.update, **given)
+    _print_summary(run_)
 
 
 @app.command()
@@ -319,14 +314,12 @@ def resume(
     log_file: Annotated[Optional[str], typer.Option(help=LOG_FILE_HELP)] = None,
 ) -> None:
     """Continue a stopped or killed run from its store; steps in flight are adopted."""
-    from evolve.config import RunConfig
-    from evolve.run import open_run
+    from evolve.api import resume as restart
 
-    given = {"workers": workers, "steps": steps, "address": address}
-    overrides = {k: v for k, v in given.items() if v is not None}
-    with _logging(log_level, log_file):
-        store_, config, space = open_run(RunConfig(store=store), resume=True, overrides=overrides)
-        _launch(store_, config, space, executor, logdir)
+    with _logging(log_level, log_file), _Progress(announce=False) as progress:
+        run_ = restart(store, executor=executor, logdir=logdir, on_start=progress.start,
+                       on_progress=progress.update, workers=workers, steps=steps, address=address)
+    _print_summary(run_)
 
 
 @app.command()
@@ -336,7 +329,7 @@ def status(store: Annotated[str, typer.Argument(help="Store URL.")]) -> None:
     from rich.table import Table
 
     from evolve.report import Snapshot, status as run_status
-    from evolve.run import load_run, total_steps
+    from evolve.launch import load_run, total_steps
 
     st = _open_store(store)
     config, _ = load_run(st)
@@ -373,7 +366,7 @@ def best(
     from evolve.data import DataError
     from evolve.keys import record_key_of_final
     from evolve.result import describe_final, measured_test_accuracy
-    from evolve.run import load_run
+    from evolve.launch import load_run
 
     config, _ = load_run(st)
     try:
@@ -445,7 +438,7 @@ def lineage(
 def check(store: Annotated[str, typer.Argument(help="Store URL.")]) -> None:
     """Verify the store's invariants; exit 1 on any violation."""
     from evolve.check import check_store
-    from evolve.run import load_run, total_steps
+    from evolve.launch import load_run, total_steps
 
     st = _open_store(store)
     config, _ = load_run(st)

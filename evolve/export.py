@@ -23,7 +23,7 @@ from evolve.keys import RUN_KEY
 from evolve.records import ExportRow, Individual, Tombstone
 from evolve.store import Store, StoreError
 
-__all__ = ["ExportError", "ExportReport", "export_parquet", "rows", "schema"]
+__all__ = ["ExportError", "ExportReport", "export_parquet", "rows", "schema", "table"]
 
 
 CHUNK = 1000
@@ -89,23 +89,24 @@ def rows(individuals: dict[int, Individual], deaths: dict[int, Tombstone],
     return out
 
 
-def export_parquet(store: Store, path: str, threads: int = 8, compression: str = "zstd") -> ExportReport:
-    """Write every individual of the run in ``store`` to ``path`` (Parquet), atomically."""
+def table(store: Store, threads: int = 8, unreadable: list[tuple[str, str]] | None = None) -> Any:
+    """Every individual of the run in ``store`` as an Arrow table (``schema()``, the run in its metadata).
+
+    Records that do not parse are skipped and listed in ``unreadable`` as ``(key, reason)``.
+    """
     import pyarrow as pa
-    import pyarrow.parquet as pq
 
     from evolve.report import read_records
 
-    started = time.perf_counter()
     run = store.read_json(RUN_KEY)
     if run is None:
         raise StoreError(f"no evolve run at {store.url!r} (run.json missing)")
-    unreadable: list[tuple[str, str]] = []
+    unreadable = [] if unreadable is None else unreadable
     keys = store.list_keys("individuals/")
     deaths = read_records(store, store.list_keys("deaths/"), threads, unreadable, typed=True)
     tested = read_records(store, store.list_keys("results/tested/"), threads, unreadable, typed=True)
     table_rows: list[dict[str, Any]] = []
-    cache: dict[Any, str] = {}
+    cache: dict[str, str] = {}
     for start in range(0, len(keys), CHUNK):  # records hold whole genomes: convert them a chunk at a time
         chunk = read_records(store, keys[start:start + CHUNK], threads, unreadable, typed=True)
         for step, record in chunk.items():  # a child's test accuracy is measured for the best only, kept aside
@@ -117,18 +118,27 @@ def export_parquet(store: Store, path: str, threads: int = 8, compression: str =
         "evolve.store": store.url,
         "evolve.exported_at": str(time.time()),
     })
-    columns = {f.name: [row[f.name] for row in table_rows] for f in sch}
-    table = pa.Table.from_pydict(columns, schema=sch)
+    return pa.Table.from_pydict({f.name: [row[f.name] for row in table_rows] for f in sch}, schema=sch)
+
+
+def export_parquet(store: Store, path: str, threads: int = 8, compression: str = "zstd") -> ExportReport:
+    """Write every individual of the run in ``store`` to ``path`` (Parquet), atomically."""
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    started = time.perf_counter()
+    unreadable: list[tuple[str, str]] = []
+    data = table(store, threads, unreadable)
     path = os.path.abspath(os.path.expanduser(os.fspath(path)))
     tmp = os.path.join(os.path.dirname(path), f".tmp-{uuid.uuid4().hex}.parquet")
     try:
-        pq.write_table(table, tmp, compression=compression)
+        pq.write_table(data, tmp, compression=compression)
         os.replace(tmp, path)
     except OSError as exc:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise ExportError(f"cannot write {path}: {exc.strerror or exc}") from exc
-    return ExportReport(path=path, rows=table.num_rows, alive=sum(1 for r in table_rows if r["alive"]),
+    return ExportReport(path=path, rows=data.num_rows, alive=pc.sum(data.column("alive")).as_py() or 0,
                         bytes=os.path.getsize(path), seconds=time.perf_counter() - started, unreadable=unreadable)
 
 

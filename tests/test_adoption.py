@@ -16,7 +16,7 @@ from evolve.log import read_selection, selections_of
 from evolve.keys import adoption_key, heartbeat_key
 from evolve.population import Population
 from evolve.keys import claim_key, death_key, individual_key
-from evolve.run import open_run, total_steps
+from evolve.launch import open_run, total_steps
 from evolve.worker import Worker
 
 LEASE = 0.3

@@ -27,7 +27,7 @@ from bench.common import moto_server, s3_client, s3_options
 from evolve.config import build_config
 from evolve.keys import selection_key
 from evolve.population import Population
-from evolve.run import open_run, run_in_process, total_steps
+from evolve.launch import open_run, run_in_process, total_steps
 from evolve.keys import step_of
 from evolve.store import Store
 from evolve.worker import Worker

@@ -136,7 +136,7 @@ def test_retrain_trains_the_best_architecture_from_scratch_with_the_recipe(tmp_p
     from bench import retrain
     from evolve.config import build_config
     from evolve.report import Snapshot
-    from evolve.run import open_run, run_in_process
+    from evolve.launch import open_run, run_in_process
     from evolve.store import Store
 
     config = build_config({"store": str(tmp_path / "run"), "dataset": "digits", "population": 2, "steps": 2,

@@ -31,7 +31,7 @@ from evolve.check import check_store
 from evolve.cli import app
 from evolve.config import RunConfig, build_config
 from evolve.log import read_selection, selections_of
-from evolve.run import open_run, run_on_ray, total_steps
+from evolve.launch import open_run, run_on_ray, total_steps
 from evolve.keys import claim_key, death_key, individual_key, step_of
 from evolve.store import Store
 

@@ -9,7 +9,7 @@ import pytest
 from evolve.config import DEFAULT_GENOME_OPTIONS, RunConfig
 from evolve.keys import LENET_KEY, record_key_of_tested
 from evolve.result import lineage_batches, summary
-from evolve.run import load_run, open_run, run_in_process
+from evolve.launch import load_run, open_run, run_in_process
 from evolve.keys import RUN_KEY
 from evolve.store import Store
 from evolve.report import Snapshot

@@ -14,7 +14,7 @@ from evolve.config import RunConfig, build_config
 from evolve.keys import claim_key, death_key, individual_key, step_of
 from evolve.keys import heartbeat_key, selection_key
 from evolve.report import Snapshot
-from evolve.run import open_run, run_in_process, total_steps
+from evolve.launch import open_run, run_in_process, total_steps
 from evolve.worker import Worker
 
 

@@ -16,7 +16,7 @@ from inflight import holders
 from evolve.check import check_store
 from evolve.config import build_config
 from evolve.report import Snapshot
-from evolve.run import open_run, run_on_ray, total_steps
+from evolve.launch import open_run, run_on_ray, total_steps
 
 ray = pytest.importorskip("ray")
 
@@ -139,7 +139,7 @@ def test_a_torn_record_then_resume_under_ray_is_one_line_and_exit_2(tmp_path, lo
     from evolve.keys import individual_key
 
     store, config, space = open_run(_config(tmp_path, population=4, steps=8, workers=2))
-    from evolve.run import run_in_process
+    from evolve.launch import run_in_process
 
     run_in_process(store, config, space)
     for step in Snapshot.read(store).live():  # every live record torn: whichever a worker reads

@@ -13,7 +13,7 @@ import pytest
 
 from evolve.config import build_config
 from evolve.report import Snapshot
-from evolve.run import open_run, run_in_process
+from evolve.launch import open_run, run_in_process
 from evolve.worker import Worker
 
 GCNN = {"genome": "gcnn", "genome_options": {"nodes": [3, 3], "channels": [8, 16]}}

@@ -29,7 +29,7 @@ from evolve.check import check_store
 from evolve.cli import app
 from evolve.config import build_config
 from evolve.doctor import doctor
-from evolve.run import open_run, run_in_process, total_steps
+from evolve.launch import open_run, run_in_process, total_steps
 from evolve.store import Store, StoreError
 
 SECRET = f"evolve-test-secret-{uuid.uuid4().hex}"

@@ -27,7 +27,7 @@ from evolve.config import build_config
 from evolve.keys import individual_key, step_of
 from evolve.replay import RATE_WINDOW
 from evolve.report import Snapshot
-from evolve.run import open_run, run_in_process
+from evolve.launch import open_run, run_in_process
 from evolve.serve import LiveSync
 from evolve.store import Store
 from evolve.tensorboard import METRIC_TAGS, SCALAR_TAGS, STATE_FILE, sync

@@ -1,4 +1,6 @@
-"""Start or resume a run: open the store, write or check run.json, launch workers, watch progress."""
+"""Start or resume a run: open the store, write or check run.json, launch workers, watch progress.
+
+The launcher (named so that ``evolve.run`` is the API's function, ``evolve.api.run``)."""
 
 from __future__ import annotations
 
@@ -113,8 +115,11 @@ def count_individuals(store: Store) -> int:
 
 
 def run_in_process(store: Store, config: RunConfig, space: SearchSpace,
-                   on_progress: Callable[[int], None] | None = None) -> list[dict[str, Any]]:
-    """Run ``config.workers`` workers as threads of this process (tests, debugging, a GPU box without Ray)."""
+                   on_progress: Callable[[int], None] | None = None,
+                   stop: threading.Event | None = None) -> list[dict[str, Any]]:
+    """Run ``config.workers`` workers as threads of this process (tests, debugging, a GPU box without Ray).
+
+    Setting ``stop`` asks every worker to finish its step and return (the run stays resumable)."""
     workers = [Worker(store, config, space, worker_id=f"local-{i}-{os.getpid()}", slot=f"local-{i}")
                for i in range(config.workers)]
     results: list[dict[str, Any]] = [{} for _ in workers]
@@ -140,7 +145,10 @@ def run_in_process(store: Store, config: RunConfig, space: SearchSpace,
         t.start()
     try:
         while not all(d.is_set() for d in done):
-            next(d for d in done if not d.is_set()).wait(0.5)
+            next(d for d in done if not d.is_set()).wait(0.2 if stop is not None else 0.5)
+            if stop is not None and stop.is_set():
+                for w in workers:
+                    w.stop()
             if on_progress:
                 on_progress(count_individuals(store))
     except KeyboardInterrupt:
@@ -282,4 +290,5 @@ def run_on_ray(store: Store, config: RunConfig, space: SearchSpace,
     return results
 
 
-__all__ = ["ConfigError", "open_run", "load_run", "run_in_process", "run_on_ray", "space_for", "total_steps"]
+__all__ = ["USER_ERRORS", "ConfigError", "open_run", "load_run", "run_in_process", "run_on_ray", "space_for",
+           "total_steps"]

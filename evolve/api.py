@@ -1,0 +1,272 @@
+"""evolve as a library: start, resume and read runs from Python; the command line is a layer over this.
+
+::
+
+    import evolve
+
+    run = evolve.run(store="runs/demo", population=10, steps=40, executor="local")  # returns when done
+    print(run.status())                      # done, live, best fitness, failed, per worker ...
+    best = run.best()                        # an evolve.records.Individual: step, fitness, genome, ...
+    table = run.individuals()                # a pandas DataFrame, one row per individual (the export's columns)
+    net = run.model(best.step)               # a torch.nn.Module with its trained weights, eval mode
+    for ancestor in run.lineage(best.step):  # oldest first
+        print(ancestor.step, ancestor.mutation and ancestor.mutation.name, ancestor.fitness)
+    print(run.result())                      # the best's test accuracy, its final training, LeNet-5's line
+
+    big = evolve.run(store="runs/big", steps=2000, wait=False)  # returns at once; the run goes on
+    evolve.open("runs/big").status()         # read-only, any store, from any process, while it runs
+    big.wait()
+
+Settings are the config's fields (``evolve.config.RunConfig``) as keywords, over a ``preset`` and
+a ``config_file`` (defaults < preset < file < keywords, as on the command line). Errors a user
+can cause raise ``ConfigError``, ``DataError``, ``StoreError`` or ``GenomeError`` with one line
+naming the field or file.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from evolve.config import ConfigError, RunConfig, build_config, load_config_file
+from evolve.launch import open_run, run_in_process, run_on_ray
+from evolve.records import Individual, parse
+from evolve.report import Snapshot, status
+from evolve.runfile import load_run, total_steps
+from evolve.store import Store, StoreError
+
+__all__ = ["Run", "configure", "open", "resume", "run"]
+
+EXECUTORS = ("ray", "local")
+
+
+def configure(config_file: str | None = None, *, preset: str | None = None, **settings: Any) -> RunConfig:
+    """The config a run with these settings would use: defaults < preset < config file < ``settings``.
+
+    A dataset that still needs its files (a CIFAR preset's) is refused here, naming what to give."""
+    return resolve_settings(config_file, preset, settings, check_dataset=True)[0]
+
+
+def resolve_settings(config_file: str | None, preset: str | None, settings: dict[str, Any],
+                     check_dataset: bool = True) -> tuple[RunConfig, dict[str, Any], str | None]:
+    """(the config, the settings it was built from, the preset's name): the settings are what a run
+    at an existing store is checked against (a resume may change only some fields)."""
+    from evolve.presets import missing_dataset, resolve
+
+    data = load_config_file(config_file) if config_file else {}
+    named = data.pop("preset", None)
+    source = "--preset" if preset is not None else f"{config_file}: preset"
+    preset = preset if preset is not None else named
+    given = {k: v for k, v in settings.items() if v is not None}
+    resolved = resolve(preset, data, given, source, config_file or "options")
+    config = build_config(resolved, config_file or "options")
+    if check_dataset and (missing := missing_dataset(preset, config.dataset)) is not None:
+        raise ConfigError(missing)
+    return config, resolved, preset
+
+
+def run(config: RunConfig | None = None, *, config_file: str | None = None, preset: str | None = None,
+        executor: str = "ray", wait: bool = True, logdir: str | None = None,
+        on_progress: Callable[[int], None] | None = None, on_start: Callable[[Run], None] | None = None,
+        **settings: Any) -> Run:
+    """Start a run (or continue the one already at its store) and return it when done, or at once
+    with ``wait=False`` (the local executor only: Ray's driver wants the main thread).
+
+    ``config``: a ``RunConfig`` (``configure``), or else ``config_file``, ``preset`` and the config's
+    fields as keywords. ``executor``: ``ray`` (a local Ray, or ``address``'s cluster) or ``local``
+    (threads of this process). ``logdir`` keeps TensorBoard views as it goes; ``on_start(run)`` is
+    called once the store is open, ``on_progress(done)`` with the individuals now in the store."""
+    _check_executor(executor, wait)
+    if config is None:
+        config, overrides, _ = resolve_settings(config_file, preset, settings)
+    elif settings or config_file or preset:
+        raise ConfigError("run: give either a RunConfig or settings (config_file, preset, keywords), not both")
+    else:
+        overrides = config.model_dump()
+    store, config, _ = open_run(config, resume=False, overrides=overrides)
+    return Run(store, config)._start(executor, wait, logdir, on_progress, on_start)
+
+
+def resume(url: str, *, storage_options: dict[str, Any] | None = None, executor: str = "ray", wait: bool = True,
+           logdir: str | None = None, on_progress: Callable[[int], None] | None = None,
+           on_start: Callable[[Run], None] | None = None, **overrides: Any) -> Run:
+    """Continue a stopped or killed run; steps in flight are adopted. ``overrides``: the fields a
+    resume may change (``workers``, ``steps`` to extend it, ``address``, ...)."""
+    _check_executor(executor, wait)
+    given = {k: v for k, v in overrides.items() if v is not None}
+    store, config, _ = open_run(RunConfig(store=url, storage_options=storage_options or {}), resume=True,
+                                overrides=given)
+    return Run(store, config)._start(executor, wait, logdir, on_progress, on_start)
+
+
+def _check_executor(executor: str, wait: bool = True) -> None:
+    if executor not in EXECUTORS:
+        raise ConfigError(f"executor: expected one of {', '.join(EXECUTORS)}, got {executor!r}")
+    if executor == "ray" and not wait:
+        raise ConfigError("wait=False runs the local executor only (Ray's driver wants the main thread): "
+                          "give executor='local', or start the run from a script and evolve.open() it here")
+
+
+def open(url: str, storage_options: dict[str, Any] | None = None) -> Run:  # noqa: A001 - evolve.open reads well
+    """The run at ``url``, read-only: live or finished, on any store."""
+    store = Store.open(url, storage_options)
+    return Run(store, load_run(store)[0])
+
+
+class Run:
+    """A run in a store: what it holds now (every call reads the store afresh), and the run itself
+    when this process started it (:meth:`wait`, :meth:`stop`, :attr:`running`)."""
+
+    def __init__(self, store: Store, config: RunConfig) -> None:
+        self.store = store
+        self.config = config
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
+        self._error: BaseException | None = None
+        self.views: Any = None  # with a logdir: the last sync's report (evolve.tensorboard.SyncReport)
+
+    @property
+    def url(self) -> str:
+        return self.store.url
+
+    def __repr__(self) -> str:
+        return f"<evolve.Run {self.url}: {self.config.genome}, {self.config.selection}, {self.total} individuals>"
+
+    @property
+    def total(self) -> int:
+        """Individuals the finished run holds: the population and every step's child."""
+        return total_steps(load_run(self.store)[0])
+
+    # -- running ---------------------------------------------------------------------------------
+
+    def _start(self, executor: str, wait: bool, logdir: str | None, on_progress: Callable[[int], None] | None,
+               on_start: Callable[[Run], None] | None) -> Run:
+        if on_start is not None:
+            on_start(self)
+        runner = run_on_ray if executor == "ray" else run_in_process
+        live = None
+        if logdir:
+            from evolve.serve import LiveSync
+
+            live = LiveSync(self.store, logdir)
+
+        def progress(done: int) -> None:
+            if on_progress:
+                on_progress(min(done, total_steps(self.config)))
+            if live:
+                live(done)
+
+        def target() -> None:
+            try:
+                runner(self.store, self.config, load_run(self.store)[1], on_progress=progress, stop=self._stop)
+            except BaseException as exc:  # noqa: BLE001 - raised again by wait()
+                self._error = exc
+            finally:
+                if live:
+                    self.views = live.close()
+
+        if wait:
+            target()
+            self._raise()
+            return self
+        self._thread = threading.Thread(target=target, name=f"evolve-run-{self.url}", daemon=True)
+        self._thread.start()
+        return self
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def wait(self, timeout: float | None = None) -> Run:
+        """Until the run this process started has ended (or ``timeout`` seconds); its error, if any, is raised."""
+        if self._thread is not None:
+            self._thread.join(timeout)
+        self._raise()
+        return self
+
+    def stop(self) -> Run:
+        """Ask the workers to finish their steps and return; the run stays resumable."""
+        self._stop.set()
+        return self.wait()
+
+    def _raise(self) -> None:
+        if self._error is not None and not self.running:
+            error, self._error = self._error, None
+            raise error
+
+    # -- reading -----------------------------------------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        """Counts and figures of the run now: done, total, in flight, live, best and median fitness, ..."""
+        config = load_run(self.store)[0]
+        return status(Snapshot.read(self.store), config.population, total_steps(config))
+
+    def best(self, live_only: bool = False) -> Individual | None:
+        """The individual with the highest fitness (of equals, the earliest), dead or alive."""
+        record = Snapshot.read(self.store).best(live_only)
+        return None if record is None else parse(Individual, record)
+
+    def individual(self, step: int) -> Individual:
+        from evolve.keys import individual_key
+
+        data = self.store.read_json(individual_key(step))
+        if data is None:
+            raise StoreError(f"{self.url}: no individual {step} (yet)")
+        return parse(Individual, data)
+
+    def individuals(self) -> Any:
+        """Every individual as a pandas DataFrame, the columns of ``evolve export`` (one row each)."""
+        from evolve.export import table
+
+        return table(self.store).to_pandas()
+
+    def lineage(self, step: int | None = None) -> list[Individual]:
+        """``step`` (default: the best) and its first-parent ancestors, oldest first."""
+        snapshot = Snapshot.read(self.store)
+        if step is None:
+            best = snapshot.best()
+            if best is None:
+                return []
+            step = best["step"]
+        if step not in snapshot.individuals:
+            raise StoreError(f"{self.url}: no individual {step} (yet)")
+        return [parse(Individual, r) for r in snapshot.ancestry(step)]
+
+    def model(self, step: int | None = None) -> Any:
+        """Individual ``step``'s (default: the best's) network as a ``torch.nn.Module`` with its trained
+        weights, in eval mode on the CPU."""
+        from evolve.train import weights_from_bytes
+        from genomes import genome_from_json
+
+        record = self.best() if step is None else self.individual(step)
+        if record is None:
+            raise StoreError(f"{self.url}: no individuals yet")
+        blob = self.store.read_bytes(record.weights.key) if record.weights else None
+        if blob is None:
+            why = ("its weights were deleted (keep = 'needed' keeps the best keep_best and those still needed)"
+                   if record.weights else "it has no stored weights (a synthetic fitness, or a failed child)")
+            raise StoreError(f"{self.url}: individual {record.step}: {why}")
+        space = load_run(self.store)[1]
+        module = genome_from_json(record.genome).to_module(tuple(space.input_shape), space.num_classes)
+        module.load_state_dict(weights_from_bytes(blob))
+        return module.eval()
+
+    def result(self, reference: bool = True) -> dict[str, Any] | None:
+        """What ``evolve run`` prints at the end: the best's validation and test accuracy, parameters,
+        FLOPs, its final training, the compute spent, and (``reference``) LeNet-5 on the same split.
+        Computed once (the best's test, the final training, LeNet-5) and kept in the store; None
+        before the run has finished."""
+        from evolve.result import summary
+
+        config = load_run(self.store)[0]
+        if self.status()["done"] < total_steps(config):
+            return None
+        return summary(self.store, config, reference=reference)
+
+    def plot(self, path: str, **options: Any) -> Any:
+        """Figure 1 of Real et al. 2017 for this run, written to ``path`` (PNG)."""
+        from evolve.lineage import plot
+
+        return plot(self.store, path, **options)
+
