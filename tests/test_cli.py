@@ -409,9 +409,9 @@ def test_progress_without_a_terminal_is_plain_lines(tmp_path, capsys):
     assert run.exit_code == 0, run.output + run.stderr
     assert "evolving: 12/12 individuals (100%)" in run.stderr and "━" not in run.stderr
 
-    from evolve import cli
+    from evolve.console import LogProgress
 
-    lines = cli._LogProgress(total=100, every=0.0)
+    lines = LogProgress(total=100, every=0.0)
     lines.update(10)
     lines.update(40)
     out = capsys.readouterr().err
