@@ -212,8 +212,40 @@ class Run:
 
         data = self.store.read_json(individual_key(step))
         if data is None:
-            raise StoreError(f"{self.url}: no individual {step} (yet)")
+            raise StoreError(f"individual {step} does not exist in {self.url}")
         return parse(Individual, data)
+
+    def summary(self, step: int | None = None) -> dict[str, Any]:
+        """Individual ``step``'s (default: the best's) figures, JSON-ready: step, alive, fitness, validation
+        and test accuracy, parameters, FLOPs, mutations from its initial ancestor, the batches its
+        lineage trained, the run's compute so far, its final model if one was trained, its genome.
+        Only the test accuracy may be computed (once, then kept in the store); where the data
+        cannot be read it is None and ``test_error`` says why."""
+        from evolve.data import DataError
+        from evolve.keys import record_key_of_final
+        from evolve.result import compute_seconds, lineage_batches, measured_test_accuracy
+        from genomes import genome_from_json
+
+        snapshot = Snapshot.read(self.store)
+        data = snapshot.best() if step is None else snapshot.individuals.get(step)
+        if data is None:
+            raise StoreError(f"{self.url}: " + ("no individuals yet" if step is None else f"individual {step} does not exist"))
+        record, config = parse(Individual, data), load_run(self.store)[0]
+        out: dict[str, Any] = {"step": record.step, "alive": record.step not in snapshot.deaths,
+                               "fitness": record.fitness, "val_accuracy": record.val_accuracy}
+        try:
+            out["test_accuracy"] = (measured_test_accuracy(self.store, config, data) if config.fitness == "train"
+                                    else record.test_accuracy)
+        except DataError as exc:  # the reader cannot reach the data: everything else still shows
+            out.update(test_accuracy=None, test_error=str(exc))
+        final = self.store.read_json(record_key_of_final(record.step))
+        out.update(params=record.metrics.params, flops=record.metrics.flops,
+                   mutations=len(snapshot.ancestry(record.step)) - 1,
+                   lineage_batches=lineage_batches(snapshot, record.step),
+                   compute_seconds=compute_seconds(snapshot),
+                   final=final if final and final.get("status", "ok") == "ok" else None,
+                   genome_summary=genome_from_json(record.genome).describe(), genome=record.genome)
+        return out
 
     def individuals(self) -> Any:
         """Every individual as a pandas DataFrame, the columns of ``evolve export`` (one row each)."""
@@ -230,7 +262,7 @@ class Run:
                 return []
             step = best["step"]
         if step not in snapshot.individuals:
-            raise StoreError(f"{self.url}: no individual {step} (yet)")
+            raise StoreError(f"individual {step} does not exist in {self.url}")
         return [parse(Individual, r) for r in snapshot.ancestry(step)]
 
     def model(self, step: int | None = None) -> Any:

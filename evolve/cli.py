@@ -6,13 +6,22 @@ from __future__ import annotations
 import json
 import random
 import sys
-from typing import Annotated, Optional
+from typing import Annotated, Literal, Optional
 
 import typer
 
-from evolve.console import (LOG_FILE_HELP, LOG_LEVEL_HELP, RunProgress, app, err, fail, genome_app, guard, log_to,
-                            open_store, out, parse_shape, print_summary, warn_unreadable)
+from evolve.config import merge_settings
+from evolve.console import (LOG_FILE_HELP, LOG_LEVEL_HELP, RunProgress, StorageOptions, app, err, fail, genome_app,
+                            guard, log_to, open_store, out, parse_shape, print_summary, settings_from,
+                            storage_options, warn_unreadable)
 from genomes import GenomeError, SearchSpace, genome_class
+
+Genome = Literal["dna", "gcnn"]
+Selection = Literal["tournament", "aging", "generational"]
+Fitness = Literal["train", "synthetic"]
+Executor = Literal["ray", "local"]
+SET_HELP = ("KEY=VALUE for any config field, dotted for nested ones (train.batches=300, keep=all); "
+            "repeatable; checked like the config file.")
 
 
 @genome_app.command("sample")
@@ -61,18 +70,20 @@ def genome_sample(
 def run(
     config_file: Annotated[Optional[str], typer.Option("--config", help="TOML, YAML or JSON config file.")] = None,
     store: Annotated[Optional[str], typer.Option(help="Store URL (path, file://, s3://, gs://, memory://).")] = None,
-    genome: Annotated[Optional[str], typer.Option(help="dna or gcnn.")] = None,
-    selection: Annotated[Optional[str], typer.Option(help="tournament, aging or generational.")] = None,
+    genome: Annotated[Optional[Genome], typer.Option(help="DNA graphs (Real et al.) or Genetic CNN bitstrings.")] = None,
+    selection: Annotated[Optional[Selection], typer.Option(help="generational: Genetic CNN's, gcnn only.")] = None,
     population: Annotated[Optional[int], typer.Option(help="Population size N.")] = None,
     workers: Annotated[Optional[int], typer.Option(help="Parallel workers.")] = None,
     steps: Annotated[Optional[int], typer.Option(help="Children to produce after the initial population.")] = None,
     dataset: Annotated[Optional[str], typer.Option(help="mnist-mini, digits, or cifar10:/cifar100:/mnist:/parquet: URL.")] = None,
     seed: Annotated[Optional[int], typer.Option(help="Run seed.")] = None,
-    fitness: Annotated[Optional[str], typer.Option(help="train, or synthetic (engine tests).")] = None,
+    fitness: Annotated[Optional[Fitness], typer.Option(help="train, or synthetic (engine tests).")] = None,
     address: Annotated[Optional[str], typer.Option(help="Ray cluster address ('auto' on a cluster).")] = None,
     gpus_per_worker: Annotated[Optional[float], typer.Option(help="Fractional GPUs per worker.")] = None,
-    executor: Annotated[str, typer.Option(help="ray, or local (threads in this process).")] = "ray",
+    executor: Annotated[Executor, typer.Option(help="ray, or local (threads in this process).")] = "ray",
     logdir: Annotated[Optional[str], typer.Option(help="Keep TensorBoard views of the run here as it goes.")] = None,
+    set_: Annotated[Optional[list[str]], typer.Option("--set", help=SET_HELP)] = None,
+    storage_options_: StorageOptions = None,
     preset: Annotated[Optional[str], typer.Option(
         help="A paper's settings: lse-cifar10, lse-cifar100, gcnn-mnist, gcnn-cifar10, or demo; "
              "the config file and the options given here override it.")] = None,
@@ -88,8 +99,10 @@ def run(
 
     given = {"store": store, "genome": genome, "selection": selection, "population": population,
              "workers": workers, "steps": steps, "dataset": dataset, "seed": seed, "fitness": fitness,
-             "address": address, "gpus_per_worker": gpus_per_worker}
-    # defaults < preset < config file < options
+             "address": address, "gpus_per_worker": gpus_per_worker,
+             "storage_options": storage_options(storage_options_) or None}
+    given = merge_settings({k: v for k, v in given.items() if v is not None}, settings_from(set_))
+    # defaults < preset < config file < options (--set last)
     config, _, named = resolve_settings(config_file, preset, given, check_dataset=not dry_run)
     if dry_run:
         shown = config.model_dump(mode="json", exclude={"storage_options"})
@@ -111,17 +124,22 @@ def resume(
     workers: Annotated[Optional[int], typer.Option()] = None,
     steps: Annotated[Optional[int], typer.Option(help="New total of children (extends a run).")] = None,
     address: Annotated[Optional[str], typer.Option()] = None,
-    executor: Annotated[str, typer.Option(help="ray or local.")] = "ray",
+    executor: Annotated[Executor, typer.Option(help="ray, or local (threads in this process).")] = "ray",
     logdir: Annotated[Optional[str], typer.Option(help="Keep TensorBoard views of the run here as it goes.")] = None,
+    set_: Annotated[Optional[list[str]], typer.Option("--set", help="KEY=VALUE for a field a resume may change "
+                                                      "(workers, steps, address, lease_seconds, ...); repeatable.")] = None,
+    storage_options_: StorageOptions = None,
     log_level: Annotated[str, typer.Option(help=LOG_LEVEL_HELP)] = "warning",
     log_file: Annotated[Optional[str], typer.Option(help=LOG_FILE_HELP)] = None,
 ) -> None:
     """Continue a stopped or killed run from its store; steps in flight are adopted."""
     from evolve.api import resume as restart
 
+    given = {"workers": workers, "steps": steps, "address": address}
+    overrides = merge_settings({k: v for k, v in given.items() if v is not None}, settings_from(set_))
     with log_to(log_level, log_file), RunProgress(announce=False) as progress:
-        run_ = restart(store, executor=executor, logdir=logdir, on_start=progress.start,
-                       on_progress=progress.update, workers=workers, steps=steps, address=address)
+        run_ = restart(store, storage_options=storage_options(storage_options_), executor=executor, logdir=logdir,
+                       on_start=progress.start, on_progress=progress.update, **overrides)
     print_summary(run_)
 
 
@@ -129,13 +147,14 @@ def resume(
 @guard
 def gc(
     store: Annotated[str, typer.Argument(help="Store URL.")],
+    storage_options_: StorageOptions = None,
     grace: Annotated[float, typer.Option(help="Seconds a dead individual's weights are kept.")] = 600.0,
     dry_run: Annotated[bool, typer.Option("--dry-run")] = False,
 ) -> None:
     """Delete weights that no live individual or pending step needs."""
     from evolve.gc import collect
 
-    report = collect(open_store(store), grace_seconds=grace, dry_run=dry_run)
+    report = collect(open_store(store, storage_options_), grace_seconds=grace, dry_run=dry_run)
     warn_unreadable(report.unreadable)
     verb = "would remove" if dry_run else "removed"
     out.print(f"{verb} {len(report.removed)} weight files ({report.freed_bytes:,} bytes), kept {report.kept}")
@@ -143,12 +162,13 @@ def gc(
 
 @app.command()
 @guard
-def doctor(store: Annotated[str, typer.Argument(help="Store URL to test.")]) -> None:
+def doctor(store: Annotated[str, typer.Argument(help="Store URL to test.")],
+           storage_options_: StorageOptions = None) -> None:
     """Check that the backend really refuses a second create and lists fresh writes."""
     from evolve.doctor import doctor as run_doctor
     from evolve.store import Store
 
-    report = run_doctor(Store.open(store, {}, create=True))
+    report = run_doctor(Store.open(store, storage_options(storage_options_), create=True))
     for check_ in report.checks:
         mark = "[green]ok[/]" if check_.ok else "[red]FAIL[/]"
         out.print(f"{mark} {check_.name}: {check_.detail}", highlight=False)

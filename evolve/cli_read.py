@@ -1,28 +1,39 @@
-"""`evolve status`, `best`, `lineage`, `check`: what a store holds, for people and (``--json``) for scripts."""
+"""`evolve status`, `best`, `lineage`, `check`: what a store holds, for people and (``--json``) for scripts.
+
+Each reads through the API (``evolve.api.Run``); ``--json`` prints one object whose shape the
+README documents (``format`` is its version).
+"""
 
 from __future__ import annotations
 
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 
-from evolve.console import app, err, fail, genome_from_json_line, guard, open_store, out, pct, warn_unreadable
+from evolve.console import (AsJson, StorageOptions, app, err, fail, guard, open_store, out, pct, print_json,
+                            storage_options, warn_unreadable)
+
+
+def _open(store: str, options: str | None) -> Any:
+    from evolve.api import open as open_run
+    from evolve.report import Snapshot
+
+    run = open_run(store, storage_options(options))
+    warn_unreadable(Snapshot.read(run.store).unreadable)
+    return run
 
 
 @app.command()
 @guard
-def status(store: Annotated[str, typer.Argument(help="Store URL.")]) -> None:
+def status(store: Annotated[str, typer.Argument(help="Store URL.")], storage_options_: StorageOptions = None,
+           as_json: AsJson = False) -> None:
     """Steps done and in flight, live count, best and median fitness, throughput, per worker."""
     from rich.table import Table
 
-    from evolve.report import Snapshot, status as run_status
-    from evolve.launch import load_run, total_steps
-
-    st = open_store(store)
-    config, _ = load_run(st)
-    snap = Snapshot.read(st)
-    warn_unreadable(snap.unreadable)
-    info = run_status(snap, config.population, total_steps(config))
+    run = _open(store, storage_options_)
+    info = run.status()
+    if as_json:
+        return print_json("status", {"store": run.url, **info})
     out.print(f"{info['done']}/{info['total']} individuals ({info['in_flight']} in flight), {info['live']} live, "
               f"best {pct(info['best_fitness'])}, median {pct(info['median_fitness'])}, "
               f"{info['failed']} failed, {info['adopted']} adopted"
@@ -37,56 +48,60 @@ def status(store: Annotated[str, typer.Argument(help="Store URL.")]) -> None:
 @guard
 def best(
     store: Annotated[str, typer.Argument(help="Store URL.")],
+    genome: Annotated[bool, typer.Option("--genome", help="Also print the genome (JSON).")] = False,
     export: Annotated[Optional[str], typer.Option(help="Write the best's weights (safetensors, genome in metadata).")] = None,
+    storage_options_: StorageOptions = None,
+    as_json: AsJson = False,
 ) -> None:
-    """The best individual: genome, accuracies, and optionally its weights."""
+    """The best individual: accuracies, size, mutations, compute; its genome with --genome."""
     import json
 
-    from evolve.report import Snapshot
+    from evolve.result import describe_final
 
-    st = open_store(store)
-    snap = Snapshot.read(st)
-    warn_unreadable(snap.unreadable)
-    record = snap.best()
-    if record is None:
-        fail(f"{st.url}: no individuals yet")
-    from evolve.data import DataError
-    from evolve.keys import record_key_of_final
-    from evolve.result import describe_final, measured_test_accuracy
-    from evolve.launch import load_run
-
-    config, _ = load_run(st)
-    try:
-        tested = measured_test_accuracy(st, config, record) if config.fitness == "train" else record.get("test_accuracy")
-    except DataError as exc:  # the viewer cannot reach the data: everything else still shows
-        err.print(f"test accuracy not measured: {exc}", highlight=False)
-        tested = None
-    out.print(f"individual {record['step']} ({'live' if record['step'] not in snap.deaths else 'dead'}): "
-              f"validation {pct(record.get('val_accuracy'))}, test {pct(tested)}")
-    final = st.read_json(record_key_of_final(record["step"]))
-    final = final if final and final.get("status", "ok") == "ok" else None
-    if final:
-        out.print(describe_final(final), highlight=False)
-    out.print(genome_from_json_line(record["genome"]), highlight=False)
-    out.print_json(json.dumps(record["genome"]))
+    run = _open(store, storage_options_)
+    card = run.summary()
+    if "test_error" in card and not as_json:
+        err.print(f"test accuracy not measured: {card['test_error']}", highlight=False)
+    if as_json:
+        print_json("best", {"store": run.url, **card})
+    else:
+        flops = f", {card['flops'] / 1e6:.2f} MFLOPs" if card.get("flops") else ""
+        out.print(f"individual {card['step']} ({'live' if card['alive'] else 'dead'}): validation "
+                  f"{pct(card['val_accuracy'])}, test {pct(card['test_accuracy'])}, {card['params'] or 0:,} "
+                  f"parameters{flops}; {card['mutations']} mutations from its initial ancestor, whose lineage "
+                  f"trained {card['lineage_batches']:,} batches; the run spent "
+                  f"{card['compute_seconds'] / 60:.1f} worker-minutes", highlight=False)
+        if card["final"]:
+            out.print(describe_final(card["final"]), highlight=False)
+        out.print(card["genome_summary"], highlight=False)
+        if genome:
+            out.print_json(json.dumps(card["genome"]))
     if export:
-        info = (final or record).get("weights")
-        data = st.read_bytes(info["key"]) if info else None
-        if data is None:
-            fail(f"individual {record['step']} has no stored weights")
-        from safetensors.torch import load, save
+        _export_weights(run, card, export, quiet=as_json)
 
-        tensors = load(data)
-        meta = {"genome": json.dumps(record["genome"]), "step": str(record["step"]),
-                "test_accuracy": str(final["test_accuracy"] if final else tested), "final": str(bool(final))}
-        if (val := (final or record).get("val_accuracy")) is not None:  # not measured once trained on
-            meta["val_accuracy"] = str(val)
-        if final:
-            meta["final_training"] = "from scratch" if final.get("from") == "scratch" else "from its weights"
-            meta["final_data"] = final.get("data", "train")
-        with open(export, "wb") as fh:
-            fh.write(save(tensors, metadata=meta))
-        out.print(f"wrote {export}")
+
+def _export_weights(run: Any, card: dict[str, Any], path: str, quiet: bool) -> None:
+    import json
+
+    from safetensors.torch import load, save
+
+    final = card["final"]
+    info = final["weights"] if final else (run.individual(card["step"]).weights or None)
+    key = info["key"] if isinstance(info, dict) else getattr(info, "key", None)
+    data = run.store.read_bytes(key) if key else None
+    if data is None:
+        fail(f"individual {card['step']} has no stored weights")
+    meta = {"genome": json.dumps(card["genome"]), "step": str(card["step"]),
+            "test_accuracy": str(final["test_accuracy"] if final else card["test_accuracy"]), "final": str(bool(final))}
+    if (val := (final or card).get("val_accuracy")) is not None:  # not measured once trained on
+        meta["val_accuracy"] = str(val)
+    if final:
+        meta["final_training"] = "from scratch" if final.get("from") == "scratch" else "from its weights"
+        meta["final_data"] = final.get("data", "train")
+    with open(path, "wb") as fh:
+        fh.write(save(load(data), metadata=meta))
+    if not quiet:
+        out.print(f"wrote {path}")
 
 
 @app.command()
@@ -94,46 +109,52 @@ def best(
 def lineage(
     store: Annotated[str, typer.Argument(help="Store URL.")],
     individual: Annotated[Optional[int], typer.Argument(help="Step of the individual (default: the best).")] = None,
+    storage_options_: StorageOptions = None,
+    as_json: AsJson = False,
 ) -> None:
     """The ancestry of an individual, with the mutation at each step."""
     import json
 
     from rich.table import Table
 
-    from evolve.report import Snapshot
-
-    snap = Snapshot.read(open_store(store))
-    warn_unreadable(snap.unreadable)
-    if individual is None:
-        best_record = snap.best()
-        if best_record is None:
-            fail("no individuals yet")
-        individual = best_record["step"]
-    if individual not in snap.individuals:
-        fail(f"individual {individual} does not exist in {store}")
+    run = _open(store, storage_options_)
+    chain = run.lineage(individual)
+    if not chain:
+        fail("no individuals yet")
+    rows = [{"step": r.step, "origin": r.origin, "mutation": r.mutation.name if r.mutation else None,
+             "mutation_params": r.mutation.params if r.mutation else None, "params": r.metrics.params,
+             "fitness": r.fitness} for r in chain]
+    if as_json:
+        return print_json("lineage", {"store": run.url, "step": chain[-1].step, "lineage": rows})
     table = Table("step", "mutation", "parameters", "fitness")
-    for record in snap.ancestry(individual):
-        m = record.get("mutation")
-        mutation = "initial" if m is None else f"{m['name']} {json.dumps(m.get('params', {}))}"
-        table.add_row(str(record["step"]), mutation, f"{record['metrics'].get('params', 0):,}",
-                      pct(record.get("fitness")))
+    for row in rows:
+        mutation = row["mutation"] or "initial"
+        if row["mutation"]:
+            mutation += f" {json.dumps(row['mutation_params'] or {})}"
+        table.add_row(str(row["step"]), mutation, f"{row['params'] or 0:,}", pct(row["fitness"]))
     out.print(table)
 
 
 @app.command()
 @guard
-def check(store: Annotated[str, typer.Argument(help="Store URL.")]) -> None:
+def check(store: Annotated[str, typer.Argument(help="Store URL.")], storage_options_: StorageOptions = None,
+          as_json: AsJson = False) -> None:
     """Verify the store's invariants; exit 1 on any violation."""
     from evolve.check import check_store
-    from evolve.launch import load_run, total_steps
+    from evolve.runfile import load_run, total_steps
 
-    st = open_store(store)
+    st = open_store(store, storage_options_)
     config, _ = load_run(st)
     report = check_store(st, config.population, total_steps(config))
-    for line in report.violations:
-        err.print(f"[red]violation:[/] {line}", highlight=False)
-    out.print(f"{report.individuals} individuals, {report.live} live, {report.in_flight} in flight, "
-              f"{report.deaths} deaths: {'ok' if report.ok else f'{len(report.violations)} violations'}"
-              + (" (finished)" if report.finished else ""))
+    if as_json:
+        print_json("check", {"store": st.url, "ok": report.ok, "finished": report.finished,
+                             "individuals": report.individuals, "live": report.live, "in_flight": report.in_flight,
+                             "deaths": report.deaths, "violations": report.violations})
+    else:
+        for line in report.violations:
+            err.print(f"[red]violation:[/] {line}", highlight=False)
+        out.print(f"{report.individuals} individuals, {report.live} live, {report.in_flight} in flight, "
+                  f"{report.deaths} deaths: {'ok' if report.ok else f'{len(report.violations)} violations'}"
+                  + (" (finished)" if report.finished else ""))
     if not report.ok:
         raise typer.Exit(1)

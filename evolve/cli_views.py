@@ -6,7 +6,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from evolve.console import app, err, fail, guard, open_store, out, views_guard, warn_unreadable
+from evolve.console import StorageOptions, app, err, fail, guard, open_store, out, views_guard, warn_unreadable
 
 
 @app.command()
@@ -14,6 +14,7 @@ from evolve.console import app, err, fail, guard, open_store, out, views_guard, 
 @views_guard
 def tensorboard(
     store: Annotated[str, typer.Argument(help="Store URL of the run.")],
+    storage_options_: StorageOptions = None,
     logdir: Annotated[Optional[str], typer.Option(help="TensorBoard logdir (default: ./tb-<store name>).")] = None,
     serve: Annotated[bool, typer.Option("--serve", help="Start TensorBoard and keep the logdir in sync until Ctrl-C.")] = False,
     port: Annotated[int, typer.Option(min=0, max=65535, help="TensorBoard's port with --serve (0: any free one).")] = 6006,
@@ -27,7 +28,7 @@ def tensorboard(
     from evolve.serve import serve as serve_views
     from evolve.tensorboard import sync
 
-    st = open_store(store)
+    st = open_store(store, storage_options_)
     if logdir is None:
         logdir = os.path.join(os.getcwd(), "tb-" + (st.url.rstrip("/").rsplit("/", 1)[-1] or "run"))
     options = {"hparams": hparams, "model_graph": model_graph}
@@ -60,6 +61,7 @@ def tensorboard(
 def plot(
     store: Annotated[str, typer.Argument(help="Store URL of the run.")],
     out_png: Annotated[str, typer.Argument(metavar="OUT.png", help="Where to write the picture.")],
+    storage_options_: StorageOptions = None,
     width: Annotated[float, typer.Option(min=2, help="Inches.")] = 10.0,
     height: Annotated[float, typer.Option(min=2, help="Inches.")] = 6.0,
     dpi: Annotated[int, typer.Option(min=30, max=600)] = 150,
@@ -67,7 +69,7 @@ def plot(
     """Figure 1 of Real et al.: every individual's fitness over time, the best's line of descent."""
     from evolve.lineage import plot as plot_run
 
-    report = plot_run(open_store(store), out_png, size=(width, height), dpi=dpi)
+    report = plot_run(open_store(store, storage_options_), out_png, size=(width, height), dpi=dpi)
     warn_unreadable(report.unreadable)
     out.print(f"wrote {report.path} ({report.width}x{report.height}): {report.individuals} individuals, "
               f"{report.alive} alive, best {report.best_step}", highlight=False)
@@ -79,11 +81,12 @@ def plot(
 def export_(
     store: Annotated[str, typer.Argument(help="Store URL of the run.")],
     out_parquet: Annotated[str, typer.Argument(metavar="OUT.parquet", help="Where to write the table.")],
+    storage_options_: StorageOptions = None,
 ) -> None:
     """Every individual as a row of a Parquet file (pandas, pyarrow, DuckDB, polars read it as is)."""
     from evolve.export import export_parquet
 
-    report = export_parquet(open_store(store), out_parquet)
+    report = export_parquet(open_store(store, storage_options_), out_parquet)
     warn_unreadable(report.unreadable)
     out.print(f"wrote {report.path}: {report.rows} individuals ({report.alive} alive), {report.bytes:,} bytes",
               highlight=False)

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import json
+import math
+import sys
 import time
-from typing import Any
+from typing import Annotated, Any, Optional
 
 import typer
 from rich.console import Console
@@ -40,10 +43,79 @@ def parse_shape(text: str) -> tuple[int, int, int]:
     return c, h, w
 
 
-def open_store(url: str, storage_options: dict | None = None):
+STORAGE_OPTIONS_HELP = ("fsspec options for the store (endpoint_url, key, secret, token, ...): JSON, or a "
+                        "JSON, TOML or YAML file. Never written into the store.")
+StorageOptions = Annotated[Optional[str], typer.Option("--storage-options", help=STORAGE_OPTIONS_HELP)]
+JSON_HELP = "Print one JSON object instead (its shape: README, 'Scripting'; 'format' is its version)."
+AsJson = Annotated[bool, typer.Option("--json", help=JSON_HELP)]
+JSON_FORMAT = 1  # the version of every --json shape; a change that breaks a reader raises it
+
+
+def storage_options(text: str | None) -> dict[str, Any]:
+    """``--storage-options``: a JSON object, or a file holding one (JSON, TOML or YAML)."""
+    from evolve.config import ConfigError, load_config_file
+
+    if not text:
+        return {}
+    if text.lstrip().startswith("{"):
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"--storage-options: not a JSON object ({exc})") from None
+        if not isinstance(data, dict):
+            raise ConfigError("--storage-options: expected a JSON object")
+        return data
+    try:
+        return load_config_file(text)
+    except ConfigError as exc:
+        raise ConfigError(f"--storage-options: {exc}") from None
+
+
+def settings_from(pairs: list[str] | None) -> dict[str, Any]:
+    """``--set KEY=VALUE`` pairs as nested settings: ``train.batches=300`` is ``{"train": {"batches": 300}}``;
+    values read as YAML scalars (numbers, true/false, null, [lists]), else as strings."""
+    import yaml
+
+    from evolve.config import ConfigError
+
+    out: dict[str, Any] = {}
+    for pair in pairs or []:
+        key, sep, text = pair.partition("=")
+        path = key.strip().split(".")
+        if not sep or not all(path):
+            raise ConfigError(f"--set: expected KEY=VALUE (dotted keys for nested fields), got {pair!r}")
+        try:
+            value = yaml.safe_load(text) if text.strip() else ""
+        except yaml.YAMLError:
+            value = text
+        node = out
+        for part in path[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"--set: {key!r} sets a field inside {part!r}, which is also set to a value")
+        node[path[-1]] = value
+    return out
+
+
+def print_json(command: str, data: dict[str, Any]) -> None:
+    """One JSON object on stdout: ``{"format": 1, "command": ..., ...}`` (NaN and infinities as null)."""
+    def clean(value: Any) -> Any:
+        if isinstance(value, float) and not math.isfinite(value):
+            return None
+        if isinstance(value, dict):
+            return {str(k): clean(v) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [clean(v) for v in value]
+        return value
+
+    sys.stdout.write(json.dumps({"format": JSON_FORMAT, "command": command, **clean(data)}, indent=1) + "\n")
+
+
+def open_store(url: str, options: str | dict | None = None):
+    """The store of an existing run; ``options``: ``--storage-options`` as given, or a dict."""
     from evolve.store import Store
 
-    return Store.open(url, storage_options or {}, create=False)
+    return Store.open(url, options if isinstance(options, dict) else storage_options(options), create=False)
 
 
 def guard(fn):

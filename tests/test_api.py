@@ -83,6 +83,6 @@ def test_errors_name_the_field_or_store(tmp_path):
     run = evolve.open(str(STORES / "gcnn-synthetic"))
     with pytest.raises(StoreError, match="individual 3: it has no stored weights"):
         run.model(3)
-    with pytest.raises(StoreError, match="no individual 99"):
+    with pytest.raises(StoreError, match="individual 99 does not exist"):
         run.lineage(99)
     assert json.loads(json.dumps(run.status()))["done"] == 12
