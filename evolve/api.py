@@ -25,6 +25,7 @@ naming the field or file.
 
 from __future__ import annotations
 
+import re
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -78,14 +79,18 @@ def run(config: RunConfig | None = None, *, config_file: str | None = None, pres
     (threads of this process). ``logdir`` keeps TensorBoard views as it goes; ``on_start(run)`` is
     called once the store is open, ``on_progress(done)`` with the individuals now in the store."""
     _check_executor(executor, wait)
+    fn = settings.get("fitness") if callable(settings.get("fitness")) else None
+    if fn is not None:
+        settings = {**settings, "fitness": fitness_name(fn)}
     if config is None:
         config, overrides, _ = resolve_settings(config_file, preset, settings)
     elif settings or config_file or preset:
         raise ConfigError("run: give either a RunConfig or settings (config_file, preset, keywords), not both")
     else:
         overrides = config.model_dump()
+    _check_fitness(config, fn, executor)
     store, config, _ = open_run(config, resume=False, overrides=overrides)
-    return Run(store, config)._start(executor, wait, logdir, on_progress, on_start)
+    return Run(store, config, fn)._start(executor, wait, logdir, on_progress, on_start)
 
 
 def resume(url: str, *, storage_options: dict[str, Any] | None = None, executor: str = "ray", wait: bool = True,
@@ -94,10 +99,48 @@ def resume(url: str, *, storage_options: dict[str, Any] | None = None, executor:
     """Continue a stopped or killed run; steps in flight are adopted. ``overrides``: the fields a
     resume may change (``workers``, ``steps`` to extend it, ``address``, ...)."""
     _check_executor(executor, wait)
+    fn = overrides.pop("fitness", None)
+    if fn is not None and not callable(fn):
+        raise ConfigError(f"fitness: a resume takes the run's own fitness; give a function only to resume a run "
+                          f"whose fitness was given in-process, got {fn!r}")
     given = {k: v for k, v in overrides.items() if v is not None}
+    store = Store.open(url, storage_options or {})
+    _check_fitness(load_run(store)[0], fn, executor)
     store, config, _ = open_run(RunConfig(store=url, storage_options=storage_options or {}), resume=True,
                                 overrides=given)
-    return Run(store, config)._start(executor, wait, logdir, on_progress, on_start)
+    return Run(store, config, fn)._start(executor, wait, logdir, on_progress, on_start)
+
+
+def fitness_name(fn: Callable[..., Any]) -> str:
+    """What the config records for a fitness function: its importable name, else ``in-process:NAME``."""
+    from evolve.fitness import name_of
+
+    name = name_of(fn)
+    if name is not None:
+        return name
+    label = re.sub(r"\W+", "_", getattr(fn, "__qualname__", "") or type(fn).__name__).strip("_") or "function"
+    return f"in-process:{label if label[0].isalpha() or label[0] == '_' else 'f_' + label}"
+
+
+def _check_fitness(config: RunConfig, fn: Callable[..., Any] | None, executor: str) -> None:
+    """Before anything is written or started: a fitness named in the config must import here, and a
+    function given in-process must be one the executor can call."""
+    from evolve.fitness import import_fitness
+
+    if config.fitness in ("train", "synthetic"):
+        if fn is not None:
+            raise ConfigError(f"fitness: the run at {config.store} trains with {config.fitness!r}, not a function")
+        return
+    in_process = config.fitness.startswith("in-process:")
+    if in_process and fn is None:
+        raise ConfigError(f"fitness: this run's fitness was a function given in-process "
+                          f"({config.fitness.split(':', 1)[1]}) that no worker can import by name: resume it "
+                          "from Python with evolve.resume(url, fitness=that_function, executor='local')")
+    if in_process and executor != "local":
+        raise ConfigError(f"fitness: {config.fitness.split(':', 1)[1]} has no importable name, so Ray workers "
+                          "cannot import it: define it in an installed module, or give executor='local'")
+    if fn is None:
+        import_fitness(config.fitness)
 
 
 def _check_executor(executor: str, wait: bool = True) -> None:
@@ -118,9 +161,10 @@ class Run:
     """A run in a store: what it holds now (every call reads the store afresh), and the run itself
     when this process started it (:meth:`wait`, :meth:`stop`, :attr:`running`)."""
 
-    def __init__(self, store: Store, config: RunConfig) -> None:
+    def __init__(self, store: Store, config: RunConfig, fitness: Callable[..., Any] | None = None) -> None:
         self.store = store
         self.config = config
+        self._fitness = fitness  # a fitness function given in-process (evolve.fitness)
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
         self._error: BaseException | None = None
@@ -157,9 +201,16 @@ class Run:
             if live:
                 live(done)
 
+        space = load_run(self.store)[1]
+        options: dict[str, Any] = {}
+        if self._fitness is not None and executor == "local":
+            from evolve.fitness import FunctionEvaluator
+
+            options["evaluator"] = FunctionEvaluator(self.config, space, self._fitness)
+
         def target() -> None:
             try:
-                runner(self.store, self.config, load_run(self.store)[1], on_progress=progress, stop=self._stop)
+                runner(self.store, self.config, space, on_progress=progress, stop=self._stop, **options)
             except BaseException as exc:  # noqa: BLE001 - raised again by wait()
                 self._error = exc
             finally:

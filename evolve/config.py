@@ -107,7 +107,14 @@ class RunConfig(BaseModel):
     max_params: int = Field(100_000, ge=1)
     max_flops: int = Field(0, ge=0, description="forward FLOPs per image a network may take "
                            "(children over it are redrawn; it bounds each child's training time); 0: no bound")
-    fitness: Literal["train", "synthetic"] = "train"
+    fitness: str = Field("train", description="'train' (the built-in image trainer on the dataset), "
+                         "'synthetic' (engine tests), or your own: 'module.path:function' (evolve.fitness)")
+    input_shape: tuple[int, int, int] | None = Field(None, description="C, H, W of the networks' input: "
+                                                     "from the dataset when training on one; required by your "
+                                                     "own fitness")
+    num_classes: int | None = Field(None, ge=1, description="the networks' outputs (classes, or 1 for one "
+                                    "regression target): from the dataset when training on one; required by "
+                                    "your own fitness")
     synthetic_seconds: float = Field(0.0, ge=0.0, description="synthetic fitness: seconds each evaluation takes")
     train: TrainConfig = Field(default_factory=TrainConfig)
     final_batches: int = Field(4000, ge=0, description="after the search, the best's final training: this "
@@ -143,6 +150,16 @@ class RunConfig(BaseModel):
         if self.selection == "aging" and self.sample_size > self.population:
             raise ValueError(f"sample_size ({self.sample_size}) exceeds population ({self.population})")
         _check_genome_options(self.genome, self.genome_options)
+        if self.fitness not in ("train", "synthetic") and not FITNESS_NAME.fullmatch(self.fitness):
+            raise ValueError(f"fitness: expected 'train', 'synthetic' or 'module.path:function', got {self.fitness!r}")
+        if self.fitness == "train" and (self.input_shape is not None or self.num_classes is not None):
+            raise ValueError("input_shape, num_classes: a run that trains on a dataset takes them from the data; "
+                             "give them only with your own fitness (or 'synthetic')")
+        if FITNESS_NAME.fullmatch(self.fitness) and (self.input_shape is None or self.num_classes is None):
+            raise ValueError(f"input_shape, num_classes: fitness {self.fitness!r} needs the networks' input shape "
+                             "(C, H, W) and their number of outputs")
+        if self.input_shape is not None and min(self.input_shape) < 1:
+            raise ValueError(f"input_shape: every dimension must be >= 1, got {self.input_shape!r}")
         if "inherit_weights" not in self.train.model_fields_set:  # not given: the genome's own practice
             self.train = self.train.model_copy(update={"inherit_weights": self.genome == "dna"})
         return self
@@ -162,6 +179,10 @@ class RunConfig(BaseModel):
         """The fields that define the run's results; a resume must not change them."""
         return self.model_dump(exclude=RESUMABLE_FIELDS)
 
+
+FITNESS_NAME = re.compile(r"(?:[A-Za-z_][\w.]*|in-process):[A-Za-z_][\w.]*")
+"""Your own fitness by name: ``package.module:function`` (``function`` may be ``Class.method``), or
+``in-process:NAME`` for a function given to ``evolve.run`` that no worker could import by name."""
 
 RESUMABLE_FIELDS = {
     "store", "storage_options", "workers", "gpus_per_worker", "cpus_per_worker", "address",

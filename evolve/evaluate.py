@@ -33,11 +33,16 @@ class Outcome:
     eval_seconds: float = 0.0
     device: str = "cpu"
     weights: bytes | None = field(default=None, repr=False)
+    extra: dict[str, Any] | None = None  # your own fitness's metrics (evolve.fitness)
 
     def metrics(self) -> dict[str, Any]:
-        """The measurements that are not already top-level fields of an individual's record."""
-        top = {"weights", "fitness", "status", "reason", "val_accuracy", "test_accuracy"}
-        return {k: v for k, v in self.__dict__.items() if k not in top}
+        """The measurements that are not already top-level fields of an individual's record (your own
+        fitness's metrics under their names, prefixed ``user_`` where one is taken)."""
+        top = {"weights", "fitness", "status", "reason", "val_accuracy", "test_accuracy", "extra"}
+        out = {k: v for k, v in self.__dict__.items() if k not in top}
+        for key, value in (self.extra or {}).items():
+            out[f"user_{key}" if key in out or key in top else key] = value
+        return out
 
 
 class Evaluator(Protocol):
@@ -101,4 +106,8 @@ class SyntheticEvaluator:
 def make_evaluator(config: RunConfig, space: SearchSpace) -> Evaluator:
     if config.fitness == "synthetic":
         return SyntheticEvaluator(space, config.synthetic_seconds)
+    if config.fitness != "train":
+        from evolve.fitness import FunctionEvaluator
+
+        return FunctionEvaluator(config, space)
     return TrainingEvaluator(config, space)

@@ -116,12 +116,14 @@ def count_individuals(store: Store) -> int:
 
 def run_in_process(store: Store, config: RunConfig, space: SearchSpace,
                    on_progress: Callable[[int], None] | None = None,
-                   stop: threading.Event | None = None) -> list[dict[str, Any]]:
+                   stop: threading.Event | None = None, evaluator: Any = None) -> list[dict[str, Any]]:
     """Run ``config.workers`` workers as threads of this process (tests, debugging, a GPU box without Ray).
 
-    Setting ``stop`` asks every worker to finish its step and return (the run stays resumable)."""
-    workers = [Worker(store, config, space, worker_id=f"local-{i}-{os.getpid()}", slot=f"local-{i}")
-               for i in range(config.workers)]
+    Setting ``stop`` asks every worker to finish its step and return (the run stays resumable).
+    ``evaluator``: shared by the workers instead of the one the config names (``evolve.fitness``:
+    a function given in-process)."""
+    workers = [Worker(store, config, space, worker_id=f"local-{i}-{os.getpid()}", slot=f"local-{i}",
+                      evaluator=evaluator) for i in range(config.workers)]
     results: list[dict[str, Any]] = [{} for _ in workers]
     errors: list[BaseException] = []
 

@@ -15,16 +15,43 @@ SYNTHETIC_SHAPE = (3, 32, 32)
 
 
 def space_for(config: RunConfig) -> SearchSpace:
-    """The search space: the dataset's input shape and classes, the parameter bound, genome options."""
-    if config.fitness == "synthetic":
-        shape, classes = SYNTHETIC_SHAPE, 10
+    """The search space: the input shape and outputs (the dataset's, or as configured for your own
+    fitness), the parameter and FLOPs bounds, the genome's options. A shape the genome cannot serve
+    is refused here (``GenomeError``), before anything is written."""
+    if config.fitness != "train":
+        shape = config.input_shape or SYNTHETIC_SHAPE
+        classes = config.num_classes or 10
     else:
         from evolve.data import load_dataset
 
         data = load_dataset(config.dataset, seed=config.seed, val_fraction=config.val_fraction)
         shape, classes = tuple(data.input_shape), data.num_classes
-    return SearchSpace(input_shape=shape, num_classes=classes, max_params=config.max_params,
-                       max_flops=config.max_flops, options=dict(config.genome_options))
+    space = SearchSpace(input_shape=shape, num_classes=classes, max_params=config.max_params,
+                        max_flops=config.max_flops, options=dict(config.genome_options))
+    check_serves(config.genome, space)
+    return space
+
+
+def check_serves(kind: str, space: SearchSpace) -> None:
+    """Build the genome's initial individual for ``space`` and run a zero input through it."""
+    import random
+
+    import torch
+
+    from genomes import GenomeError, genome_class
+
+    try:
+        genome = genome_class(kind).initial(random.Random(0), space)
+        with torch.no_grad():
+            out = genome.to_module(space.input_shape, space.num_classes).eval()(torch.zeros(1, *space.input_shape))
+    except GenomeError as exc:
+        raise GenomeError(f"input_shape {tuple(space.input_shape)}: the {kind} genome cannot serve it: {exc}") from None
+    except (RuntimeError, ValueError) as exc:
+        raise GenomeError(f"input_shape {tuple(space.input_shape)}: the {kind} genome cannot serve it "
+                          f"({str(exc).splitlines()[0]})") from None
+    if tuple(out.shape) != (1, space.num_classes):
+        raise GenomeError(f"input_shape {tuple(space.input_shape)}: the {kind} genome's network gives outputs "
+                          f"of shape {tuple(out.shape)[1:]}, not ({space.num_classes},)")
 
 
 def space_from_json(data: dict[str, Any]) -> SearchSpace:

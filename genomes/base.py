@@ -54,8 +54,9 @@ class SearchSpace:
         if len(shape) != 3 or not all(isinstance(d, int) and d >= 1 for d in shape):
             raise GenomeError(f"input_shape must be three positive ints (C, H, W), got {self.input_shape!r}")
         object.__setattr__(self, "input_shape", shape)
-        if not isinstance(self.num_classes, int) or self.num_classes < 2:
-            raise GenomeError(f"num_classes must be an int >= 2, got {self.num_classes!r}")
+        if not isinstance(self.num_classes, int) or isinstance(self.num_classes, bool) or self.num_classes < 1:
+            raise GenomeError(f"num_classes (the outputs: classes, or 1 regression target) must be an int >= 1, "
+                              f"got {self.num_classes!r}")
         if not isinstance(self.max_params, int) or self.max_params < 1:
             raise GenomeError(f"max_params must be a positive int, got {self.max_params!r}")
         if not isinstance(self.max_flops, int) or self.max_flops < 0:
