@@ -168,7 +168,7 @@ class DNA:
         for _ in range(MAX_MUTATION_TRIES if names else 0):
             name = rng.choices(names, weights=[opts.weight(n) for n in names])[0]
             child, params = table[name](self, rng, space)
-            if space.admits(child):
+            if space.admits(child) and opts.within(child):
                 return child, Mutation(name, params)
         child, params = identity(self, rng, space)
         return child, Mutation("identity", params)

@@ -18,7 +18,8 @@ from genomes.base import GenomeError, SearchSpace
 from genomes.dna import ACTIVATIONS, DNA, INITIAL_LEARNING_RATE, STRIDE_LIMIT, Edge, Vertex, _int, _is_power_of_two
 
 
-OPTION_KEYS = ("max_stride", "morphisms", "initial_convs", "initial_channels", "initial_lr", "mutation_weights")
+OPTION_KEYS = ("max_stride", "morphisms", "initial_convs", "initial_channels", "initial_lr", "mutation_weights",
+               "max_channels", "max_kernel")
 
 
 @dataclass(frozen=True)
@@ -28,7 +29,9 @@ class DnaOptions:
     ``morphisms``: mutations that preserve the parent's function where they can (an inserted
     conv born as an identity, Net2Net widening, zero-born gated skips); ``initial_convs`` and
     ``initial_channels``: the initial individual (0 convs: the paper's trivial one);
-    ``mutation_weights``: relative odds per mutation name (absent ones: 1, or the morphism table's).
+    ``mutation_weights``: relative odds per mutation name (absent ones: 1, or the morphism table's);
+    ``max_channels``, ``max_kernel``: the most channels a convolution may have and the longest side
+    of its kernel (0: no bound beyond ``max_params``; a mutation that would pass them is redrawn).
     """
 
     max_stride: int = STRIDE_LIMIT
@@ -37,6 +40,13 @@ class DnaOptions:
     initial_channels: int = 8
     initial_lr: float = INITIAL_LEARNING_RATE
     mutation_weights: Mapping[str, float] = field(default_factory=dict)
+    max_channels: int = 0
+    max_kernel: int = 0
+
+    def within(self, dna: DNA) -> bool:
+        """Whether every convolution of ``dna`` keeps to the channel and kernel ranges."""
+        return all((not self.max_channels or e.channels <= self.max_channels)
+                   and (not self.max_kernel or max(e.kernel) <= self.max_kernel) for e in dna.convs())
 
     def weight(self, name: str) -> float:
         if name in self.mutation_weights:
@@ -71,8 +81,17 @@ def dna_options(space: SearchSpace) -> DnaOptions:
             raise GenomeError(f"space.options.mutation_weights.{name}: unknown mutation; known: {', '.join(MUTATIONS)}")
         if isinstance(w, bool) or not isinstance(w, (int, float)) or not math.isfinite(w) or w < 0:
             raise GenomeError(f"space.options.mutation_weights.{name}: must be a number >= 0, got {w!r}")
+    max_channels = _int(options.get("max_channels", 0), "space.options.max_channels", 0)
+    widest = channels * 2 ** (convs - 1) if convs else 0
+    if max_channels and widest > max_channels:
+        raise GenomeError(f"space.options.max_channels: {max_channels} is below the initial individual's widest "
+                          f"convolution ({widest}: initial_channels {channels} doubled over {convs} convs)")
+    max_kernel = _int(options.get("max_kernel", 0), "space.options.max_kernel", 0)
+    if max_kernel and (max_kernel < 3 or max_kernel % 2 == 0):
+        raise GenomeError(f"space.options.max_kernel: must be odd and >= 3 (0: no bound), got {max_kernel!r}")
     return DnaOptions(max_stride=value, morphisms=morphisms, initial_convs=convs, initial_channels=channels,
-                      initial_lr=float(lr), mutation_weights={k: float(v) for k, v in weights.items()})
+                      initial_lr=float(lr), mutation_weights={k: float(v) for k, v in weights.items()},
+                      max_channels=max_channels, max_kernel=max_kernel)
 
 
 def _max_stride(space: SearchSpace) -> int:

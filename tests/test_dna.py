@@ -511,3 +511,28 @@ def test_mutate_never_exceeds_the_bound(parent: DNA) -> None:
         names.add(mutation.name)
         assert child.param_count((3, 32, 32), 10) <= bound
     assert "insert-convolution" not in names and "remove-convolution" in names
+
+
+@given(st.integers(0, 2**32 - 1))
+def test_channel_and_kernel_ranges_bound_every_mutation(seed):
+    """max_channels and max_kernel (space options) hold for every child, as max_params does."""
+    from genomes import SearchSpace, genome_class
+
+    space = SearchSpace(input_shape=(1, 20, 12), num_classes=1, max_params=10**6,
+                        options={"initial_convs": 2, "initial_channels": 4, "morphisms": True,
+                                 "max_channels": 12, "max_kernel": 5})
+    rng = random.Random(seed)
+    genome = genome_class("dna").initial(rng, space)
+    for _ in range(30):
+        genome, _ = genome.mutate(rng, space)
+        assert all(e.channels <= 12 and max(e.kernel) <= 5 for e in genome.convs())
+
+
+def test_channel_and_kernel_ranges_are_checked_by_name():
+    from genomes import GenomeError, SearchSpace, genome_class
+
+    for options, message in [({"max_kernel": 4}, "max_kernel: must be odd"),
+                             ({"initial_convs": 3, "initial_channels": 8, "max_channels": 16}, "max_channels: 16"),
+                             ({"max_channels": -1}, "max_channels")]:
+        with pytest.raises(GenomeError, match=message):
+            genome_class("dna").initial(random.Random(0), SearchSpace(options=options))
