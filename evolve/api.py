@@ -298,6 +298,14 @@ class Run:
                    genome_summary=genome_from_json(record.genome).describe(), genome=record.genome)
         return out
 
+    def check(self) -> Any:
+        """The store against the invariants of DESIGN.md (``evolve.check.CheckReport``: ``ok``,
+        ``violations``, counts), as ``evolve check`` reports it."""
+        from evolve.check import check_store
+
+        config = load_run(self.store)[0]
+        return check_store(self.store, config.population, total_steps(config))
+
     def individuals(self) -> Any:
         """Every individual as a pandas DataFrame, the columns of ``evolve export`` (one row each)."""
         from evolve.export import table

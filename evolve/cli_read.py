@@ -10,7 +10,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from evolve.console import (AsJson, StorageOptions, app, err, fail, guard, open_store, out, pct, print_json,
+from evolve.console import (AsJson, StorageOptions, app, err, fail, guard, out, pct, print_json,
                             storage_options, warn_unreadable)
 
 
@@ -140,14 +140,12 @@ def lineage(
 def check(store: Annotated[str, typer.Argument(help="Store URL.")], storage_options_: StorageOptions = None,
           as_json: AsJson = False) -> None:
     """Verify the store's invariants; exit 1 on any violation."""
-    from evolve.check import check_store
-    from evolve.runfile import load_run, total_steps
+    from evolve.api import open as open_run
 
-    st = open_store(store, storage_options_)
-    config, _ = load_run(st)
-    report = check_store(st, config.population, total_steps(config))
+    run = open_run(store, storage_options(storage_options_))
+    report = run.check()
     if as_json:
-        print_json("check", {"store": st.url, "ok": report.ok, "finished": report.finished,
+        print_json("check", {"store": run.url, "ok": report.ok, "finished": report.finished,
                              "individuals": report.individuals, "live": report.live, "in_flight": report.in_flight,
                              "deaths": report.deaths, "violations": report.violations})
     else:

@@ -86,3 +86,12 @@ def test_errors_name_the_field_or_store(tmp_path):
     with pytest.raises(StoreError, match="individual 99 does not exist"):
         run.lineage(99)
     assert json.loads(json.dumps(run.status()))["done"] == 12
+    trained = evolve.open(str(STORES / "dna-digits"))  # keep = 'needed': most weights were deleted as it ran
+    refused = []
+    for step in range(14):
+        try:
+            trained.model(step)
+        except StoreError as exc:
+            refused.append(str(exc))
+    assert len(refused) == 14 - 5 and all("individual " in m and "its weights were deleted" in m for m in refused)
+    assert trained.check().ok and trained.model().training is False
