@@ -25,6 +25,7 @@ naming the field or file.
 
 from __future__ import annotations
 
+import builtins
 import re
 import threading
 from collections.abc import Callable
@@ -72,13 +73,13 @@ def run(config: RunConfig | None = None, *, config_file: str | None = None, pres
         on_progress: Callable[[int], None] | None = None, on_start: Callable[[Run], None] | None = None,
         **settings: Any) -> Run:
     """Start a run (or continue the one already at its store) and return it when done, or at once
-    with ``wait=False`` (the local executor only: Ray's driver wants the main thread).
+    with ``wait=False`` (the run goes on in a thread of this process: ``wait()``, ``stop()``).
 
     ``config``: a ``RunConfig`` (``configure``), or else ``config_file``, ``preset`` and the config's
     fields as keywords. ``executor``: ``ray`` (a local Ray, or ``address``'s cluster) or ``local``
     (threads of this process). ``logdir`` keeps TensorBoard views as it goes; ``on_start(run)`` is
     called once the store is open, ``on_progress(done)`` with the individuals now in the store."""
-    _check_executor(executor, wait)
+    _check_executor(executor)
     fn = settings.get("fitness") if callable(settings.get("fitness")) else None
     if fn is not None:
         settings = {**settings, "fitness": fitness_name(fn)}
@@ -98,7 +99,7 @@ def resume(url: str, *, storage_options: dict[str, Any] | None = None, executor:
            on_start: Callable[[Run], None] | None = None, **overrides: Any) -> Run:
     """Continue a stopped or killed run; steps in flight are adopted. ``overrides``: the fields a
     resume may change (``workers``, ``steps`` to extend it, ``address``, ...)."""
-    _check_executor(executor, wait)
+    _check_executor(executor)
     fn = overrides.pop("fitness", None)
     if fn is not None and not callable(fn):
         raise ConfigError(f"fitness: a resume takes the run's own fitness; give a function only to resume a run "
@@ -143,12 +144,9 @@ def _check_fitness(config: RunConfig, fn: Callable[..., Any] | None, executor: s
         import_fitness(config.fitness)
 
 
-def _check_executor(executor: str, wait: bool = True) -> None:
+def _check_executor(executor: str) -> None:
     if executor not in EXECUTORS:
         raise ConfigError(f"executor: expected one of {', '.join(EXECUTORS)}, got {executor!r}")
-    if executor == "ray" and not wait:
-        raise ConfigError("wait=False runs the local executor only (Ray's driver wants the main thread): "
-                          "give executor='local', or start the run from a script and evolve.open() it here")
 
 
 def open(url: str, storage_options: dict[str, Any] | None = None) -> Run:  # noqa: A001 - evolve.open reads well
@@ -167,6 +165,7 @@ class Run:
         self._fitness = fitness  # a fitness function given in-process (evolve.fitness)
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
+        self._ended = threading.Event()
         self._error: BaseException | None = None
         self.views: Any = None  # with a logdir: the last sync's report (evolve.tensorboard.SyncReport)
 
@@ -216,6 +215,7 @@ class Run:
             finally:
                 if live:
                     self.views = live.close()
+                self._ended.set()
 
         if wait:
             target()
@@ -227,12 +227,19 @@ class Run:
 
     @property
     def running(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
+        return self._thread is not None and not self._ended.is_set()
 
     def wait(self, timeout: float | None = None) -> Run:
-        """Until the run this process started has ended (or ``timeout`` seconds); its error, if any, is raised."""
+        """Until the run this process started has ended (or ``timeout`` seconds); its error, if any, is
+        raised. Interrupted (Ctrl-C), it asks the workers to finish their steps, waits for them and
+        raises KeyboardInterrupt: the run stays resumable."""
         if self._thread is not None:
-            self._thread.join(timeout)
+            try:
+                self._ended.wait(timeout)  # an Event, not Thread.join: see run_in_process
+            except KeyboardInterrupt:
+                self._stop.set()
+                self._ended.wait()
+                raise
         self._raise()
         return self
 
@@ -342,6 +349,32 @@ class Run:
         module = genome_from_json(record.genome).to_module(tuple(space.input_shape), space.num_classes)
         module.load_state_dict(weights_from_bytes(blob))
         return module.eval()
+
+    def save_weights(self, path: str, step: int | None = None) -> dict[str, str]:
+        """Write individual ``step``'s (default: the best's) weights to ``path`` as safetensors, its genome
+        and figures in the file's metadata (the best's final model where one was trained); the metadata."""
+        import json
+
+        from safetensors.torch import load, save
+
+        card = self.summary(step)
+        final = card["final"]
+        info = final["weights"] if final else self.individual(card["step"]).weights
+        key = info["key"] if isinstance(info, dict) else getattr(info, "key", None)
+        data = self.store.read_bytes(key) if key else None
+        if data is None:
+            raise StoreError(f"{self.url}: individual {card['step']} has no stored weights")
+        meta = {"genome": json.dumps(card["genome"]), "step": str(card["step"]),
+                "test_accuracy": str(final["test_accuracy"] if final else card["test_accuracy"]),
+                "final": str(bool(final))}
+        if (val := (final or card).get("val_accuracy")) is not None:  # not measured once trained on
+            meta["val_accuracy"] = str(val)
+        if final:
+            meta["final_training"] = "from scratch" if final.get("from") == "scratch" else "from its weights"
+            meta["final_data"] = final.get("data", "train")
+        with builtins.open(path, "wb") as fh:
+            fh.write(save(load(data), metadata=meta))
+        return meta
 
     def result(self, reference: bool = True) -> dict[str, Any] | None:
         """What ``evolve run`` prints at the end: the best's validation and test accuracy, parameters,

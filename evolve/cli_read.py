@@ -77,31 +77,9 @@ def best(
         if genome:
             out.print_json(json.dumps(card["genome"]))
     if export:
-        _export_weights(run, card, export, quiet=as_json)
-
-
-def _export_weights(run: Any, card: dict[str, Any], path: str, quiet: bool) -> None:
-    import json
-
-    from safetensors.torch import load, save
-
-    final = card["final"]
-    info = final["weights"] if final else (run.individual(card["step"]).weights or None)
-    key = info["key"] if isinstance(info, dict) else getattr(info, "key", None)
-    data = run.store.read_bytes(key) if key else None
-    if data is None:
-        fail(f"individual {card['step']} has no stored weights")
-    meta = {"genome": json.dumps(card["genome"]), "step": str(card["step"]),
-            "test_accuracy": str(final["test_accuracy"] if final else card["test_accuracy"]), "final": str(bool(final))}
-    if (val := (final or card).get("val_accuracy")) is not None:  # not measured once trained on
-        meta["val_accuracy"] = str(val)
-    if final:
-        meta["final_training"] = "from scratch" if final.get("from") == "scratch" else "from its weights"
-        meta["final_data"] = final.get("data", "train")
-    with open(path, "wb") as fh:
-        fh.write(save(load(data), metadata=meta))
-    if not quiet:
-        out.print(f"wrote {path}")
+        run.save_weights(export)
+        if not as_json:
+            out.print(f"wrote {export}")
 
 
 @app.command()

@@ -224,18 +224,31 @@ def _abandon(ray: Any, actors: list[Any], pending: list[Any]) -> None:
             pass
 
 
-class _TokenNotice(logging.Filter):
-    """Ray's notice that a cluster it starts has token authentication on (its default, printed on every
-    run, nothing to act on); the warning that authentication is *off* still shows."""
+class _Notice(logging.Filter):
+    """Drops one of Ray's start-up notices that a user cannot act on (the rest still show)."""
+
+    def __init__(self, start: str) -> None:
+        super().__init__()
+        self.start = start
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return not record.getMessage().startswith("Token authentication is enabled")
+        return not record.getMessage().startswith(self.start)
 
 
-def _quiet_token_notice() -> None:
-    logger = logging.getLogger("ray._private.authentication.authentication_token_setup")
-    if not any(isinstance(f, _TokenNotice) for f in logger.filters):
-        logger.addFilter(_TokenNotice())
+_NOTICES = {
+    # a cluster it starts has token authentication on: its default, printed on every run (the warning
+    # that authentication is *off* still shows)
+    "ray._private.authentication.authentication_token_setup": "Token authentication is enabled",
+    # a driver started off the main thread (evolve.run(..., wait=False)): Ctrl-C still reaches the run
+    "ray._private.worker": "SIGTERM handler is not set because current thread is not the main thread",
+}
+
+
+def _quiet_ray_notices() -> None:
+    for name, start in _NOTICES.items():
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _Notice) and f.start == start for f in logger.filters):
+            logger.addFilter(_Notice(start))
 
 
 def run_on_ray(store: Store, config: RunConfig, space: SearchSpace,
@@ -249,7 +262,7 @@ def run_on_ray(store: Store, config: RunConfig, space: SearchSpace,
     import ray
 
     if not ray.is_initialized():
-        _quiet_token_notice()
+        _quiet_ray_notices()
         ray.init(address=config.address, include_dashboard=False, log_to_driver=False,
                  logging_level=logging.WARNING,
                  **({} if config.address else {"num_cpus": max(config.workers * config.cpus_per_worker, 1)}))

@@ -95,3 +95,23 @@ def test_errors_name_the_field_or_store(tmp_path):
             refused.append(str(exc))
     assert len(refused) == 14 - 5 and all("individual " in m and "its weights were deleted" in m for m in refused)
     assert trained.check().ok and trained.model().training is False
+
+
+@pytest.mark.slow
+def test_a_ray_run_started_without_waiting_is_watched_and_stopped(tmp_path):
+    import ray
+
+    store = str(tmp_path / "run")
+    try:
+        run = evolve.run(store=store, fitness="synthetic", synthetic_seconds=0.05, population=4, steps=400, workers=2,
+                         executor="ray", wait=False)
+        while evolve.open(store).status()["done"] < 8:
+            assert run.running
+            time.sleep(0.1)
+        run.stop()
+    finally:
+        ray.shutdown()
+    assert not run.running
+    status = evolve.open(store).status()
+    assert 8 <= status["done"] < 404 and evolve.open(store).check().ok
+    assert {w.split("-")[0] for w in status["workers"]} == {"ray"}
