@@ -388,6 +388,24 @@ class Run:
             return None
         return summary(self.store, config, reference=reference)
 
+    def finalize(self, *, on_stage: Callable[[str, bool], None] | None = None, **plan: Any) -> list[dict[str, Any]]:
+        """Turn the search's result into models to ship (``evolve.finalize``): the best retrained with
+        snapshots, the snapshot and top-K ensembles, the ensemble distilled into the best architecture.
+        ``plan``: ``batches``, ``cycles``, ``top``, ``temperature``, ``alpha``, ``stages``. Stages already
+        recorded are not redone. Returns the results table, one dict per model."""
+        from evolve.finalize import Plan, finalize, table
+
+        config = load_run(self.store)[0]
+        if config.fitness != "train":
+            raise ConfigError(f"finalize: the run at {self.url} has fitness {config.fitness!r}; finalize retrains "
+                              "on the run's dataset ('train' runs only)")
+        try:
+            chosen = Plan(**{"batches": config.final_batches or Plan.batches, **plan})
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"finalize: {exc}") from None
+        finalize(self.store, config, chosen, on_stage)
+        return table(self.store, config)
+
     def plot(self, path: str, **options: Any) -> Any:
         """Figure 1 of Real et al. 2017 for this run, written to ``path`` (PNG)."""
         from evolve.lineage import plot

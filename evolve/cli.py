@@ -12,7 +12,7 @@ import typer
 
 from evolve.config import merge_settings
 from evolve.console import (LOG_FILE_HELP, LOG_LEVEL_HELP, RunProgress, StorageOptions, app, err, fail, genome_app,
-                            guard, log_to, open_store, out, parse_shape, print_summary, settings_from,
+                            guard, log_to, open_store, out, parse_shape, pct, print_summary, settings_from,
                             storage_options, warn_unreadable)
 from genomes import GenomeError, SearchSpace, genome_class
 
@@ -174,6 +174,51 @@ def doctor(store: Annotated[str, typer.Argument(help="Store URL to test.")],
         out.print(f"{mark} {check_.name}: {check_.detail}", highlight=False)
     if not report.ok:
         raise typer.Exit(1)
+
+
+@app.command()
+@guard
+def finalize(
+    store: Annotated[str, typer.Argument(help="Store URL of a finished (or running) run.")],
+    batches: Annotated[Optional[int], typer.Option(min=1, help="Batches per trained model (default: the run's "
+                                                    "final_batches).")] = None,
+    cycles: Annotated[int, typer.Option(min=1, help="Cosine cycles per training: a snapshot each.")] = 4,
+    top: Annotated[int, typer.Option(min=2, help="Distinct architectures in the top-K ensemble.")] = 3,
+    temperature: Annotated[float, typer.Option(min=1.0, help="Distillation's softmax temperature.")] = 4.0,
+    stage: Annotated[Optional[list[str]], typer.Option(help="Only these stages (and what they need): retrain, "
+                                                        "snapshots, top, distill. Repeatable.")] = None,
+    table: Annotated[Optional[str], typer.Option(help="Write the results table here (Parquet; default "
+                                                  "./finalize-<store name>.parquet).")] = None,
+    storage_options_: StorageOptions = None,
+) -> None:
+    """Models to ship from a run: the best retrained with snapshots, snapshot and top-K ensembles, distilled."""
+    import os
+
+    from rich.table import Table
+
+    from evolve.api import open as open_run
+
+    run = open_run(store, storage_options(storage_options_))
+    plan = {"cycles": cycles, "top": top, "temperature": temperature, **({"batches": batches} if batches else {})}
+    if stage:
+        plan["stages"] = tuple(stage)
+
+    def announce(name: str, done_before: bool) -> None:
+        err.print(f"finalize {name}: " + ("recorded before, kept" if done_before else "training ..."), highlight=False)
+
+    rows = run.finalize(on_stage=announce, **plan)
+    shown = Table("model", "test", "parameters", "MFLOPs", "ms / image", "compute s")
+    for row in rows:
+        shown.add_row(row["model"], pct(row["test_accuracy"]), f"{row['params'] or 0:,}",
+                      f"{(row['flops'] or 0) / 1e6:.2f}", "" if row["infer_ms"] is None else f"{row['infer_ms']:.3f}",
+                      "" if row["compute_seconds"] is None else f"{row['compute_seconds']:.0f}")
+    out.print(shown)
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = table or os.path.join(os.getcwd(), "finalize-" + (run.url.rstrip("/").rsplit("/", 1)[-1] or "run") + ".parquet")
+    pq.write_table(pa.Table.from_pylist(rows), path)
+    out.print(f"wrote {path}", highlight=False)
 
 
 from evolve import cli_read, cli_views  # noqa: E402,F401 - their commands join the app

@@ -16,6 +16,8 @@
     pins/<s>-<name>.json                       <name> will read step s's weights: gc keeps them
     results/lenet5.json, results/tested/<s>.json, results/final/<s>[-<nonce>].*
                                                what a run measured after the search (evolve.result)
+    results/finalize/<stage>.json, results/finalize/<stage>-<i>-<nonce>.safetensors
+                                               evolve finalize's stages (evolve.finalize)
 
 Step numbers are zero-padded to ``PAD`` digits, so the lexical order of keys is the numeric
 order of steps. The store itself knows none of this; it only refuses malformed keys.
@@ -131,6 +133,22 @@ def record_key_of_final(step: int) -> str:
 def weights_key_of_final(step: int, nonce: str) -> str:
     """Each trainer's own key: of two racing, the loser of the record deletes its weights."""
     return f"results/final/{step:0{PAD}d}-{nonce}.safetensors"
+
+
+FINALIZE_PREFIX = "results/finalize/"
+_STAGE = re.compile(r"[a-z][a-z0-9-]*")
+
+
+def finalize_key(stage: str) -> str:
+    """``results/finalize/<stage>.json``: one finalize stage's record (``evolve.finalize``)."""
+    if not _STAGE.fullmatch(stage):
+        raise ValueError(f"finalize stage names are lower-case letters, digits and -, got {stage!r}")
+    return f"{FINALIZE_PREFIX}{stage}.json"
+
+
+def finalize_weights_key(stage: str, index: int, nonce: str) -> str:
+    """``results/finalize/<stage>-<index>-<nonce>.safetensors``: a stage's weights, one name per trainer."""
+    return f"{finalize_key(stage)[:-5]}-{index}-{nonce}.safetensors"
 
 
 LOG_BLOCK = 500  # steps per log folder: a local listing reads one or two folders of at most 1,500 names

@@ -12,7 +12,7 @@ import math
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import numpy as np
 import torch
@@ -246,8 +246,11 @@ class Trainer:
             eval_seconds=time.perf_counter() - start, device=str(self.device), weights=weights_to_bytes(model),
         )
 
-    def fit(self, model: nn.Module, lr: float, batches: int, seed: int) -> Fit:
-        """Train ``model`` in place for ``batches`` SGD steps under the configured schedule and augmentation."""
+    def fit(self, model: nn.Module, lr: float, batches: int, seed: int,
+            loss_fn: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor] | None = None) -> Fit:
+        """Train ``model`` in place for ``batches`` SGD steps under the configured schedule and augmentation.
+
+        ``loss_fn(logits, x, y)`` replaces cross-entropy (distillation: ``evolve.finalize``)."""
         cfg, splits = self.config, self.splits
         optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=cfg.momentum, nesterov=cfg.nesterov
                                     and cfg.momentum > 0, weight_decay=cfg.weight_decay)
@@ -272,7 +275,10 @@ class Trainer:
                 group["lr"] = rates[step]
             x = augment(splits.x_train[idx], cfg.augment, cfg.shift, generator)
             with self._autocast():
-                loss = F.cross_entropy(model(self._prepare(x)), splits.y_train[idx])
+                x = self._prepare(x)
+                logits = model(x)
+                y = splits.y_train[idx]
+                loss = F.cross_entropy(logits, y) if loss_fn is None else loss_fn(logits, x, y)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

@@ -1,0 +1,333 @@
+"""`evolve finalize`: from the search to the model you ship: retraining with snapshots, ensembles, distillation.
+
+Each stage is a create-once record under ``results/finalize/`` (``evolve.keys``), its weights written
+first, each under a key of their own; a stage whose record exists is never redone, so a finalize
+killed mid-stage and run again redoes only that stage, and two racing finalizes record each stage
+once (the loser deletes its weights)::
+
+    retrain     the best architecture from scratch, M cycles of cosine annealing over B batches with a
+                snapshot at the end of each (Huang et al. 2017, seed 003); the last is the retrained model
+    snapshots   those M snapshots as one ensemble (softmax outputs averaged): no training
+    member-<s>  each other of the top K distinct architectures by fitness, trained as ``retrain``
+    top-<K>     the K retrained architectures as one ensemble
+    distill     the best architecture trained as ``retrain``, on the top-K ensemble's soft targets
+                (temperature T, Hinton et al. 2015, seed 000) and the labels
+
+Training reads the run's final-training splits (``final_data``: by default training and validation
+together) with LeNet-5's recipe per cycle (``evolve.reference``, cosine from its peak rate); the
+test split is only measured. ``table`` lays the stages out as Real et al. do (test accuracy,
+parameters, FLOPs, inference time, compute), with the best as found and LeNet-5 beside them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from evolve.config import RunConfig
+from evolve.keys import FINALIZE_PREFIX, finalize_key, finalize_weights_key
+from evolve.report import Snapshot
+from evolve.store import Store
+
+STAGES = ("retrain", "snapshots", "top", "distill")
+INFER_IMAGES = 256  # images per timed forward pass (inference ms per image)
+
+
+@dataclass(frozen=True)
+class Plan:
+    batches: int = 4000  # per trained model
+    cycles: int = 4  # snapshots per trained model
+    top: int = 3  # distinct architectures in the top-K ensemble
+    temperature: float = 4.0
+    alpha: float = 0.9  # the soft targets' share of the distillation loss
+    stages: tuple[str, ...] = STAGES
+
+    def __post_init__(self) -> None:
+        if self.cycles < 1 or self.batches < self.cycles:
+            raise ValueError(f"cycles: need 1 <= cycles <= batches, got cycles {self.cycles}, batches {self.batches}")
+        if self.top < 2:
+            raise ValueError(f"top: an ensemble needs at least 2 architectures, got {self.top}")
+        if unknown := [s for s in self.stages if s not in STAGES]:
+            raise ValueError(f"stages: unknown {unknown[0]!r}; known: {', '.join(STAGES)}")
+
+
+@dataclass
+class FinalizeReport:
+    records: dict[str, dict[str, Any]] = field(default_factory=dict)  # stage -> its record
+    done_before: list[str] = field(default_factory=list)  # stages found recorded, not redone
+
+
+def finalize(store: Store, config: RunConfig, plan: Plan = Plan(),
+             on_stage: Callable[[str, bool], None] | None = None) -> FinalizeReport:
+    """Run the stages of ``plan`` that are not recorded yet (``on_stage(name, done_before)`` before each)."""
+    from evolve.result import run_data
+
+    snapshot = Snapshot.read(store)
+    ranked = top_architectures(snapshot, plan.top)
+    if not ranked:
+        raise ValueError(f"{store.url}: no individuals to finalize")
+    report = FinalizeReport()
+    data = None
+
+    def stage(name: str, build: Callable[[Any], tuple[dict[str, Any], list[bytes]]]) -> dict[str, Any]:
+        nonlocal data
+        kept = store.read_json(finalize_key(name))
+        if on_stage:
+            on_stage(name, kept is not None)
+        if kept is None:
+            data = data or run_data(config)
+            kept = _record(store, name, *build(data))
+        else:
+            report.done_before.append(name)
+        report.records[name] = kept
+        return kept
+
+    best = ranked[0]
+    wanted = set(plan.stages) | ({"top"} if "distill" in plan.stages else set())
+    wanted |= {"retrain"} if wanted & {"snapshots", "top"} else set()
+    retrain = stage("retrain", lambda d: _train_stage(best, config, d, plan, "retrain")) if "retrain" in wanted else None
+    if "snapshots" in wanted:
+        stage("snapshots", lambda d: _ensemble_stage([(best["genome"], w) for w in _keys(retrain)], store, d))
+    if "top" in wanted:
+        members = [(best["genome"], _keys(retrain)[-1])]
+        for record in ranked[1:]:
+            name = f"member-{record['step']}"
+            trained = stage(name, lambda d, r=record, n=name: _train_stage(r, config, d, plan, n))
+            members.append((record["genome"], _keys(trained)[-1]))
+        ensemble = stage(f"top-{len(members)}", lambda d: _ensemble_stage(members, store, d))
+        if "distill" in wanted:
+            stage("distill", lambda d: _train_stage(best, config, d, plan, "distill",
+                                                    teachers=_modules(members, store, d), ensemble=ensemble))
+    return report
+
+
+def top_architectures(snapshot: Snapshot, k: int) -> list[dict[str, Any]]:
+    """The best ``k`` individuals by fitness (of equals the earliest) with distinct architectures."""
+    seen: set[str] = set()
+    out = []
+    ok = [r for r in snapshot.individuals.values() if r.get("status", "ok") == "ok"]
+    for record in sorted(ok, key=lambda r: (-float(r["fitness"]), r["step"])):
+        arch = record.get("hash") or str(record["genome"])
+        if arch not in seen:
+            seen.add(arch)
+            out.append(record)
+        if len(out) == k:
+            break
+    return out
+
+
+# -- stages -----------------------------------------------------------------------------------
+
+
+def _record(store: Store, name: str, record: dict[str, Any], weights: list[bytes]) -> dict[str, Any]:
+    """Weights first, under keys of our own; then the stage's record, create-once (a loser deletes its weights)."""
+    nonce = uuid.uuid4().hex[:12]
+    infos = []
+    for i, blob in enumerate(weights):
+        key = finalize_weights_key(name, i, nonce)
+        store.create_blob(key, blob)
+        infos.append({"key": key, "sha256": hashlib.sha256(blob).hexdigest(), "bytes": len(blob)})
+    record = {"stage": name, **record, "weights": infos, "created_at": time.time()}
+    if not store.create_json(finalize_key(name), record):
+        for info in infos:
+            store.delete(info["key"])
+    return store.read_json(finalize_key(name)) or record
+
+
+def _keys(record: dict[str, Any] | None) -> list[str]:
+    return [w["key"] for w in (record or {}).get("weights") or []]
+
+
+def cycle_recipe(config: RunConfig, channels: int, batches: int) -> Any:
+    """LeNet-5's recipe (``evolve.reference``) as one cosine cycle from its peak rate, no warm-up."""
+    from evolve.reference import recipe_for
+
+    return recipe_for(config.train, channels, batches=batches, device=config.train.device).model_copy(
+        update={"schedule": "cosine", "warmup": 0.0})
+
+
+def _train_stage(individual: dict[str, Any], config: RunConfig, data: Any, plan: Plan, name: str,
+                 teachers: list[Any] | None = None, ensemble: dict[str, Any] | None = None
+                 ) -> tuple[dict[str, Any], list[bytes]]:
+    """Train ``individual``'s architecture from scratch for ``plan.cycles`` cosine cycles; a snapshot each."""
+    import torch
+
+    from evolve.result import final_splits
+    from evolve.seeding import derive_seed
+    from evolve.train import Trainer, build_module, count_flops, weights_to_bytes
+    from genomes import genome_from_json
+
+    seed = derive_seed(config.seed, "finalize", name)
+    model = build_module(genome_from_json(individual["genome"]), data.input_shape, data.num_classes, seed)
+    model = model.to(data.device)
+    splits = final_splits(config, data)
+    per_cycle = plan.batches // plan.cycles
+    trainer = Trainer(splits, cycle_recipe(config, data.input_shape[0], per_cycle), data.device, max_params=10**12)
+    loss_fn = None if teachers is None else distillation_loss(teachers, plan.temperature, plan.alpha)
+    snapshots, seconds, finite = [], 0.0, True
+    for cycle in range(plan.cycles):
+        fit = trainer.fit(model, trainer.config.learning_rate, per_cycle, seed + cycle, loss_fn=loss_fn)
+        seconds += fit.seconds
+        finite &= fit.finite
+        snapshots.append(weights_to_bytes(model))
+    record: dict[str, Any] = {
+        "step": individual["step"], "genome": individual["genome"], "batches": per_cycle * plan.cycles,
+        "cycles": plan.cycles, "data": config.final_data, "train_seconds": seconds,
+        "params": sum(p.numel() for p in model.parameters()),
+        "flops": count_flops(model, data.x_test[:1]), "infer_ms": _infer_ms([model], data),
+        "status": "ok" if finite else "failed", "reason": None if finite else "nan loss",
+    }
+    if teachers is not None:
+        record.update(temperature=plan.temperature, alpha=plan.alpha, teacher=ensemble["stage"] if ensemble else None)
+    with torch.no_grad():
+        record["test_accuracy"] = _accuracy([model], data) if finite else None
+        record["snapshot_test_accuracy"] = [_accuracy([_load(individual["genome"], s, data)], data)
+                                            for s in snapshots] if finite else []
+    return record, snapshots
+
+
+def _ensemble_stage(members: list[tuple[dict[str, Any], str]], store: Store, data: Any
+                    ) -> tuple[dict[str, Any], list[bytes]]:
+    """Members (genome, weights key) as one ensemble: softmax outputs averaged; nothing trained, nothing written."""
+    from evolve.train import count_flops
+
+    models = _modules(members, store, data)
+    return {"members": [key for _, key in members], "size": len(models), "test_accuracy": _accuracy(models, data),
+            "params": sum(p.numel() for m in models for p in m.parameters()),
+            "flops": sum(count_flops(m, data.x_test[:1]) for m in models), "infer_ms": _infer_ms(models, data),
+            "train_seconds": 0.0, "status": "ok"}, []
+
+
+def distillation_loss(teachers: list[Any], temperature: float, alpha: float) -> Callable[..., Any]:
+    """Hinton et al. 2015: the KL divergence from the teachers' averaged soft targets at ``temperature``
+    (scaled by T², so its gradients keep their size), and ``1 - alpha`` of the labels' cross-entropy."""
+    import torch
+    import torch.nn.functional as F
+
+    for teacher in teachers:
+        teacher.eval()
+
+    def loss(logits: Any, x: Any, y: Any) -> Any:
+        with torch.no_grad():
+            target = torch.stack([F.softmax(t(x).float() / temperature, 1) for t in teachers]).mean(0)
+        soft = F.kl_div(F.log_softmax(logits.float() / temperature, 1), target, reduction="batchmean")
+        return alpha * soft * temperature**2 + (1 - alpha) * F.cross_entropy(logits, y)
+
+    return loss
+
+
+# -- models -----------------------------------------------------------------------------------
+
+
+def _load(genome: dict[str, Any], weights: bytes, data: Any) -> Any:
+    from evolve.train import weights_from_bytes
+    from genomes import genome_from_json
+
+    model = genome_from_json(genome).to_module(data.input_shape, data.num_classes)
+    model.load_state_dict(weights_from_bytes(weights))
+    return model.to(data.device).eval()
+
+
+def _modules(members: list[tuple[dict[str, Any], str]], store: Store, data: Any) -> list[Any]:
+    out = []
+    for genome, key in members:
+        blob = store.read_bytes(key)
+        if blob is None:
+            raise ValueError(f"{store.url}: finalize weights {key} are missing")
+        out.append(_load(genome, blob, data))
+    return out
+
+
+def probabilities(models: list[Any], x: Any, batch: int = 1000) -> Any:
+    """The models' softmax outputs on ``x``, averaged (one model: its own)."""
+    import torch
+
+    with torch.no_grad():
+        for m in models:
+            m.eval()
+        parts = [torch.stack([torch.softmax(m(x[i:i + batch]).float(), 1) for m in models]).mean(0)
+                 for i in range(0, x.shape[0], batch)]
+    return torch.cat(parts)
+
+
+def _accuracy(models: list[Any], data: Any) -> float:
+    return float((probabilities(models, data.x_test).argmax(1) == data.y_test).float().mean())
+
+
+def _infer_ms(models: list[Any], data: Any) -> float:
+    """Milliseconds per image of one forward pass of every model over a batch (after one warm-up pass)."""
+    x = data.x_test[:INFER_IMAGES]
+    probabilities(models, x)
+    start = time.perf_counter()
+    probabilities(models, x)
+    return (time.perf_counter() - start) * 1000 / max(1, x.shape[0])
+
+
+# -- the table ----------------------------------------------------------------------------------
+
+
+def table(store: Store, config: RunConfig) -> list[dict[str, Any]]:
+    """One row per model, as Real et al. lay out their results: the best as found, the run's final
+    model, each finalize stage recorded so far, and LeNet-5 on the same split for reference."""
+    from evolve.keys import LENET_KEY, record_key_of_final
+    from evolve.result import compute_seconds, measured_test_accuracy
+
+    snapshot = Snapshot.read(store)
+    best = snapshot.best()
+    rows: list[dict[str, Any]] = []
+    if best is not None:
+        metrics = best.get("metrics") or {}
+        rows.append(_row("found", f"best as found (individual {best['step']})", measured_test_accuracy(store, config, best),
+                         metrics.get("params"), metrics.get("flops"), None, compute_seconds(snapshot), 1))
+        final = store.read_json(record_key_of_final(best["step"]))
+        if final and final.get("status") == "ok":
+            rows.append(_row("final", f"final model ({final['batches']:,} batches, one cycle)", final.get("test_accuracy"),
+                             metrics.get("params"), metrics.get("flops"), None, final.get("train_seconds"), 1))
+    labels = {"retrain": "retrained ({batches:,} batches, {cycles} cosine cycles)",
+              "snapshots": "snapshot ensemble ({size} snapshots of one training)",
+              "distill": "distilled from the top-K ensemble (T = {temperature:g})"}
+    order = {"retrain": 0, "snapshots": 1, "distill": 3}
+    keys = [k for k in store.list_keys(FINALIZE_PREFIX) if k.endswith(".json")]
+    for key in sorted(keys, key=lambda k: order.get(k.removeprefix(FINALIZE_PREFIX)[:-5], 2)):
+        record = store.read_json(key) or {}
+        name = record.get("stage", "")
+        if name.startswith("member-"):
+            continue
+        label = labels.get(name, "top-{size} ensemble of distinct architectures" if name.startswith("top-") else name)
+        rows.append(_row("top" if name.startswith("top-") else name, label.format(**{"size": 1, "batches": 0, "cycles": 0, "temperature": 0, **record}),
+                         record.get("test_accuracy"), record.get("params"), record.get("flops"),
+                         record.get("infer_ms"), _stage_compute(store, record), record.get("size", 1)))
+    lenet = store.read_json(LENET_KEY)
+    if lenet:
+        rows.append(_row("lenet5", "reference: LeNet-5 (batch norm, one-cycle)", lenet.get("test_accuracy"), lenet.get("params"),
+                         lenet.get("flops"), None, lenet.get("train_seconds"), 1))
+    return rows
+
+
+def _row(stage: str, model: str, test: Any, params: Any, flops: Any, infer_ms: Any, seconds: Any,
+         members: int) -> dict[str, Any]:
+    return {"stage": stage, "model": model, "test_accuracy": test, "params": params, "flops": flops, "infer_ms": infer_ms,
+            "compute_seconds": seconds, "members": members}
+
+
+def _stage_compute(store: Store, record: dict[str, Any]) -> float:
+    """A model's training seconds, with those of what it is made from: an ensemble's members' trainings,
+    a distilled model's teacher."""
+    own = float(record.get("train_seconds") or 0.0)
+    stage = record.get("stage", "")
+    if stage == "snapshots":
+        return own + _seconds(store, "retrain")
+    if stage.startswith("top-"):
+        return own + sum(_seconds(store, key.removeprefix(FINALIZE_PREFIX).rsplit("-", 2)[0])
+                         for key in record.get("members") or [])
+    if stage == "distill" and record.get("teacher"):
+        return own + _stage_compute(store, store.read_json(finalize_key(record["teacher"])) or {})
+    return own
+
+
+def _seconds(store: Store, stage: str) -> float:
+    return float((store.read_json(finalize_key(stage)) or {}).get("train_seconds") or 0.0)
