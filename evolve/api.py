@@ -137,6 +137,9 @@ def _check_fitness(config: RunConfig, fn: Callable[..., Any] | None, executor: s
         raise ConfigError(f"fitness: this run's fitness was a function given in-process "
                           f"({config.fitness.split(':', 1)[1]}) that no worker can import by name: resume it "
                           "from Python with evolve.resume(url, fitness=that_function, executor='local')")
+    if fn is not None and not in_process and fitness_name(fn) != config.fitness:
+        raise ConfigError(f"fitness: the run at {config.store} records fitness {config.fitness!r}; the function "
+                          f"given is {fitness_name(fn)!r}: give none (workers import the recorded one) or that one")
     if in_process and executor != "local":
         raise ConfigError(f"fitness: {config.fitness.split(':', 1)[1]} has no importable name, so Ray workers "
                           "cannot import it: define it in an installed module, or give executor='local'")
@@ -401,7 +404,9 @@ class Run:
                               "on the run's dataset ('train' runs only)")
         try:
             chosen = Plan(**{"batches": config.final_batches or Plan.batches, **plan})
-        except (TypeError, ValueError) as exc:
+        except TypeError as exc:
+            raise ConfigError(f"finalize: {exc}") from None
+        except ValueError as exc:  # the plan's own check names the setting
             raise ConfigError(f"finalize: {exc}") from None
         finalize(self.store, config, chosen, on_stage)
         return table(self.store, config)

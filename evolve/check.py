@@ -4,7 +4,8 @@
 2. no individual died twice; no step has two children or two deaths;
 3. live = N - steps in flight; after a clean stop, live = N;
 4. a finished run has exactly N + steps individuals, none beyond;
-5. every log mark (what workers select from) agrees with the record it was derived from.
+5. every log mark (what workers select from) agrees with the record it was derived from;
+6. every ``evolve finalize`` record parses and its weights are there.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from evolve.keys import parse_mark, step_of
+from evolve.keys import FINALIZE_PREFIX, parse_mark, step_of
 from evolve.records import Individual, RecordError, Tombstone, model_for, parse
 from evolve.store import CorruptRecord, Store
 
@@ -112,7 +113,28 @@ def check_store(store: Store, population: int, total_steps: int) -> CheckReport:
         if step >= total_steps:
             v.append(f"claim {step}: beyond the run's {total_steps} steps")
     _check_marks(store, individuals, deaths, unreadable, v)
+    _check_finalize(store, v)
     return report
+
+
+def _check_finalize(store: Store, v: list[str]) -> None:
+    """``evolve finalize``'s records: each parses and every weight file it names is there."""
+    for key in store.list_keys(FINALIZE_PREFIX):
+        if not key.endswith(".json"):
+            continue
+        try:
+            record = store.read_json(key) or {}
+        except CorruptRecord as exc:
+            v.append(f"{key}: does not parse ({exc.reason})")
+            continue
+        for info in record.get("weights") or []:
+            name = info.get("key") if isinstance(info, dict) else info
+            try:
+                there = isinstance(name, str) and store.exists(name)
+            except ValueError:  # not a key this store accepts
+                there = False
+            if not there:
+                v.append(f"{key}: its weights {name!r} are missing")
 
 
 def _check_marks(store: Store, individuals: dict[int, Individual], deaths: dict[int, Tombstone],

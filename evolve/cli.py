@@ -3,6 +3,7 @@ this module (runs), ``evolve.cli_read`` (what a store holds) and ``evolve.cli_vi
 
 from __future__ import annotations
 
+import contextlib
 import json
 import random
 import sys
@@ -216,8 +217,15 @@ def finalize(
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    path = table or os.path.join(os.getcwd(), "finalize-" + (run.url.rstrip("/").rsplit("/", 1)[-1] or "run") + ".parquet")
-    pq.write_table(pa.Table.from_pylist(rows), path)
+    path = os.path.abspath(table or "finalize-" + (run.url.rstrip("/").rsplit("/", 1)[-1] or "run") + ".parquet")
+    tmp = os.path.join(os.path.dirname(path), f".tmp-finalize-{os.getpid()}.parquet")
+    try:
+        pq.write_table(pa.Table.from_pylist(rows), tmp)
+        os.replace(tmp, path)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        fail(f"--table: cannot write {path}: {exc.strerror or exc}")
     out.print(f"wrote {path}", highlight=False)
 
 

@@ -22,6 +22,7 @@ parameters, FLOPs, inference time, compute), with the best as found and LeNet-5 
 from __future__ import annotations
 
 import hashlib
+import math
 import time
 import uuid
 from collections.abc import Callable
@@ -31,7 +32,7 @@ from typing import Any
 from evolve.config import RunConfig
 from evolve.keys import FINALIZE_PREFIX, finalize_key, finalize_weights_key
 from evolve.report import Snapshot
-from evolve.store import Store
+from evolve.store import Store, StoreError
 
 STAGES = ("retrain", "snapshots", "top", "distill")
 INFER_IMAGES = 256  # images per timed forward pass (inference ms per image)
@@ -61,15 +62,22 @@ class FinalizeReport:
     done_before: list[str] = field(default_factory=list)  # stages found recorded, not redone
 
 
+class FinalizeError(StoreError):
+    """A finalize that cannot go on (nothing to finalize, other settings than the store's, a failed
+    training that the rest would build on, weights gone); one line."""
+
+
 def finalize(store: Store, config: RunConfig, plan: Plan = Plan(),
              on_stage: Callable[[str, bool], None] | None = None) -> FinalizeReport:
-    """Run the stages of ``plan`` that are not recorded yet (``on_stage(name, done_before)`` before each)."""
+    """Run the stages of ``plan`` that are not recorded yet (``on_stage(name, done_before)`` before each).
+
+    The first finalize of a store fixes what it works on (``plan``: the top architectures and the
+    settings), so a later one, even while the run goes on, builds on the same; other settings are
+    refused."""
     from evolve.result import run_data
 
-    snapshot = Snapshot.read(store)
-    ranked = top_architectures(snapshot, plan.top)
-    if not ranked:
-        raise ValueError(f"{store.url}: no individuals to finalize")
+    fixed = _settle_plan(store, plan)
+    architectures = fixed["architectures"]
     report = FinalizeReport()
     data = None
 
@@ -86,30 +94,64 @@ def finalize(store: Store, config: RunConfig, plan: Plan = Plan(),
         report.records[name] = kept
         return kept
 
-    best = ranked[0]
+    best = architectures[0]
     wanted = set(plan.stages) | ({"top"} if "distill" in plan.stages else set())
     wanted |= {"retrain"} if wanted & {"snapshots", "top"} else set()
-    retrain = stage("retrain", lambda d: _train_stage(best, config, d, plan, "retrain")) if "retrain" in wanted else None
+    if "retrain" not in wanted:
+        return report
+    retrain = stage("retrain", lambda d: _train_stage(best, config, d, plan, "retrain"))
+    _require_ok(retrain, "retrain")
     if "snapshots" in wanted:
         stage("snapshots", lambda d: _ensemble_stage([(best["genome"], w) for w in _keys(retrain)], store, d))
     if "top" in wanted:
         members = [(best["genome"], _keys(retrain)[-1])]
-        for record in ranked[1:]:
-            name = f"member-{record['step']}"
-            trained = stage(name, lambda d, r=record, n=name: _train_stage(r, config, d, plan, n))
-            members.append((record["genome"], _keys(trained)[-1]))
+        for arch in architectures[1:]:
+            name = f"member-{arch['step']}"
+            trained = stage(name, lambda d, a=arch, n=name: _train_stage(a, config, d, plan, n))
+            if trained.get("status") == "ok":  # a member that failed (nan loss) is left out
+                members.append((arch["genome"], _keys(trained)[-1]))
+        if len(members) < 2:
+            raise FinalizeError(f"{store.url}: finalize: fewer than 2 of the top architectures trained; no ensemble")
         ensemble = stage(f"top-{len(members)}", lambda d: _ensemble_stage(members, store, d))
         if "distill" in wanted:
-            stage("distill", lambda d: _train_stage(best, config, d, plan, "distill",
+            stage("distill", lambda d: _train_stage(best, config, d, plan, "distill", seed_of="retrain",
                                                     teachers=_modules(members, store, d), ensemble=ensemble))
     return report
+
+
+def _settle_plan(store: Store, plan: Plan) -> dict[str, Any]:
+    """``results/finalize/plan.json``, written once: the top architectures and the settings."""
+    key = finalize_key("plan")
+    kept = store.read_json(key)
+    settings = {"batches": plan.batches, "cycles": plan.cycles, "top": plan.top, "temperature": plan.temperature,
+                "alpha": plan.alpha}
+    if kept is None:
+        ranked = top_architectures(Snapshot.read(store), plan.top)
+        if not ranked:
+            raise FinalizeError(f"{store.url}: no individuals to finalize")
+        store.create_json(key, {"stage": "plan", **settings, "created_at": time.time(),
+                                "architectures": [{"step": r["step"], "genome": r["genome"],
+                                                   "fitness": r["fitness"]} for r in ranked]})
+        kept = store.read_json(key)
+    differ = [f"{k} {kept.get(k)!r} (now {v!r})" for k, v in settings.items() if kept.get(k) != v]
+    if differ:
+        raise FinalizeError(f"{store.url}: finalized before with other settings: {', '.join(differ)}; give the "
+                            "same, or finalize a copy of the store")
+    return kept
+
+
+def _require_ok(record: dict[str, Any], name: str) -> None:
+    if record.get("status") != "ok":
+        raise FinalizeError(f"finalize: {name} of individual {record.get('step')} failed ({record.get('reason')}); "
+                            "nothing can build on it")
 
 
 def top_architectures(snapshot: Snapshot, k: int) -> list[dict[str, Any]]:
     """The best ``k`` individuals by fitness (of equals the earliest) with distinct architectures."""
     seen: set[str] = set()
     out = []
-    ok = [r for r in snapshot.individuals.values() if r.get("status", "ok") == "ok"]
+    ok = [r for r in snapshot.individuals.values()
+          if r.get("status", "ok") == "ok" and math.isfinite(float(r["fitness"]))]
     for record in sorted(ok, key=lambda r: (-float(r["fitness"]), r["step"])):
         arch = record.get("hash") or str(record["genome"])
         if arch not in seen:
@@ -151,9 +193,12 @@ def cycle_recipe(config: RunConfig, channels: int, batches: int) -> Any:
 
 
 def _train_stage(individual: dict[str, Any], config: RunConfig, data: Any, plan: Plan, name: str,
-                 teachers: list[Any] | None = None, ensemble: dict[str, Any] | None = None
-                 ) -> tuple[dict[str, Any], list[bytes]]:
-    """Train ``individual``'s architecture from scratch for ``plan.cycles`` cosine cycles; a snapshot each."""
+                 seed_of: str | None = None, teachers: list[Any] | None = None,
+                 ensemble: dict[str, Any] | None = None) -> tuple[dict[str, Any], list[bytes]]:
+    """Train ``individual``'s architecture from scratch for ``plan.cycles`` cosine cycles; a snapshot each.
+
+    ``seed_of``: another stage whose initialisation and batch order to use (distillation uses
+    retraining's, so that the loss is all that differs between them)."""
     import torch
 
     from evolve.result import final_splits
@@ -161,7 +206,7 @@ def _train_stage(individual: dict[str, Any], config: RunConfig, data: Any, plan:
     from evolve.train import Trainer, build_module, count_flops, weights_to_bytes
     from genomes import genome_from_json
 
-    seed = derive_seed(config.seed, "finalize", name)
+    seed = derive_seed(config.seed, "finalize", seed_of or name)
     model = build_module(genome_from_json(individual["genome"]), data.input_shape, data.num_classes, seed)
     model = model.to(data.device)
     splits = final_splits(config, data)
@@ -195,7 +240,7 @@ def _ensemble_stage(members: list[tuple[dict[str, Any], str]], store: Store, dat
     """Members (genome, weights key) as one ensemble: softmax outputs averaged; nothing trained, nothing written."""
     from evolve.train import count_flops
 
-    models = _modules(members, store, data)
+    models = _modules(members, store, data)  # the weights of recorded stages: a missing file is refused
     return {"members": [key for _, key in members], "size": len(models), "test_accuracy": _accuracy(models, data),
             "params": sum(p.numel() for m in models for p in m.parameters()),
             "flops": sum(count_flops(m, data.x_test[:1]) for m in models), "infer_ms": _infer_ms(models, data),
@@ -237,7 +282,7 @@ def _modules(members: list[tuple[dict[str, Any], str]], store: Store, data: Any)
     for genome, key in members:
         blob = store.read_bytes(key)
         if blob is None:
-            raise ValueError(f"{store.url}: finalize weights {key} are missing")
+            raise FinalizeError(f"{store.url}: finalize weights {key} are missing (evolve check reports it)")
         out.append(_load(genome, blob, data))
     return out
 
@@ -260,11 +305,19 @@ def _accuracy(models: list[Any], data: Any) -> float:
 
 def _infer_ms(models: list[Any], data: Any) -> float:
     """Milliseconds per image of one forward pass of every model over a batch (after one warm-up pass)."""
+    import torch
+
     x = data.x_test[:INFER_IMAGES]
+    cuda = x.device.type == "cuda"
     probabilities(models, x)
+    if cuda:
+        torch.cuda.synchronize(x.device)
     start = time.perf_counter()
-    probabilities(models, x)
-    return (time.perf_counter() - start) * 1000 / max(1, x.shape[0])
+    for _ in range(3):
+        probabilities(models, x)
+    if cuda:
+        torch.cuda.synchronize(x.device)
+    return (time.perf_counter() - start) * 1000 / (3 * max(1, x.shape[0]))
 
 
 # -- the table ----------------------------------------------------------------------------------
@@ -295,7 +348,7 @@ def table(store: Store, config: RunConfig) -> list[dict[str, Any]]:
     for key in sorted(keys, key=lambda k: order.get(k.removeprefix(FINALIZE_PREFIX)[:-5], 2)):
         record = store.read_json(key) or {}
         name = record.get("stage", "")
-        if name.startswith("member-"):
+        if name.startswith("member-") or name == "plan":
             continue
         label = labels.get(name, "top-{size} ensemble of distinct architectures" if name.startswith("top-") else name)
         rows.append(_row("top" if name.startswith("top-") else name, label.format(**{"size": 1, "batches": 0, "cycles": 0, "temperature": 0, **record}),

@@ -18,6 +18,7 @@ is inherited from the parent its code came from (:func:`crossover_weights`).
 
 from __future__ import annotations
 
+import math
 import random
 import time
 from typing import Any, Mapping, Sequence
@@ -29,9 +30,11 @@ from genomes import Genome, Mutation, SearchSpace, genome_from_json
 
 
 def roulette(fitness: Sequence[float], count: int, rng: random.Random) -> list[int]:
-    """Indices drawn with probability proportional to fitness above the minimum (uniform if all equal)."""
-    low = min(fitness)
-    weights = [f - low for f in fitness]
+    """Indices drawn with probability proportional to fitness above the finite minimum (uniform if all
+    equal); a failed individual (fitness -inf or NaN: ``evolve.fitness``) is never drawn unless all failed."""
+    finite = [f for f in fitness if math.isfinite(f)]
+    low = min(finite, default=0.0)
+    weights = [f - low if math.isfinite(f) else 0.0 for f in fitness]
     if sum(weights) <= 0:
         return [rng.randrange(len(fitness)) for _ in range(count)]
     return rng.choices(range(len(fitness)), weights=weights, k=count)

@@ -55,7 +55,7 @@ class Row:
 
     @classmethod
     def of(cls, r: Individual) -> Row:
-        return cls(step=r.step, time=r.created_at or 0.0, fitness=r.finite_fitness, parents=tuple(r.parents),
+        return cls(step=r.step, time=num(r.created_at) or 0.0, fitness=r.finite_fitness, parents=tuple(r.parents),
                    mutation=r.mutation.name if r.mutation else None,
                    mutation_params=r.mutation.params if r.mutation else None, origin=r.origin, status=r.status,
                    params=r.metrics.params, generation=r.generation, test_accuracy=num(r.test_accuracy),

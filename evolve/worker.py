@@ -232,8 +232,9 @@ class Worker:
             self._start_write()  # the previous child's, now that this step's claim and tombstone are written
             selected = time.perf_counter()
             outcome = self.evaluator.evaluate(child.genome, parent_weights, seed, _mutation(child.provenance))
+            evaluated = time.perf_counter()
             record = self._record(step, seed, adopted, child, outcome)
-            trained = _Trained(step, adopted, record, outcome.weights, started, selected, time.perf_counter())
+            trained = _Trained(step, adopted, record, outcome.weights, started, selected, evaluated)
         except BaseException:
             done()
             raise

@@ -123,3 +123,20 @@ def test_the_example_under_ray(tmp_path, monkeypatch):
     assert run.status()["done"] == 8 and run.status()["failed"] == 0
     workers = set(run.individuals()["worker"])
     assert all(w.startswith("ray-") for w in workers), workers
+
+
+def test_failed_children_never_stall_a_generational_run(tmp_path):
+    """Genetic CNN's roulette draws in proportion to fitness: a -inf (failed) child gets no share."""
+    run = evolve.run(store=str(tmp_path / "run"), genome="gcnn", selection="generational", fitness=failing,
+                     population=4, steps=12, executor="local", input_shape=(1, 16, 16), num_classes=1)
+    table = run.individuals()
+    assert len(table) == 16 and (table["status"] == "failed").any() and (table["status"] == "ok").any()
+
+
+def test_resume_refuses_another_function_than_the_recorded_one(tmp_path):
+    store = str(tmp_path / "run")
+    evolve.run(store=store, fitness=failing, population=3, steps=2, executor="local", **SPACE)
+    with pytest.raises(ConfigError, match="records fitness 'test_fitness:failing'"):
+        evolve.resume(store, fitness=lambda *a: 1.0, executor="local", steps=4)
+    evolve.resume(store, fitness=failing, executor="local", steps=4)
+    assert evolve.open(store).status()["done"] == 7

@@ -1,0 +1,97 @@
+"""evolve finalize: its stages, their records, a kill mid-stage, the table."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+import evolve
+from evolve.cli import app
+from evolve.config import ConfigError
+
+STORES = Path(__file__).parent / "stores" / "0.1.0"
+
+
+@pytest.fixture
+def store(tmp_path) -> Path:
+    path = tmp_path / "store"
+    shutil.copytree(STORES / "dna-digits", path)
+    return path
+
+
+def test_the_stages_and_their_table(store, tmp_path):
+    run = evolve.open(str(store))
+    rows = run.finalize(batches=40, cycles=2, top=3)
+    by = {r["stage"]: r for r in rows}
+    assert {"found", "final", "retrain", "snapshots", "top", "distill", "lenet5"} <= set(by)
+    records = {p.stem: json.loads(p.read_text()) for p in (store / "results" / "finalize").glob("*.json")}
+    assert {"retrain", "snapshots", "top-3", "distill"} <= set(records)
+    assert len([name for name in records if name.startswith("member-")]) == 2
+    retrain, snaps, top = records["retrain"], records["snapshots"], records["top-3"]
+    assert len(retrain["weights"]) == 2 and retrain["snapshot_test_accuracy"][-1] == retrain["test_accuracy"]
+    assert snaps["members"] == [w["key"] for w in retrain["weights"]] and snaps["weights"] == []
+    assert len(top["members"]) == 3 and top["members"][0] == retrain["weights"][-1]["key"]
+    assert len({json.dumps(records[m.rsplit("/", 1)[-1].rsplit("-", 2)[0]]["genome"], sort_keys=True)
+                for m in top["members"]}) == 3, "distinct architectures"
+    assert records["distill"]["teacher"] == "top-3" and records["distill"]["batches"] == 40
+    assert by["snapshots"]["params"] == 2 * by["retrain"]["params"]
+    assert by["top"]["compute_seconds"] > by["retrain"]["compute_seconds"] > 0
+    assert all(0 <= r["test_accuracy"] <= 1 for r in rows)
+    assert run.check().ok
+    again = run.finalize(batches=40, cycles=2, top=3)  # nothing is redone
+    assert [r["test_accuracy"] for r in again] == [r["test_accuracy"] for r in rows]
+    assert json.loads((store / "results" / "finalize" / "retrain.json").read_text()) == retrain
+    (store / retrain["weights"][0]["key"]).unlink()
+    assert any("its weights" in v and "missing" in v for v in run.check().violations)
+
+
+def test_the_cli_prints_the_table_and_writes_parquet(store, tmp_path):
+    import pyarrow.parquet as pq
+
+    result = CliRunner().invoke(app, ["finalize", str(store), "--batches", "20", "--cycles", "2", "--stage", "retrain",
+                                      "--stage", "snapshots", "--table", str(tmp_path / "t.parquet")],
+                                env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    assert "snapshot ensemble" in result.stdout and "LeNet-5" in result.stdout
+    table = pq.read_table(tmp_path / "t.parquet").to_pylist()
+    assert {r["stage"] for r in table} == {"found", "final", "retrain", "snapshots", "lenet5"}
+    bad = CliRunner().invoke(app, ["finalize", str(store), "--stage", "prune"])
+    assert bad.exit_code == 2 and "prune" in bad.stderr
+    with pytest.raises(ConfigError, match="'train' runs only"):
+        evolve.open(str(STORES / "gcnn-synthetic")).finalize()
+
+
+def test_a_finalize_killed_mid_stage_resumes_without_redoing_or_duplicating(store):
+    settings = ["--batches", "1500", "--cycles", "3"]
+    command = [sys.executable, "-m", "evolve.cli", "finalize", str(store), *settings]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                               env={**os.environ, "OMP_NUM_THREADS": "1"})
+    retrain = store / "results" / "finalize" / "retrain.json"
+    deadline = time.monotonic() + 300
+    while not retrain.exists() and time.monotonic() < deadline and process.poll() is None:
+        time.sleep(0.05)
+    assert retrain.exists(), "the first stage never finished"
+    time.sleep(0.3)  # into the next training stage
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    first = json.loads(retrain.read_text())
+    done = {p.name for p in (store / "results" / "finalize").glob("*.json")}
+    assert "distill.json" not in done, "killed too late to test a resume"
+    other = CliRunner().invoke(app, ["finalize", str(store), "--batches", "60", "--cycles", "3"])
+    assert other.exit_code == 2 and "other settings: batches 1500 (now 60)" in other.stderr, other.stderr
+    result = CliRunner().invoke(app, ["finalize", str(store), *settings, "--table", str(store.parent / "t.parquet")])
+    assert result.exit_code == 0, result.output
+    assert "finalize retrain: recorded before, kept" in result.stderr
+    assert json.loads(retrain.read_text()) == first, "a completed stage is never redone"
+    records = sorted(p.name for p in (store / "results" / "finalize").glob("*.json"))
+    assert len(records) == len(set(records)) and "distill.json" in records
+    assert evolve.open(str(store)).check().ok
