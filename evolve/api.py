@@ -337,7 +337,7 @@ class Run:
     def model(self, step: int | None = None) -> Any:
         """Individual ``step``'s (default: the best's) network as a ``torch.nn.Module`` with its trained
         weights, in eval mode on the CPU."""
-        from evolve.train import weights_from_bytes
+        from evolve.train import build_module, weights_from_bytes
         from genomes import genome_from_json
 
         record = self.best() if step is None else self.individual(step)
@@ -349,7 +349,7 @@ class Run:
                    if record.weights else "it has no stored weights (a synthetic fitness, or a failed child)")
             raise StoreError(f"{self.url}: individual {record.step}: {why}")
         space = load_run(self.store)[1]
-        module = genome_from_json(record.genome).to_module(tuple(space.input_shape), space.num_classes)
+        module = build_module(genome_from_json(record.genome), tuple(space.input_shape), space.num_classes, 0)
         module.load_state_dict(weights_from_bytes(blob))
         return module.eval()
 

@@ -269,10 +269,10 @@ def distillation_loss(teachers: list[Any], temperature: float, alpha: float) -> 
 
 
 def _load(genome: dict[str, Any], weights: bytes, data: Any) -> Any:
-    from evolve.train import weights_from_bytes
+    from evolve.train import build_module, weights_from_bytes
     from genomes import genome_from_json
 
-    model = genome_from_json(genome).to_module(data.input_shape, data.num_classes)
+    model = build_module(genome_from_json(genome), data.input_shape, data.num_classes, 0)
     model.load_state_dict(weights_from_bytes(weights))
     return model.to(data.device).eval()
 

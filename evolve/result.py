@@ -63,13 +63,13 @@ def run_data(config: RunConfig):
 
 def _trained_model(store: Store, record: dict[str, Any], data: Any) -> Any:
     """The individual's module with its stored weights, on the data's device; None without weights."""
-    from evolve.train import weights_from_bytes
+    from evolve.train import build_module, weights_from_bytes
     from genomes import genome_from_json
 
     blob = store.read_bytes(record["weights"]["key"]) if record.get("weights") else None
     if blob is None:
         return None
-    model = genome_from_json(record["genome"]).to_module(data.input_shape, data.num_classes)
+    model = build_module(genome_from_json(record["genome"]), data.input_shape, data.num_classes, 0)
     model.load_state_dict(weights_from_bytes(blob))
     return model.to(data.device)
 

@@ -40,10 +40,15 @@ def check_serves(kind: str, space: SearchSpace) -> None:
 
     from genomes import GenomeError, genome_class
 
+    from evolve.train import build_module
+
     try:
         genome = genome_class(kind).initial(random.Random(0), space)
+        # built as a worker builds (under its lock, torch's generator put back): a draw from torch's global
+        # generator here would change the weights of a child another thread of this process is initialising
+        module = build_module(genome, tuple(space.input_shape), space.num_classes, seed=0)
         with torch.no_grad():
-            out = genome.to_module(space.input_shape, space.num_classes).eval()(torch.zeros(1, *space.input_shape))
+            out = module.eval()(torch.zeros(1, *space.input_shape))
     except GenomeError as exc:
         raise GenomeError(f"input_shape {tuple(space.input_shape)}: the {kind} genome cannot serve it: {exc}") from None
     except (RuntimeError, ValueError) as exc:

@@ -504,9 +504,10 @@ def _module_graph(record: dict[str, Any], space: Any) -> tuple[Any, Any]:
     import torch
     from torch.utils.tensorboard._pytorch_graph import graph  # what SummaryWriter.add_graph calls
 
+    from evolve.train import build_module
     from genomes import genome_from_json
 
-    module = genome_from_json(record["genome"]).to_module(tuple(space.input_shape), space.num_classes)
+    module = build_module(genome_from_json(record["genome"]), tuple(space.input_shape), space.num_classes, 0)
     module.eval()
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore", torch.jit.TracerWarning)  # shape checks become constants: fine here

@@ -95,3 +95,12 @@ def test_a_finalize_killed_mid_stage_resumes_without_redoing_or_duplicating(stor
     records = sorted(p.name for p in (store / "results" / "finalize").glob("*.json"))
     assert len(records) == len(set(records)) and "distill.json" in records
     assert evolve.open(str(store)).check().ok
+
+
+def test_the_finalize_bench_smoke(tmp_path, capsys):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from bench.finalize import main
+
+    assert main(["--smoke", "--dir", str(tmp_path), "--seeds", "0", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "| retrained" in out and "top-K ensemble vs the best single" in out and "distilled vs retrained" in out

@@ -10,6 +10,7 @@ from __future__ import annotations
 import threading
 
 import pytest
+import torch
 
 from evolve.config import build_config
 from evolve.report import Snapshot
@@ -93,3 +94,32 @@ def test_a_step_trained_after_a_resume_replays_byte_for_byte(tmp_path):
     assert after, "the resumed run should have trained children"
     again = replays(store, config, space, after)
     assert all(again[step] == recorded[step] for step in after)
+
+
+def test_checking_a_space_in_another_thread_never_moves_a_childs_initialisation():
+    """space_for builds a network to check the genome serves the input shape; it must not draw from torch's
+    global generator while a worker thread of the same process seeds and builds a child."""
+    import random
+
+    from evolve.runfile import check_serves
+    from evolve.train import build_module
+    from genomes import SearchSpace, genome_class
+
+    space = SearchSpace(input_shape=(1, 28, 28), num_classes=10, options={"initial_convs": 3, "morphisms": True})
+    genome = genome_class("dna").initial(random.Random(0), space)
+    reference = [t.clone() for t in build_module(genome, (1, 28, 28), 10, 7).state_dict().values()]
+    stop = threading.Event()
+
+    def check_forever() -> None:
+        while not stop.is_set():
+            check_serves("dna", space)
+
+    checker = threading.Thread(target=check_forever, daemon=True)
+    checker.start()
+    try:
+        for _ in range(100):
+            built = list(build_module(genome, (1, 28, 28), 10, 7).state_dict().values())
+            assert all(torch.equal(a, b) for a, b in zip(reference, built))
+    finally:
+        stop.set()
+        checker.join()
