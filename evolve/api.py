@@ -171,6 +171,7 @@ class Run:
         self._ended = threading.Event()
         self._error: BaseException | None = None
         self.views: Any = None  # with a logdir: the last sync's report (evolve.tensorboard.SyncReport)
+        self.unreadable: list[tuple[str, str]] = []  # records the last read skipped: (key, reason)
 
     @property
     def url(self) -> str:
@@ -258,14 +259,20 @@ class Run:
 
     # -- reading -----------------------------------------------------------------------------------
 
+    def _snapshot(self) -> Snapshot:
+        """Every individual and tombstone now (read afresh); what it skipped is kept in ``unreadable``."""
+        snapshot = Snapshot.read(self.store)
+        self.unreadable = list(snapshot.unreadable)
+        return snapshot
+
     def status(self) -> dict[str, Any]:
         """Counts and figures of the run now: done, total, in flight, live, best and median fitness, ..."""
         config = load_run(self.store)[0]
-        return status(Snapshot.read(self.store), config.population, total_steps(config))
+        return status(self._snapshot(), config.population, total_steps(config))
 
     def best(self, live_only: bool = False) -> Individual | None:
         """The individual with the highest fitness (of equals, the earliest), dead or alive."""
-        record = Snapshot.read(self.store).best(live_only)
+        record = self._snapshot().best(live_only)
         return None if record is None else parse(Individual, record)
 
     def individual(self, step: int) -> Individual:
@@ -287,7 +294,7 @@ class Run:
         from evolve.result import compute_seconds, lineage_batches, measured_test_accuracy
         from genomes import genome_from_json
 
-        snapshot = Snapshot.read(self.store)
+        snapshot = self._snapshot()
         data = snapshot.best() if step is None else snapshot.individuals.get(step)
         if data is None:
             raise StoreError(f"{self.url}: " + ("no individuals yet" if step is None else f"individual {step} does not exist"))
@@ -324,7 +331,7 @@ class Run:
 
     def lineage(self, step: int | None = None) -> list[Individual]:
         """``step`` (default: the best) and its first-parent ancestors, oldest first."""
-        snapshot = Snapshot.read(self.store)
+        snapshot = self._snapshot()
         if step is None:
             best = snapshot.best()
             if best is None:

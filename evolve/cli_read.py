@@ -16,11 +16,8 @@ from evolve.console import (AsJson, StorageOptions, app, err, fail, guard, out, 
 
 def _open(store: str, options: str | None) -> Any:
     from evolve.api import open as open_run
-    from evolve.report import Snapshot
 
-    run = open_run(store, storage_options(options))
-    warn_unreadable(Snapshot.read(run.store).unreadable)
-    return run
+    return open_run(store, storage_options(options))
 
 
 @app.command()
@@ -32,6 +29,7 @@ def status(store: Annotated[str, typer.Argument(help="Store URL.")], storage_opt
 
     run = _open(store, storage_options_)
     info = run.status()
+    warn_unreadable(run.unreadable)
     if as_json:
         return print_json("status", {"store": run.url, **info})
     out.print(f"{info['done']}/{info['total']} individuals ({info['in_flight']} in flight), {info['live']} live, "
@@ -60,6 +58,7 @@ def best(
 
     run = _open(store, storage_options_)
     card = run.summary()
+    warn_unreadable(run.unreadable)
     if "test_error" in card and not as_json:
         err.print(f"test accuracy not measured: {card['test_error']}", highlight=False)
     if as_json:
@@ -97,6 +96,7 @@ def lineage(
 
     run = _open(store, storage_options_)
     chain = run.lineage(individual)
+    warn_unreadable(run.unreadable)
     if not chain:
         fail("no individuals yet")
     rows = [{"step": r.step, "origin": r.origin, "mutation": r.mutation.name if r.mutation else None,
