@@ -50,7 +50,7 @@ from typing import Any
 from evolve.identity import Identity
 from evolve.keys import (LOG_BLOCK, PAD, Mark, adoption_key, claim_key, claim_mark, death_key, done_mark,
                          heartbeat_key, individual_key, kill_mark, log_folder, parse_mark,
-                         selection_key, step_and_index)
+                         selection_key, step_and_index, step_of)
 from evolve.log import read_selection
 from evolve.selection import Choice, Member
 from evolve.store import Store
@@ -432,11 +432,19 @@ class Population:
         """Steps in flight whose holder is known dead (an earlier incarnation of our slot): adopt them now."""
         if self.me.slot is None:
             return []
-        step = self._top_claim + 1  # claims nobody has logged anything for yet (a start-up cost only)
-        while step < self.total_steps and self.store.exists(claim_key(step)):
-            self._claimed([step])
-            step += 1
+        self._probe_claims()
         return [step for step in self._pending(self._advance()) if self.me.predecessor_dead(self._holder(step)[1])]
+
+    def _probe_claims(self) -> None:
+        """Learn the claims whose marks never reached the log: one listing, at start-up only.
+
+        Claim marks are written after the claim, by the writer thread, and claims land out of order
+        (on a random one of the lowest free steps): a predecessor killed between its claim and its
+        mark may leave a claim below others the log knows as well as above them.
+        """
+        low = self._advance()
+        keys = self.store.list_keys_after("claims/", f"claims/{low:0{PAD}d}")
+        self._claimed(s for s in map(step_of, keys) if s < self.total_steps)
 
     def _holder(self, step: int) -> tuple[int, dict[str, Any] | None]:
         """(adoptions so far, the record of the step's current holder: its last adopter, else its claimant)."""

@@ -136,6 +136,31 @@ def test_a_restarted_worker_takes_over_its_dead_predecessors_step_at_once(tmp_pa
     assert report.ok and report.finished, report.violations
 
 
+def test_a_restarted_worker_finds_its_predecessors_claim_whose_mark_was_lost_below_a_logged_one(tmp_path):
+    """The predecessor died between its claim and the claim's mark (written later, by the writer thread),
+    and another worker has since claimed a later step with its mark in the log: the view knows a claim
+    above the lost one, and the restart still takes the lost one over at once."""
+    store, config, space = _slot_run(tmp_path, lease=60.0)
+    dead = Identity(worker="ray-0-1", slot="ray-0", machine=machine_id(), pid=_dead_pid())
+    first = Worker(store, config, space, worker_id="first")
+    for _ in range(config.population):
+        first.run_step(first.population.claim_next())
+    lost: list = []
+    holder = Population(store, config.population, total_steps(config), dead, config.lease_seconds, 0.0)
+    holder.defer_marks(lost.append)  # the writer thread never got to write them
+    holder.refresh(force=True)
+    assert holder.claim(config.population + 1) and lost
+    other = Population(store, config.population, total_steps(config), "ray-1-1", config.lease_seconds, 0.0)
+    other.refresh(force=True)
+    assert other.claim(config.population + 2)
+
+    worker = Worker(store, config, space, worker_id="ray-0-2", slot="ray-0")
+    worker.population.refresh(force=True)
+    assert config.population + 2 in worker.population.in_flight()
+    assert config.population + 1 not in worker.population.in_flight()  # no mark: the log alone misses it
+    assert worker.population.orphans() == [config.population + 1]
+
+
 def test_no_takeover_when_the_holder_may_be_alive(tmp_path):
     """Another slot, another machine, or a live process: the step waits for its lease."""
     alive = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
