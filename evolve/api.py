@@ -400,8 +400,9 @@ class Run:
 
     def finalize(self, *, on_stage: Callable[[str, bool], None] | None = None, **plan: Any) -> list[dict[str, Any]]:
         """Turn the search's result into models to ship (``evolve.finalize``): the best retrained with
-        snapshots, the snapshot and top-K ensembles, the ensemble distilled into the best architecture.
-        ``plan``: ``batches``, ``cycles``, ``top``, ``temperature``, ``alpha``, ``stages``. Stages already
+        snapshots, the snapshot and top-K ensembles, the ensemble distilled into the best architecture, the
+        retrained model pruned (DNA runs). ``plan``: ``batches``, ``cycles``, ``top``, ``temperature``,
+        ``alpha``, ``prune_target``, ``prune_batches``, ``stages``. Stages already
         recorded are not redone. Returns the results table, one dict per model."""
         from evolve.finalize import Plan, finalize, table
 
@@ -417,6 +418,15 @@ class Run:
             raise ConfigError(f"finalize: {exc}") from None
         finalize(self.store, config, chosen, on_stage)
         return table(self.store, config)
+
+    def export_model(self, out: str, model: str = "best", *, onnx: bool = False, force: bool = False) -> dict[str, Any]:
+        """Write ``model`` (``best``, ``found``, or a finalize stage: ``retrain``, ``snapshots``, ``top``,
+        ``distill``, ``prune``) to the folder ``out``, for use without evolve: safetensors and ``model.json``, loaded by
+        ``genomes.exported.load_model``; ``model.onnx`` too with ``onnx``. Returns the manifest (its
+        ``test_accuracy`` measured on the exported model, beside ``stored_test_accuracy``)."""
+        from evolve.model_export import export_model
+
+        return export_model(self.store, load_run(self.store)[0], out, model, onnx=onnx, force=force)
 
     def plot(self, path: str, **options: Any) -> Any:
         """Figure 1 of Real et al. 2017 for this run, written to ``path`` (PNG)."""

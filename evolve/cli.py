@@ -186,13 +186,17 @@ def finalize(
     cycles: Annotated[int, typer.Option(min=1, help="Cosine cycles per training: a snapshot each.")] = 4,
     top: Annotated[int, typer.Option(min=2, help="Distinct architectures in the top-K ensemble.")] = 3,
     temperature: Annotated[float, typer.Option(min=1.0, help="Distillation's softmax temperature.")] = 4.0,
+    prune_target: Annotated[float, typer.Option(min=0.01, max=0.99, help="The pruned model's parameters, at "
+                                                "most, as a share of the retrained model's.")] = 0.5,
+    prune_batches: Annotated[int, typer.Option(min=0, help="Fine-tuning batches after pruning.")] = 1000,
     stage: Annotated[Optional[list[str]], typer.Option(help="Only these stages (and what they need): retrain, "
-                                                        "snapshots, top, distill. Repeatable.")] = None,
+                                                        "snapshots, top, distill, prune. Repeatable.")] = None,
     table: Annotated[Optional[str], typer.Option(help="Write the results table here (Parquet; default "
                                                   "./finalize-<store name>.parquet).")] = None,
     storage_options_: StorageOptions = None,
 ) -> None:
-    """Models to ship from a run: the best retrained with snapshots, snapshot and top-K ensembles, distilled."""
+    """Models to ship from a run: the best retrained with snapshots, snapshot and top-K ensembles, distilled,
+    pruned."""
     import os
 
     from rich.table import Table
@@ -200,7 +204,8 @@ def finalize(
     from evolve.api import open as open_run
 
     run = open_run(store, storage_options(storage_options_))
-    plan = {"cycles": cycles, "top": top, "temperature": temperature, **({"batches": batches} if batches else {})}
+    plan = {"cycles": cycles, "top": top, "temperature": temperature, "prune_target": prune_target,
+            "prune_batches": prune_batches, **({"batches": batches} if batches else {})}
     if stage:
         plan["stages"] = tuple(stage)
 
@@ -227,6 +232,36 @@ def finalize(
             os.unlink(tmp)
         fail(f"--table: cannot write {path}: {exc.strerror or exc}")
     out.print(f"wrote {path}", highlight=False)
+
+
+ModelName = Literal["best", "found", "retrain", "snapshots", "top", "distill", "prune"]
+
+
+@app.command("export-model")
+@guard
+def export_model(
+    store: Annotated[str, typer.Argument(help="Store URL of the run.")],
+    out_: Annotated[str, typer.Argument(metavar="OUT", help="Folder to write (safetensors, model.json).")],
+    model: Annotated[ModelName, typer.Option(help="best: the best's final model where trained, else as found; found; "
+                                                  "or a finalize stage's model.")] = "best",
+    onnx: Annotated[bool, typer.Option("--onnx", help="Also write model.onnx, checked with onnxruntime "
+                                                      "(pip install 'evolve[onnx]').")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Replace OUT if it holds something.")] = False,
+    storage_options_: StorageOptions = None,
+) -> None:
+    """A model for use without evolve: load it with genomes.exported.load_model(OUT) (torch and genomes only)."""
+    from evolve.api import open as open_run
+
+    manifest = open_run(store, storage_options(storage_options_)).export_model(out_, model, onnx=onnx, force=force)
+    members = len(manifest["members"])
+    what = "1 network" if members == 1 else f"an ensemble of {members} networks ({manifest['combine']})"
+    stored = manifest["stored_test_accuracy"]
+    out.print(f"wrote {what} to {out_}: test {pct(manifest['test_accuracy'])} exported"
+              + (f", {pct(stored)} recorded" if stored is not None else "")
+              + (f"; model.onnx within {manifest['onnx']['max_abs_diff']:.1g} of torch" if onnx else ""), highlight=False)
+    if stored is not None and abs(manifest["test_accuracy"] - stored) * manifest["test_images"] >= 0.5:
+        err.print("warning: the exported model's test accuracy differs from the recorded one (another device or "
+                  "torch version than the run's)", highlight=False)
 
 
 from evolve import cli_read, cli_views  # noqa: E402,F401 - their commands join the app

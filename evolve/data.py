@@ -82,6 +82,8 @@ class Dataset:
     std: tuple[float, ...]
     seed: int = 0
     class_names: tuple[str, ...] | None = None
+    scale: float = 255.0  # the raw pixel value that means "white": pixels in [0, 1] are raw * (1 / scale)
+    test_pixels: np.ndarray | None = None  # the test split before normalisation (uint8), for exported models
 
     def sizes(self) -> dict[str, int]:
         return {"train": len(self.y_train), "val": len(self.y_val), "test": len(self.y_test)}
@@ -209,7 +211,7 @@ def _finish(raw: Raw, *, seed: int, val_fraction: float, limit: int | None) -> D
         x_val=_normalise(x_val, raw.scale, mean, std), y_val=y_val.astype(np.int64),
         x_test=_normalise(x_test, raw.scale, mean, std), y_test=y_test.astype(np.int64),
         mean=tuple(float(m) for m in mean), std=tuple(float(s) for s in std), seed=seed,
-        class_names=raw.class_names,
+        class_names=raw.class_names, scale=float(raw.scale), test_pixels=x_test,
     )
 
 

@@ -12,6 +12,8 @@ once (the loser deletes its weights)::
     top-<K>     the K retrained architectures as one ensemble
     distill     the best architecture trained as ``retrain``, on the top-K ensemble's soft targets
                 (temperature T, Hinton et al. 2015, seed 000) and the labels
+    prune       the retrained model's channels pruned by their Fisher estimates to a share of its
+                parameters, then fine-tuned (Theis et al. 2018, seed 001; ``evolve.prune``): DNA only
 
 Training reads the run's final-training splits (``final_data``: by default training and validation
 together) with LeNet-5's recipe per cycle (``evolve.reference``, cosine from its peak rate); the
@@ -22,6 +24,7 @@ parameters, FLOPs, inference time, compute), with the best as found and LeNet-5 
 from __future__ import annotations
 
 import hashlib
+import logging
 import math
 import time
 import uuid
@@ -34,7 +37,9 @@ from evolve.keys import FINALIZE_PREFIX, finalize_key, finalize_weights_key
 from evolve.report import Snapshot
 from evolve.store import Store, StoreError
 
-STAGES = ("retrain", "snapshots", "top", "distill")
+log = logging.getLogger(__name__)
+
+STAGES = ("retrain", "snapshots", "top", "distill", "prune")
 INFER_IMAGES = 256  # images per timed forward pass (inference ms per image)
 
 
@@ -45,6 +50,8 @@ class Plan:
     top: int = 3  # distinct architectures in the top-K ensemble
     temperature: float = 4.0
     alpha: float = 0.9  # the soft targets' share of the distillation loss
+    prune_target: float = 0.5  # the pruned model's parameters, at most, as a share of the retrained one's
+    prune_batches: int = 1000  # fine-tuning after pruning
     stages: tuple[str, ...] = STAGES
 
     def __post_init__(self) -> None:
@@ -52,6 +59,10 @@ class Plan:
             raise ValueError(f"cycles: need 1 <= cycles <= batches, got cycles {self.cycles}, batches {self.batches}")
         if self.top < 2:
             raise ValueError(f"top: an ensemble needs at least 2 architectures, got {self.top}")
+        if not 0 < self.prune_target < 1:
+            raise ValueError(f"prune_target: a share of the parameters in (0, 1), got {self.prune_target!r}")
+        if self.prune_batches < 0:
+            raise ValueError(f"prune_batches: must be >= 0, got {self.prune_batches!r}")
         if unknown := [s for s in self.stages if s not in STAGES]:
             raise ValueError(f"stages: unknown {unknown[0]!r}; known: {', '.join(STAGES)}")
 
@@ -60,6 +71,7 @@ class Plan:
 class FinalizeReport:
     records: dict[str, dict[str, Any]] = field(default_factory=dict)  # stage -> its record
     done_before: list[str] = field(default_factory=list)  # stages found recorded, not redone
+    skipped: dict[str, str] = field(default_factory=dict)  # stage -> why it does not apply to this run
 
 
 class FinalizeError(StoreError):
@@ -96,7 +108,7 @@ def finalize(store: Store, config: RunConfig, plan: Plan = Plan(),
 
     best = architectures[0]
     wanted = set(plan.stages) | ({"top"} if "distill" in plan.stages else set())
-    wanted |= {"retrain"} if wanted & {"snapshots", "top"} else set()
+    wanted |= {"retrain"} if wanted & {"snapshots", "top", "prune"} else set()
     if "retrain" not in wanted:
         return report
     retrain = stage("retrain", lambda d: _train_stage(best, config, d, plan, "retrain"))
@@ -116,6 +128,12 @@ def finalize(store: Store, config: RunConfig, plan: Plan = Plan(),
         if "distill" in wanted:
             stage("distill", lambda d: _train_stage(best, config, d, plan, "distill", seed_of="retrain",
                                                     teachers=_modules(members, store, d), ensemble=ensemble))
+    if "prune" in wanted:
+        if best["genome"].get("kind") != "dna":
+            report.skipped["prune"] = f"pruning is built for DNA genomes, not {best['genome'].get('kind')!r}"
+            log.warning("finalize prune: skipped: %s", report.skipped["prune"])
+        else:
+            stage("prune", lambda d: _prune_stage(retrain, config, d, plan, store))
     return report
 
 
@@ -124,7 +142,8 @@ def _settle_plan(store: Store, plan: Plan) -> dict[str, Any]:
     key = finalize_key("plan")
     kept = store.read_json(key)
     settings = {"batches": plan.batches, "cycles": plan.cycles, "top": plan.top, "temperature": plan.temperature,
-                "alpha": plan.alpha}
+                "alpha": plan.alpha, "prune_target": plan.prune_target, "prune_batches": plan.prune_batches}
+    later = ("prune_target", "prune_batches")  # a plan fixed before pruning existed takes them as given now
     if kept is None:
         ranked = top_architectures(Snapshot.read(store), plan.top)
         if not ranked:
@@ -133,7 +152,8 @@ def _settle_plan(store: Store, plan: Plan) -> dict[str, Any]:
                                 "architectures": [{"step": r["step"], "genome": r["genome"],
                                                    "fitness": r["fitness"]} for r in ranked]})
         kept = store.read_json(key)
-    differ = [f"{k} {kept.get(k)!r} (now {v!r})" for k, v in settings.items() if kept.get(k) != v]
+    differ = [f"{k} {kept.get(k)!r} (now {v!r})" for k, v in settings.items()
+              if kept.get(k, v if k in later else None) != v]
     if differ:
         raise FinalizeError(f"{store.url}: finalized before with other settings: {', '.join(differ)}; give the "
                             "same, or finalize a copy of the store")
@@ -265,6 +285,39 @@ def distillation_loss(teachers: list[Any], temperature: float, alpha: float) -> 
     return loss
 
 
+def _prune_stage(retrain: dict[str, Any], config: RunConfig, data: Any, plan: Plan, store: Store
+                 ) -> tuple[dict[str, Any], list[bytes]]:
+    """The retrained model pruned to ``plan.prune_target`` of its parameters, fine-tuned (``evolve.prune``)."""
+    import torch
+
+    from evolve.prune import fisher_prune
+    from evolve.result import final_splits
+    from evolve.seeding import derive_seed
+    from evolve.train import count_flops, weights_from_bytes, weights_to_bytes
+    from genomes import genome_from_json
+
+    key = _keys(retrain)[-1]
+    blob = store.read_bytes(key)
+    if blob is None:
+        raise FinalizeError(f"{store.url}: finalize weights {key} are missing (evolve check reports it)")
+    splits = final_splits(config, data)
+    recipe = cycle_recipe(config, data.input_shape[0], plan.prune_batches)
+    pruned = fisher_prune(genome_from_json(retrain["genome"]), weights_from_bytes(blob), splits, recipe,
+                          plan.prune_target, plan.prune_batches, derive_seed(config.seed, "finalize", "prune"))
+    model = pruned.model
+    record: dict[str, Any] = {
+        "step": retrain["step"], "genome": pruned.genome.to_json(), "from": "retrain", "target": plan.prune_target,
+        "params_before": pruned.params_before, "params": pruned.params, "rounds": pruned.rounds,
+        "removed": {str(k): v for k, v in sorted(pruned.removed.items())}, "batches": plan.prune_batches,
+        "train_seconds": pruned.seconds, "flops": count_flops(model, data.x_test[:1]),
+        "infer_ms": _infer_ms([model], data), "data": config.final_data,
+        "status": "ok" if pruned.finite else "failed", "reason": None if pruned.finite else "nan loss",
+    }
+    with torch.no_grad():
+        record["test_accuracy"] = _accuracy([model], data) if pruned.finite else None
+    return record, [weights_to_bytes(model)]
+
+
 # -- models -----------------------------------------------------------------------------------
 
 
@@ -300,7 +353,7 @@ def probabilities(models: list[Any], x: Any, batch: int = 1000) -> Any:
 
 
 def _accuracy(models: list[Any], data: Any) -> float:
-    return float((probabilities(models, data.x_test).argmax(1) == data.y_test).float().mean())
+    return int((probabilities(models, data.x_test).argmax(1) == data.y_test).sum()) / len(data.y_test)
 
 
 def _infer_ms(models: list[Any], data: Any) -> float:
@@ -342,8 +395,9 @@ def table(store: Store, config: RunConfig) -> list[dict[str, Any]]:
                              metrics.get("params"), metrics.get("flops"), None, final.get("train_seconds"), 1))
     labels = {"retrain": "retrained ({batches:,} batches, {cycles} cosine cycles)",
               "snapshots": "snapshot ensemble ({size} snapshots of one training)",
-              "distill": "distilled from the top-K ensemble (T = {temperature:g})"}
-    order = {"retrain": 0, "snapshots": 1, "distill": 3}
+              "distill": "distilled from the top-K ensemble (T = {temperature:g})",
+              "prune": "pruned to {share:.0%} of the parameters (Fisher), fine-tuned"}
+    order = {"retrain": 0, "snapshots": 1, "distill": 3, "prune": 4}
     keys = [k for k in store.list_keys(FINALIZE_PREFIX) if k.endswith(".json")]
     for key in sorted(keys, key=lambda k: order.get(k.removeprefix(FINALIZE_PREFIX)[:-5], 2)):
         record = store.read_json(key) or {}
@@ -351,7 +405,9 @@ def table(store: Store, config: RunConfig) -> list[dict[str, Any]]:
         if name.startswith("member-") or name == "plan":
             continue
         label = labels.get(name, "top-{size} ensemble of distinct architectures" if name.startswith("top-") else name)
-        rows.append(_row("top" if name.startswith("top-") else name, label.format(**{"size": 1, "batches": 0, "cycles": 0, "temperature": 0, **record}),
+        share = (record.get("params") or 0) / (record.get("params_before") or 1)
+        fields = {"size": 1, "batches": 0, "cycles": 0, "temperature": 0, **record, "share": share}
+        rows.append(_row("top" if name.startswith("top-") else name, label.format(**fields),
                          record.get("test_accuracy"), record.get("params"), record.get("flops"),
                          record.get("infer_ms"), _stage_compute(store, record), record.get("size", 1)))
     lenet = store.read_json(LENET_KEY)
@@ -372,7 +428,7 @@ def _stage_compute(store: Store, record: dict[str, Any]) -> float:
     a distilled model's teacher."""
     own = float(record.get("train_seconds") or 0.0)
     stage = record.get("stage", "")
-    if stage == "snapshots":
+    if stage in ("snapshots", "prune"):
         return own + _seconds(store, "retrain")
     if stage.startswith("top-"):
         return own + sum(_seconds(store, key.removeprefix(FINALIZE_PREFIX).rsplit("-", 2)[0])

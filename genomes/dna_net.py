@@ -55,6 +55,7 @@ class DNANet(nn.Module):
         skips_into: dict[int, list[tuple[int, str | None]]] = {v.id: [] for v in dna.vertices}
         for edge in dna.skips():
             skips_into[edge.dst].append((edge.src, f"e{edge.id}" if edge.gated else None))
+        self.vertex_hook = None  # (vertex id, value) -> value, applied to every vertex's value (genomes.dna_prune)
         self._input = dna.input_id
         self._output = dna.output_id
         self._head = f"h{dna.head_id}"
@@ -79,6 +80,8 @@ class DNANet(nn.Module):
                 skip = _fit(values[src], y.shape[-2:], step.channels)
                 y = y + (self.gates[gate] * skip if gate else skip)
             values[step.vertex] = self.vertices[step.activation](y) if step.activation else y
+            if self.vertex_hook is not None:
+                values[step.vertex] = self.vertex_hook(step.vertex, values[step.vertex])
         pooled = values[self._output].mean(dim=(2, 3))
         return self.head[self._head](pooled)
 

@@ -17,6 +17,7 @@ from typer.testing import CliRunner
 import evolve
 from evolve.cli import app
 from evolve.config import ConfigError
+from genomes import DNA
 
 STORES = Path(__file__).parent / "stores" / "0.1.0"
 
@@ -32,9 +33,9 @@ def test_the_stages_and_their_table(store, tmp_path):
     run = evolve.open(str(store))
     rows = run.finalize(batches=40, cycles=2, top=3)
     by = {r["stage"]: r for r in rows}
-    assert {"found", "final", "retrain", "snapshots", "top", "distill", "lenet5"} <= set(by)
+    assert {"found", "final", "retrain", "snapshots", "top", "distill", "prune", "lenet5"} <= set(by)
     records = {p.stem: json.loads(p.read_text()) for p in (store / "results" / "finalize").glob("*.json")}
-    assert {"retrain", "snapshots", "top-3", "distill"} <= set(records)
+    assert {"retrain", "snapshots", "top-3", "distill", "prune"} <= set(records)
     assert len([name for name in records if name.startswith("member-")]) == 2
     retrain, snaps, top = records["retrain"], records["snapshots"], records["top-3"]
     assert len(retrain["weights"]) == 2 and retrain["snapshot_test_accuracy"][-1] == retrain["test_accuracy"]
@@ -44,6 +45,11 @@ def test_the_stages_and_their_table(store, tmp_path):
                 for m in top["members"]}) == 3, "distinct architectures"
     assert records["distill"]["teacher"] == "top-3" and records["distill"]["batches"] == 40
     assert by["snapshots"]["params"] == 2 * by["retrain"]["params"]
+    pruned = records["prune"]  # Fisher pruning of the retrained model, a valid DNA again
+    assert pruned["params_before"] == by["retrain"]["params"] and pruned["params"] <= 0.5 * pruned["params_before"]
+    assert DNA.from_json(pruned["genome"]).param_count((1, 8, 8), 10) == pruned["params"] == by["prune"]["params"]
+    assert pruned["rounds"] >= 1 and sum(pruned["removed"].values()) >= 1
+    assert by["prune"]["compute_seconds"] > by["retrain"]["compute_seconds"]
     assert by["top"]["compute_seconds"] > by["retrain"]["compute_seconds"] > 0
     assert all(0 <= r["test_accuracy"] <= 1 for r in rows)
     assert run.check().ok
@@ -64,8 +70,8 @@ def test_the_cli_prints_the_table_and_writes_parquet(store, tmp_path):
     assert "snapshot ensemble" in result.stdout and "LeNet-5" in result.stdout
     table = pq.read_table(tmp_path / "t.parquet").to_pylist()
     assert {r["stage"] for r in table} == {"found", "final", "retrain", "snapshots", "lenet5"}
-    bad = CliRunner().invoke(app, ["finalize", str(store), "--stage", "prune"])
-    assert bad.exit_code == 2 and "prune" in bad.stderr
+    bad = CliRunner().invoke(app, ["finalize", str(store), "--stage", "shrink"])
+    assert bad.exit_code == 2 and "shrink" in bad.stderr
     with pytest.raises(ConfigError, match="'train' runs only"):
         evolve.open(str(STORES / "gcnn-synthetic")).finalize()
 

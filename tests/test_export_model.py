@@ -1,0 +1,130 @@
+"""evolve export-model: a folder that torch and genomes alone load, reproducing the recorded accuracy."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+import evolve
+from evolve.cli import app
+from evolve.data import load_dataset
+from evolve.model_export import exported_inputs
+
+STORES = Path(__file__).parent / "stores" / "0.1.0"
+
+# what a user's script does: only torch and genomes (and the standard library)
+LOADER = """
+import json, sys
+import torch
+from genomes.exported import load_model
+
+model = load_model(sys.argv[1])
+x, y = torch.load(sys.argv[2], weights_only=True)
+with torch.no_grad():
+    predicted = torch.cat([model(x[i:i + 1000]).argmax(1) for i in range(0, x.shape[0], 1000)])
+    scores = model(x[:32])
+assert not any(name == "evolve" or name.startswith("evolve.") for name in sys.modules), "evolve was imported"
+torch.save(scores, sys.argv[3])
+print(json.dumps({"accuracy": int((predicted == y).sum()) / len(y), "module": isinstance(model, torch.nn.Module)}))
+"""
+
+
+@pytest.fixture(scope="module")
+def finalized(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("export") / "store"
+    shutil.copytree(STORES / "dna-digits", path)
+    evolve.open(str(path)).finalize(batches=40, cycles=2, top=2, stages=("retrain", "snapshots", "top", "prune"),
+                                     prune_batches=20)
+    return path
+
+
+@pytest.fixture(scope="module")
+def inputs(finalized, tmp_path_factory) -> Path:
+    """The run's test split as the exported model takes it, for the script."""
+    import torch
+
+    config = evolve.open(str(finalized)).config
+    dataset = load_dataset(config.dataset, seed=config.seed, val_fraction=config.val_fraction)
+    path = tmp_path_factory.mktemp("inputs") / "test.pt"
+    torch.save((exported_inputs(dataset), torch.from_numpy(dataset.y_test)), path)
+    return path
+
+
+def _load_outside_evolve(folder: Path, inputs: Path, tmp_path: Path) -> tuple[dict, object]:
+    import torch
+
+    scores = tmp_path / "scores.pt"
+    done = subprocess.run([sys.executable, "-c", LOADER, str(folder), str(inputs), str(scores)],
+                          capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout), torch.load(scores, weights_only=True)
+
+
+@pytest.mark.parametrize("model, members", [("best", 1), ("top", 2), ("snapshots", 2), ("prune", 1)])
+def test_the_exported_model_reproduces_the_recorded_test_accuracy_with_torch_and_genomes_alone(
+        finalized, inputs, tmp_path, model, members):
+    out = tmp_path / "model"
+    result = CliRunner().invoke(app, ["export-model", str(finalized), str(out), "--model", model])
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((out / "model.json").read_text())
+    assert len(manifest["members"]) == members and manifest["combine"] == ("logits" if members == 1 else "softmax-mean")
+    assert sorted(p.name for p in out.iterdir()) == [f"member-{i}.safetensors" for i in range(members)] + ["model.json"]
+    loaded, _ = _load_outside_evolve(out, inputs, tmp_path)
+    assert loaded["module"]
+    assert loaded["accuracy"] == manifest["stored_test_accuracy"] == manifest["test_accuracy"]
+    recorded = {"best": None, "top": "top-2", "snapshots": "snapshots", "prune": "prune"}[model]
+    if recorded:
+        stage = json.loads((finalized / "results" / "finalize" / f"{recorded}.json").read_text())
+        assert loaded["accuracy"] == stage["test_accuracy"]
+
+
+def test_the_onnx_file_matches_torch(finalized, inputs, tmp_path):
+    pytest.importorskip("onnx", reason="the onnx extra is not installed (pip install 'evolve[onnx]')")
+    onnxruntime = pytest.importorskip("onnxruntime", reason="the onnx extra is not installed")
+    import torch
+
+    out = tmp_path / "model"
+    manifest = evolve.open(str(finalized)).export_model(str(out), "top", onnx=True)
+    assert manifest["onnx"]["file"] == "model.onnx" and manifest["onnx"]["max_abs_diff"] <= 1e-4
+    _, expected = _load_outside_evolve(out, inputs, tmp_path)
+    x, _ = torch.load(inputs, weights_only=True)
+    session = onnxruntime.InferenceSession(str(out / "model.onnx"), providers=["CPUExecutionProvider"])
+    for batch in (x[:32], x[:5]):  # the batch dimension is free
+        got = session.run(None, {session.get_inputs()[0].name: batch.numpy()})[0]
+        assert got.shape == (batch.shape[0], 10)
+        assert float(abs(torch.from_numpy(got) - expected[:batch.shape[0]]).max()) <= 1e-4
+
+
+def test_export_refusals_name_what_is_wrong(finalized, tmp_path):
+    (tmp_path / "busy").mkdir()
+    (tmp_path / "busy" / "x").write_text("mine")
+    cases = [(["export-model", str(finalized), str(tmp_path / "busy")], "exists and is not empty"),
+             (["export-model", str(finalized), str(tmp_path / "a"), "--model", "distill"], "no finalize distill"),
+             (["export-model", str(STORES / "gcnn-synthetic"), str(tmp_path / "b")], "no stored weights"),
+             (["export-model", str(finalized), str(tmp_path / "c"), "--model", "worst"], "worst")]
+    for args, message in cases:
+        result = CliRunner().invoke(app, args)
+        assert result.exit_code == 2 and message in result.stderr, (args, result.output)
+    assert (tmp_path / "busy" / "x").read_text() == "mine"
+    assert not (tmp_path / "a").exists() and not any(p.name.startswith(".tmp-export") for p in tmp_path.iterdir())
+    forced = CliRunner().invoke(app, ["export-model", str(finalized), str(tmp_path / "busy"), "--force"])
+    assert forced.exit_code == 0, forced.output
+    assert (tmp_path / "busy" / "model.json").exists() and not (tmp_path / "busy" / "x").exists()
+
+
+def test_a_broken_folder_is_named_by_the_loader(tmp_path):
+    from genomes import GenomeError
+    from genomes.exported import load_model
+
+    with pytest.raises(GenomeError, match="model.json: not found"):
+        load_model(str(tmp_path))
+    (tmp_path / "model.json").write_text(json.dumps({"format": 1, "combine": "logits", "members": [{}],
+                                                     "input": {"shape": [1, 8, 8], "mean": [0.1], "std": []}}))
+    with pytest.raises(GenomeError, match=r"input.std must be 1 numbers"):
+        load_model(str(tmp_path))
