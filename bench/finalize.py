@@ -8,6 +8,9 @@ paired per seed, each at equal training where the issue asks for it:
   snapshot);
 * top-K ensemble vs the best single (the retrained best architecture);
 * distilled vs retrained: the same architecture and student batches.
+* pruned vs retrained, the model it pruned: the issue asks that pruning to <= 50% of the parameters
+  cost <= 0.5 points (mean over seeds), so the mean is checked against -0.5, and the share of
+  parameters kept is printed per seed.
 
     python bench/finalize.py --dir /tmp/finalize --seeds 0 1 2     # about 8 minutes a seed on 2 cores
     python bench/finalize.py --smoke                              # seconds: proves the pipeline
@@ -51,6 +54,7 @@ COMPARISONS = [
     ("top-K ensemble vs the best single (retrained)", "top", "retrain"),
     ("distilled vs retrained (same architecture and batches)", "distill", "retrain"),
 ]
+PRUNE_LOSS_ALLOWED = 0.005  # of test accuracy, mean over seeds
 
 
 def paired(per_seed: list[dict[str, dict[str, Any]]], a: str, b: str) -> tuple[float, float, int, int]:
@@ -58,6 +62,21 @@ def paired(per_seed: list[dict[str, dict[str, Any]]], a: str, b: str) -> tuple[f
     mean = statistics.fmean(diffs) if diffs else math.nan
     two_se = 2 * statistics.stdev(diffs) / math.sqrt(len(diffs)) if len(diffs) > 1 else math.nan
     return mean, two_se, sum(d > 0 for d in diffs), len(diffs)
+
+
+def prune_lines(per_seed: list[dict[str, dict[str, Any]]], seeds: list[int]) -> list[str]:
+    pairs = [(seed, s["prune"], s["retrain"]) for seed, s in zip(seeds, per_seed) if "prune" in s and "retrain" in s]
+    if not pairs:
+        return []
+    diffs = [p["test_accuracy"] - r["test_accuracy"] for _, p, r in pairs]
+    mean = statistics.fmean(diffs)
+    two_se = 2 * statistics.stdev(diffs) / math.sqrt(len(diffs)) if len(diffs) > 1 else math.nan
+    shares = ", ".join(f"seed {seed} {p['params'] / r['params']:.0%} ({100 * d:+.2f})" for (seed, p, r), d
+                       in zip(pairs, diffs))
+    held = all(p["params"] <= 0.5 * r["params"] for _, p, r in pairs) and mean >= -PRUNE_LOSS_ALLOWED
+    return [f"- pruned vs retrained (the model it pruned): {100 * mean:+.2f} ± {100 * two_se:.2f} points, "
+            f"parameters kept and difference: {shares}: "
+            + ("holds (<= 50% of the parameters, mean loss <= 0.5 points)" if held else "does NOT hold")]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -94,6 +113,7 @@ def main(argv: list[str] | None = None) -> int:
         verdict = "shown" if mean - two_se > 0 else "not shown"
         lines.append(f"- {label}: {100 * mean:+.2f} ± {100 * two_se:.2f} points (2 standard errors), better on "
                      f"{wins}/{n} seeds: {verdict}")
+    lines += prune_lines(per_seed, args.seeds)
     print("\n".join(lines), flush=True)
     if args.json:
         args.json.write_text(json.dumps(per_seed, indent=1))

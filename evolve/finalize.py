@@ -200,6 +200,22 @@ def _record(store: Store, name: str, record: dict[str, Any], weights: list[bytes
     return store.read_json(finalize_key(name)) or record
 
 
+def stray_weights(store: Store) -> list[str]:
+    """Finalize weights that no record will ever name: those of a stage whose record names others (a
+    racing finalize's, or those of a stage killed before its record and since redone). A stage not yet
+    recorded keeps all its weights: it may be training still."""
+    by_stage: dict[str, list[str]] = {}
+    for key in store.list_keys(FINALIZE_PREFIX):
+        if key.endswith(".safetensors"):
+            by_stage.setdefault(key.removeprefix(FINALIZE_PREFIX).rsplit("-", 2)[0], []).append(key)
+    out = []
+    for stage, keys in sorted(by_stage.items()):
+        record = store.read_json(finalize_key(stage))
+        if record is not None:
+            out += [k for k in keys if k not in set(_keys(record))]
+    return out
+
+
 def _keys(record: dict[str, Any] | None) -> list[str]:
     return [w["key"] for w in (record or {}).get("weights") or []]
 
@@ -393,6 +409,17 @@ def table(store: Store, config: RunConfig) -> list[dict[str, Any]]:
         if final and final.get("status") == "ok":
             rows.append(_row("final", f"final model ({final['batches']:,} batches, one cycle)", final.get("test_accuracy"),
                              metrics.get("params"), metrics.get("flops"), None, final.get("train_seconds"), 1))
+    rows += stage_rows(store)
+    lenet = store.read_json(LENET_KEY)
+    if lenet:
+        rows.append(_row("lenet5", "reference: LeNet-5 (batch norm, one-cycle)", lenet.get("test_accuracy"), lenet.get("params"),
+                         lenet.get("flops"), None, lenet.get("train_seconds"), 1))
+    return rows
+
+
+def stage_rows(store: Store) -> list[dict[str, Any]]:
+    """The table's rows of the finalize stages recorded so far (no model is loaded or measured)."""
+    rows: list[dict[str, Any]] = []
     labels = {"retrain": "retrained ({batches:,} batches, {cycles} cosine cycles)",
               "snapshots": "snapshot ensemble ({size} snapshots of one training)",
               "distill": "distilled from the top-K ensemble (T = {temperature:g})",
@@ -410,11 +437,28 @@ def table(store: Store, config: RunConfig) -> list[dict[str, Any]]:
         rows.append(_row("top" if name.startswith("top-") else name, label.format(**fields),
                          record.get("test_accuracy"), record.get("params"), record.get("flops"),
                          record.get("infer_ms"), _stage_compute(store, record), record.get("size", 1)))
-    lenet = store.read_json(LENET_KEY)
-    if lenet:
-        rows.append(_row("lenet5", "reference: LeNet-5 (batch norm, one-cycle)", lenet.get("test_accuracy"), lenet.get("params"),
-                         lenet.get("flops"), None, lenet.get("train_seconds"), 1))
     return rows
+
+
+def marks(store: Store) -> list[tuple[str, float]]:
+    """(short label, test accuracy) of each finalize model recorded so far, for Figure 1."""
+    short = {"retrain": "retrained", "snapshots": "snapshot ensemble", "distill": "distilled", "prune": "pruned"}
+    return [(short.get(r["stage"], f"top-{r['members']} ensemble" if r["stage"] == "top" else r["stage"]),
+             float(r["test_accuracy"])) for r in stage_rows(store) if r["test_accuracy"] is not None]
+
+
+def markdown(rows: list[dict[str, Any]]) -> str:
+    """The table as Markdown (TensorBoard's text view)."""
+    def cell(value: Any, fmt: str) -> str:
+        return "" if value is None else format(value, fmt)
+
+    lines = ["| model | test | parameters | MFLOPs | ms / image | compute s |", "|---|---|---|---|---|---|"]
+    for r in rows:
+        test = None if r["test_accuracy"] is None else 100 * r["test_accuracy"]
+        flops = None if r["flops"] is None else r["flops"] / 1e6
+        lines.append(f"| {r['model']} | {cell(test, '.2f')} | {cell(r['params'], ',')} | {cell(flops, '.2f')} | "
+                     f"{cell(r['infer_ms'], '.3f')} | {cell(r['compute_seconds'], '.0f')} |")
+    return "\n".join(lines)
 
 
 def _row(stage: str, model: str, test: Any, params: Any, flops: Any, infer_ms: Any, seconds: Any,

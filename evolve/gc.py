@@ -5,8 +5,9 @@ Kept: the weights of every live individual, of every pinned one (``pins/``), of 
 trained on from them), of every parent named by a step still in
 flight (an adopter will need them), of every step not yet finished, and of anything dead
 for less than ``grace_seconds`` (a worker's stale view may still pick it as a parent).
-Removed: a dead individual's weights after the grace period, and the weights of losing
-trainers (a zombie or a duplicate adopter) whose child was never recorded.
+Removed: a dead individual's weights after the grace period, the weights of losing
+trainers (a zombie or a duplicate adopter) whose child was never recorded, and ``evolve finalize``
+weights that no stage record will ever name (``evolve.finalize.stray_weights``).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
+from evolve.finalize import stray_weights
 from evolve.log import selections_of
 from evolve.report import Snapshot
 from evolve.keys import step_of
@@ -51,6 +53,10 @@ def collect(store: Store, grace_seconds: float = 600.0, dry_run: bool = False) -
             continue
         record = snap.individuals[step].get("weights") or {}
         report.freed_bytes += int(record.get("bytes", 0)) if record.get("key") == key else 0
+        if not dry_run:
+            store.delete(key)
+        report.removed.append(key)
+    for key in stray_weights(store):
         if not dry_run:
             store.delete(key)
         report.removed.append(key)

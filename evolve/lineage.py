@@ -11,6 +11,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
+from evolve.finalize import marks as finalize_marks
 from evolve.replay import Row, ViewError, num, rows_ancestry
 from evolve.report import best_step, read_records
 from evolve.runfile import load_run, read_run_record
@@ -152,10 +153,15 @@ def figure_title(config: Any, rows: list[dict[str, Any]], live: set[int], best: 
 # -- the picture ----------------------------------------------------------------------------
 
 
+MARKERS = ("D", "P", "X", "s", "^", "v", "p")  # finalize's models, beside the best
+
+
 def figure_png(rows: list[dict[str, Any]], live: set[int], chain: list[dict[str, Any]], title: str = "",
-               t0: float | None = None, size: tuple[float, float] = (10.0, 6.0), dpi: int = 100) -> bytes:
+               t0: float | None = None, size: tuple[float, float] = (10.0, 6.0), dpi: int = 100,
+               marks: list[tuple[str, float]] = ()) -> bytes:
     """Figure 1 of Real et al. 2017: every individual (x = wall time, y = fitness), dead grey, alive in
-    colour, the best's line of descent drawn through them. PNG bytes (matplotlib's Agg, no pyplot)."""
+    colour, the best's line of descent drawn through them; ``marks`` (label, test accuracy), the models
+    ``evolve finalize`` made, beside the best at the right. PNG bytes (matplotlib's Agg, no pyplot)."""
     import io
 
     from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -197,6 +203,13 @@ def figure_png(rows: list[dict[str, Any]], live: set[int], chain: list[dict[str,
         best = line[-1]
         ax.scatter([x(best)], [best.fitness], s=220, marker="*", c="#ffd700", edgecolors="black",
                    linewidths=0.8, zorder=5, label=f"best: step {best.step}, {100 * best.fitness:.2f}%")
+    if marks and ok:
+        right = max(x(r) for r in ok)
+        step = max(right, 1e-9) * 0.03
+        for i, (label, accuracy) in enumerate(marks):
+            ax.scatter([right + step * (i + 1)], [accuracy], s=70, marker=MARKERS[i % len(MARKERS)],
+                       c=f"C{(i + 2) % 10}", edgecolors="black", linewidths=0.6, zorder=6,
+                       label=f"{label}: {100 * accuracy:.2f}% (test)")
     generational = any(r.origin == "generation" for r in rows)
     ax.set_xlabel(f"wall time since the start of the run ({unit})")
     ax.set_ylabel("fitness (validation accuracy" + (", averaged)" if generational else ")"))
@@ -238,7 +251,7 @@ def plot(store: Store, path: str, *, size: tuple[float, float] = (10.0, 6.0), dp
     best = None if best_s is None else next(r for r in rows if r.step == best_s)
     chain = rows_ancestry({r.step: r for r in rows}, best.step) if best else []
     png = figure_png(rows, live, chain, title=figure_title(config, rows, live, best),
-                     t0=num(record.get("created_at")), size=size, dpi=dpi)
+                     t0=num(record.get("created_at")), size=size, dpi=dpi, marks=finalize_marks(store))
     path = os.path.abspath(os.path.expanduser(os.fspath(path)))
     tmp = os.path.join(os.path.dirname(path), f"{TMP_PREFIX}{uuid.uuid4().hex}.png")
     try:

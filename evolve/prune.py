@@ -23,8 +23,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 ROUND_BATCHES = 25
-ROUND_SHARE = 0.04  # of the prunable channels, at most, per round
-RATE_SHARE = 0.1  # pruning and fine-tuning run at this share of the recipe's peak rate
+ROUND_SHARE = 0.02  # of the prunable channels, at most, per round
+RATE_SHARE = 0.3  # pruning and fine-tuning run at this share of the recipe's peak rate
 
 
 @dataclass

@@ -14,6 +14,9 @@ Layout of a logdir (each folder is a TensorBoard run)::
                          the family tree (Graphs), lineage/figure1 (Images),
                          lineage/ancestry_of_best (Text)
     best_model/          the best individual's decoded torch module (Graphs), its genome (Text)
+    finalize/            the models evolve finalize made: finalize/<stage>/{test_accuracy,params,
+                         mflops,infer_ms,compute_seconds} (Scalars, at global step = individuals),
+                         finalize/table (Text); Figure 1 marks them beside the best
     individuals/000042/  one HParams session per individual (genome stats, mutation, ...)
                          with metrics individual/{fitness,val_accuracy,test_accuracy,train_seconds}
     .evolve-tb.json      a cache of the replay (rebuilt from the store when it disagrees)
@@ -41,6 +44,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from evolve.finalize import marks as finalize_marks
 from evolve.lineage import (TMP_PREFIX, ancestry_markdown, family_graph, figure_png, genome_markdown, png_size,
                             figure_title, read_best_record)
 from evolve.replay import CHUNK, Replay, Row, ViewError, deaths_by_kill, num, replay_all
@@ -60,10 +64,12 @@ STATE_FORMAT = 2  # 2: rows are lists in evolve.replay.Row's field order
 RUN_POPULATION = "population"
 RUN_LINEAGE = "lineage"
 RUN_BEST = "best_model"
+RUN_FINALIZE = "finalize"
 RUN_INDIVIDUALS = "individuals"
 
 _POPULATION_FILE = re.compile(r"events\.out\.tfevents\.(\d{12})\.evolve-steps-(\d{12})")
-_LINEAGE_FILE = re.compile(r"events\.out\.tfevents\.(\d{12})\.evolve-views")
+_LINEAGE_FILE = re.compile(r"events\.out\.tfevents\.(\d{12})\.evolve-views(?:-f(\d+))?")
+_FINALIZE_FILE = re.compile(r"events\.out\.tfevents\.(\d{12})\.evolve-finalize-([0-9a-f]{12})")
 _BEST_FILE = re.compile(r"events\.out\.tfevents\.(\d{12})\.evolve-best-(\d{12})")
 _HPARAMS_FILE = "events.out.tfevents.{step:012d}.evolve-hparams"
 
@@ -451,14 +457,15 @@ def _write_views(store: Store, logdir: str, state: _State, report: SyncReport, r
     best = replay.best()
     best_record: dict[str, Any] | None = None
 
+    marks = finalize_marks(store) if views else []
     folder = os.path.join(logdir, RUN_LINEAGE)
-    name = f"events.out.tfevents.{count:012d}.evolve-views"
+    name = f"events.out.tfevents.{count:012d}.evolve-views" + (f"-f{len(marks)}" if marks else "")
     due = time.time() - state.views_at >= views_every
     if views and due and not os.path.exists(os.path.join(folder, name)):
         best_record = read_best_record(store, best.step) if best else None
         chain = replay.ancestry(best.step) if best else []
         png = figure_png(replay.rows, replay.live, chain, title=figure_title(config, replay.rows, replay.live, best),
-                         t0=num(run_record.get("created_at")))
+                         t0=num(run_record.get("created_at")), marks=marks)
         text = ancestry_markdown(chain, best_record, replay.live)
         graph = family_graph(replay.rows, replay.live)
         wall = max(r.time for r in replay.rows)
@@ -472,6 +479,9 @@ def _write_views(store: Store, logdir: str, state: _State, report: SyncReport, r
         state.views_at = time.time()
         state.save(logdir)
         report.views = True
+
+    if views and marks:
+        _write_finalize(store, logdir, count, report)
 
     if model_graph and best is not None:
         folder = os.path.join(logdir, RUN_BEST)
@@ -497,6 +507,35 @@ def _write_views(store: Store, logdir: str, state: _State, report: SyncReport, r
                 _text_value("best_model/genome", genome_markdown(best_record))])))
         _replace_older(folder, _BEST_FILE, name)
         report.best_model = True
+
+
+def _write_finalize(store: Store, logdir: str, count: int, report: SyncReport) -> None:
+    """The finalize run: one file named by what it shows, replaced when a stage is added."""
+    import hashlib
+
+    from tensorboard.compat.proto.event_pb2 import Event
+    from tensorboard.compat.proto.summary_pb2 import Summary
+
+    from evolve.finalize import markdown, stage_rows
+
+    rows = stage_rows(store)
+    digest = hashlib.sha256(json.dumps(rows, sort_keys=True, default=str).encode()).hexdigest()[:12]
+    folder = os.path.join(logdir, RUN_FINALIZE)
+    name = f"events.out.tfevents.{count:012d}.evolve-finalize-{digest}"
+    if os.path.exists(os.path.join(folder, name)):
+        return
+    scalars = {}
+    for row in rows:
+        figures = {"test_accuracy": row["test_accuracy"], "params": row["params"], "infer_ms": row["infer_ms"],
+                   "mflops": None if row["flops"] is None else row["flops"] / 1e6,
+                   "compute_seconds": row["compute_seconds"]}
+        scalars.update({f"finalize/{row['stage']}/{k}": v for k, v in figures.items() if v is not None})
+    wall = time.time()
+    with _event_file(folder, name, wall) as f:
+        f.add(Event(step=count, wall_time=wall, summary=_scalar_summary(scalars)))
+        f.add(Event(step=count, wall_time=wall, summary=Summary(value=[_text_value("finalize/table", markdown(rows))])))
+    _replace_older(folder, _FINALIZE_FILE, name)
+    report.views = True
 
 
 def _module_graph(record: dict[str, Any], space: Any) -> tuple[Any, Any]:

@@ -110,3 +110,49 @@ def test_the_finalize_bench_smoke(tmp_path, capsys):
     assert main(["--smoke", "--dir", str(tmp_path), "--seeds", "0", "1"]) == 0
     out = capsys.readouterr().out
     assert "| retrained" in out and "top-K ensemble vs the best single" in out and "distilled vs retrained" in out
+
+
+def test_gc_removes_the_finalize_weights_no_record_will_name(store):
+    from evolve.gc import collect
+
+    run = evolve.open(str(store))
+    run.finalize(batches=10, cycles=2, stages=("retrain",))
+    folder = store / "results" / "finalize"
+    named = sorted(p.name for p in folder.glob("retrain-*.safetensors"))
+    (folder / "retrain-0-0123456789ab.safetensors").write_bytes(b"a losing finalize's")
+    (folder / "distill-0-0123456789ab.safetensors").write_bytes(b"a stage still training")
+    report = collect(run.store, grace_seconds=0.0)
+    assert "results/finalize/retrain-0-0123456789ab.safetensors" in report.removed
+    assert not any("distill" in key for key in report.removed)
+    assert sorted(p.name for p in folder.glob("retrain-*.safetensors")) == named
+    assert (folder / "distill-0-0123456789ab.safetensors").exists() and run.check().ok
+
+
+def test_the_views_show_the_finalize_models_and_follow_new_stages(store, tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from evolve.tensorboard import sync
+
+    run = evolve.open(str(store))
+    run.finalize(batches=10, cycles=2, stages=("retrain",))
+    logdir = tmp_path / "tb"
+
+    def finalize_view() -> tuple[dict[str, float], str]:
+        events = EventAccumulator(str(logdir / "finalize"), size_guidance={"tensors": 0, "scalars": 0})
+        events.Reload()
+        scalars = {tag: events.Scalars(tag)[-1].value for tag in events.Tags()["scalars"]}
+        return scalars, events.Tensors("finalize/table")[-1].tensor_proto.string_val[0].decode()
+
+    sync(run.store, str(logdir), hparams=False, model_graph=False)
+    retrain = json.loads((store / "results" / "finalize" / "retrain.json").read_text())
+    scalars, text = finalize_view()
+    assert scalars["finalize/retrain/test_accuracy"] == pytest.approx(retrain["test_accuracy"])
+    assert scalars["finalize/retrain/params"] == retrain["params"] and "retrained (10 batches" in text
+    assert [p.name.rsplit("-", 1)[-1] for p in (logdir / "lineage").iterdir()] == ["f1"]
+    run.finalize(batches=10, cycles=2, stages=("snapshots",))  # a stage added later: the views follow
+    sync(run.store, str(logdir), hparams=False, model_graph=False)
+    scalars, text = finalize_view()
+    assert "finalize/snapshots/test_accuracy" in scalars and "snapshot ensemble" in text
+    assert len(list((logdir / "finalize").iterdir())) == 1
+    assert [p.name.rsplit("-", 1)[-1] for p in (logdir / "lineage").iterdir()] == ["f2"]
+    assert run.plot(str(tmp_path / "figure1.png")).width > 0
