@@ -398,12 +398,14 @@ class Run:
             return None
         return summary(self.store, config, reference=reference)
 
-    def finalize(self, *, on_stage: Callable[[str, bool], None] | None = None, **plan: Any) -> list[dict[str, Any]]:
+    def finalize(self, *, on_stage: Callable[[str, bool], None] | None = None, executor: str = "local",
+                 **plan: Any) -> list[dict[str, Any]]:
         """Turn the search's result into models to ship (``evolve.finalize``): the best retrained with
         snapshots, the snapshot and top-K ensembles, the ensemble distilled into the best architecture, the
         retrained model pruned (DNA runs). ``plan``: ``batches``, ``cycles``, ``top``, ``temperature``,
         ``alpha``, ``prune_target``, ``prune_batches``, ``stages``. Stages already
-        recorded are not redone. Returns the results table, one dict per model."""
+        recorded are not redone. ``executor`` "ray": each phase's trainings at once as Ray tasks with a
+        worker's resources (the run's ``address``). Returns the results table, one dict per model."""
         from evolve.finalize import Plan, finalize, table
 
         config = load_run(self.store)[0]
@@ -416,7 +418,9 @@ class Run:
             raise ConfigError(f"finalize: {exc}") from None
         except ValueError as exc:  # the plan's own check names the setting
             raise ConfigError(f"finalize: {exc}") from None
-        finalize(self.store, config, chosen, on_stage)
+        if executor not in ("local", "ray"):
+            raise ConfigError(f"finalize: executor must be 'local' or 'ray', got {executor!r}")
+        finalize(self.store, config, chosen, on_stage, executor)
         return table(self.store, config)
 
     def export_model(self, out: str, model: str = "best", *, onnx: bool = False, force: bool = False) -> dict[str, Any]:

@@ -193,6 +193,8 @@ def finalize(
                                                         "snapshots, top, distill, prune. Repeatable.")] = None,
     table: Annotated[Optional[str], typer.Option(help="Write the results table here (Parquet; default "
                                                   "./finalize-<store name>.parquet).")] = None,
+    executor: Annotated[Executor, typer.Option(help="ray: each phase's trainings at once as Ray tasks, a "
+                                                    "worker's resources each (the run's address).")] = "local",
     storage_options_: StorageOptions = None,
 ) -> None:
     """Models to ship from a run: the best retrained with snapshots, snapshot and top-K ensembles, distilled,
@@ -212,7 +214,7 @@ def finalize(
     def announce(name: str, done_before: bool) -> None:
         err.print(f"finalize {name}: " + ("recorded before, kept" if done_before else "training ..."), highlight=False)
 
-    rows = run.finalize(on_stage=announce, **plan)
+    rows = run.finalize(on_stage=announce, executor=executor, **plan)
     shown = Table("model", "test", "parameters", "MFLOPs", "ms / image", "compute s")
     for row in rows:
         shown.add_row(row["model"], pct(row["test_accuracy"]), f"{row['params'] or 0:,}",

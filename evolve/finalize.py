@@ -26,6 +26,8 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
+import os
+import socket
 import time
 import uuid
 from collections.abc import Callable
@@ -80,61 +82,148 @@ class FinalizeError(StoreError):
 
 
 def finalize(store: Store, config: RunConfig, plan: Plan = Plan(),
-             on_stage: Callable[[str, bool], None] | None = None) -> FinalizeReport:
-    """Run the stages of ``plan`` that are not recorded yet (``on_stage(name, done_before)`` before each).
+             on_stage: Callable[[str, bool], None] | None = None, executor: str = "local") -> FinalizeReport:
+    """Run the stages of ``plan`` that are not recorded yet (``on_stage(name, done_before)`` before each),
+    in three phases; with ``executor`` "ray" the trainings of a phase run at once as Ray tasks, each
+    with a worker's resources (``cpus_per_worker``, ``gpus_per_worker``)::
+
+        1  retrain, member-<s> for each other top architecture     trainings, independent
+        2  snapshots, top-<K>                                       ensembles of phase 1's models
+        3  distill, prune                                           trainings on phases 1 and 2's models
 
     The first finalize of a store fixes what it works on (``plan``: the top architectures and the
     settings), so a later one, even while the run goes on, builds on the same; other settings are
     refused."""
-    from evolve.result import run_data
-
-    fixed = _settle_plan(store, plan)
-    architectures = fixed["architectures"]
-    report = FinalizeReport()
-    data = None
-
-    def stage(name: str, build: Callable[[Any], tuple[dict[str, Any], list[bytes]]]) -> dict[str, Any]:
-        nonlocal data
-        kept = store.read_json(finalize_key(name))
-        if on_stage:
-            on_stage(name, kept is not None)
-        if kept is None:
-            data = data or run_data(config)
-            kept = _record(store, name, *build(data))
-        else:
-            report.done_before.append(name)
-        report.records[name] = kept
-        return kept
-
+    if executor not in ("local", "ray"):
+        raise ValueError(f"executor: 'local' or 'ray', got {executor!r}")
+    architectures = _settle_plan(store, plan)["architectures"]
     best = architectures[0]
+    report = FinalizeReport()
     wanted = set(plan.stages) | ({"top"} if "distill" in plan.stages else set())
     wanted |= {"retrain"} if wanted & {"snapshots", "top", "prune"} else set()
     if "retrain" not in wanted:
         return report
-    retrain = stage("retrain", lambda d: _train_stage(best, config, d, plan, "retrain"))
-    _require_ok(retrain, "retrain")
-    if "snapshots" in wanted:
-        stage("snapshots", lambda d: _ensemble_stage([(best["genome"], w) for w in _keys(retrain)], store, d))
+    local = _Local(store, config, plan)
+    run = local if executor == "local" else _OnRay(store, config, plan)
+    members = [f"member-{a['step']}" for a in architectures[1:]] if "top" in wanted else []
+    _phase(store, ["retrain", *members], run, report, on_stage)
+    _require_ok(report.records["retrain"], "retrain")
+    ensembles = ["snapshots"] if "snapshots" in wanted else []
     if "top" in wanted:
-        members = [(best["genome"], _keys(retrain)[-1])]
-        for arch in architectures[1:]:
-            name = f"member-{arch['step']}"
-            trained = stage(name, lambda d, a=arch, n=name: _train_stage(a, config, d, plan, n))
-            if trained.get("status") == "ok":  # a member that failed (nan loss) is left out
-                members.append((arch["genome"], _keys(trained)[-1]))
-        if len(members) < 2:
+        size = len(_members(store, architectures))
+        if size < 2:
             raise FinalizeError(f"{store.url}: finalize: fewer than 2 of the top architectures trained; no ensemble")
-        ensemble = stage(f"top-{len(members)}", lambda d: _ensemble_stage(members, store, d))
-        if "distill" in wanted:
-            stage("distill", lambda d: _train_stage(best, config, d, plan, "distill", seed_of="retrain",
-                                                    teachers=_modules(members, store, d), ensemble=ensemble))
+        ensembles.append(f"top-{size}")
+    _phase(store, ensembles, local, report, on_stage)
+    trainings = ["distill"] if "distill" in wanted else []
     if "prune" in wanted:
-        if best["genome"].get("kind") != "dna":
+        if best["genome"].get("kind") == "dna":
+            trainings.append("prune")
+        else:
             report.skipped["prune"] = f"pruning is built for DNA genomes, not {best['genome'].get('kind')!r}"
             log.warning("finalize prune: skipped: %s", report.skipped["prune"])
-        else:
-            stage("prune", lambda d: _prune_stage(retrain, config, d, plan, store))
+    _phase(store, trainings, run, report, on_stage)
     return report
+
+
+def _phase(store: Store, names: list[str], run: Callable[[list[str]], list[dict[str, Any]]],
+           report: FinalizeReport, on_stage: Callable[[str, bool], None] | None) -> None:
+    todo = []
+    for name in names:
+        kept = store.read_json(finalize_key(name))
+        if on_stage:
+            on_stage(name, kept is not None)
+        if kept is None:
+            todo.append(name)
+        else:
+            report.done_before.append(name)
+            report.records[name] = kept
+    report.records.update(zip(todo, run(todo)))
+
+
+class _Local:
+    """Builds stages one after the other in this process, the run's data loaded once."""
+
+    def __init__(self, store: Store, config: RunConfig, plan: Plan) -> None:
+        self.store, self.config, self.plan, self.data = store, config, plan, None
+
+    def __call__(self, names: list[str]) -> list[dict[str, Any]]:
+        from evolve.result import run_data
+
+        out = []
+        for name in names:
+            self.data = self.data or run_data(self.config)
+            out.append(build_stage(self.store, self.config, self.plan, name, self.data))
+        return out
+
+
+class _OnRay:
+    """Builds a phase's stages at once, a Ray task each with a worker's resources."""
+
+    def __init__(self, store: Store, config: RunConfig, plan: Plan) -> None:
+        self.store, self.config, self.plan = store, config, plan
+
+    def __call__(self, names: list[str]) -> list[dict[str, Any]]:
+        if not names:
+            return []
+        from evolve.launch import init_ray
+
+        ray = init_ray(self.config)
+        task = ray.remote(build_stage).options(num_cpus=self.config.cpus_per_worker,
+                                               num_gpus=self.config.gpus_per_worker, max_retries=3)
+        try:
+            return ray.get([task.remote(self.store, self.config, self.plan, name) for name in names])
+        except ray.exceptions.RayTaskError as exc:
+            cause = getattr(exc, "cause", None)
+            raise (cause if isinstance(cause, FinalizeError) else FinalizeError(f"finalize on Ray: {exc}")) from None
+
+
+def build_stage(store: Store, config: RunConfig, plan: Plan, name: str, data: Any = None) -> dict[str, Any]:
+    """Build stage ``name`` from the stages it needs (recorded before) and record it; its record (a
+    racing finalize's, if that one recorded it first). ``data``: the run's splits (loaded if None)."""
+    from evolve.result import run_data
+
+    data = data or run_data(config)
+    architectures = _settle_plan(store, plan)["architectures"]
+    best = architectures[0]
+    if name == "retrain" or name.startswith("member-"):
+        arch = best if name == "retrain" else next(
+            (a for a in architectures[1:] if name == f"member-{a['step']}"), None)
+        if arch is None:
+            raise FinalizeError(f"{store.url}: finalize: {name} is none of the plan's architectures")
+        built = _train_stage(arch, config, data, plan, name)
+    elif name == "snapshots":
+        built = _ensemble_stage([(best["genome"], w) for w in _keys(_needed(store, "retrain"))], store, data)
+    elif name.startswith("top-"):
+        built = _ensemble_stage(_members(store, architectures), store, data)
+    elif name == "distill":
+        members = _members(store, architectures)
+        built = _train_stage(best, config, data, plan, "distill", seed_of="retrain",
+                             teachers=_modules(members, store, data), ensemble=_needed(store, f"top-{len(members)}"))
+    elif name == "prune":
+        built = _prune_stage(_needed(store, "retrain"), config, data, plan, store)
+    else:
+        raise FinalizeError(f"finalize: unknown stage {name!r}")
+    return _record(store, name, *built)
+
+
+def _needed(store: Store, name: str) -> dict[str, Any]:
+    record = store.read_json(finalize_key(name))
+    if record is None:
+        raise FinalizeError(f"{store.url}: finalize: {name} is not recorded, and a later stage needs it")
+    _require_ok(record, name)
+    return record
+
+
+def _members(store: Store, architectures: list[dict[str, Any]]) -> list[tuple[dict[str, Any], str]]:
+    """The top-K ensemble's members: the retrained best, then each other architecture whose training
+    succeeded (a member that failed, nan loss, is left out)."""
+    members = [(architectures[0]["genome"], _keys(_needed(store, "retrain"))[-1])]
+    for arch in architectures[1:]:
+        record = store.read_json(finalize_key(f"member-{arch['step']}"))
+        if record is not None and record.get("status") == "ok":
+            members.append((arch["genome"], _keys(record)[-1]))
+    return members
 
 
 def _settle_plan(store: Store, plan: Plan) -> dict[str, Any]:
@@ -193,7 +282,8 @@ def _record(store: Store, name: str, record: dict[str, Any], weights: list[bytes
         key = finalize_weights_key(name, i, nonce)
         store.create_blob(key, blob)
         infos.append({"key": key, "sha256": hashlib.sha256(blob).hexdigest(), "bytes": len(blob)})
-    record = {"stage": name, **record, "weights": infos, "created_at": time.time()}
+    record = {"stage": name, **record, "weights": infos, "host": socket.gethostname(), "pid": os.getpid(),
+              "created_at": time.time()}
     if not store.create_json(finalize_key(name), record):
         for info in infos:
             store.delete(info["key"])

@@ -251,6 +251,18 @@ def _quiet_ray_notices() -> None:
             logger.addFilter(_Notice(start))
 
 
+def init_ray(config: RunConfig) -> Any:
+    """Ray, joined at ``config.address`` or started here with the run's CPUs; the ``ray`` module."""
+    import ray
+
+    if not ray.is_initialized():
+        _quiet_ray_notices()
+        ray.init(address=config.address, include_dashboard=False, log_to_driver=False,
+                 logging_level=logging.WARNING,
+                 **({} if config.address else {"num_cpus": max(config.workers * config.cpus_per_worker, 1)}))
+    return ray
+
+
 def run_on_ray(store: Store, config: RunConfig, space: SearchSpace,
                on_progress: Callable[[int], None] | None = None,
                stop: threading.Event | None = None) -> list[dict[str, Any]]:
@@ -259,13 +271,7 @@ def run_on_ray(store: Store, config: RunConfig, space: SearchSpace,
     Setting ``stop`` asks every actor to finish its step and return (the run stays resumable).
     The actors' log lines at the level the ``evolve`` logger has here are collected every
     ``LOG_POLL_SECONDS`` and logged here (``evolve.logsetup``)."""
-    import ray
-
-    if not ray.is_initialized():
-        _quiet_ray_notices()
-        ray.init(address=config.address, include_dashboard=False, log_to_driver=False,
-                 logging_level=logging.WARNING,
-                 **({} if config.address else {"num_cpus": max(config.workers * config.cpus_per_worker, 1)}))
+    ray = init_ray(config)
     actor_cls = ray.remote(WorkerActor).options(
         num_cpus=config.cpus_per_worker, num_gpus=config.gpus_per_worker,
         max_restarts=-1, max_task_retries=-1, max_concurrency=2,

@@ -156,3 +156,24 @@ def test_the_views_show_the_finalize_models_and_follow_new_stages(store, tmp_pat
     assert len(list((logdir / "finalize").iterdir())) == 1
     assert [p.name.rsplit("-", 1)[-1] for p in (logdir / "lineage").iterdir()] == ["f2"]
     assert run.plot(str(tmp_path / "figure1.png")).width > 0
+
+
+def test_on_ray_each_phases_trainings_run_as_tasks_and_the_result_is_the_same_kind(store):
+    import ray
+
+    if ray.is_initialized():
+        ray.shutdown()
+    run = evolve.open(str(store))
+    try:
+        rows = run.finalize(batches=10, cycles=2, top=2, stages=("retrain", "top", "prune"), prune_batches=5,
+                            executor="ray")
+    finally:
+        ray.shutdown()
+    records = {p.stem: json.loads(p.read_text()) for p in (store / "results" / "finalize").glob("*.json")}
+    assert {"retrain", "top-2", "prune"} <= set(records) and "distill" not in records
+    trained = [records[name] for name in records if name == "retrain" or name.startswith("member-") or name == "prune"]
+    assert len(trained) == 3 and all(r["pid"] != os.getpid() for r in trained), "trained in Ray's workers"
+    assert records["top-2"]["pid"] == os.getpid()  # an ensemble trains nothing: here
+    assert {r["stage"] for r in rows} >= {"retrain", "top", "prune"} and run.check().ok
+    again = run.finalize(batches=10, cycles=2, top=2, stages=("retrain", "top", "prune"), prune_batches=5)
+    assert [r["test_accuracy"] for r in again] == [r["test_accuracy"] for r in rows]  # nothing redone
