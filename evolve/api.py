@@ -403,7 +403,7 @@ class Run:
         """Turn the search's result into models to ship (``evolve.finalize``): the best retrained with
         snapshots, the snapshot and top-K ensembles, the ensemble distilled into the best architecture, the
         retrained model pruned (DNA runs). ``plan``: ``batches``, ``cycles``, ``top``, ``temperature``,
-        ``alpha``, ``prune_target``, ``prune_batches``, ``stages``. Stages already
+        ``alpha``, ``prune_target``, ``prune_batches``, ``start`` ("scratch" or "weights"), ``stages``. Stages already
         recorded are not redone. ``executor`` "ray": each phase's trainings at once as Ray tasks with a
         worker's resources (the run's ``address``). Returns the results table, one dict per model."""
         from evolve.finalize import Plan, finalize, table

@@ -189,6 +189,9 @@ def finalize(
     prune_target: Annotated[float, typer.Option(min=0.01, max=0.99, help="The pruned model's parameters, at "
                                                 "most, as a share of the retrained model's.")] = 0.5,
     prune_batches: Annotated[int, typer.Option(min=0, help="Fine-tuning batches after pruning.")] = 1000,
+    start: Annotated[Literal["scratch", "weights"], typer.Option(help="Retrain (and train the top-K members) "
+                                                                     "from scratch or from the weights as evolved "
+                                                                     "(pinned meanwhile).")] = "scratch",
     stage: Annotated[Optional[list[str]], typer.Option(help="Only these stages (and what they need): retrain, "
                                                         "snapshots, top, distill, prune. Repeatable.")] = None,
     table: Annotated[Optional[str], typer.Option(help="Write the results table here (Parquet; default "
@@ -207,7 +210,7 @@ def finalize(
 
     run = open_run(store, storage_options(storage_options_))
     plan = {"cycles": cycles, "top": top, "temperature": temperature, "prune_target": prune_target,
-            "prune_batches": prune_batches, **({"batches": batches} if batches else {})}
+            "prune_batches": prune_batches, "start": start, **({"batches": batches} if batches else {})}
     if stage:
         plan["stages"] = tuple(stage)
 

@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from evolve.config import RunConfig
-from evolve.keys import FINALIZE_PREFIX, finalize_key, finalize_weights_key
+from evolve.keys import FINALIZE_PREFIX, finalize_key, finalize_weights_key, individual_key, pin_key
 from evolve.report import Snapshot
 from evolve.store import Store, StoreError
 
@@ -54,6 +54,7 @@ class Plan:
     alpha: float = 0.9  # the soft targets' share of the distillation loss
     prune_target: float = 0.5  # the pruned model's parameters, at most, as a share of the retrained one's
     prune_batches: int = 1000  # fine-tuning after pruning
+    start: str = "scratch"  # retrain and members from: "scratch", or "weights" (each individual's, as evolved)
     stages: tuple[str, ...] = STAGES
 
     def __post_init__(self) -> None:
@@ -65,6 +66,8 @@ class Plan:
             raise ValueError(f"prune_target: a share of the parameters in (0, 1), got {self.prune_target!r}")
         if self.prune_batches < 0:
             raise ValueError(f"prune_batches: must be >= 0, got {self.prune_batches!r}")
+        if self.start not in ("scratch", "weights"):
+            raise ValueError(f"start: 'scratch' or 'weights', got {self.start!r}")
         if unknown := [s for s in self.stages if s not in STAGES]:
             raise ValueError(f"stages: unknown {unknown[0]!r}; known: {', '.join(STAGES)}")
 
@@ -123,6 +126,8 @@ def finalize(store: Store, config: RunConfig, plan: Plan = Plan(),
             report.skipped["prune"] = f"pruning is built for DNA genomes, not {best['genome'].get('kind')!r}"
             log.warning("finalize prune: skipped: %s", report.skipped["prune"])
     _phase(store, trainings, run, report, on_stage)
+    for arch in architectures if plan.start == "weights" else []:  # every training that reads them is done
+        store.delete(pin_key(arch["step"], "finalize"))
     return report
 
 
@@ -191,7 +196,7 @@ def build_stage(store: Store, config: RunConfig, plan: Plan, name: str, data: An
             (a for a in architectures[1:] if name == f"member-{a['step']}"), None)
         if arch is None:
             raise FinalizeError(f"{store.url}: finalize: {name} is none of the plan's architectures")
-        built = _train_stage(arch, config, data, plan, name)
+        built = _train_stage(arch, config, data, plan, name, start=_evolved_weights(store, arch, plan))
     elif name == "snapshots":
         built = _ensemble_stage([(best["genome"], w) for w in _keys(_needed(store, "retrain"))], store, data)
     elif name.startswith("top-"):
@@ -199,12 +204,25 @@ def build_stage(store: Store, config: RunConfig, plan: Plan, name: str, data: An
     elif name == "distill":
         members = _members(store, architectures)
         built = _train_stage(best, config, data, plan, "distill", seed_of="retrain",
-                             teachers=_modules(members, store, data), ensemble=_needed(store, f"top-{len(members)}"))
+                             teachers=_modules(members, store, data), ensemble=_needed(store, f"top-{len(members)}"),
+                             start=_evolved_weights(store, best, plan))
     elif name == "prune":
         built = _prune_stage(_needed(store, "retrain"), config, data, plan, store)
     else:
         raise FinalizeError(f"finalize: unknown stage {name!r}")
     return _record(store, name, *built)
+
+
+def _evolved_weights(store: Store, arch: dict[str, Any], plan: Plan) -> bytes | None:
+    """The individual's weights as evolved (pinned by the plan) when ``plan.start`` is "weights"."""
+    if plan.start != "weights":
+        return None
+    record = store.read_json(individual_key(arch["step"])) or {}
+    blob = store.read_bytes(record["weights"]["key"]) if record.get("weights") else None
+    if blob is None:
+        raise FinalizeError(f"{store.url}: individual {arch['step']}'s weights are gone (deleted before finalize "
+                            "pinned them); finalize from scratch, or a run with keep = 'all'")
+    return blob
 
 
 def _needed(store: Store, name: str) -> dict[str, Any]:
@@ -231,12 +249,17 @@ def _settle_plan(store: Store, plan: Plan) -> dict[str, Any]:
     key = finalize_key("plan")
     kept = store.read_json(key)
     settings = {"batches": plan.batches, "cycles": plan.cycles, "top": plan.top, "temperature": plan.temperature,
-                "alpha": plan.alpha, "prune_target": plan.prune_target, "prune_batches": plan.prune_batches}
-    later = ("prune_target", "prune_batches")  # a plan fixed before pruning existed takes them as given now
+                "alpha": plan.alpha, "prune_target": plan.prune_target, "prune_batches": plan.prune_batches,
+                "start": plan.start}
+    later = {"prune_target", "prune_batches", "start"}  # a plan fixed before these existed takes them as given
     if kept is None:
         ranked = top_architectures(Snapshot.read(store), plan.top)
         if not ranked:
             raise FinalizeError(f"{store.url}: no individuals to finalize")
+        if plan.start == "weights":  # pinned before the plan names them: gc keeps their weights from here on
+            for r in ranked:
+                store.create_json(pin_key(r["step"], "finalize"), {"step": r["step"], "by": "evolve finalize",
+                                                                   "created_at": time.time()})
         store.create_json(key, {"stage": "plan", **settings, "created_at": time.time(),
                                 "architectures": [{"step": r["step"], "genome": r["genome"],
                                                    "fitness": r["fitness"]} for r in ranked]})
@@ -320,8 +343,9 @@ def cycle_recipe(config: RunConfig, channels: int, batches: int) -> Any:
 
 def _train_stage(individual: dict[str, Any], config: RunConfig, data: Any, plan: Plan, name: str,
                  seed_of: str | None = None, teachers: list[Any] | None = None,
-                 ensemble: dict[str, Any] | None = None) -> tuple[dict[str, Any], list[bytes]]:
-    """Train ``individual``'s architecture from scratch for ``plan.cycles`` cosine cycles; a snapshot each.
+                 ensemble: dict[str, Any] | None = None, start: bytes | None = None) -> tuple[dict[str, Any], list[bytes]]:
+    """Train ``individual``'s architecture for ``plan.cycles`` cosine cycles, a snapshot each: from scratch,
+    or from the weights ``start`` (safetensors bytes).
 
     ``seed_of``: another stage whose initialisation and batch order to use (distillation uses
     retraining's, so that the loss is all that differs between them)."""
@@ -329,11 +353,13 @@ def _train_stage(individual: dict[str, Any], config: RunConfig, data: Any, plan:
 
     from evolve.result import final_splits
     from evolve.seeding import derive_seed
-    from evolve.train import Trainer, build_module, count_flops, weights_to_bytes
+    from evolve.train import Trainer, build_module, count_flops, weights_from_bytes, weights_to_bytes
     from genomes import genome_from_json
 
     seed = derive_seed(config.seed, "finalize", seed_of or name)
     model = build_module(genome_from_json(individual["genome"]), data.input_shape, data.num_classes, seed)
+    if start is not None:
+        model.load_state_dict(weights_from_bytes(start))
     model = model.to(data.device)
     splits = final_splits(config, data)
     per_cycle = plan.batches // plan.cycles
@@ -348,6 +374,7 @@ def _train_stage(individual: dict[str, Any], config: RunConfig, data: Any, plan:
     record: dict[str, Any] = {
         "step": individual["step"], "genome": individual["genome"], "batches": per_cycle * plan.cycles,
         "cycles": plan.cycles, "data": config.final_data, "train_seconds": seconds,
+        "start": "scratch" if start is None else "weights",
         "params": sum(p.numel() for p in model.parameters()),
         "flops": count_flops(model, data.x_test[:1]), "infer_ms": _infer_ms([model], data),
         "status": "ok" if finite else "failed", "reason": None if finite else "nan loss",

@@ -177,3 +177,32 @@ def test_on_ray_each_phases_trainings_run_as_tasks_and_the_result_is_the_same_ki
     assert {r["stage"] for r in rows} >= {"retrain", "top", "prune"} and run.check().ok
     again = run.finalize(batches=10, cycles=2, top=2, stages=("retrain", "top", "prune"), prune_batches=5)
     assert [r["test_accuracy"] for r in again] == [r["test_accuracy"] for r in rows]  # nothing redone
+
+
+def test_training_from_the_evolved_weights_pins_them_until_finalize_is_done(store):
+    from evolve.finalize import Plan, _settle_plan
+    from evolve.gc import collect
+    from evolve.store import StoreError
+
+    run = evolve.open(str(store))
+    plan = dict(batches=10, cycles=2, top=2, start="weights", stages=("retrain", "top"))
+    steps = [a["step"] for a in _settle_plan(run.store, Plan(**plan))["architectures"]]
+    assert 5 in steps and (store / "deaths" / f"{5:012d}.json").exists()  # a dead member: gc's to take, but pinned
+    assert sorted(p.name for p in (store / "pins").iterdir()) == [f"{s:012d}-finalize.json" for s in sorted(steps)]
+    assert not [k for k in collect(run.store, grace_seconds=0.0).removed if k.startswith(f"weights/{5:012d}")]
+    run.finalize(**plan)
+    records = {p.stem: json.loads(p.read_text()) for p in (store / "results" / "finalize").glob("*.json")}
+    assert records["retrain"]["start"] == records["member-5"]["start"] == "weights"
+    assert not list((store / "pins").iterdir())  # unpinned once every training that reads them is done
+    assert [k for k in collect(run.store, grace_seconds=0.0).removed if k.startswith(f"weights/{5:012d}")]
+    with pytest.raises(StoreError, match="start 'weights' \\(now 'scratch'\\)"):
+        run.finalize(**{**plan, "start": "scratch"})
+
+
+def test_training_from_weights_gc_took_before_the_pin_is_refused_by_name(store):
+    from evolve.store import StoreError
+
+    for path in (store / "weights").glob(f"{5:012d}-*"):
+        path.unlink()
+    with pytest.raises(StoreError, match="individual 5's weights are gone"):
+        evolve.open(str(store)).finalize(batches=10, cycles=2, top=2, start="weights", stages=("retrain", "top"))
