@@ -13,7 +13,7 @@ once (the loser deletes its weights)::
     distill     the best architecture trained as ``retrain``, on the top-K ensemble's soft targets
                 (temperature T, Hinton et al. 2015, seed 000) and the labels
     prune       the retrained model's channels pruned by their Fisher estimates to a share of its
-                parameters, then fine-tuned (Theis et al. 2018, seed 001; ``evolve.prune``): DNA only
+                parameters, then fine-tuned (Theis et al. 2018, seed 001; ``evolve.prune``)
 
 Training reads the run's final-training splits (``final_data``: by default training and validation
 together) with LeNet-5's recipe per cycle (``evolve.reference``, cosine from its peak rate); the
@@ -24,7 +24,6 @@ parameters, FLOPs, inference time, compute), with the best as found and LeNet-5 
 from __future__ import annotations
 
 import hashlib
-import logging
 import math
 import os
 import socket
@@ -38,8 +37,6 @@ from evolve.config import RunConfig
 from evolve.keys import FINALIZE_PREFIX, finalize_key, finalize_weights_key, individual_key, pin_key
 from evolve.report import Snapshot
 from evolve.store import Store, StoreError
-
-log = logging.getLogger(__name__)
 
 STAGES = ("retrain", "snapshots", "top", "distill", "prune")
 INFER_IMAGES = 256  # images per timed forward pass (inference ms per image)
@@ -76,7 +73,6 @@ class Plan:
 class FinalizeReport:
     records: dict[str, dict[str, Any]] = field(default_factory=dict)  # stage -> its record
     done_before: list[str] = field(default_factory=list)  # stages found recorded, not redone
-    skipped: dict[str, str] = field(default_factory=dict)  # stage -> why it does not apply to this run
 
 
 class FinalizeError(StoreError):
@@ -100,7 +96,6 @@ def finalize(store: Store, config: RunConfig, plan: Plan = Plan(),
     if executor not in ("local", "ray"):
         raise ValueError(f"executor: 'local' or 'ray', got {executor!r}")
     architectures = _settle_plan(store, plan)["architectures"]
-    best = architectures[0]
     report = FinalizeReport()
     wanted = set(plan.stages) | ({"top"} if "distill" in plan.stages else set())
     wanted |= {"retrain"} if wanted & {"snapshots", "top", "prune"} else set()
@@ -120,11 +115,7 @@ def finalize(store: Store, config: RunConfig, plan: Plan = Plan(),
     _phase(store, ensembles, local, report, on_stage)
     trainings = ["distill"] if "distill" in wanted else []
     if "prune" in wanted:
-        if best["genome"].get("kind") == "dna":
-            trainings.append("prune")
-        else:
-            report.skipped["prune"] = f"pruning is built for DNA genomes, not {best['genome'].get('kind')!r}"
-            log.warning("finalize prune: skipped: %s", report.skipped["prune"])
+        trainings.append("prune")
     _phase(store, trainings, run, report, on_stage)
     for arch in architectures if plan.start == "weights" else []:  # every training that reads them is done
         store.delete(pin_key(arch["step"], "finalize"))

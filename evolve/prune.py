@@ -1,10 +1,11 @@
-"""Fisher pruning of a trained DNA network to a parameter target (Theis et al. 2018, seed 001).
+"""Fisher pruning of a trained network to a parameter target (Theis et al. 2018, seed 001).
 
-The network trains on while a probe (``genomes.dna_prune.FisherProbe``) estimates, for every
+The network trains on while a probe (``genomes.pruning.FisherProbe``) estimates, for every
 channel, how much the loss would rise without it; after each short round the channels that cost
-least per parameter they hold go (a group's last channel never does; in a group a skip touches,
-only its last channel may, see ``genomes.dna_prune``), the network is rebuilt smaller as a valid
-DNA with the kept weights, and the rounds go on until the parameters are at or below the target.
+least per parameter they hold go (a group's last channel never does; in a DNA group a skip
+touches, only its last channel may; a Genetic CNN prunes per stage, see ``genomes.pruning``), the
+network is rebuilt smaller as a valid genome of its kind with the kept weights, and the rounds go
+on until the parameters are at or below the target.
 A final cosine cycle fine-tunes the pruned network::
 
     while params(net) > target:
@@ -29,12 +30,12 @@ RATE_SHARE = 0.3  # pruning and fine-tuning run at this share of the recipe's pe
 
 @dataclass
 class Pruned:
-    genome: Any  # the pruned DNA
+    genome: Any  # the pruned genome
     model: Any  # its module, fine-tuned
     params_before: int
     params: int
     rounds: int = 0
-    removed: dict[int, int] = field(default_factory=dict)  # conv edge id -> channels taken out
+    removed: dict[int, int] = field(default_factory=dict)  # group id -> channels taken out
     seconds: float = 0.0
     finite: bool = True
 
@@ -44,11 +45,8 @@ def fisher_prune(genome: Any, state: dict[str, Any], splits: Any, recipe: Any, t
     """``genome`` with weights ``state`` pruned to at most ``target`` of its parameters, then fine-tuned for
     ``finetune`` batches on ``splits`` (a DeviceData) with ``recipe``'s batch size and augmentation (the
     result holds a new module). ``on_round(round, params)`` after each round."""
-    from genomes.dna import DNA
-    from genomes.dna_prune import FisherProbe, groups, prune
+    from genomes.pruning import FisherProbe, groups, prune
 
-    if not isinstance(genome, DNA):
-        raise ValueError(f"pruning is built for DNA genomes, not {genome.kind!r}")
     if not 0 < target < 1:
         raise ValueError(f"prune_target: a share of the parameters in (0, 1), got {target!r}")
     shape, classes = splits.input_shape, splits.num_classes
@@ -73,8 +71,8 @@ def fisher_prune(genome: Any, state: dict[str, Any], splits: Any, recipe: Any, t
         genome, state = prune(genome, model.state_dict(), remove, shape, classes)
         model = _module(genome, state, splits)
         result.rounds += 1
-        for conv, channels in remove.items():
-            result.removed[conv] = result.removed.get(conv, 0) + len(channels)
+        for group, channels in remove.items():
+            result.removed[group] = result.removed.get(group, 0) + len(channels)
         if on_round:
             on_round(result.rounds, genome.param_count(shape, classes))
     if result.finite and finetune:
@@ -93,20 +91,20 @@ def _cheapest(found: list[Any], estimates: dict[int, Any], excess: int) -> dict[
     for group in found:
         if group.channels < 2:
             continue
-        scores = estimates[group.conv]
+        scores = estimates[group.id]
         channels = [group.channels - 1] if group.suffix_only else range(group.channels)
-        candidates += [(float(scores[c]) / group.cost, group.conv, c) for c in channels]
+        candidates += [(float(scores[c]) / group.cost, group.id, c) for c in channels]
     candidates.sort()
     budget = max(1, math.floor(ROUND_SHARE * len(candidates)))
-    left = {g.conv: g.channels for g in found}
+    left = {g.id: g.channels for g in found}
     out: dict[int, list[int]] = {}
     covered = 0
-    cost = {g.conv: g.cost for g in found}
-    for _, conv, channel in candidates:
-        if len(out.get(conv, [])) + 1 >= left[conv]:
+    cost = {g.id: g.cost for g in found}
+    for _, group, channel in candidates:
+        if len(out.get(group, [])) + 1 >= left[group]:
             continue  # a group keeps at least one channel
-        out.setdefault(conv, []).append(channel)
-        covered += cost[conv]
+        out.setdefault(group, []).append(channel)
+        covered += cost[group]
         budget -= 1
         if budget == 0 or covered >= excess:
             break

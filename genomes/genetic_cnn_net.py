@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+import functools
+from typing import Callable, Sequence
 
 import torch
 from torch import nn
@@ -62,13 +63,19 @@ class StageModule(nn.Module):
         self.out_id = stage.nodes + 1
         self.preds = predecessors(stage.edges())
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        outs = {0: self.input(x)}
+    def forward(self, x: torch.Tensor, hook: Callable[[torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
+        """``hook``: applied to every node's output (``genomes.pruning`` masks a stage's channels so)."""
+        hook = hook or _same
+        outs = {0: hook(self.input(x))}
         if self.output is None:
             return outs[0]
         for k in self.order:
-            outs[k] = self.nodes[str(k)](_sum(outs, self.preds[k]))
-        return self.output(_sum(outs, self.preds[self.out_id]))
+            outs[k] = hook(self.nodes[str(k)](_sum(outs, self.preds[k])))
+        return hook(self.output(_sum(outs, self.preds[self.out_id])))
+
+
+def _same(x: torch.Tensor) -> torch.Tensor:
+    return x
 
 
 def _sum(outs: dict[int, torch.Tensor], preds: tuple[int, ...]) -> torch.Tensor:
@@ -91,8 +98,10 @@ class GeneticCNNNet(nn.Module):
         self.pool = nn.MaxPool2d(2, 2, ceil_mode=True)  # ceil: a 1x1 map stays 1x1, never 0x0
         self.dropout = SeededDropout(DROPOUT)
         self.head = nn.Linear(in_channels, num_classes)
+        self.vertex_hook = None  # (stage index, a node's output) -> output, for every node (genomes.pruning)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        for stage in self.stages:
-            x = self.pool(stage(x))
+        for i, stage in enumerate(self.stages):
+            hook = None if self.vertex_hook is None else functools.partial(self.vertex_hook, i)
+            x = self.pool(stage(x, hook))
         return self.head(self.dropout(x.mean(dim=(2, 3))))
