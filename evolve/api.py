@@ -266,9 +266,16 @@ class Run:
         return snapshot
 
     def status(self) -> dict[str, Any]:
-        """Counts and figures of the run now: done, total, in flight, live, best and median fitness, ..."""
+        """Counts and figures of the run now: done, total, in flight, live, best and median fitness, ...,
+        and ``finalize``: the models ``evolve finalize`` recorded so far."""
         config = load_run(self.store)[0]
-        return status(self._snapshot(), config.population, total_steps(config))
+        return {**status(self._snapshot(), config.population, total_steps(config)), "finalize": self._finalized()}
+
+    def _finalized(self) -> list[dict[str, Any]]:
+        """The models ``evolve finalize`` recorded so far: stage, label, test accuracy, parameters."""
+        from evolve.finalize import stage_rows
+
+        return [{k: row[k] for k in ("stage", "model", "test_accuracy", "params")} for row in stage_rows(self.store)]
 
     def best(self, live_only: bool = False) -> Individual | None:
         """The individual with the highest fitness (of equals, the earliest), dead or alive."""
@@ -286,7 +293,8 @@ class Run:
     def summary(self, step: int | None = None) -> dict[str, Any]:
         """Individual ``step``'s (default: the best's) figures, JSON-ready: step, alive, fitness, validation
         and test accuracy, parameters, FLOPs, mutations from its initial ancestor, the batches its
-        lineage trained, the run's compute so far, its final model if one was trained, its genome.
+        lineage trained, the run's compute so far, its final model if one was trained, its genome (and,
+        for the best, ``finalize``: the models ``evolve finalize`` made of it and the run).
         Only the test accuracy may be computed (once, then kept in the store); where the data
         cannot be read it is None and ``test_error`` says why."""
         from evolve.data import DataError
@@ -313,6 +321,8 @@ class Run:
                    compute_seconds=compute_seconds(snapshot),
                    final=final if final and final.get("status", "ok") == "ok" else None,
                    genome_summary=genome_from_json(record.genome).describe(), genome=record.genome)
+        if step is None:
+            out["finalize"] = self._finalized()
         return out
 
     def check(self) -> Any:

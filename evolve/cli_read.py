@@ -36,6 +36,7 @@ def status(store: Annotated[str, typer.Argument(help="Store URL.")], storage_opt
               f"best {pct(info['best_fitness'])}, median {pct(info['median_fitness'])}, "
               f"{info['failed']} failed, {info['adopted']} adopted"
               + (f", {info['steps_per_hour']:.0f} steps/h" if info['steps_per_hour'] else ""))
+    _print_finalized(info["finalize"])
     table = Table("worker", "steps", "adopted", "train s")
     for name, row in sorted(info["workers"].items()):
         table.add_row(name, str(row["steps"]), str(row["adopted"]), f"{row['train_s']:.1f}")
@@ -72,6 +73,7 @@ def best(
                   f"{card['compute_seconds'] / 60:.1f} worker-minutes", highlight=False)
         if card["final"]:
             out.print(describe_final(card["final"]), highlight=False)
+        _print_finalized(card.get("finalize") or [])
         out.print(card["genome_summary"], highlight=False)
         if genome:
             out.print_json(json.dumps(card["genome"]))
@@ -79,6 +81,12 @@ def best(
         run.save_weights(export)
         if not as_json:
             out.print(f"wrote {export}")
+
+
+def _print_finalized(rows: list[dict]) -> None:
+    if rows:
+        out.print("finalize (test): " + ", ".join(f"{r['model'].split(' (')[0]} {pct(r['test_accuracy'])}" for r in rows),
+                  highlight=False)
 
 
 @app.command()

@@ -70,6 +70,12 @@ def test_the_cli_prints_the_table_and_writes_parquet(store, tmp_path):
     assert "snapshot ensemble" in result.stdout and "LeNet-5" in result.stdout
     table = pq.read_table(tmp_path / "t.parquet").to_pylist()
     assert {r["stage"] for r in table} == {"found", "final", "retrain", "snapshots", "lenet5"}
+    for command in ("status", "best"):
+        shown = CliRunner().invoke(app, [command, str(store)], env={"COLUMNS": "300"})
+        assert shown.exit_code == 0 and "finalize (test): retrained " in shown.stdout, shown.output
+        assert "snapshot ensemble" in shown.stdout
+    listed = json.loads(CliRunner().invoke(app, ["status", str(store), "--json"]).stdout)["finalize"]
+    assert [r["stage"] for r in listed] == ["retrain", "snapshots"] and all(0 <= r["test_accuracy"] <= 1 for r in listed)
     bad = CliRunner().invoke(app, ["finalize", str(store), "--stage", "shrink"])
     assert bad.exit_code == 2 and "shrink" in bad.stderr
     with pytest.raises(ConfigError, match="'train' runs only"):
