@@ -47,6 +47,23 @@ def _masking(removed: dict[int, list[int]], found) -> object:
     return lambda vertex, value: value * masks[vertex] if vertex in masks else value
 
 
+def _pruned_as_masked(genome, net, removed):
+    """Prune ``net`` (its vertex_hook masking ``removed``): the pruned genome, checked to be valid and to
+    compute what the masked net does."""
+    x = torch.randn(3, *SHAPE)
+    with torch.no_grad():
+        expected = net(x)
+    pruned, state = prune(genome, net.state_dict(), removed, SHAPE, CLASSES)
+    assert genome_from_json(pruned.to_json()) == pruned  # a valid genome again
+    small = pruned.to_module(SHAPE, CLASSES)
+    small.load_state_dict(state)
+    with torch.no_grad():
+        got = small.eval()(x)
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
+    assert pruned.param_count(SHAPE, CLASSES) == sum(p.numel() for p in small.parameters())
+    return pruned
+
+
 @settings(max_examples=40, deadline=None)
 @given(seed=st.integers(0, 10_000), mutations=st.integers(0, 25), picks=st.integers(0, 2**31))
 def test_the_pruned_net_computes_what_the_masked_net_did(seed, mutations, picks):
@@ -61,18 +78,8 @@ def test_the_pruned_net_computes_what_the_masked_net_did(seed, mutations, picks)
         removed[group.id] = (list(range(group.channels - count, group.channels)) if group.suffix_only
                                else rng.sample(range(group.channels), count))
     net = _trained_like(genome, seed)
-    x = torch.randn(3, *SHAPE)
     net.vertex_hook = _masking(removed, found)
-    with torch.no_grad():
-        expected = net(x)
-    pruned, state = prune(genome, net.state_dict(), removed, SHAPE, CLASSES)
-    assert DNA.from_json(pruned.to_json()) == pruned  # a valid genome again
-    small = pruned.to_module(SHAPE, CLASSES)
-    small.load_state_dict(state)
-    with torch.no_grad():
-        got = small.eval()(x)
-    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
-    assert pruned.param_count(SHAPE, CLASSES) == sum(p.numel() for p in small.parameters())
+    _pruned_as_masked(genome, net, removed)
 
 
 def test_a_channel_before_the_last_of_a_skip_touched_group_may_not_go():
@@ -135,15 +142,5 @@ def test_a_pruned_genetic_cnn_computes_what_the_masked_one_did(seed, picks, vers
     for group, channels in removed.items():
         masks[group][:, channels] = 0
     net.vertex_hook = lambda stage, value: value * masks[stage]
-    x = torch.randn(3, *SHAPE)
-    with torch.no_grad():
-        expected = net(x)
-    pruned, state = prune(genome, net.state_dict(), removed, SHAPE, CLASSES)
-    assert genome_from_json(pruned.to_json()) == pruned
+    pruned = _pruned_as_masked(genome, net, removed)
     assert [s.channels for s in pruned.stages] == [g.channels - len(removed.get(g.id, [])) for g in found]
-    small = pruned.to_module(SHAPE, CLASSES)
-    small.load_state_dict(state)
-    with torch.no_grad():
-        got = small.eval()(x)
-    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
-    assert pruned.param_count(SHAPE, CLASSES) == sum(p.numel() for p in small.parameters())
