@@ -273,7 +273,7 @@ class Run:
 
     def _finalized(self) -> list[dict[str, Any]]:
         """The models ``evolve finalize`` recorded so far: stage, label, test accuracy, parameters."""
-        from evolve.finalize import stage_rows
+        from evolve.finalize_table import stage_rows
 
         return [{k: row[k] for k in ("stage", "model", "test_accuracy", "params")} for row in stage_rows(self.store)]
 
@@ -416,7 +416,8 @@ class Run:
         ``alpha``, ``prune_target``, ``prune_batches``, ``start`` ("scratch" or "weights"), ``stages``. Stages already
         recorded are not redone. ``executor`` "ray": each phase's trainings at once as Ray tasks with a
         worker's resources (the run's ``address``). Returns the results table, one dict per model."""
-        from evolve.finalize import Plan, finalize, table
+        from evolve.finalize import Plan, finalize
+        from evolve.finalize_table import table
 
         config = load_run(self.store)[0]
         if config.fitness != "train":

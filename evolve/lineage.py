@@ -11,7 +11,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from evolve.finalize import marks as finalize_marks
+from evolve.finalize_table import marks as finalize_marks
 from evolve.replay import Row, ViewError, num, rows_ancestry
 from evolve.report import best_step, read_records
 from evolve.runfile import load_run, read_run_record

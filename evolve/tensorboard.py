@@ -44,7 +44,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from evolve.finalize import marks as finalize_marks
+from evolve.finalize_table import marks as finalize_marks
 from evolve.lineage import (TMP_PREFIX, ancestry_markdown, family_graph, figure_png, genome_markdown, png_size,
                             figure_title, read_best_record)
 from evolve.replay import CHUNK, Replay, Row, ViewError, deaths_by_kill, num, replay_all
@@ -516,7 +516,7 @@ def _write_finalize(store: Store, logdir: str, count: int, report: SyncReport) -
     from tensorboard.compat.proto.event_pb2 import Event
     from tensorboard.compat.proto.summary_pb2 import Summary
 
-    from evolve.finalize import markdown, stage_rows
+    from evolve.finalize_table import markdown, stage_rows
 
     rows = stage_rows(store)
     digest = hashlib.sha256(json.dumps(rows, sort_keys=True, default=str).encode()).hexdigest()[:12]
