@@ -98,13 +98,22 @@ def _conv(edge: Edge, in_channels: int) -> nn.Conv2d:
 def _fit(x: torch.Tensor, size: torch.Size, channels: int) -> torch.Tensor:
     """The paper's resolution of a skip input: nearest interpolation to the size, pad or cut channels."""
     if x.shape[-2:] != size:
-        x = F.interpolate(x, size=tuple(size), mode="nearest")
+        x = x.index_select(2, _nearest(x.shape[-2], size[0], x.device))
+        x = x.index_select(3, _nearest(x.shape[-1], size[1], x.device))
     have = x.shape[1]
     if have > channels:
         return x[:, :channels]
     if have < channels:
         return F.pad(x, (0, 0, 0, 0, 0, channels - have))
     return x
+
+
+def _nearest(have: int, want: int, device: torch.device) -> torch.Tensor:
+    """The rows ``F.interpolate(mode="nearest")`` picks, as its kernel computes them (float32 scale, floor):
+    the same values, as a gather that every exporter translates alike (ONNX's Resize rounds otherwise)."""
+    scale = torch.tensor(have, dtype=torch.float32) / want
+    index = torch.floor(torch.arange(want, dtype=torch.float32) * scale).long().clamp(max=have - 1)
+    return index.to(device)
 
 
 def morph(dna: DNA, module: DNANet, parent_state: Mapping[str, Any], mutation: Mutation | None) -> Inheritance:

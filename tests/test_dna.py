@@ -536,3 +536,16 @@ def test_channel_and_kernel_ranges_are_checked_by_name():
                              ({"max_channels": -1}, "max_channels")]:
         with pytest.raises(GenomeError, match=message):
             genome_class("dna").initial(random.Random(0), SearchSpace(options=options))
+
+
+def test_skip_resizing_picks_the_rows_torchs_nearest_interpolation_picks() -> None:
+    import torch
+    import torch.nn.functional as F
+
+    from genomes.dna_net import _nearest
+
+    for have in range(1, 100):
+        x = torch.arange(have, dtype=torch.float32).view(1, 1, have, 1)
+        for want in range(1, 100):
+            expected = F.interpolate(x, size=(want, 1), mode="nearest").view(-1).long()
+            assert torch.equal(_nearest(have, want, x.device), expected), (have, want)

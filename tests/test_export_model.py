@@ -128,3 +128,30 @@ def test_a_broken_folder_is_named_by_the_loader(tmp_path):
                                                      "input": {"shape": [1, 8, 8], "mean": [0.1], "std": []}}))
     with pytest.raises(GenomeError, match=r"input.std must be 1 numbers"):
         load_model(str(tmp_path))
+
+
+def test_onnx_of_evolved_dnas_whose_skips_are_resized(tmp_path):
+    """A skip from a 14x14 vertex into a 4x4 one: ONNX's Resize would pick other rows than torch's nearest
+    interpolation (by up to 0.37 here before genomes.dna_net gathered the rows itself)."""
+    pytest.importorskip("onnx", reason="the onnx extra is not installed (pip install 'evolve[onnx]')")
+    pytest.importorskip("onnxruntime", reason="the onnx extra is not installed")
+    import random
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from evolve.model_export import _write_onnx
+    from genomes import DNA, SearchSpace
+    from genomes.exported import ExportedModel
+
+    space = SearchSpace(input_shape=(1, 28, 28), num_classes=10, max_params=300_000,
+                        options={"initial_convs": 2, "initial_channels": 8})
+    rng = random.Random(0)
+    genome = DNA.initial(rng, space)
+    for _ in range(30):
+        genome, _ = genome.mutate(rng, space)
+    assert genome.skips()
+    model = ExportedModel([genome.to_module((1, 28, 28), 10).eval()], [0.1], [0.3], "logits").eval()
+    pixels = np.random.default_rng(0).integers(0, 255, (16, 1, 28, 28), dtype=np.uint8)
+    checked = _write_onnx(model, str(tmp_path), SimpleNamespace(test_pixels=pixels, scale=255.0))
+    assert checked["max_abs_diff"] <= 1e-4
