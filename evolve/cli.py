@@ -152,7 +152,7 @@ def gc(
     grace: Annotated[float, typer.Option(help="Seconds a dead individual's weights are kept.")] = 600.0,
     dry_run: Annotated[bool, typer.Option("--dry-run")] = False,
 ) -> None:
-    """Delete weights that no live individual or pending step needs."""
+    """Delete weights that no live individual or pending step needs, and finalize weights no record names."""
     from evolve.gc import collect
 
     report = collect(open_store(store, storage_options_), grace_seconds=grace, dry_run=dry_run)
