@@ -180,12 +180,11 @@ def _measure(folder: str, dataset: Any) -> tuple[Any, float]:
 
 
 def _require_onnx() -> None:
-    try:
-        import onnx  # noqa: F401
-        import onnxruntime  # noqa: F401
-        import onnxscript  # noqa: F401
-    except ImportError as exc:
-        raise ExportError(f"--onnx needs the onnx extra ({exc.name} is not installed): pip install 'evolve[onnx]'") from None
+    import importlib.util
+
+    for name in ("onnx", "onnxruntime", "onnxscript"):
+        if importlib.util.find_spec(name) is None:
+            raise ExportError(f"--onnx needs the onnx extra ({name} is not installed): pip install 'evolve[onnx]'")
 
 
 def _write_onnx(model: Any, folder: str, dataset: Any) -> dict[str, Any]:
