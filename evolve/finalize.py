@@ -34,7 +34,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from evolve.config import RunConfig
-from evolve.keys import FINALIZE_PREFIX, finalize_key, finalize_weights_key, individual_key, pin_key
+from evolve.keys import (FINALIZE_PREFIX, finalize_key, finalize_stage_of, finalize_weights_key, individual_key,
+                         pin_key)
 from evolve.report import Snapshot
 from evolve.store import Store, StoreError
 
@@ -311,7 +312,7 @@ def stray_weights(store: Store) -> list[str]:
     by_stage: dict[str, list[str]] = {}
     for key in store.list_keys(FINALIZE_PREFIX):
         if key.endswith(".safetensors"):
-            by_stage.setdefault(key.removeprefix(FINALIZE_PREFIX).rsplit("-", 2)[0], []).append(key)
+            by_stage.setdefault(finalize_stage_of(key), []).append(key)
     out = []
     for stage, keys in sorted(by_stage.items()):
         record = store.read_json(finalize_key(stage))

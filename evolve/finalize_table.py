@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from evolve.config import RunConfig
-from evolve.keys import FINALIZE_PREFIX, finalize_key
+from evolve.keys import FINALIZE_PREFIX, finalize_key, finalize_stage_of
 from evolve.report import Snapshot
 from evolve.store import Store
 
@@ -94,7 +94,7 @@ def _stage_compute(store: Store, record: dict[str, Any]) -> float:
     if stage in ("snapshots", "prune"):
         return own + _seconds(store, "retrain")
     if stage.startswith("top-"):
-        return own + sum(_seconds(store, key.removeprefix(FINALIZE_PREFIX).rsplit("-", 2)[0])
+        return own + sum(_seconds(store, finalize_stage_of(key))
                          for key in record.get("members") or [])
     if stage == "distill" and record.get("teacher"):
         return own + _stage_compute(store, store.read_json(finalize_key(record["teacher"])) or {})

@@ -151,6 +151,11 @@ def finalize_weights_key(stage: str, index: int, nonce: str) -> str:
     return f"{finalize_key(stage)[:-5]}-{index}-{nonce}.safetensors"
 
 
+def finalize_stage_of(weights_key: str) -> str:
+    """The stage a finalize weights key belongs to: ``results/finalize/member-12-0-<nonce>.safetensors`` -> ``member-12``."""
+    return weights_key.removeprefix(FINALIZE_PREFIX).rsplit("-", 2)[0]
+
+
 LOG_BLOCK = 500  # steps per log folder: a local listing reads one or two folders of at most 1,500 names
 
 

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from evolve.config import RunConfig
-from evolve.keys import FINALIZE_PREFIX, finalize_key, record_key_of_final
+from evolve.keys import FINALIZE_PREFIX, finalize_key, finalize_stage_of, record_key_of_final
 from evolve.report import Snapshot
 from evolve.store import Store, StoreError
 
@@ -74,7 +74,7 @@ def choose(store: Store, config: RunConfig, which: str = "best") -> Chosen:
         genome = _stage(store, "retrain")["genome"]
         members = [(genome, key) for key in record["members"]]
     else:
-        members = [(_stage(store, _stage_of(key))["genome"], key) for key in record["members"]]
+        members = [(_stage(store, finalize_stage_of(key))["genome"], key) for key in record["members"]]
     return Chosen(members, "softmax-mean", record.get("test_accuracy"), {"model": record["stage"]})
 
 
@@ -90,11 +90,6 @@ def _stage(store: Store, name: str) -> dict[str, Any]:
     if record.get("status") != "ok":
         raise ExportError(f"{store.url}: finalize {name} failed ({record.get('reason')}); nothing to export")
     return record
-
-
-def _stage_of(weights_key: str) -> str:
-    """``results/finalize/member-12-0-<nonce>.safetensors`` -> ``member-12``."""
-    return weights_key.removeprefix(FINALIZE_PREFIX).rsplit("-", 2)[0]
 
 
 def export_model(store: Store, config: RunConfig, out: str, which: str = "best", onnx: bool = False,
