@@ -97,6 +97,14 @@ def finalize(store: Store, config: RunConfig, plan: Plan = Plan(),
     if executor not in ("local", "ray"):
         raise ValueError(f"executor: 'local' or 'ray', got {executor!r}")
     architectures = _settle_plan(store, plan)["architectures"]
+    try:
+        return _finalize(store, config, plan, architectures, on_stage, executor)
+    finally:
+        release_pins(store, architectures)
+
+
+def _finalize(store: Store, config: RunConfig, plan: Plan, architectures: list[dict[str, Any]],
+              on_stage: Callable[[str, bool], None] | None, executor: str) -> FinalizeReport:
     report = FinalizeReport()
     wanted = set(plan.stages) | ({"top"} if "distill" in plan.stages else set())
     wanted |= {"retrain"} if wanted & {"snapshots", "top", "prune"} else set()
@@ -118,9 +126,28 @@ def finalize(store: Store, config: RunConfig, plan: Plan = Plan(),
     if "prune" in wanted:
         trainings.append("prune")
     _phase(store, trainings, run, report, on_stage)
-    for arch in architectures if plan.start == "weights" else []:  # every training that reads them is done
-        store.delete(pin_key(arch["step"], "finalize"))
     return report
+
+
+def release_pins(store: Store, architectures: list[dict[str, Any]]) -> list[int]:
+    """Unpin each planned individual whose weights no stage will read again: the best's once retrain
+    and distill are recorded (or retrain failed, so distill never runs), another's once its member
+    training is; the steps unpinned."""
+    released = []
+    retrain = store.read_json(finalize_key("retrain"))
+    for i, arch in enumerate(architectures):
+        key = pin_key(arch["step"], "finalize")
+        if store.read_json(key) is None:
+            continue
+        if i == 0:
+            settled = retrain is not None and (retrain.get("status") != "ok"
+                                               or store.read_json(finalize_key("distill")) is not None)
+        else:
+            settled = store.read_json(finalize_key(f"member-{arch['step']}")) is not None
+        if settled:
+            store.delete(key)
+            released.append(arch["step"])
+    return released
 
 
 def _phase(store: Store, names: list[str], run: Callable[[list[str]], list[dict[str, Any]]],
@@ -256,6 +283,10 @@ def _settle_plan(store: Store, plan: Plan) -> dict[str, Any]:
                                 "architectures": [{"step": r["step"], "genome": r["genome"],
                                                    "fitness": r["fitness"]} for r in ranked]})
         kept = store.read_json(key)
+        planned = {a["step"] for a in kept["architectures"]} if kept.get("start") == "weights" else set()
+        for r in ranked if plan.start == "weights" else []:  # a racing finalize's plan won: unpin ours
+            if r["step"] not in planned:
+                store.delete(pin_key(r["step"], "finalize"))
     differ = [f"{k} {kept.get(k)!r} (now {v!r})" for k, v in settings.items()
               if kept.get(k, v if k in later else None) != v]
     if differ:

@@ -79,10 +79,13 @@ def choose(store: Store, config: RunConfig, which: str = "best") -> Chosen:
 
 
 def _stage(store: Store, name: str) -> dict[str, Any]:
-    """A finalize stage's record (``top``: whichever top-K was recorded), refused unless it succeeded."""
+    """A finalize stage's record, refused unless it succeeded. ``top``: the top-K ensemble with the most
+    members (a finalize racing another may also have recorded a smaller one, before all members were)."""
     if name == "top":
-        keys = [k for k in store.list_keys(FINALIZE_PREFIX + "top-") if k.endswith(".json")]
-        record = store.read_json(keys[0]) if keys else None
+        names = [k.removeprefix(FINALIZE_PREFIX + "top-").removesuffix(".json")
+                 for k in store.list_keys(FINALIZE_PREFIX + "top-") if k.endswith(".json")]
+        sizes = sorted(int(n) for n in names if n.isdigit())
+        record = store.read_json(finalize_key(f"top-{sizes[-1]}")) if sizes else None
     else:
         record = store.read_json(finalize_key(name))
     if record is None:

@@ -155,3 +155,26 @@ def test_onnx_of_evolved_dnas_whose_skips_are_resized(tmp_path):
     pixels = np.random.default_rng(0).integers(0, 255, (16, 1, 28, 28), dtype=np.uint8)
     checked = _write_onnx(model, str(tmp_path), SimpleNamespace(test_pixels=pixels, scale=255.0))
     assert checked["max_abs_diff"] <= 1e-4
+
+
+def test_top_exports_the_ensemble_with_every_member_when_a_racer_recorded_a_smaller_one(tmp_path):
+    """Two finalizes at once: one ensembles the members recorded so far (top-2) before the other has
+    recorded its member; then top-3 is built. The export takes top-3, whatever the names' order."""
+    from evolve.finalize import Plan, build_stage
+
+    path = tmp_path / "store"
+    shutil.copytree(STORES / "dna-digits", path)
+    run = evolve.open(str(path))
+    settings = dict(batches=20, cycles=2, top=3)
+    run.finalize(**settings, stages=("retrain", "top"))
+    finalize_dir = path / "results" / "finalize"
+    assert (finalize_dir / "top-3.json").exists()
+    late = sorted(finalize_dir.glob("member-*.json"))[-1]
+    held = late.read_bytes()
+    late.unlink()
+    build_stage(run.store, run.config, Plan(**settings), "top-2")
+    late.write_bytes(held)
+    top2, top3 = (json.loads((finalize_dir / f"top-{k}.json").read_text()) for k in (2, 3))
+    assert len(top2["members"]) == 2 and len(top3["members"]) == 3
+    manifest = run.export_model(str(tmp_path / "model"), "top")
+    assert len(manifest["members"]) == 3 and manifest["test_accuracy"] == top3["test_accuracy"]

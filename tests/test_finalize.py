@@ -199,10 +199,62 @@ def test_training_from_the_evolved_weights_pins_them_until_finalize_is_done(stor
     run.finalize(**plan)
     records = {p.stem: json.loads(p.read_text()) for p in (store / "results" / "finalize").glob("*.json")}
     assert records["retrain"]["start"] == records["member-5"]["start"] == "weights"
-    assert not list((store / "pins").iterdir())  # unpinned once every training that reads them is done
+    assert [p.name for p in (store / "pins").iterdir()] == [f"{steps[0]:012d}-finalize.json"], \
+        "the member is unpinned; the best's weights wait for distill, which also starts from them"
     assert [k for k in collect(run.store, grace_seconds=0.0).removed if k.startswith(f"weights/{5:012d}")]
+    run.finalize(**{**plan, "stages": ("retrain",)})  # a later finalize of other stages keeps the pin
+    assert (store / "pins" / f"{steps[0]:012d}-finalize.json").exists()
+    run.finalize(**{**plan, "stages": ("distill",)})
+    assert json.loads((store / "results" / "finalize" / "distill.json").read_text())["start"] == "weights"
+    assert not list((store / "pins").iterdir())  # unpinned once every training that reads them is done
     with pytest.raises(StoreError, match="start 'weights' \\(now 'scratch'\\)"):
         run.finalize(**{**plan, "start": "scratch"})
+
+
+def test_a_finalize_that_loses_the_race_for_the_plan_unpins_what_it_pinned(store):
+    from evolve.finalize import Plan, _settle_plan
+    from evolve.keys import finalize_key, pin_key
+    from evolve.report import Snapshot
+
+    run = evolve.open(str(store))
+    individuals = Snapshot.read(run.store).individuals
+    plan = Plan(batches=10, cycles=2, top=2, start="weights")
+    racer: list[int] = []
+    create_json = run.store.create_json
+
+    def raced(key, record):  # a racing finalize, which ranked an older population, writes its plan first
+        if key == finalize_key("plan") and not racer:
+            ours = [a["step"] for a in record["architectures"]]
+            racer.extend([ours[0], next(s for s in sorted(individuals) if s not in ours
+                                        and individuals[s].get("hash") != individuals[ours[0]].get("hash"))])
+            for step in racer:
+                create_json(pin_key(step, "finalize"), {"step": step})
+            create_json(key, {**record, "architectures": [{"step": s, "genome": individuals[s]["genome"],
+                                                           "fitness": individuals[s]["fitness"]} for s in racer]})
+        return create_json(key, record)
+
+    run.store.create_json = raced
+    kept = _settle_plan(run.store, plan)
+    assert [a["step"] for a in kept["architectures"]] == racer
+    assert sorted(p.name for p in (store / "pins").iterdir()) == [f"{s:012d}-finalize.json" for s in sorted(racer)]
+
+
+def test_pins_are_released_once_no_stage_will_read_them(store):
+    from evolve.finalize import release_pins
+    from evolve.keys import finalize_key, pin_key
+
+    run = evolve.open(str(store))
+    architectures = [{"step": 3}, {"step": 5}, {"step": 7}]
+    for a in architectures:
+        run.store.create_json(pin_key(a["step"], "finalize"), {"step": a["step"]})
+    assert release_pins(run.store, architectures) == []
+    run.store.create_json(finalize_key("member-5"), {"stage": "member-5", "status": "failed", "reason": "nan loss"})
+    run.store.create_json(finalize_key("retrain"), {"stage": "retrain", "status": "ok"})
+    assert release_pins(run.store, architectures) == [5]  # failed, it is not retried: no stage reads 5 again
+    (store / "results" / "finalize" / "retrain.json").unlink()
+    run.store.create_json(finalize_key("retrain"), {"stage": "retrain", "status": "failed", "reason": "nan loss"})
+    assert release_pins(run.store, architectures) == [3]  # distill cannot build on a failed retrain
+    assert [p.name for p in (store / "pins").iterdir()] == [f"{7:012d}-finalize.json"]
 
 
 def test_training_from_weights_gc_took_before_the_pin_is_refused_by_name(store):
