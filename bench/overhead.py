@@ -9,8 +9,9 @@ weights, mutate the DNA genome; then "train" (``--train-ms`` of busy work, with 
 a real demo child) while the writer thread writes the previous child's weights and record. What is
 timed is the step's wall time minus the training: the engine's critical path.
 
-Each timed step refreshes the view once, as every claim does: one listing of the log marks past
-the watermark ("refresh ms"; the rest of the claim is "claim ms").
+A claim refreshes the view when it is older than ``refresh_seconds`` (1 s by default), or when
+it collides: one listing of the log marks past the watermark ("refresh ms", averaged over every
+step; the rest of the claim is "claim ms"). ``--refresh-seconds 0`` refreshes at every claim.
 
 Next to it, on the same disk in the same run, the peer a user would pick instead: an Optuna study
 on its journal-file storage (RandomSampler), ms per ask+tell after P finished trials (with
@@ -291,17 +292,19 @@ class Timed:
 
 
 def timed_steps(worker: Worker, count: int, timed: Timed | None, evaluator: BusyEvaluator) -> None:
-    """``count`` steps of ``worker``, as ``Worker.run`` does them: a claim refreshes the view first
-    ("refresh ms" is that listing, "claim ms" the rest of the claim, with attempt 0's selection);
+    """``count`` steps of ``worker``, as ``Worker.run`` does them: a claim refreshes the view when it
+    is older than ``refresh_seconds`` ("refresh ms" is that listing, 0 in a step that had none;
+    "claim ms" the rest of the claim, with attempt 0's selection);
     the child is written in the background while the next step trains ("write ms", off the
     critical path). Overhead = the step's wall time minus its training (the evaluator's sleep)."""
     pop = worker.population
     steps = []
     for _ in range(count):
         started = time.perf_counter()
+        before = pop.view.refreshed_at
         step, adoption = worker._next_step()
         claimed = time.perf_counter()
-        refreshed = started + pop.last_refresh_s
+        refreshed = started + (pop.last_refresh_s if pop.view.refreshed_at != before else 0.0)
         if step is None:
             raise RuntimeError("the benchmark worker found no step to claim")
         worker.run_step(step, adoption=adoption, background=True)
@@ -340,9 +343,9 @@ class Row:
 
 
 def measure(backend: str, url: str, options: dict[str, Any], population: int, steps: int, warmup: int,
-            threads: int, evaluator: InstantEvaluator, train_s: float) -> Row:
+            threads: int, evaluator: InstantEvaluator, train_s: float, refresh_s: float = 1.0) -> Row:
     config = build_config({"store": url, "storage_options": options, "population": population,
-                           "steps": warmup + steps, "workers": 1})
+                           "steps": warmup + steps, "workers": 1, "refresh_seconds": refresh_s})
     store, config, space = open_run(config, check_health=False)  # moto_server checked create-once already
     prefill_s = prefill(store, config, space, evaluator, threads)
     store = Store(url, options)  # the benchmark worker's own, so that only its calls are counted
@@ -468,6 +471,8 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     p.add_argument("--train-ms", type=float, default=50.0,
                    help="the stand-in training of a timed step (one core kept busy, taken out of its time): "
                         "the child's write hides behind the next step's training, as in a run")
+    p.add_argument("--refresh-seconds", type=float, default=1.0,
+                   help="the run setting: how stale a worker's view may be (0: a refresh at every claim)")
     p.add_argument("--demo-steps", type=int, default=100, help="children of the demo run that gives the step time")
     p.add_argument("--demo-step-seconds", type=float, default=None,
                    help="use this demo step time instead of running the demo (then --weights-bytes is used)")
@@ -554,7 +559,7 @@ def run_all(backends: Sequence[str], populations: Sequence[int], args: argparse.
     def each(backend: str, url_of: Callable[[int], str], options: dict[str, Any]) -> None:
         for population in populations:
             rows.append(measure(backend, url_of(population), options, population, args.steps, args.warmup,
-                                args.threads, evaluator, args.train_ms / 1000))
+                                args.threads, evaluator, args.train_ms / 1000, args.refresh_seconds))
             print(f"  {backend} P={population}: {rows[-1].mean_ms:.2f} ms/step", file=sys.stderr, flush=True)
 
     if "file" in backends:

@@ -309,20 +309,32 @@ class Population:
     def claim_next(self, chooser=None, waits_for: Callable[[int], range] | None = None) -> int | None:
         """Own a fresh step (create-once on its claim), or None when none may start now.
 
-        The view is refreshed first: the claim marks tell which steps others have just claimed, so
-        a claim rarely collides (each collision costs a create, and a read on object stores).
-        ``chooser(step)``: a ``choose`` as :meth:`settle_selection` takes; the claim then carries
-        attempt 0's selection. ``waits_for``: as :meth:`ready` takes.
+        The view is refreshed only when older than ``refresh_seconds``: a worker knows its own claims,
+        and the claim marks tell it which steps others claimed. A view that may be stale is refreshed
+        at once when the claim collides or no step is free, so the listing is paid about once per
+        ``refresh_seconds`` alone and once per step where many workers claim (each collision costs
+        a create, and a read on object stores). ``chooser(step)``: a ``choose`` as
+        :meth:`settle_selection` takes; the claim then carries attempt 0's selection. ``waits_for``:
+        as :meth:`ready` takes.
         """
-        self.refresh(force=True)
+        before = self.view.refreshed_at
+        fresh = self.refresh().refreshed_at != before
         self._width = max(1.0, self._width * 0.95)
         while True:
             free = self._free(max(1, round(self._width)), waits_for)
+            if not free and not fresh:
+                self.refresh(force=True)
+                fresh = True
+                continue
             if not free:
                 return None
             step = free[0] if len(free) == 1 else self._chance.choice(free)
             if self.claim(step, chooser):
                 return step
+            if not fresh:  # our view was behind: catch up before taking the collision for a crowd
+                self.refresh(force=True)
+                fresh = True
+                continue
             self._width = min(2.0 * self._width + 1.0, MAX_CLAIM_WIDTH)  # others claim at the same moment
 
     def _free(self, count: int, waits_for: Callable[[int], range] | None = None) -> list[int]:
