@@ -124,9 +124,9 @@ class Collector:
         return parents
 
     def _pinned(self) -> set[int]:
-        """Pinned steps, listed at most once per grace period."""
+        """Pinned steps, listed at most once per grace period (longer on a slow store, as the grace is)."""
         now = time.monotonic()
-        if now - self._pins_at >= self.grace_seconds:
+        if now - self._pins_at >= self.grace():
             self._pins = {step_of(k) for k in self.store.list_keys("pins/")}
             self._pins_at = now
         return self._pins
