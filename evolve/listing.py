@@ -63,7 +63,7 @@ class Listings:
         """Sorted keys directly in ``folder`` ("log/000000003/"), not in its subfolders; fresh.
 
         Locally one ``os.listdir`` (no stat per name, unlike the recursive walk of ``list_keys``):
-        the log's block folders are listed on every claim."""
+        the log's block folders are listed on every refresh."""
         if not folder.endswith("/"):
             raise ValueError(f"list_folder needs a folder like 'log/000000003/', got {folder!r}")
         if not self.local:

@@ -126,7 +126,7 @@ class Worker:
         self._orphans = pop.orphans()
         with self.pipelined():
             while not self.stop_event.is_set():
-                step, adoption = self._next_step()  # a fresh claim refreshes the view first
+                step, adoption = self._next_step()  # a claim refreshes a view older than refresh_seconds
                 if step is None:
                     self.flush()
                     if pop.finished():
