@@ -32,7 +32,7 @@ record: it learns them from the log (:mod:`evolve.log`), the small marks after t
 before; claims land out of order, so a later block fills before an earlier one). So a step costs
 the same store work with 1 or 250 workers and with 100 or 10,000 individuals; a record is read
 only when its genome is needed (a parent). Heartbeats are listed too (one listing, with each
-key's change token), and only every ``lease / 8``: a lease is judged on that time scale.
+key's change token), and only every ``lease / 4``: a lease is judged on that time scale.
 """
 
 from __future__ import annotations
@@ -91,7 +91,9 @@ class Population:
     """A worker's window on the shared population (one instance per worker)."""
 
     def __init__(self, store: Store, size: int, total_steps: int, worker: str | Identity, lease_seconds: float,
-                 refresh_seconds: float) -> None:
+                 refresh_seconds: float, claimers: int = 1) -> None:
+        """``claimers``: how many workers the run starts at once; a first claim spreads over that many
+        free steps (they would otherwise all try the lowest one together)."""
         self.store = store
         self.size = size
         self.total_steps = total_steps
@@ -104,7 +106,8 @@ class Population:
         self._claims: set[int] = set()  # steps at or past the watermark known to be claimed
         self._parents: dict[int, int] = {}  # step at or past the watermark -> the parent its kill mark names
         self.killed: list[int] = []  # individuals whose tombstone we wrote, not yet handed to the collector
-        self._width = 1.0  # about how many workers claim at once: how many free steps a claim spreads over
+        # about how many workers claim at once: how many free steps a claim spreads over
+        self._width = max(1.0, float(claimers))
         self._chance = random.Random()  # where to claim only spreads collisions; nothing a child depends on
         self._listing = not store.local  # one listing across log folders (locally: the folders in use, each once)
         self._watermark = 0  # every step below it has its child in the view
@@ -116,7 +119,7 @@ class Population:
         self._fresh_claims: dict[int, dict[str, Any] | None] = {}  # claimed, not yet settled -> attempt 0 in the claim
         self._waiting: dict[int, tuple[int, bool]] = {}  # settling, too few live -> (attempt, bare claim)
         self.last_refresh_s = 0.0  # how long the last refresh took (benchmarks)
-        self._lapse_every = lease_seconds / 8
+        self._lapse_every = lease_seconds / 4  # as often as holders beat: each listing sees a live one move
         self._later: Callable[[Callable[[], None]], Any] | None = None  # see defer_marks
         self._lapse_checked = float("-inf")
 
@@ -386,7 +389,7 @@ class Population:
     def lapsed(self) -> list[int]:
         """Claimed steps with no child whose heartbeat has been quiet for a lease on our clock.
 
-        One listing of the heartbeats of steps in flight, at most every ``lease / 8`` seconds. A
+        One listing of the heartbeats of steps in flight, at most every ``lease / 4`` seconds. A
         holder beats under its own key (``heartbeats/<s>.json`` for the claimant, ``<s>-<j>.json``
         for adopter j), so the listing also says which holder's silence is being timed.
         """
@@ -493,16 +496,19 @@ class Population:
         """
         if step in self._waiting:  # a call that found too few live: on from there, with a fresh view
             attempt, bare_claim = self._waiting.pop(step)
-            fresh, carried = False, None
+            fresh, carried, ours = False, None, False
             self.refresh(force=True)
         else:
             attempt = 0
             fresh = step in self._fresh_claims
             carried = self._fresh_claims.pop(step, None)
             bare_claim = fresh and carried is None  # our claim carries no selection: never read it back
+            ours = fresh  # only an adopter of our step writes its selections: create first, read if refused
         while True:
             if fresh:  # our own claim: attempt 0 is in it, or nobody has chosen it yet
                 record = carried
+            elif ours:
+                record = None
             elif bare_claim:
                 record = self.store.read_json(selection_key(step, attempt))
             else:
@@ -515,9 +521,12 @@ class Population:
                     self._waiting[step] = (attempt, bare_claim)
                     return None
                 mine = self._selection(step, attempt, choice)
-                if not self.store.create_json(selection_key(step, attempt), mine):
-                    continue
-                record = mine
+                won, theirs = self.store.create_or_read_json(selection_key(step, attempt), mine)
+                if not won:
+                    ours = False
+                    if theirs is None:
+                        continue
+                record = mine if won else theirs
             choice = Choice(parent=int(record["parent"]), loser=int(record["loser"]))
             if self.kill(choice.loser, step, attempt, choice.parent):
                 return choice, attempt
@@ -527,11 +536,12 @@ class Population:
         """Write the loser's tombstone for (step, attempt); True if the tombstone names them."""
         tombstone = {"step": loser, "killed_at_step": step, "attempt": attempt, "parent": parent,
                      "by": self.worker, "created_at": time.time()}
-        if self.store.create_json(death_key(loser), tombstone):  # the stored tombstone is ours
+        won, death = self.store.create_or_read_json(death_key(loser), tombstone)
+        if won:  # the stored tombstone is ours
             self.view.deaths[loser] = tombstone
             self.killed.append(loser)
         else:
-            death = self.store.read_json(death_key(loser))
+            death = death or self.store.read_json(death_key(loser))
             if death is None:
                 return False
             self.view.deaths[loser] = death

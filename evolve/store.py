@@ -443,6 +443,12 @@ class Store(Listings):
 
         True if the stored record is ours (same nonce), False if another writer's.
         """
+        return self.create_or_read_json(key, record)[0]
+
+    def create_or_read_json(self, key: str, record: dict[str, Any]) -> tuple[bool, dict[str, Any] | None]:
+        """As :meth:`create_json`, with the other writer's record when it is theirs (read once, to
+        tell whose it is: a caller that needs it reads nothing more)."""
+        seen: dict[str, Any] = {}
         if not isinstance(record, dict):
             raise TypeError(f"create_json({key!r}): record must be a dict, not {type(record).__name__}")
         nonce = record.get("nonce") or uuid.uuid4().hex
@@ -456,6 +462,7 @@ class Store(Listings):
                 except ValueError:
                     other = None
                 if isinstance(other, dict):
+                    seen["other"] = other
                     return other.get("nonce") == nonce
                 # unreadable: records appear whole, so this is corruption or a backend glitch
                 if attempt + 1 < self.retries:
@@ -463,7 +470,8 @@ class Store(Listings):
                     existing = self.read_bytes(key) or b""
             raise CorruptRecord(key, f"exists at {self.url} but does not parse, cannot tell whose it is")
 
-        return self._create(key, data, mine)
+        won = self._create(key, data, mine)
+        return won, None if won else seen.get("other")
 
     # -- reads ------------------------------------------------------------------------------------
 

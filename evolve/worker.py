@@ -55,6 +55,14 @@ def _run_all(jobs: list[Callable[[], None]]) -> None:
         job()
 
 
+def _backoff(idle: float, refresh_seconds: float) -> float:
+    """How long a worker with no step to start waits before it looks again (each look lists the log):
+    50 ms, doubling while nothing is free, up to ``refresh_seconds``. At a run's end every worker
+    but the last few has nothing to do; polling at a fixed 5 per second they listed the log more
+    often than the working ones did."""
+    return min(max(0.01, refresh_seconds), 0.05 if idle == 0 else 2 * idle)
+
+
 class StepAbandoned(Exception):
     """A step given up before its loser was killed; it stays claimed and is adopted later."""
 
@@ -98,7 +106,7 @@ class Worker:
         self.id = worker_id or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.identity = Identity.here(self.id, slot, actor)
         self.population = Population(store, config.population, config.population + config.steps, self.identity,
-                                     config.lease_seconds, config.refresh_seconds)
+                                     config.lease_seconds, config.refresh_seconds, config.workers)
         self.breeder: Breeder = make_breeder(config, space, self.population, self.id)
         self._evaluator = evaluator
         self.stop_event = threading.Event()
@@ -124,6 +132,7 @@ class Worker:
         pop = self.population
         pop.refresh(force=True)
         self._orphans = pop.orphans()
+        idle = 0.0
         with self.pipelined():
             while not self.stop_event.is_set():
                 step, adoption = self._next_step()  # a claim refreshes a view older than refresh_seconds
@@ -132,8 +141,10 @@ class Worker:
                     if pop.finished():
                         self._collect(finished=True)
                         break
-                    time.sleep(min(0.2, max(0.01, self.config.refresh_seconds)))
+                    idle = _backoff(idle, self.config.refresh_seconds)
+                    time.sleep(idle)
                     continue
+                idle = 0.0
                 try:
                     self.run_step(step, adoption=adoption, background=True)
                 except StepAbandoned as why:

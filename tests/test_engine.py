@@ -445,3 +445,15 @@ def test_a_step_short_of_live_individuals_finishes_the_lapsed_steps_holding_them
     survivor.run()
     report = check_store(store, config.population, total_steps(config))
     assert report.ok and report.finished, report.violations
+
+
+def test_an_idle_worker_looks_again_less_often_up_to_refresh_seconds():
+    from evolve.worker import _backoff
+
+    waits, idle = [], 0.0
+    for _ in range(8):
+        idle = _backoff(idle, 1.0)
+        waits.append(idle)
+    assert waits == [0.05, 0.1, 0.2, 0.4, 0.8, 1.0, 1.0, 1.0]
+    assert _backoff(0.0, 0.0) == _backoff(0.5, 0.0) == 0.01  # refresh_seconds 0: as quick as before
+    assert _backoff(0.0, 0.2) == 0.05 and _backoff(0.1, 0.2) == 0.2

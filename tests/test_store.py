@@ -232,6 +232,18 @@ class StoreContract:
         assert store.create_json(death_key(5), {"step": 5, "nonce": "b" * 32}) is False
         assert store.read_json(death_key(5))["nonce"] == "a" * 32
 
+    def test_create_or_read_json_hands_back_the_other_writers_record(self, store: Store) -> None:
+        won, theirs = store.create_or_read_json(death_key(6), {"step": 6, "killed_at_step": 40, "by": "a"})
+        assert won and theirs is None
+        reads = []
+        real = store.read_bytes
+        store.read_bytes = lambda key: reads.append(key) or real(key)
+        won, theirs = store.create_or_read_json(death_key(6), {"step": 6, "killed_at_step": 41, "by": "b"})
+        assert not won and theirs["killed_at_step"] == 40 and theirs["by"] == "a"
+        assert reads == [death_key(6)]  # read once, to tell whose it is: nothing more to read after
+        assert theirs == store.read_json(death_key(6))
+        assert store.create_or_read_json(death_key(6), dict(store.read_json(death_key(6)))) == (True, None)
+
     def test_transient_failure_after_landing_counts_as_ours(self, store: Store) -> None:
         """A create that lands but whose reply times out, retried: "exists" must resolve to True."""
         real = store._raw_create
