@@ -325,19 +325,15 @@ class Population:
         self._width = max(1.0, self._width * 0.95)
         while True:
             free = self._free(max(1, round(self._width)), waits_for)
-            if not free and not fresh:
-                self.refresh(force=True)
-                fresh = True
-                continue
-            if not free:
-                return None
-            step = free[0] if len(free) == 1 else self._chance.choice(free)
-            if self.claim(step, chooser):
+            step = None if not free else free[0] if len(free) == 1 else self._chance.choice(free)
+            if step is not None and self.claim(step, chooser):
                 return step
-            if not fresh:  # our view was behind: catch up before taking the collision for a crowd
+            if not fresh:  # our view may be behind: catch up before concluding none is free, or a crowd
                 self.refresh(force=True)
                 fresh = True
                 continue
+            if step is None:
+                return None
             self._width = min(2.0 * self._width + 1.0, MAX_CLAIM_WIDTH)  # others claim at the same moment
 
     def _free(self, count: int, waits_for: Callable[[int], range] | None = None) -> list[int]:
@@ -522,10 +518,7 @@ class Population:
                     return None
                 mine = self._selection(step, attempt, choice)
                 won, theirs = self.store.create_or_read_json(selection_key(step, attempt), mine)
-                if not won:
-                    ours = False
-                    if theirs is None:
-                        continue
+                ours = ours and won
                 record = mine if won else theirs
             choice = Choice(parent=int(record["parent"]), loser=int(record["loser"]))
             if self.kill(choice.loser, step, attempt, choice.parent):
@@ -541,9 +534,6 @@ class Population:
             self.view.deaths[loser] = tombstone
             self.killed.append(loser)
         else:
-            death = death or self.store.read_json(death_key(loser))
-            if death is None:
-                return False
             self.view.deaths[loser] = death
             if (death.get("killed_at_step"), death.get("attempt")) != (step, attempt):
                 return False

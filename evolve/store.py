@@ -446,8 +446,8 @@ class Store(Listings):
         return self.create_or_read_json(key, record)[0]
 
     def create_or_read_json(self, key: str, record: dict[str, Any]) -> tuple[bool, dict[str, Any] | None]:
-        """As :meth:`create_json`, with the other writer's record when it is theirs (read once, to
-        tell whose it is: a caller that needs it reads nothing more)."""
+        """As :meth:`create_json`, with the other writer's record when it is theirs (always: it was
+        read once, to tell whose it is, so a caller that needs it reads nothing more); None when ours."""
         seen: dict[str, Any] = {}
         if not isinstance(record, dict):
             raise TypeError(f"create_json({key!r}): record must be a dict, not {type(record).__name__}")
