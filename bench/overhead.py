@@ -255,12 +255,16 @@ class OpCounter:
             if name == "read_bytes" and isinstance(result, (bytes, bytearray)):
                 self.bytes_read += len(result)
             self.bytes_written += body
+            if self.events is not None:
+                self.events.append((time.time(), where, requests))
             if name in self.LISTS:
                 self.list_seconds += time.perf_counter() - started
                 self.listed += len(result or ())
 
-    def reset(self) -> None:
+    def reset(self, events: bool = False) -> None:
+        """Zero the counts; with ``events``, also keep (wall time, "type folder", requests) for each call."""
         with self._lock:
+            self.events: list[tuple[float, str, int]] | None = [] if events else None
             self.counts = dict.fromkeys(self.OPS, 0)
             self.folders: dict[str, int] = {}  # "get individuals" -> calls
             self.bytes_read = self.bytes_written = 0

@@ -100,7 +100,8 @@ def worker_process(url: str, options: dict[str, Any], config_json: str, index: i
         missing = MissingWeights()
         logging.getLogger("evolve.worker").addHandler(missing)
         evaluator = WithWeights(SyntheticEvaluator(space, config.synthetic_seconds), weights_bytes)
-        workers = [Worker(store, config, space, worker_id=f"sim-{first + i}", evaluator=evaluator)
+        workers = [Worker(store, config, space, worker_id=f"sim-{first + i}", evaluator=evaluator,
+                          rank=first + i)
                    for i in range(count)]
         for w in workers:
             w.population.refresh(force=True)

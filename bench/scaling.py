@@ -63,15 +63,15 @@ def worker_main(url: str, options: dict[str, Any], config_json: str, index: int,
         config = RunConfig.model_validate_json(config_json)
         _, space = load_run(store)
         ops = OpCounter(store)
-        worker = Worker(store, config, space, worker_id=f"bench-{index}")
+        worker = Worker(store, config, space, worker_id=f"bench-{index}", rank=index)
         worker.population.refresh(force=True)
         results.put(("ready", index, None, None))
         if not go.wait(timeout=START_TIMEOUT_S):
             raise TimeoutError("no start signal")
-        ops.reset()
+        ops.reset(events=True)
         stats = asdict(worker.run())
         results.put(("done", index, {**stats, "ops": ops.total(), "lists": ops.lists(), "by_type": ops.by_type(),
-                                         "folders": ops.folders},
+                                         "folders": ops.folders, "events": ops.events},
                      None))
     except BaseException as exc:  # noqa: BLE001 - reported by the parent, never a hang
         results.put(("failed", index, None, f"{type(exc).__name__}: {exc}"))
@@ -102,6 +102,7 @@ class Row:
     adopted: int
     ops_per_step: float
     by_type: dict[str, float]  # requests per step, by type
+    steady_ops: float  # requests per step between each worker's first and last child (see steady_requests)
     server_cpu: float | None  # the moto server's CPU use while the workers ran (1.0 = one core)
     check_ok: bool
 
@@ -136,6 +137,9 @@ def measure(backend: str, url: str, options: dict[str, Any], workers: int, args:
     print(f"  {backend}, {workers} workers, requests per step by folder: "
           + ", ".join(f"{k} {v / max(1, len(children)):.2f}" for k, v in sorted(folders.items())),
           file=sys.stderr, flush=True)
+    steady, steady_folders = steady_requests(stats, children)
+    print(f"  {backend}, {workers} workers, steady state: {steady:.2f} requests per step: "
+          + ", ".join(f"{k} {v:.2f}" for k, v in sorted(steady_folders.items())), file=sys.stderr, flush=True)
     report = check_store(store, config.population, config.population + config.steps)
     if not (report.ok and report.finished):
         print(f"check_store on {url}: {report.violations[:5]} finished={report.finished}", file=sys.stderr)
@@ -144,6 +148,7 @@ def measure(backend: str, url: str, options: dict[str, Any], workers: int, args:
                lost=sum(s["lost"] for s in stats), adopted=sum(s["adopted"] for s in stats),
                ops_per_step=sum(s["ops"] for s in stats) / max(1, len(children)),
                by_type={t: sum(s["by_type"][t] for s in stats) / max(1, len(children)) for t in OpCounter.TYPES.values()},
+               steady_ops=steady,
                server_cpu=server_cpu,
                check_ok=report.ok and report.finished)
 
@@ -168,6 +173,32 @@ def steady_rate(children: Sequence[dict[str, Any]]) -> tuple[float, int]:
     if timed == 0:
         raise RuntimeError(f"only {len(children)} children, too few per worker to time (raise --rounds)")
     return rate, timed
+
+
+def steady_requests(stats: Sequence[dict[str, Any]], children: Sequence[dict[str, Any]]
+                    ) -> tuple[float, dict[str, float]]:
+    """Requests per step with the start and the tail left out, as :func:`steady_rate` leaves them out
+    of throughput: each worker's requests between its first and last child, over the steps between.
+
+    The whole-run figure also counts each worker's first claim (all at once) and its idle polling
+    once no step is left to claim, which a 20,000-step run spreads over 600 times as many steps
+    as this bench's 12 per worker.
+    """
+    by_worker: dict[str, list[float]] = {}
+    for record in children:
+        by_worker.setdefault(record["worker"], []).append(record["created_at"])
+    requests, steps, folders = 0, 0, {}
+    for s in stats:
+        times = sorted(by_worker.get(s["worker"], []))
+        if len(times) < 3:
+            continue
+        steps += len(times) - 1
+        for at, where, count in s["events"]:
+            if times[0] < at <= times[-1]:
+                requests += count
+                folders[where] = folders.get(where, 0) + count
+    steps = max(1, steps)
+    return requests / steps, {k: v / steps for k, v in folders.items()}
 
 
 def run_workers(url: str, options: dict[str, Any], config: RunConfig, workers: int) -> list[dict[str, Any]]:
@@ -224,8 +255,10 @@ def collect(results: Any, procs: Sequence[Any], kind: str) -> list[tuple]:
 def table(rows: Sequence[Row]) -> str:
     columns = ["backend", "workers", "fitness s", "children timed", "steps/s", "ideal steps/s", "efficiency",
                "vs 1 worker x W", "selection retries", "lost", "adopted", "store ops/step",
-               *(f"{t}/step" for t in dict.fromkeys(OpCounter.TYPES.values())), "vs 1 worker", "server CPU", "check"]
+               *(f"{t}/step" for t in dict.fromkeys(OpCounter.TYPES.values())), "vs 1 worker",
+               "steady ops/step", "steady vs 1 worker", "server CPU", "check"]
     ops_one = {r.backend: r.ops_per_step for r in rows if r.workers == 1}
+    steady_one = {r.backend: r.steady_ops for r in rows if r.workers == 1}
     single = {r.backend: r.throughput for r in rows if r.workers == 1}
     out = []
     for r in rows:
@@ -234,6 +267,7 @@ def table(rows: Sequence[Row]) -> str:
                     None if vs_one is None else f"{100 * vs_one:.1f}%", r.conflicts, r.lost, r.adopted,
                     r.ops_per_step, *(r.by_type[t] for t in dict.fromkeys(OpCounter.TYPES.values())),
                     f"{r.ops_per_step / ops_one[r.backend]:.2f}x" if r.backend in ops_one else None,
+                    r.steady_ops, f"{r.steady_ops / steady_one[r.backend]:.2f}x" if r.backend in steady_one else None,
                     None if r.server_cpu is None else f"{100 * r.server_cpu:.0f}%", r.check_ok])
     return markdown_table(columns, out)
 

@@ -123,7 +123,7 @@ def run_in_process(store: Store, config: RunConfig, space: SearchSpace,
     ``evaluator``: shared by the workers instead of the one the config names (``evolve.fitness``:
     a function given in-process)."""
     workers = [Worker(store, config, space, worker_id=f"local-{i}-{os.getpid()}", slot=f"local-{i}",
-                      evaluator=evaluator) for i in range(config.workers)]
+                      evaluator=evaluator, rank=i) for i in range(config.workers)]
     results: list[dict[str, Any]] = [{} for _ in workers]
     errors: list[BaseException] = []
 
@@ -168,13 +168,13 @@ class WorkerActor:
     """What Ray runs: the plain Worker behind a handle that can also be told to stop."""
 
     def __init__(self, store: Store, config: RunConfig, space: SearchSpace, name: str,
-                 log_level: int = logging.WARNING) -> None:
+                 log_level: int = logging.WARNING, rank: int | None = None) -> None:
         import ray
 
         actor = ray.get_runtime_context().get_actor_id()
         worker_id = f"{name}-{os.getpid()}"
         self.lines = LineBuffer.install(log_level, worker_id)
-        self.worker = Worker(store, config, space, worker_id=worker_id, slot=name, actor=actor)
+        self.worker = Worker(store, config, space, worker_id=worker_id, slot=name, actor=actor, rank=rank)
 
     def run(self) -> dict[str, Any]:
         return asdict(self.worker.run())
@@ -277,7 +277,7 @@ def run_on_ray(store: Store, config: RunConfig, space: SearchSpace,
         max_restarts=-1, max_task_retries=-1, max_concurrency=2,
     )
     level = logging.getLogger("evolve").getEffectiveLevel()
-    actors = [actor_cls.remote(store, config, space, f"ray-{i}", level) for i in range(config.workers)]
+    actors = [actor_cls.remote(store, config, space, f"ray-{i}", level, i) for i in range(config.workers)]
     pending = [a.run.remote() for a in actors]
     results = []
     stopping = False

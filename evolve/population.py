@@ -32,7 +32,9 @@ record: it learns them from the log (:mod:`evolve.log`), the small marks after t
 before; claims land out of order, so a later block fills before an earlier one). So a step costs
 the same store work with 1 or 250 workers and with 100 or 10,000 individuals; a record is read
 only when its genome is needed (a parent). Heartbeats are listed too (one listing, with each
-key's change token), and only every ``lease / 4``: a lease is judged on that time scale.
+key's change token), at most every ``lease / 4`` and only while a step has been in flight that
+long: a lease is judged on that time scale. A worker with a rank claims in its own lane of steps
+(``r, r + W, ...``), so workers that claim at the same moment do not collide.
 """
 
 from __future__ import annotations
@@ -91,9 +93,11 @@ class Population:
     """A worker's window on the shared population (one instance per worker)."""
 
     def __init__(self, store: Store, size: int, total_steps: int, worker: str | Identity, lease_seconds: float,
-                 refresh_seconds: float, claimers: int = 1) -> None:
-        """``claimers``: how many workers the run starts at once; a first claim spreads over that many
-        free steps (they would otherwise all try the lowest one together)."""
+                 refresh_seconds: float, claimers: int = 1, rank: int | None = None) -> None:
+        """``claimers``: how many workers the run starts at once; a claim spreads over at least that
+        many free steps (they would otherwise all try the lowest one together). ``rank``: this
+        worker's place among them (0 .. claimers - 1), if it has one: it then prefers the steps
+        congruent to its rank, so that workers claiming at the same moment pick different steps."""
         self.store = store
         self.size = size
         self.total_steps = total_steps
@@ -106,8 +110,12 @@ class Population:
         self._claims: set[int] = set()  # steps at or past the watermark known to be claimed
         self._parents: dict[int, int] = {}  # step at or past the watermark -> the parent its kill mark names
         self.killed: list[int] = []  # individuals whose tombstone we wrote, not yet handed to the collector
-        # about how many workers claim at once: how many free steps a claim spreads over
-        self._width = max(1.0, float(claimers))
+        # about how many workers claim at once: how many free steps a claim spreads over (never fewer
+        # than the run's workers: a claim's view is up to refresh_seconds old, and in that time each
+        # of them may have claimed a step this view has not seen)
+        self._least_width = max(1.0, float(claimers))
+        self._width = self._least_width
+        self._lane = None if rank is None else (max(1, claimers), rank % max(1, claimers))  # (stride, offset)
         self._chance = random.Random()  # where to claim only spreads collisions; nothing a child depends on
         self._listing = not store.local  # one listing across log folders (locally: the folders in use, each once)
         self._watermark = 0  # every step below it has its child in the view
@@ -322,10 +330,9 @@ class Population:
         """
         before = self.view.refreshed_at
         fresh = self.refresh().refreshed_at != before
-        self._width = max(1.0, self._width * 0.95)
+        self._width = max(self._least_width, self._width * 0.95)
         while True:
-            free = self._free(max(1, round(self._width)), waits_for)
-            step = None if not free else free[0] if len(free) == 1 else self._chance.choice(free)
+            step = self._pick(self._free(max(1, round(self._width)), waits_for), waits_for)
             if step is not None and self.claim(step, chooser):
                 return step
             if not fresh:  # our view may be behind: catch up before concluding none is free, or a crowd
@@ -335,6 +342,31 @@ class Population:
             if step is None:
                 return None
             self._width = min(2.0 * self._width + 1.0, MAX_CLAIM_WIDTH)  # others claim at the same moment
+
+    def _pick(self, free: list[int], waits_for: Callable[[int], range] | None = None) -> int | None:
+        """The free step to claim, or None to wait: with a rank, the next step of this worker's lane;
+        without, one of ``free`` (the lowest free steps) at random.
+
+        Workers that finish together (equal training times keep them in step) claim together, from
+        views that cannot show each other's claims yet: at random among W free steps, a third of
+        them collided. Worker r of W claims steps r, r + W, r + 2W, ... so they do not, and takes a
+        step of another lane only when that lane is two rounds behind its own (its worker is slow,
+        or gone): the watermark, and with it every listing, stays within two rounds of the newest
+        claim. At a run's end a worker whose lane is done waits rather than race the owners of the
+        last steps; it takes them only if they fall two rounds behind.
+        """
+        if not free:
+            return None
+        if self._lane is None:
+            return free[0] if len(free) == 1 else self._chance.choice(free)
+        stride, offset = self._lane
+        step = free[0] + (offset - free[0]) % stride
+        while step < self.total_steps and (step in self._claims or step in self.view.done):
+            step += stride
+        behind = [s for s in free if s + 2 * stride <= step]
+        if behind:
+            return behind[0] if len(behind) == 1 else self._chance.choice(behind)
+        return step if step < self.total_steps and self.ready(step, waits_for) else None
 
     def _free(self, count: int, waits_for: Callable[[int], range] | None = None) -> list[int]:
         """Up to ``count`` of the lowest steps not known to be claimed that may start now.
@@ -385,16 +417,25 @@ class Population:
     def lapsed(self) -> list[int]:
         """Claimed steps with no child whose heartbeat has been quiet for a lease on our clock.
 
-        One listing of the heartbeats of steps in flight, at most every ``lease / 4`` seconds. A
-        holder beats under its own key (``heartbeats/<s>.json`` for the claimant, ``<s>-<j>.json``
-        for adopter j), so the listing also says which holder's silence is being timed.
+        One listing of the heartbeats of steps in flight, at most every ``lease / 4`` seconds, and
+        (after the first) only while one of them has shown no change for that long: a step first
+        seen in the view is timed from then as having no beat (its claimant beats first a quarter
+        lease after claiming, so a listing before then could show nothing else), and a run whose
+        steps are shorter than a quarter lease lists no heartbeats at all. A holder beats under its own key
+        (``heartbeats/<s>.json`` for the claimant, ``<s>-<j>.json`` for adopter j), so the listing
+        also says which holder's silence is being timed.
         """
         now = time.monotonic()
-        if now - self._lapse_checked < self._lapse_every:
-            return []
-        self._lapse_checked = now
         low = self._advance()
         pending = self._pending(low)
+        # first seen: timed as having no beat (a claimant's first comes a quarter lease after its claim)
+        self._beats = {s: self._beats.get(s) or _Beat((None, None), now, -1) for s in pending}
+        if now - self._lapse_checked < self._lapse_every:
+            return []
+        if self._lapse_checked > float("-inf") and not any(now - self._beats[s].since > self._lapse_every
+                                                           for s in pending):
+            return []  # every step in flight changed or appeared within a beat: a listing would say nothing new
+        self._lapse_checked = now
         latest: dict[int, tuple[int, str, str]] = {}  # step -> (adoption, key, change token) of its newest holder
         if pending:
             for key, token in self.store.list_versions_after("heartbeats/", f"heartbeats/{low:0{PAD}d}").items():
@@ -412,9 +453,6 @@ class Population:
                 self._beats[step] = _Beat(value, now, adoption)
             elif now - seen.since > self.lease_seconds:
                 out.append(step)
-        for step in list(self._beats):
-            if step in self.view.done:
-                del self._beats[step]
         return out
 
     def adopt(self, step: int) -> int | None:

@@ -96,17 +96,19 @@ class Worker:
     """
 
     def __init__(self, store: Store, config: RunConfig, space: SearchSpace, worker_id: str | None = None,
-                 evaluator: Evaluator | None = None, slot: str | None = None, actor: str | None = None) -> None:
+                 evaluator: Evaluator | None = None, slot: str | None = None, actor: str | None = None,
+                 rank: int | None = None) -> None:
         """``slot``: the worker's place in its run (``ray-3``), ``actor``: its Ray actor id. A later
         incarnation of the same actor, or a later worker in the same slot on the same machine once this
-        one's process is gone, takes over this one's steps at once (:mod:`evolve.identity`)."""
+        one's process is gone, takes over this one's steps at once (:mod:`evolve.identity`). ``rank``:
+        its index among the run's ``config.workers`` (3 for ``ray-3``): where it claims first."""
         self.store = store
         self.config = config
         self.space = space
         self.id = worker_id or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.identity = Identity.here(self.id, slot, actor)
         self.population = Population(store, config.population, config.population + config.steps, self.identity,
-                                     config.lease_seconds, config.refresh_seconds, config.workers)
+                                     config.lease_seconds, config.refresh_seconds, config.workers, rank)
         self.breeder: Breeder = make_breeder(config, space, self.population, self.id)
         self._evaluator = evaluator
         self.stop_event = threading.Event()

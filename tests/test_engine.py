@@ -457,3 +457,61 @@ def test_an_idle_worker_looks_again_less_often_up_to_refresh_seconds():
     assert waits == [0.05, 0.1, 0.2, 0.4, 0.8, 1.0, 1.0, 1.0]
     assert _backoff(0.0, 0.0) == _backoff(0.5, 0.0) == 0.01  # refresh_seconds 0: as quick as before
     assert _backoff(0.0, 0.2) == 0.05 and _backoff(0.1, 0.2) == 0.2
+
+
+def _initial_population(tmp_path, steps: int, workers: int):
+    config = synthetic(tmp_path, population=4, steps=steps, workers=workers, refresh_seconds=60.0)
+    store, config, space = open_run(config)
+    first = Worker(store, config, space, worker_id="first")
+    for _ in range(config.population):
+        first.run_step(first.population.claim_next())
+    return store, config
+
+
+def _ranked(store, config, rank: int):
+    from evolve.population import Population
+
+    pop = Population(store, config.population, total_steps(config), f"w{rank}", 60.0, 60.0, config.workers, rank)
+    pop.refresh(force=True)
+    return pop
+
+
+def test_workers_claiming_together_from_the_same_view_take_their_own_lanes(tmp_path):
+    store, config = _initial_population(tmp_path, steps=40, workers=4)
+    pops = [_ranked(store, config, rank) for rank in range(4)]  # identical views, none refreshed after
+    claimed = [pop.claim_next() for pop in pops]
+    assert sorted(claimed) == [4, 5, 6, 7] and [s % 4 for s in claimed] == [0, 1, 2, 3]
+    assert [pop.claim_next() for pop in pops] == [8, 9, 10, 11]
+
+
+def test_a_lane_two_rounds_behind_is_taken_and_a_finished_lane_waits(tmp_path):
+    store, config = _initial_population(tmp_path, steps=8, workers=2)  # steps 4..11; rank 1 never comes
+    pop = _ranked(store, config, 0)
+    assert [pop.claim_next() for _ in range(6)] == [4, 6, 8, 5, 10, 7]
+    assert pop.claim_next() is None, "its lane is done; 9 and 11 are only one round behind"
+    other = _ranked(store, config, 1)
+    assert [other.claim_next() for _ in range(3)] == [9, 11, None]
+
+
+def test_heartbeats_are_listed_only_once_a_step_in_flight_is_older_than_a_quarter_lease(tmp_path):
+    from evolve.population import Population
+
+    store, config = _initial_population(tmp_path, steps=8, workers=2)
+    lease = 0.4
+    holder = Population(store, config.population, total_steps(config), "holder", lease, 0.0)
+    observer = Population(store, config.population, total_steps(config), "observer", lease, 0.0)
+    listings = []
+    real = store.list_versions_after
+    store.list_versions_after = lambda *a, **k: listings.append(a) or real(*a, **k)
+    assert observer.lapsed() == [] and listings == []  # nothing in flight
+    holder.refresh(force=True)
+    step = holder.claim_next()
+    time.sleep(lease / 2)
+    observer.refresh(force=True)
+    assert observer.lapsed() == [] and listings == [], "first seen just now: a listing could show no beat yet"
+    time.sleep(lease / 3)
+    assert observer.lapsed() == [] and len(listings) == 1, "in flight for more than a quarter lease: look"
+    deadline = time.monotonic() + 10 * lease
+    while step not in observer.lapsed():  # it never beats: lapsed a lease after it was first seen
+        assert time.monotonic() < deadline
+        time.sleep(lease / 8)
