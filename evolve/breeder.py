@@ -62,6 +62,9 @@ def initial_child(step: int, config: RunConfig, space: SearchSpace) -> Child:
                  None)
 
 
+PARSED_KEPT = 64
+
+
 class SteadyState:
     """Tournament or aging selection, one child per step: select, kill the loser, mutate the parent."""
 
@@ -71,6 +74,14 @@ class SteadyState:
         self.config, self.space, self.population = config, space, population
         self.strategy = make_strategy(config.selection, config.sample_size)
         self.claim_chooser = self.chooser
+        self._parsed: dict[int, Genome] = {}  # recent parents' genomes (frozen): a good one is chosen again and again
+
+    def _genome(self, step: int) -> Genome:
+        genome = self._parsed.pop(step, None) or genome_from_json(self.population.individual(step)["genome"])
+        self._parsed[step] = genome  # most recent last
+        if len(self._parsed) > PARSED_KEPT:
+            del self._parsed[next(iter(self._parsed))]
+        return genome
 
     def waits_for(self, step: int) -> range:
         return range(self.config.population)  # the initial population
@@ -95,7 +106,7 @@ class SteadyState:
         if settled is None:
             return None
         choice, attempt = settled
-        parent = genome_from_json(pop.individual(choice.parent)["genome"])
+        parent = self._genome(choice.parent)
         genome, mutation = parent.mutate(rng_for(cfg.seed, step, "mutate"), self.space)
         return Child(genome, {"origin": "mutation", "parents": [choice.parent], "mutation": mutation.to_json(),
                               "loser": choice.loser, "attempt": attempt}, choice.parent)

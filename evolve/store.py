@@ -129,6 +129,7 @@ class Store(Listings):
         self._fs_pid: int | None = None
         self.outcomes: Counter[str] = Counter()
         self._outcomes_lock = threading.Lock()
+        self._folders: set[str] = set()  # local folders this process made or found (a makedirs is a few syscalls)
 
     # -- plumbing ---------------------------------------------------------------------------
 
@@ -140,6 +141,7 @@ class Store(Listings):
         state["_fs"] = None
         state["_fs_pid"] = None
         state["outcomes"] = Counter()
+        state["_folders"] = set()
         del state["_outcomes_lock"]
         return state
 
@@ -312,9 +314,15 @@ class Store(Listings):
 
     def _local_create(self, path: str, data: bytes) -> None:
         folder = os.path.dirname(path)
-        os.makedirs(folder, exist_ok=True)
+        if folder not in self._folders:
+            os.makedirs(folder, exist_ok=True)
+            self._folders.add(folder)
         tmp = os.path.join(folder, f"{TMP_PREFIX}{os.path.basename(path)}-{uuid.uuid4().hex}")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        except FileNotFoundError:  # the folder went since (evolve gc, a user): make it again
+            os.makedirs(folder, exist_ok=True)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
         try:
             try:
                 view = memoryview(data)

@@ -11,6 +11,7 @@ import json
 import logging
 import multiprocessing
 import os
+import shutil
 import pickle
 import random
 import socket
@@ -512,6 +513,12 @@ class TestLocalStore(StoreContract):
         )
         assert sorted(names) == ["000000000001.json", "000000000001.json"]
         assert os.stat(os.path.join(store.root, "individuals", "000000000001.json")).st_nlink == 1
+
+    def test_a_folder_removed_after_a_create_is_made_again(self, store: Store) -> None:
+        assert store.create_json("weights/000000000001-a.json", {"step": 1})
+        shutil.rmtree(os.path.join(store.root, "weights"))  # evolve gc, or a user, emptied it
+        assert store.create_json("weights/000000000002-b.json", {"step": 2})
+        assert store.list_keys("weights/") == ["weights/000000000002-b.json"]
 
     def test_crash_leftover_temp_files_are_not_keys(self, store: Store) -> None:
         os.makedirs(os.path.join(store.root, "individuals"))
