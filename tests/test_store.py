@@ -114,16 +114,18 @@ def _free_port() -> int:
 
 
 def _s3_server() -> Any:
-    """moto's S3 app (what ``ThreadedMotoServer`` serves for S3 requests) in a threaded werkzeug server.
+    """moto's S3 app in a threaded werkzeug server, conditional PUTs decided atomically as S3 does
+    (``bench.common.moto_s3_app``: moto alone can let two racing creates of one key both win).
 
     ``ThreadedMotoServer`` works out per request which of moto's ~200 services a request is for;
     serving S3 alone is the same S3 API at about two thirds of the server's CPU, which is what the
     32-process race is bound by on 2 cores.
     """
-    from moto.moto_server.werkzeug_app import create_backend_app
     from werkzeug.serving import make_server
 
-    return make_server("127.0.0.1", _free_port(), create_backend_app("s3"), threaded=True)
+    from bench.common import moto_s3_app
+
+    return make_server("127.0.0.1", _free_port(), moto_s3_app(), threaded=True)
 
 
 @pytest.fixture(scope="session")
