@@ -250,16 +250,20 @@ class Population:
             log.warning("log mark %s not written: %s", key, exc)
 
     def _claimed(self, steps: Iterable[int]) -> None:
+        now = time.monotonic()
         for step in steps:
             self._top_claim = max(self._top_claim, step)
             if step >= self._watermark:
                 self._claims.add(step)
+                # first seen: timed as having no beat (a claimant's first comes a quarter lease after its claim)
+                self._beats.setdefault(step, _Beat((None, None), now, -1))
 
     def _advance(self) -> int:
         """The watermark, moved past every step whose child the view now holds."""
         while self._watermark in self.view.done:
             self._claims.discard(self._watermark)
             self._parents.pop(self._watermark, None)
+            self._beats.pop(self._watermark, None)
             self._watermark += 1
         return self._watermark
 
@@ -426,14 +430,12 @@ class Population:
         also says which holder's silence is being timed.
         """
         now = time.monotonic()
-        low = self._advance()
-        pending = self._pending(low)
-        # first seen: timed as having no beat (a claimant's first comes a quarter lease after its claim)
-        self._beats = {s: self._beats.get(s) or _Beat((None, None), now, -1) for s in pending}
         if now - self._lapse_checked < self._lapse_every:
             return []
-        if self._lapse_checked > float("-inf") and not any(now - self._beats[s].since > self._lapse_every
-                                                           for s in pending):
+        low = self._advance()
+        pending = self._pending(low)
+        if self._lapse_checked > float("-inf") and not any(
+                s in self._beats and now - self._beats[s].since > self._lapse_every for s in pending):
             return []  # every step in flight changed or appeared within a beat: a listing would say nothing new
         self._lapse_checked = now
         latest: dict[int, tuple[int, str, str]] = {}  # step -> (adoption, key, change token) of its newest holder
