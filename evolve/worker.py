@@ -19,7 +19,7 @@ from evolve.breeder import Breeder, Child, make_breeder
 from evolve.collector import Collector, drop_strays
 from evolve.config import RunConfig
 from evolve.evaluate import Evaluator, Outcome, make_evaluator
-from evolve.heartbeat import Heartbeat
+from evolve.heartbeat import Heartbeats
 from evolve.identity import Identity
 from evolve.population import Population
 from evolve.seeding import derive_seed
@@ -112,6 +112,7 @@ class Worker:
         self.breeder: Breeder = make_breeder(config, space, self.population, self.id)
         self._evaluator = evaluator
         self.stop_event = threading.Event()
+        self.heartbeats = Heartbeats(self.population, store, config.lease_seconds, f"evolve-heartbeats-{self.id}")
         self.stats = WorkerStats(worker=self.id)
         self._orphans: list[int] = []
         self._pool: ThreadPoolExecutor | None = None
@@ -237,7 +238,7 @@ class Worker:
         adopted = adopted or adoption is not None
         if adopted and self.population.child_exists(step):  # its holder died after writing the child
             return False
-        beat = Heartbeat(self.population, self.store, step, self.config.lease_seconds, adoption, at_once=adopted)
+        beat = self.heartbeats.start(step, adoption, at_once=adopted)
         started = time.perf_counter()
 
         def done() -> None:

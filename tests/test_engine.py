@@ -108,6 +108,41 @@ def test_heartbeats_only_past_a_quarter_lease_and_at_once_for_an_adopter(tmp_pat
     assert max(r["seq"] for k, r in beats if k == heartbeat_key(step)) >= 1
 
 
+def test_one_thread_beats_for_every_held_step_and_ends_when_idle(tmp_path, monkeypatch):
+    """A worker's beats come from one thread of its own, for each step it holds, each under its own
+    key; none after stop(), which deletes the record; the thread ends after a quiet while and the next
+    beat starts another."""
+    from evolve import heartbeat
+
+    monkeypatch.setattr(heartbeat, "IDLE_SECONDS", 0.3)
+    store, config, space = open_run(synthetic(tmp_path, workers=1, lease_seconds=0.4))  # a beat every 0.1 s
+    beats: list[tuple[str, int, threading.Thread]] = []
+    put_json = store.put_json
+    store.put_json = lambda key, record: (beats.append((key, record["seq"], threading.current_thread()))
+                                          if key.startswith("heartbeats/") else None, put_json(key, record))[1]
+    worker = Worker(store, config, space, worker_id="w")
+    first = worker.heartbeats.start(3, None, at_once=False)  # claimed: first beat a quarter lease on
+    second = worker.heartbeats.start(4, 0, at_once=True)  # adopted: at once
+    time.sleep(0.35)
+    first.stop()
+    stopped = len(beats)
+    assert store.read_json(heartbeat_key(3)) is None and store.read_json(heartbeat_key(4, 0)) is not None
+    time.sleep(0.25)
+    assert all(key != heartbeat_key(3) for key, _, _ in beats[stopped:])  # nothing after stop()
+    second.stop()
+    assert store.list_keys("heartbeats/") == []
+    assert {key for key, _, _ in beats} == {heartbeat_key(3), heartbeat_key(4, 0)}
+    assert [seq for key, seq, _ in beats if key == heartbeat_key(4, 0)][:3] == [0, 1, 2]
+    assert len({thread for _, _, thread in beats}) == 1 and beats[0][2].name == "evolve-heartbeats-w"
+    assert beats[0][0] == heartbeat_key(4, 0)  # the adopter's beat came first, at once
+    time.sleep(0.6)
+    assert worker.heartbeats._thread is None and not beats[0][2].is_alive()
+    again = worker.heartbeats.start(5, 1, at_once=True)
+    time.sleep(0.05)
+    again.stop()
+    assert beats[-1][0] == heartbeat_key(5, 1) and store.list_keys("heartbeats/") == []
+
+
 def test_stop_while_waiting_for_live_individuals_returns(tmp_path):
     """Stopped while its step waits for a second live individual (the rest held by crashed steps whose
     lease has not lapsed), a worker gives the step up instead of waiting on: Ctrl-C must not hang."""
