@@ -1,7 +1,9 @@
 """Who becomes a parent and who dies: tournament (Real et al. 2017) and aging (Real et al. 2019).
 
-Strategies see plain (step, fitness) pairs of live individuals and a seeded RNG;
-they know nothing of stores, so the same choice is made by whoever replays a step.
+Strategies see plain (step, fitness) pairs of live individuals, sorted by step, and a seeded RNG;
+they know nothing of stores, so the same choice is made by whoever replays a step. A choice costs
+the same at any population size: the sample is drawn as indices (the same draws as sampling the
+list itself), with no copy of the live list, and the oldest is the first.
 """
 
 from __future__ import annotations
@@ -26,7 +28,8 @@ class Choice:
 class Strategy(Protocol):
     min_live: int
 
-    def choose(self, live: Sequence[Member], rng: random.Random) -> Choice: ...
+    def choose(self, live: Sequence[Member], rng: random.Random) -> Choice:
+        """``live``: sorted by step, as ``Population.live`` gives them."""
 
 
 class Tournament:
@@ -35,7 +38,7 @@ class Tournament:
     min_live = 2
 
     def choose(self, live: Sequence[Member], rng: random.Random) -> Choice:
-        a, b = rng.sample(list(live), 2)
+        a, b = (live[i] for i in rng.sample(range(len(live)), 2))
         winner, loser = (a, b) if a.fitness >= b.fitness else (b, a)
         return Choice(parent=winner.step, loser=loser.step)
 
@@ -48,10 +51,9 @@ class Aging:
         self.min_live = max(2, sample_size)
 
     def choose(self, live: Sequence[Member], rng: random.Random) -> Choice:
-        sample = rng.sample(list(live), self.sample_size)
+        sample = [live[i] for i in rng.sample(range(len(live)), self.sample_size)]
         parent = max(sample, key=lambda m: (m.fitness, -m.step))
-        oldest = min(live, key=lambda m: m.step)
-        return Choice(parent=parent.step, loser=oldest.step)
+        return Choice(parent=parent.step, loser=live[0].step)
 
 
 def make_strategy(name: str, sample_size: int) -> Strategy:

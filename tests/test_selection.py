@@ -3,7 +3,7 @@ import random
 from hypothesis import given
 from hypothesis import strategies as st
 
-from evolve.selection import Aging, Member, Tournament
+from evolve.selection import Aging, Choice, Member, Tournament
 
 members = st.lists(st.floats(0, 1, allow_nan=False), min_size=5, max_size=40).map(
     lambda fs: [Member(step=i * 3, fitness=f) for i, f in enumerate(fs)])
@@ -23,6 +23,14 @@ def test_aging_kills_the_oldest_and_breeds_from_the_sample_best(live, seed):
     assert choice.loser == min(m.step for m in live)
     sample = random.Random(seed).sample(live, 5)
     assert choice.parent == max(sample, key=lambda m: (m.fitness, -m.step)).step
+
+
+@given(members, st.integers(0, 2**32))
+def test_a_choice_draws_what_sampling_the_list_itself_draws(live, seed):
+    """Drawing indices leaves every seeded run's choices as they were when the list was sampled."""
+    a, b = random.Random(seed).sample(live, 2)
+    winner, loser = (a, b) if a.fitness >= b.fitness else (b, a)
+    assert Tournament().choose(live, random.Random(seed)) == Choice(winner.step, loser.step)
 
 
 def test_same_seed_same_choice():
