@@ -15,7 +15,9 @@ step; the rest of the claim is "claim ms"). ``--refresh-seconds 0`` refreshes at
 
 Next to it, on the same disk in the same run, the peer a user would pick instead: an Optuna study
 on its journal-file storage (RandomSampler), ms per ask+tell after P finished trials (with
-``pip install -e '.[bench]'``).
+``pip install -e '.[bench]'``). ``--genome gcnn --optuna-params 0,4,space`` puts both on one search
+space: the engine evolves Genetic CNN's bitstrings, and the study declares the same space as a user
+would, a 0/1 parameter per connection bit (19 for the default stages).
 
 The demo's step time is measured by running the demo itself (``evolve run`` with every default
 but ``--steps``): the mean ``timings.total_s`` of its children's records.
@@ -347,9 +349,10 @@ class Row:
 
 
 def measure(backend: str, url: str, options: dict[str, Any], population: int, steps: int, warmup: int,
-            threads: int, evaluator: InstantEvaluator, train_s: float, refresh_s: float = 1.0) -> Row:
+            threads: int, evaluator: InstantEvaluator, train_s: float, refresh_s: float = 1.0,
+            genome: str = "dna") -> Row:
     config = build_config({"store": url, "storage_options": options, "population": population,
-                           "steps": warmup + steps, "workers": 1, "refresh_seconds": refresh_s})
+                           "steps": warmup + steps, "workers": 1, "refresh_seconds": refresh_s, "genome": genome})
     store, config, space = open_run(config, check_health=False)  # moto_server checked create-once already
     prefill_s = prefill(store, config, space, evaluator, threads)
     store = Store(url, options)  # the benchmark worker's own, so that only its calls are counted
@@ -387,14 +390,31 @@ class PeerRow:
     prefill_s: float
 
 
-def optuna_cost(folder: Path, population: int, steps: int, warmup: int, params: int,
+SPACE = "space"  # --optuna-params token: the Genetic CNN genome's own search space, one parameter per bit
+
+
+def gcnn_bits() -> list[str]:
+    """Parameter names of Genetic CNN's default space as an Optuna study would declare it: one 0/1 choice
+    per connection bit of each stage (19 for the paper's stages of 3, 4 and 5 nodes)."""
+    from evolve.config import DEFAULT_GENOME_OPTIONS
+    from genomes.genetic_cnn import bit_count, parse_options
+
+    nodes = parse_options(DEFAULT_GENOME_OPTIONS["gcnn"]).nodes
+    return [f"stage{s}_bit{b}" for s, k in enumerate(nodes) for b in range(bit_count(k))]
+
+
+def optuna_cost(folder: Path, population: int, steps: int, warmup: int, params: int | str,
                 train_s: float) -> PeerRow | None:
     """ms per ask+tell of an Optuna study on ``JournalFileBackend`` (RandomSampler), the shared-file
     storage a user would pick instead, after ``population`` finished trials, with the same stand-in
-    training as the engine's between ask and tell (taken out of the time); None without optuna."""
+    training as the engine's between ask and tell (taken out of the time); None without optuna.
+
+    ``params``: that many float parameters, or :data:`SPACE` for the search space a Genetic CNN run
+    explores (an int parameter in {0, 1} per bit): what a user searching that space with Optuna writes.
+    """
     try:
         import optuna
-        from optuna.distributions import FloatDistribution
+        from optuna.distributions import FloatDistribution, IntDistribution
         from optuna.storages.journal import JournalFileBackend
     except ImportError:
         return None
@@ -402,7 +422,12 @@ def optuna_cost(folder: Path, population: int, steps: int, warmup: int, params: 
     folder.mkdir(parents=True, exist_ok=True)
     storage = optuna.storages.JournalStorage(JournalFileBackend(str(folder / f"optuna-{population}-{params}.log")))
     study = optuna.create_study(storage=storage, sampler=optuna.samplers.RandomSampler(seed=0))
-    space = {f"x{i}": FloatDistribution(0.0, 1.0) for i in range(params)}
+    if params == SPACE:
+        space: dict[str, Any] = {name: IntDistribution(0, 1) for name in gcnn_bits()}
+        what = f"optuna journal file, Genetic CNN's space ({len(space)} bits)"
+    else:
+        space = {f"x{i}": FloatDistribution(0.0, 1.0) for i in range(int(params))}
+        what = f"optuna journal file, {params} params"
     chance = rng_for(0, "bench-optuna")
 
     def step(train_s: float) -> float:
@@ -420,14 +445,14 @@ def optuna_cost(folder: Path, population: int, steps: int, warmup: int, params: 
         started = time.perf_counter()
         spent = step(train_s)
         ms.append(1000 * (time.perf_counter() - started - spent))
-    return PeerRow(f"optuna journal file, {params} params", population, steps, ms, prefill_s)
+    return PeerRow(what, population, steps, ms, prefill_s)
 
 
-def peer_table(peers: Sequence[PeerRow], rows: Sequence[Row]) -> str:
+def peer_table(peers: Sequence[PeerRow], rows: Sequence[Row], genome: str) -> str:
     columns = ["what", "P", "steps", "mean ms", "p50 ms", "p95 ms", "prefill s"]
     out = [[p.what, p.population, p.steps, statistics.mean(p.ms), percentile(p.ms, 50), percentile(p.ms, 95),
             p.prefill_s] for p in peers]
-    out += [[f"evolve {r.backend}, per step", r.population, r.steps, r.mean_ms, percentile(r.timed.overhead_ms, 50),
+    out += [[f"evolve {r.backend} ({genome}), per step", r.population, r.steps, r.mean_ms, percentile(r.timed.overhead_ms, 50),
              percentile(r.timed.overhead_ms, 95), r.prefill_s] for r in rows if r.backend == "file"]
     return markdown_table(columns, out)
 
@@ -462,6 +487,16 @@ def ratios(rows: Sequence[Row]) -> str:
     return "\n".join(lines)
 
 
+def optuna_params(value: str) -> list[int | str]:
+    out: list[int | str] = []
+    for token in (t.strip() for t in value.split(",")):
+        if token == SPACE or token.isdigit():
+            out.append(token if token == SPACE else int(token))
+        elif token:
+            raise argparse.ArgumentTypeError(f"expected a parameter count or '{SPACE}', got {token!r}")
+    return out
+
+
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -483,13 +518,18 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     p.add_argument("--weights-bytes", type=int, default=8192, help="weights blob size without a demo run")
     p.add_argument("--settle", type=float, default=10.0,
                    help="seconds to wait after the demo run (its Ray processes shut down) before timing")
-    p.add_argument("--optuna-params", default="0,4", type=lambda v: [int(x) for x in v.split(",") if x.strip()],
-                   help="Optuna side by side on the same disk (file backend): ask+tell with this many "
-                        "parameters each, comma-separated ('' for none)")
+    p.add_argument("--genome", default="dna", choices=["dna", "gcnn"],
+                   help="the engine's genome (gcnn: Genetic CNN's bitstring, the space --optuna-params space declares)")
+    p.add_argument("--optuna-params", default="0,4", type=optuna_params,
+                   help="Optuna side by side on the same disk (file backend): ask+tell with this many float "
+                        f"parameters each, or '{SPACE}' (Genetic CNN's search space, a 0/1 parameter per bit), "
+                        "comma-separated ('' for none)")
     p.add_argument("--workdir", default=None, help="where the stores go (default: a fresh temp folder)")
     p.add_argument("--keep", action="store_true", help="keep the stores")
     p.add_argument("--smoke", action="store_true", help="tiny sizes: checks the machinery in seconds")
     args = p.parse_args(argv)
+    if SPACE in args.optuna_params and args.genome != "gcnn":
+        p.error(f"--optuna-params {SPACE}: that is Genetic CNN's space; compare it with --genome gcnn")
     if args.smoke:
         args.populations, args.steps, args.warmup, args.threads, args.demo_steps = "10,20", 5, 1, 4, 2
         args.settle = 0.0
@@ -538,7 +578,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         print("optuna is not installed (pip install -e '.[bench]'): no side-by-side", file=sys.stderr)
                         break
                     peers.append(peer)
-                    print(f"  optuna P={population}, {params} params: {statistics.mean(peer.ms):.2f} ms/ask+tell",
+                    print(f"  {peer.what}, P={population}: {statistics.mean(peer.ms):.2f} ms/ask+tell",
                           file=sys.stderr, flush=True)
         print()
         print(table(rows, demo))
@@ -546,7 +586,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(ratios(rows))
         if peers:
             print()
-            print(peer_table(peers, rows))
+            print(peer_table(peers, rows, args.genome))
         print(f"load average at the end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
         ok = all(r.check_ok for r in rows)
         print(f"check_store: {'every store passes' if ok else 'VIOLATIONS (see stderr)'}")
@@ -563,7 +603,7 @@ def run_all(backends: Sequence[str], populations: Sequence[int], args: argparse.
     def each(backend: str, url_of: Callable[[int], str], options: dict[str, Any]) -> None:
         for population in populations:
             rows.append(measure(backend, url_of(population), options, population, args.steps, args.warmup,
-                                args.threads, evaluator, args.train_ms / 1000, args.refresh_seconds))
+                                args.threads, evaluator, args.train_ms / 1000, args.refresh_seconds, args.genome))
             print(f"  {backend} P={population}: {rows[-1].mean_ms:.2f} ms/step", file=sys.stderr, flush=True)
 
     if "file" in backends:

@@ -8,7 +8,7 @@ beat would adopt again. The beat goes on until the step's child is written, so n
 whose child is on its way; then its record is deleted (it would only lengthen later listings).
 
 One thread per worker beats for all the steps it holds (the step training and the one whose child is
-being written), started when a beat is first due and gone after a quiet while. A thread per step
+being written), started with the first step it holds and gone after a quiet while. A thread per step
 cost a thread start on every step's path, and a start waits for the new thread to take the GIL from
 the writer thread.
 """

@@ -28,7 +28,7 @@ from evolve.config import build_config
 from evolve.keys import selection_key
 from evolve.population import Population
 from evolve.launch import open_run, run_in_process, total_steps
-from evolve.keys import step_of
+from evolve.keys import individual_key, step_of
 from evolve.store import Store
 from evolve.worker import Worker
 
@@ -200,9 +200,33 @@ def test_overhead_smoke_prints_a_sane_table(capsys):
     peers = table_rows(out, which=1)  # the peer on the same disk, then the engine's file rows again
     assert [(r["what"], r["P"]) for r in peers] == [
         *((f"optuna journal file, {n} params", p) for p in ("10", "20") for n in (0, 4)),
-        ("evolve file, per step", "10"), ("evolve file, per step", "20")]
+        ("evolve file (dna), per step", "10"), ("evolve file (dna), per step", "20")]
     for r in peers:
         assert 0 < number(r["p50 ms"]) <= number(r["p95 ms"]) < 60_000, r
+
+
+def test_overhead_measures_genetic_cnn_and_optuna_over_the_same_space(tmp_path):
+    """--genome gcnn times the engine's Genetic CNN steps; --optuna-params space declares that genome's
+    default space in Optuna, a 0/1 parameter per connection bit (3 + 6 + 10 for stages of 3, 4, 5 nodes)."""
+    from bench import overhead
+
+    args = overhead.parse_args(["--genome", "gcnn", "--optuna-params", "0,space"])
+    with pytest.raises(SystemExit):  # the space is Genetic CNN's: not beside a DNA run
+        overhead.parse_args(["--optuna-params", "space"])
+    assert args.genome == "gcnn" and args.optuna_params == [0, "space"]
+    with pytest.raises(SystemExit):
+        overhead.parse_args(["--optuna-params", "4,bits"])
+    weights = bytes(64)
+    row = overhead.measure("file", str(tmp_path / "gcnn"), {}, 4, 3, 1, 2, overhead.InstantEvaluator(weights),
+                           0.001, genome="gcnn")
+    assert row.check_ok and len(row.timed.overhead_ms) == 3
+    record = Store(str(tmp_path / "gcnn")).read_json(individual_key(4))
+    assert record["genome"]["kind"] == "gcnn" and record["origin"] == "mutation"
+    if importlib.util.find_spec("optuna") is None:
+        return
+    peer = overhead.optuna_cost(tmp_path / "optuna", 3, 2, 0, "space", 0.0)
+    assert peer.what == "optuna journal file, Genetic CNN's space (19 bits)" and len(peer.ms) == 2
+    assert len(overhead.gcnn_bits()) == 19
 
 
 def test_scaling_smoke_prints_a_sane_table(capsys):
