@@ -44,7 +44,7 @@ import itertools
 import logging
 import random
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -412,7 +412,10 @@ class Population:
 
     def _propose(self, step: int, attempt: int, choose) -> Choice | None:
         # claims land out of order: prefer parents and losers from earlier steps, as in a serial run
-        return choose(self.live(before=step), attempt) or choose(self.live(), attempt)
+        self._fold()
+        members = self._live_members
+        return (choose(_Prefix(members, bisect.bisect_left(self._live_steps, step)), attempt)
+                or choose(_Prefix(members, len(members)), attempt))
 
     def _selection(self, step: int, attempt: int, choice: Choice) -> dict[str, Any]:
         return {"step": step, "attempt": attempt, "parent": choice.parent, "loser": choice.loser,
@@ -579,6 +582,26 @@ class Population:
                 return False
         self._mark(kill_mark(step, attempt, loser, parent))  # again on a replay: a crash may have lost it
         return True
+
+
+class _Prefix(Sequence):
+    """The first ``n`` members of the view's live list, read in place: a choice draws a few of them,
+    and a copy would cost O(P) per step."""
+
+    __slots__ = ("_items", "_n")
+
+    def __init__(self, items: list[Member], n: int) -> None:
+        self._items, self._n = items, n
+
+    def __len__(self) -> int:
+        return self._n
+
+    def __getitem__(self, index):  # type: ignore[override]
+        if isinstance(index, slice):
+            return self._items[:self._n][index]
+        if not -self._n <= index < self._n:
+            raise IndexError(index)
+        return self._items[index % self._n]
 
 
 def _done(step: int, record: dict[str, Any]) -> Mark:

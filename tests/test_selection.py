@@ -36,3 +36,23 @@ def test_a_choice_draws_what_sampling_the_list_itself_draws(live, seed):
 def test_same_seed_same_choice():
     live = [Member(i, random.Random(i).random()) for i in range(30)]
     assert Tournament().choose(live, random.Random(7)) == Tournament().choose(live, random.Random(7))
+
+
+@given(members, st.integers(0, 40), st.integers(0, 2**32))
+def test_a_prefix_of_the_live_list_reads_as_its_copy_would(live, n, seed):
+    """Population's choice reads the first n live members in place; a strategy sees what the copy holds."""
+    from evolve.population import _Prefix
+
+    n = min(n, len(live))
+    prefix, copy = _Prefix(live, n), live[:n]
+    assert len(prefix) == n and list(prefix) == copy and prefix[1:3] == copy[1:3]
+    assert [prefix[-i] for i in range(1, n + 1)] == [copy[-i] for i in range(1, n + 1)]
+    for bad in (n, -n - 1):
+        try:
+            prefix[bad]
+        except IndexError:
+            continue
+        raise AssertionError(f"index {bad} of a prefix of {n}")
+    if n >= 5:
+        assert Aging(5).choose(prefix, random.Random(seed)) == Aging(5).choose(copy, random.Random(seed))
+        assert Tournament().choose(prefix, random.Random(seed)) == Tournament().choose(copy, random.Random(seed))
