@@ -37,7 +37,7 @@ class Beat:
     due: float  # time.monotonic() of the next beat
     holder: str = field(default_factory=lambda: uuid.uuid4().hex)
     seq: int = 0
-    keys: list[str] = field(default_factory=list)
+    key: str | None = None  # the record its beats write
     beating: bool = False  # a beat is being written now
     stopped: bool = False
 
@@ -78,15 +78,13 @@ class Heartbeats:
                 self._cond.wait()
             if beat in self._beats:
                 self._beats.remove(beat)
-        for key in beat.keys[:1]:
-            self.store.delete(key)
+        if beat.key is not None:
+            self.store.delete(beat.key)
 
     def _run(self) -> None:
         while (beat := self._next()) is not None:
             try:
-                key = self.population.heartbeat(beat.step, beat.holder, beat.seq, beat.adoption)
-                if not beat.keys:
-                    beat.keys.append(key)
+                beat.key = self.population.heartbeat(beat.step, beat.holder, beat.seq, beat.adoption)
             except Exception as exc:  # a missed beat only risks a wasted adoption
                 log.warning("heartbeat for step %d failed: %s", beat.step, exc)
             with self._cond:

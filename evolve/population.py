@@ -275,12 +275,12 @@ class Population:
         """Steps in flight in the view -> the parent they inherit from (None: not known from the log yet)."""
         return {s: self._parents.get(s) for s in self._pending(self._advance())}
 
-    def live(self, before: int | None = None) -> list[Member]:
-        """The live individuals in the view (sorted by step); with ``before``, only those of earlier steps."""
+    def live(self, before: int | None = None) -> Sequence[Member]:
+        """The live individuals in the view (sorted by step); with ``before``, only those of earlier steps.
+        Read in place, not copied (a choice draws a few of P), so good until the view next changes."""
         self._fold()
-        if before is None:
-            return list(self._live_members)
-        return self._live_members[:bisect.bisect_left(self._live_steps, before)]
+        members = self._live_members
+        return _Prefix(members, len(members) if before is None else bisect.bisect_left(self._live_steps, before))
 
     def _fold(self) -> None:
         """Bring the sorted live list up to date with what the view learnt since (O(new), not O(P))."""
@@ -412,10 +412,7 @@ class Population:
 
     def _propose(self, step: int, attempt: int, choose) -> Choice | None:
         # claims land out of order: prefer parents and losers from earlier steps, as in a serial run
-        self._fold()
-        members = self._live_members
-        return (choose(_Prefix(members, bisect.bisect_left(self._live_steps, step)), attempt)
-                or choose(_Prefix(members, len(members)), attempt))
+        return choose(self.live(before=step), attempt) or choose(self.live(), attempt)
 
     def _selection(self, step: int, attempt: int, choice: Choice) -> dict[str, Any]:
         return {"step": step, "attempt": attempt, "parent": choice.parent, "loser": choice.loser,
@@ -585,8 +582,7 @@ class Population:
 
 
 class _Prefix(Sequence):
-    """The first ``n`` members of the view's live list, read in place: a choice draws a few of them,
-    and a copy would cost O(P) per step."""
+    """The first ``n`` members of the view's live list, read in place (a copy would cost O(P) a step)."""
 
     __slots__ = ("_items", "_n")
 
