@@ -490,8 +490,10 @@ def ratios(rows: Sequence[Row]) -> str:
 def optuna_params(value: str) -> list[int | str]:
     out: list[int | str] = []
     for token in (t.strip() for t in value.split(",")):
-        if token == SPACE or token.isdigit():
-            out.append(token if token == SPACE else int(token))
+        if token == SPACE:
+            out.append(token)
+        elif token.isdigit():
+            out.append(int(token))
         elif token:
             raise argparse.ArgumentTypeError(f"expected a parameter count or '{SPACE}', got {token!r}")
     return out

@@ -211,9 +211,9 @@ def test_overhead_measures_genetic_cnn_and_optuna_over_the_same_space(tmp_path):
     from bench import overhead
 
     args = overhead.parse_args(["--genome", "gcnn", "--optuna-params", "0,space"])
+    assert args.genome == "gcnn" and args.optuna_params == [0, "space"]
     with pytest.raises(SystemExit):  # the space is Genetic CNN's: not beside a DNA run
         overhead.parse_args(["--optuna-params", "space"])
-    assert args.genome == "gcnn" and args.optuna_params == [0, "space"]
     with pytest.raises(SystemExit):
         overhead.parse_args(["--optuna-params", "4,bits"])
     weights = bytes(64)
