@@ -5,9 +5,9 @@ mnist-mini, every default), then reads the store:
 
 * wall time of the whole command (Ray's start, the search, testing the best, LeNet-5's reference);
 * the best individual's validation and test accuracy as found, and the final model's (the run's
-  final training, ``evolve.result.train_final``: the model the user gets); its parameters, FLOPs,
+  final training, ``evolve.final.final_model.train_final``: the model the user gets); its parameters, FLOPs,
   and the worker-seconds spent;
-* LeNet-5 trained with the recipe of ``evolve.reference`` on the same split (the run computes it);
+* LeNet-5 trained with the recipe of ``evolve.training.lenet`` on the same split (the run computes it);
 * what evolution added: the best *initial* individual trained as the final model was. A final
   model trained from scratch (the default): the initial architecture gets the same recipe, data
   and batches. One trained on from the best's weights: the initial, from its own start, gets as
@@ -38,7 +38,7 @@ from bench.common import header
 
 def one_seed(seed: int, root: Path, extra: list[str]) -> dict[str, Any]:
     store = root / f"seed{seed}"
-    command = [sys.executable, "-m", "evolve.cli", "run", "--seed", str(seed), "--store", str(store), *extra]
+    command = [sys.executable, "-m", "evolve.cli.main", "run", "--seed", str(seed), "--store", str(store), *extra]
     start = time.perf_counter()
     done = subprocess.run(command, capture_output=True, text=True, check=False)
     wall = time.perf_counter() - start
@@ -51,10 +51,10 @@ def measure(url: str) -> dict[str, Any]:
     """The run's summary (cached records) and its best initial individual trained as the final model was."""
     import torch
 
-    from evolve.result import run_data, summary
-    from evolve.launch import load_run
-    from evolve.keys import individual_key
-    from evolve.store import Store
+    from evolve.final.final_model import run_data, summary
+    from evolve.runner.launch import load_run
+    from evolve.store.keys import individual_key
+    from evolve.store.backend import Store
     from genomes import genome_from_json
 
     torch.set_num_threads(1)
@@ -90,9 +90,9 @@ def initial_trained_as_long(config: Any, data: Any, initial: dict[str, Any], lin
     """
     import torch
 
-    from evolve.result import final_start, train_final
+    from evolve.final.final_model import final_start, train_final
     from evolve.seeding import derive_seed
-    from evolve.train import Trainer
+    from evolve.training.train import Trainer
     from genomes import genome_from_json
 
     genome = genome_from_json(initial["genome"])

@@ -2,7 +2,7 @@
 
 One network, one batch size, data resident on the device, in this process (no Ray):
 
-* ``engine``: ``evolve.train.Trainer.train`` on a DNA genome, as a worker calls it. ``loop`` is its
+* ``engine``: ``evolve.training.train.Trainer.train`` on a DNA genome, as a worker calls it. ``loop`` is its
   own timer (``Outcome.train_seconds``: the SGD steps only); ``child`` is the whole call (build the
   module, count FLOPs, train, evaluate on val + test, serialise the weights), i.e. what a worker
   pays per child.
@@ -81,7 +81,7 @@ SMOKE = {"layers": 2, "channels": 8, "batch_size": 50, "batches": 5, "repeats": 
 def conv_stack(layers: int, channels: int) -> Any:
     """A DNA genome: ``layers`` 3x3 stride-1 convolutions of ``channels``, each followed by BN + ReLU."""
     from genomes import DNA
-    from genomes.dna import Edge, Vertex
+    from genomes.dna.genome import Edge, Vertex
 
     vertices = [Vertex(0, "linear")] + [Vertex(i, "bn_relu") for i in range(1, layers + 1)]
     edges = [Edge(100 + i, i - 1, i, "conv", False, (3, 3), 1, channels) for i in range(1, layers + 1)]
@@ -92,13 +92,13 @@ def conv_stack(layers: int, channels: int) -> Any:
 
 
 def device_data(dataset: str, device: Any, seed: int) -> Any:
-    """The dataset's splits resident on ``device`` (evolve.train.to_device), as the engine holds them.
+    """The dataset's splits resident on ``device`` (evolve.training.train.to_device), as the engine holds them.
 
     ``synthetic:CxHxW`` gives 10,000 random images of that shape in 10 classes (no download), for
     a CIFAR-sized input where the real data is not at hand.
     """
-    from evolve.data import load_dataset
-    from evolve.train import to_device
+    from evolve.training.datasets import load_dataset
+    from evolve.training.train import to_device
 
     if dataset.startswith("synthetic:"):
         return _synthetic(dataset.split(":", 1)[1], device, seed)
@@ -108,7 +108,7 @@ def device_data(dataset: str, device: Any, seed: int) -> Any:
 def _synthetic(shape_text: str, device: Any, seed: int) -> Any:
     import torch
 
-    from evolve.train import DeviceData
+    from evolve.training.train import DeviceData
 
     try:
         c, h, w = (int(v) for v in shape_text.lower().split("x"))
@@ -138,7 +138,7 @@ def sync(device: Any) -> None:
 
 def make_trainer(s: Settings, data: Any, device: Any) -> Any:
     from evolve.config import TrainConfig
-    from evolve.train import Trainer
+    from evolve.training.train import Trainer
 
     config = TrainConfig(batches=s.batches, batch_size=s.batch_size, device=str(device))
     return Trainer(data, config, device, max_params=10**9)
@@ -423,7 +423,7 @@ def share_worker(s: Settings, path: str, rank: int, barrier: Any, results: Any) 
     import torch
 
     torch.set_num_threads(s.threads)
-    from evolve.train import resolve_device
+    from evolve.training.train import resolve_device
 
     device = resolve_device(s.device)
     data = device_data(s.dataset, device, s.seed)
@@ -490,7 +490,7 @@ def _context() -> Any:
     """Forkserver with torch preloaded: children start in well under a second, and CUDA is never
     initialised before a fork (the server only imports)."""
     ctx = multiprocessing.get_context("forkserver")
-    ctx.set_forkserver_preload(["torch", "torch._dynamo", "evolve.train", "genomes"])
+    ctx.set_forkserver_preload(["torch", "torch._dynamo", "evolve.training.train", "genomes"])
     return ctx
 
 
@@ -577,7 +577,7 @@ def parse(argv: list[str]) -> tuple[Settings, argparse.Namespace]:
     p.add_argument("--smoke", action="store_true", default=False,
                    help="tiny net and counts: seconds; proves the script runs")
     p.add_argument("--device", help="auto, cpu, cuda or cuda:N")
-    p.add_argument("--dataset", help="a dataset spec (evolve/data.py) or synthetic:CxHxW")
+    p.add_argument("--dataset", help="a dataset spec (evolve/training/datasets.py) or synthetic:CxHxW")
     p.add_argument("--layers", type=int)
     p.add_argument("--channels", type=int)
     p.add_argument("--batch-size", type=int)
@@ -602,7 +602,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     s, args = parse(argv)
     torch.set_num_threads(s.threads)
-    from evolve.train import resolve_device
+    from evolve.training.train import resolve_device
 
     device = resolve_device(s.device)
     data = device_data(s.dataset, device, s.seed)

@@ -47,13 +47,13 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import header, markdown_table, moto_server, percentile, s3_options, script_name
-from evolve.check import check_store
+from evolve.store.check import check_store
 from evolve.config import RunConfig, build_config
-from evolve.evaluate import Evaluator, Outcome
-from evolve.launch import open_run
+from evolve.training.evaluate import Evaluator, Outcome
+from evolve.runner.launch import open_run
 from evolve.seeding import rng_for
-from evolve.store import Store
-from evolve.worker import Worker
+from evolve.store.backend import Store
+from evolve.engine.worker import Worker
 from genomes import Genome, SearchSpace
 
 
@@ -126,14 +126,14 @@ def measure_demo(workdir: Path, steps: int, smoke: bool) -> Demo:
     store = workdir / "demo"
     started = time.perf_counter()
     if smoke:
-        from evolve.launch import run_in_process
+        from evolve.runner.launch import run_in_process
 
         config = build_config({"store": str(store), "population": 4, "steps": steps, "train": {"batches": 3}})
         run_in_process(*open_run(config))
         what = f"a tiny in-process demo (population 4, {steps} steps, 3 batches): NOT the demo's step time"
     else:
         cmd = ["evolve", "run", "--store", str(store), "--steps", str(steps)]
-        done = subprocess.run([sys.executable, "-m", "evolve.cli", *cmd[1:]], check=False, capture_output=True,
+        done = subprocess.run([sys.executable, "-m", "evolve.cli.main", *cmd[1:]], check=False, capture_output=True,
                               text=True, timeout=3600)
         if done.returncode != 0:
             raise RuntimeError(f"demo run failed ({' '.join(cmd)}):\n{done.stderr[-2000:]}")
@@ -397,7 +397,7 @@ def gcnn_bits() -> list[str]:
     """Parameter names of Genetic CNN's default space as an Optuna study would declare it: one 0/1 choice
     per connection bit of each stage (19 for the paper's stages of 3, 4 and 5 nodes)."""
     from evolve.config import DEFAULT_GENOME_OPTIONS
-    from genomes.genetic_cnn import bit_count, parse_options
+    from genomes.gcnn.genome import bit_count, parse_options
 
     nodes = parse_options(DEFAULT_GENOME_OPTIONS["gcnn"]).nodes
     return [f"stage{s}_bit{b}" for s, k in enumerate(nodes) for b in range(bit_count(k))]

@@ -34,17 +34,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.common import header, markdown_table, moto_server, s3_options, script_name
 from bench.overhead import OpCounter
 from bench.scaling import START_TIMEOUT_S, collect, process_context, release, steady_rate
-from evolve.check import check_store
+from evolve.store.check import check_store
 from evolve.config import RunConfig, build_config
-from evolve.evaluate import Outcome, SyntheticEvaluator
-from evolve.launch import load_run, open_run
-from evolve.keys import step_of
-from evolve.store import Store
-from evolve.worker import Worker
+from evolve.training.evaluate import Outcome, SyntheticEvaluator
+from evolve.runner.launch import load_run, open_run
+from evolve.store.keys import step_of
+from evolve.store.backend import Store
+from evolve.engine.worker import Worker
 
 
 def raw_violations(store: Store, population: int, total: int) -> list[str]:
-    """The invariants read straight from the records, without evolve.check or the views."""
+    """The invariants read straight from the records, without evolve.store.check or the views."""
     children = {step_of(k): store.read_json(k) for k in store.list_keys("individuals/")}
     deaths = {step_of(k): store.read_json(k) for k in store.list_keys("deaths/")}
     out = []
@@ -98,7 +98,7 @@ def worker_process(url: str, options: dict[str, Any], config_json: str, index: i
         _, space = load_run(store)
         ops = OpCounter(store)
         missing = MissingWeights()
-        logging.getLogger("evolve.worker").addHandler(missing)
+        logging.getLogger("evolve.engine.worker").addHandler(missing)
         evaluator = WithWeights(SyntheticEvaluator(space, config.synthetic_seconds), weights_bytes)
         workers = [Worker(store, config, space, worker_id=f"sim-{first + i}", evaluator=evaluator,
                           rank=first + i)

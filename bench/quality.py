@@ -20,12 +20,12 @@ accuracy is reported, never used. The measures, reported separately:
 
 (a) **as found**: the best model the compute bought (a child's inherited, lineage-trained weights;
     a random sample as trained).
-(a+) **as a run hands it over**: the run's final training (``evolve.result.train_final``) given
+(a+) **as a run hands it over**: the run's final training (``evolve.final.final_model.train_final``) given
     to that best, ``--final-batches`` (4,000) of it: by default its architecture from scratch with
     LeNet-5's recipe on the training and validation splits; every method's best gets the same, so
     the compute stays equal.
 (b) **retrained**: the best architecture trained from scratch with the LeNet-5 recipe and budget
-    (``evolve.reference``: one-cycle SGD peaking at 0.1, Nesterov, weight decay 5e-4, shifts,
+    (``evolve.training.lenet``: one-cycle SGD peaking at 0.1, Nesterov, weight decay 5e-4, shifts,
     1,500 batches): the architecture alone, without the training a lineage inherits. The mean of
     ``--retrains`` (3) initialisations, and LeNet-5's likewise, so that one lucky start decides less.
 
@@ -126,8 +126,8 @@ def _config(s: Settings, seed: int, selection: str = "tournament", store: str = 
 @functools.lru_cache(maxsize=4)
 def _data(dataset: str, seed: int, val_fraction: float):
     """This seed's split on the CPU, as the engine's TrainingEvaluator loads it."""
-    from evolve.data import load_dataset
-    from evolve.train import to_device
+    from evolve.training.datasets import load_dataset
+    from evolve.training.train import to_device
 
     return to_device(load_dataset(dataset, seed=seed, val_fraction=val_fraction), "cpu")
 
@@ -135,14 +135,14 @@ def _data(dataset: str, seed: int, val_fraction: float):
 def _trainer(s: Settings, seed: int, train):
     import torch
 
-    from evolve.train import Trainer
+    from evolve.training.train import Trainer
 
     config = _config(s, seed)
     return Trainer(_data(s.dataset, seed, config.val_fraction), train, torch.device("cpu"), s.max_params)
 
 
 def _recipe(s: Settings, seed: int, batches: int):
-    from evolve.reference import recipe_for
+    from evolve.training.lenet import recipe_for
 
     config = _config(s, seed)
     channels = _data(s.dataset, seed, config.val_fraction).input_shape[0]
@@ -150,16 +150,16 @@ def _recipe(s: Settings, seed: int, batches: int):
 
 
 def _space(s: Settings, seed: int):
-    from evolve.launch import space_for
+    from evolve.runner.launch import space_for
 
     return space_for(_config(s, seed))
 
 
 def evolve_job(s: Settings, method: str, seed: int) -> dict[str, Any]:
     """One engine run with ``selection=method``: the best individual as found, and its lineage."""
-    from evolve.report import Snapshot
-    from evolve.result import final_model, lineage_batches, measured_test_accuracy
-    from evolve.launch import open_run, run_in_process
+    from evolve.store.snapshot import Snapshot
+    from evolve.final.final_model import final_model, lineage_batches, measured_test_accuracy
+    from evolve.runner.launch import open_run, run_in_process
 
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="evolve-quality-") as tmp:
@@ -228,8 +228,8 @@ def random_job(s: Settings, method: str, seed: int) -> dict[str, Any]:
 
 
 def _final(s: Settings, seed: int, genome: Any, weights: bytes | None) -> dict[str, Any]:
-    """The random search's best trained as the engine trains its best at the end (``evolve.result.train_final``)."""
-    from evolve.result import final_start, train_final
+    """The random search's best trained as the engine trains its best at the end (``evolve.final.final_model.train_final``)."""
+    from evolve.final.final_model import final_start, train_final
     from evolve.seeding import derive_seed
 
     if weights is None:
@@ -252,7 +252,7 @@ def _describe(genome_json: dict[str, Any]) -> str:
 
 def lenet_job(s: Settings, method: str, seed: int) -> dict[str, Any]:
     """LeNet-5 with batch norm, trained with the recipe a user would use, on this seed's split."""
-    from evolve.reference import train_lenet
+    from evolve.training.lenet import train_lenet
 
     from evolve.seeding import derive_seed
 
@@ -391,7 +391,7 @@ def make_executor(jobs: int) -> Any:
         _single_thread()
         return InProcess()
     ctx = multiprocessing.get_context("forkserver")
-    ctx.set_forkserver_preload(["torch", "torch._dynamo", "evolve.launch", "evolve.train", "genomes"])
+    ctx.set_forkserver_preload(["torch", "torch._dynamo", "evolve.runner.launch", "evolve.training.train", "genomes"])
     return ProcessPoolExecutor(max_workers=jobs, mp_context=ctx)
 
 

@@ -2,7 +2,7 @@
 
 Separates what a structure is worth from the training its run gave it (measure (b) of
 ``bench/quality.py``, for any store): the genome of ``--step`` (default: the run's best) is
-built from a fresh initialisation and trained with ``evolve.reference``'s recipe (one-cycle SGD
+built from a fresh initialisation and trained with ``evolve.training.lenet``'s recipe (one-cycle SGD
 peaking at 0.1, Nesterov, weight decay 5e-4, the run's augmentation or the data's usual one) for
 ``--batches`` batches of 50, at the recipe's rate whatever rate the genome carries.
 
@@ -27,13 +27,13 @@ def retrain(url: str, step: int | None = None, batches: int = 1500, seed: int = 
     import torch
 
     from bench.quality import _AtRate
-    from evolve.reference import recipe_for
-    from evolve.report import Snapshot
-    from evolve.result import run_data
-    from evolve.launch import load_run
-    from evolve.keys import individual_key
-    from evolve.store import Store
-    from evolve.train import Trainer
+    from evolve.training.lenet import recipe_for
+    from evolve.store.snapshot import Snapshot
+    from evolve.final.final_model import run_data
+    from evolve.runner.launch import load_run
+    from evolve.store.keys import individual_key
+    from evolve.store.backend import Store
+    from evolve.training.train import Trainer
     from genomes import genome_from_json
 
     store = Store.open(url, {}, create=False)

@@ -37,11 +37,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import cpu_seconds, header, markdown_table, moto_server, s3_options, script_name
 from bench.overhead import OpCounter, prefill
-from evolve.check import check_store
+from evolve.store.check import check_store
 from evolve.config import RunConfig, build_config
-from evolve.evaluate import SyntheticEvaluator
-from evolve.launch import open_run
-from evolve.store import Store
+from evolve.training.evaluate import SyntheticEvaluator
+from evolve.runner.launch import open_run
+from evolve.store.backend import Store
 
 
 def bucket(workers: int) -> str:
@@ -55,8 +55,8 @@ START_TIMEOUT_S = 600.0
 
 def worker_main(url: str, options: dict[str, Any], config_json: str, index: int, go: Any, results: Any) -> None:
     """A worker process: build the Worker, read the population, say so, wait for the start, run to the end."""
-    from evolve.launch import load_run
-    from evolve.worker import Worker
+    from evolve.runner.launch import load_run
+    from evolve.engine.worker import Worker
 
     try:
         store = Store(url, options)
@@ -81,7 +81,7 @@ def process_context() -> multiprocessing.context.BaseContext:
     """forkserver with the engine preloaded: 32 workers start in seconds and share its pages."""
     if "forkserver" in multiprocessing.get_all_start_methods():
         ctx = multiprocessing.get_context("forkserver")
-        ctx.set_forkserver_preload(["evolve.worker", "evolve.launch", "bench.scaling"])
+        ctx.set_forkserver_preload(["evolve.engine.worker", "evolve.runner.launch", "bench.scaling"])
         return ctx
     return multiprocessing.get_context("spawn")
 

@@ -16,7 +16,7 @@ API_VERSION = 1
 change would break code written against it."""
 
 _PUBLIC = {"Run": "evolve.api", "configure": "evolve.api", "open": "evolve.api", "resume": "evolve.api",
-           "run": "evolve.api", "FitnessContext": "evolve.fitness", "Individual": "evolve.records"}
+           "run": "evolve.api", "FitnessContext": "evolve.training.fitness", "Individual": "evolve.store.records"}
 
 __all__ = ["API_VERSION", "FitnessContext", "Individual", "Run", "__version__", "configure", "open", "resume",
            "run"]

@@ -108,7 +108,7 @@ class RunConfig(BaseModel):
     max_flops: int = Field(0, ge=0, description="forward FLOPs per image a network may take "
                            "(children over it are redrawn; it bounds each child's training time); 0: no bound")
     fitness: str = Field("train", description="'train' (the built-in image trainer on the dataset), "
-                         "'synthetic' (engine tests), or your own: 'module.path:function' (evolve.fitness)")
+                         "'synthetic' (engine tests), or your own: 'module.path:function' (evolve.training.fitness)")
     input_shape: tuple[int, int, int] | None = Field(None, description="C, H, W of the networks' input: "
                                                      "from the dataset when training on one; required by your "
                                                      "own fitness")
@@ -121,7 +121,7 @@ class RunConfig(BaseModel):
                                "many batches (see final_from, final_data); 0: none (the paper presets)")
     final_from: Literal["scratch", "weights"] = Field("scratch", description="the final model is the best "
                                                       "architecture trained from a fresh initialisation with "
-                                                      "LeNet-5's recipe (one-cycle SGD at 0.1, evolve.reference), "
+                                                      "LeNet-5's recipe (one-cycle SGD at 0.1, evolve.training.lenet), "
                                                       "or the best trained on from its weights (a cosine cycle "
                                                       "peaking at train.learning_rate)")
     final_data: Literal["train", "train+val"] = Field("train+val", description="what the final training "
@@ -196,11 +196,11 @@ def _check_genome_options(genome: str, options: dict[str, Any]) -> None:
 
     try:
         if genome == "dna":
-            from genomes.dna_mutations import dna_options
+            from genomes.dna.mutations import dna_options
 
             dna_options(SearchSpace(options=dict(options)))
         else:
-            from genomes.genetic_cnn import parse_options
+            from genomes.gcnn.genome import parse_options
 
             parse_options(options)
     except GenomeError as exc:

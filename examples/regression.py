@@ -4,7 +4,7 @@ Each 1x16x16 image holds one to five bright Gaussian spots on noise; the target 
 number: the networks have one output, trained on mean squared error). The fitness function trains
 the child it is given for a few SGD batches and returns minus its validation error (evolve
 maximises), with the error and R² as metrics. Any task works the same way: write
-``fitness(model, inherited, rng, context)`` (``evolve.fitness``) and give the networks' input shape
+``fitness(model, inherited, rng, context)`` (``evolve.training.fitness``) and give the networks' input shape
 and number of outputs.
 
     python examples/regression.py              # a small local run: about a minute on 2 cores

@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Any, Mapping
 
 from genomes.base import Genome, GenomeError, Inheritance, Mutation, SearchSpace, inherit_weights
-from genomes.dna import DNA
-from genomes.genetic_cnn import GeneticCNN
+from genomes.dna.genome import DNA
+from genomes.gcnn.genome import GeneticCNN
 
 KINDS: dict[str, type] = {DNA.kind: DNA, GeneticCNN.kind: GeneticCNN}
 

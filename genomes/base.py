@@ -103,7 +103,7 @@ class Genome(Protocol):
         """Load into ``module`` (built from this genome) what it takes from its parent's trained state.
 
         ``mutation`` is the one that made this genome from that parent (None: unknown), so a kind
-        can carry a function-preserving change over exactly (see ``genomes.dna_net.morph``).
+        can carry a function-preserving change over exactly (see ``genomes.dna.net.morph``).
         """
         ...
 

@@ -1,15 +1,15 @@
 """Channel pruning, whatever the genome: a kind's channel groups, the surgery, the Fisher probe.
 
 A *group* is a set of channels that go together: in a DNA, the channels one backbone convolution
-sets (``genomes.dna_prune``); in a Genetic CNN, a stage's channels, which every node of the stage
-shares and sums (``genomes.gcnn_prune``). Removing channel j of a group zeroes it wherever the group
+sets (``genomes.dna.prune``); in a Genetic CNN, a stage's channels, which every node of the stage
+shares and sums (``genomes.gcnn.prune``). Removing channel j of a group zeroes it wherever the group
 is masked; ``prune`` then cuts it out of every tensor, leaving a valid genome of the same kind that
 computes exactly what the masked network did.
 
 ``FisherProbe`` measures, while the network trains, Theis et al. 2018's estimate of the loss
 increase from removing each channel: per example, (sum over the channel's activations of
 activation x gradient)², halved and averaged. It works through the module's ``vertex_hook``
-(``genomes.dna_net.DNANet``, ``genomes.genetic_cnn_net.GeneticCNNNet``).
+(``genomes.dna.net.DNANet``, ``genomes.gcnn.net.GeneticCNNNet``).
 """
 
 from __future__ import annotations
@@ -42,7 +42,8 @@ def prune(genome: Any, state: Mapping[str, torch.Tensor], remove: Mapping[int, l
 
 
 def _kind(genome: Any) -> Any:
-    from genomes import dna_prune, gcnn_prune
+    from genomes.dna import prune as dna_prune
+    from genomes.gcnn import prune as gcnn_prune
     from genomes.base import GenomeError
 
     by_kind = {"dna": dna_prune, "gcnn": gcnn_prune}

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from evolve.keys import step_of
-from evolve.store import Store
+from evolve.store.keys import step_of
+from evolve.store.backend import Store
 
 
 def holders(store: Store) -> dict[int, str]:

@@ -8,16 +8,16 @@ import threading
 import time
 from concurrent.futures import Future
 
-from evolve.check import check_store
+from evolve.store.check import check_store
 from evolve.config import build_config
-from evolve.identity import Identity, machine_id, process_alive
-from evolve.keys import selection_key
-from evolve.log import read_selection, selections_of
-from evolve.keys import adoption_key, heartbeat_key
-from evolve.population import Population
-from evolve.keys import claim_key, death_key, individual_key
-from evolve.launch import open_run, total_steps
-from evolve.worker import Worker
+from evolve.engine.liveness import Identity, machine_id, process_alive
+from evolve.store.keys import selection_key
+from evolve.store.marks import read_selection, selections_of
+from evolve.store.keys import adoption_key, heartbeat_key
+from evolve.engine.population import Population
+from evolve.store.keys import claim_key, death_key, individual_key
+from evolve.runner.launch import open_run, total_steps
+from evolve.engine.worker import Worker
 
 LEASE = 0.3
 

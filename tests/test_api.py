@@ -11,8 +11,8 @@ import pytest
 
 import evolve
 from evolve.config import ConfigError
-from evolve.records import Individual
-from evolve.store import StoreError
+from evolve.store.records import Individual
+from evolve.store.backend import StoreError
 
 STORES = Path(__file__).parent / "stores" / "0.1.0"
 TINY = {"dataset": "digits", "population": 4, "steps": 8, "workers": 2, "seed": 1, "final_batches": 6,
@@ -22,7 +22,7 @@ TINY = {"dataset": "digits", "population": 4, "steps": 8, "workers": 2, "seed": 
 def test_a_notebook_starts_a_run_watches_it_reads_it_and_evaluates_the_best(tmp_path):
     import torch
 
-    from evolve.data import load_dataset
+    from evolve.training.datasets import load_dataset
 
     seen: list[int] = []
     run = evolve.run(store=str(tmp_path / "run"), executor="local", wait=False, on_progress=seen.append, **TINY)

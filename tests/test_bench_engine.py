@@ -25,12 +25,12 @@ if str(REPO) not in sys.path:  # bench/ is a folder of scripts, not an installed
 
 from bench.common import moto_server, s3_client, s3_options
 from evolve.config import build_config
-from evolve.keys import selection_key
-from evolve.population import Population
-from evolve.launch import open_run, run_in_process, total_steps
-from evolve.keys import individual_key, step_of
-from evolve.store import Store
-from evolve.worker import Worker
+from evolve.store.keys import selection_key
+from evolve.engine.population import Population
+from evolve.runner.launch import open_run, run_in_process, total_steps
+from evolve.store.keys import individual_key, step_of
+from evolve.store.backend import Store
+from evolve.engine.worker import Worker
 
 BUCKET = "evolve-test-bench-engine"
 
@@ -274,7 +274,7 @@ def test_the_raw_check_sees_a_second_death_at_one_step(tmp_path):
 
 def test_joining_a_store_of_many_log_folders_sees_every_step(tmp_path):
     """A worker joining a local store whose log spans several folders learns every finished step at once."""
-    from evolve.keys import LOG_BLOCK
+    from evolve.store.keys import LOG_BLOCK
 
     config = build_config({"store": str(tmp_path / "run"), "fitness": "synthetic", "population": 2 * LOG_BLOCK + 7,
                            "steps": 3, "workers": 1, "refresh_seconds": 0.0})

@@ -18,9 +18,9 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from bench import gpu, quality, space
-from evolve.data import load_dataset
-from evolve.train import to_device
-from evolve.train import build_module
+from evolve.training.datasets import load_dataset
+from evolve.training.train import to_device
+from evolve.training.train import build_module
 from genomes import DNA
 
 
@@ -135,9 +135,9 @@ def test_gpu_smoke_on_cpu(tmp_path, capsys):
 def test_retrain_trains_the_best_architecture_from_scratch_with_the_recipe(tmp_path):
     from bench import retrain
     from evolve.config import build_config
-    from evolve.report import Snapshot
-    from evolve.launch import open_run, run_in_process
-    from evolve.store import Store
+    from evolve.store.snapshot import Snapshot
+    from evolve.runner.launch import open_run, run_in_process
+    from evolve.store.backend import Store
 
     config = build_config({"store": str(tmp_path / "run"), "dataset": "digits", "population": 2, "steps": 2,
                            "workers": 1, "final_batches": 0, "train": {"batches": 3, "device": "cpu"}})

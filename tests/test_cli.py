@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from evolve.cli import app
-from evolve.report import Snapshot
-from evolve.store import Store
+from evolve.cli.main import app
+from evolve.store.snapshot import Snapshot
+from evolve.store.backend import Store
 
 runner = CliRunner()
 
@@ -127,7 +127,7 @@ def test_python_dash_m_runs_the_cli():
     import subprocess
     import sys
 
-    command = [sys.executable, "-m", "evolve.cli", "genome", "sample", "--json", "--mutations", "0"]
+    command = [sys.executable, "-m", "evolve.cli.main", "genome", "sample", "--json", "--mutations", "0"]
     proc = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)
@@ -305,7 +305,7 @@ def test_log_level_info_shows_the_workers_lines_and_writes_the_log_file(tmp_path
                     "--log-file", log_file)
     assert result.exit_code == 0, result.stderr
     for text in (result.stderr, log_file.read_text()):
-        assert sum("INFO evolve.worker: worker local-" in x and "started" in x for x in text.splitlines()) == 2
+        assert sum("INFO evolve.engine.worker: worker local-" in x and "started" in x for x in text.splitlines()) == 2
     quiet = invoke("run", "--executor", "local", "--store", tmp_path / "quiet", "--fitness", "synthetic",
                    "--population", "4", "--steps", "4")
     assert "INFO" not in quiet.stderr, "warnings and errors only by default"
@@ -314,11 +314,11 @@ def test_log_level_info_shows_the_workers_lines_and_writes_the_log_file(tmp_path
 def test_an_actors_line_buffer_hands_over_every_line_once_and_says_what_a_flood_lost():
     import logging
 
-    from evolve.logsetup import KEPT_LINES, LineBuffer
+    from evolve.runner.logsetup import KEPT_LINES, LineBuffer
 
     buffer = LineBuffer.install(logging.INFO, "ray-7-1")
     try:
-        log = logging.getLogger("evolve.worker")
+        log = logging.getLogger("evolve.engine.worker")
         for i in range(KEPT_LINES + 5):
             log.info("line %d", i)
         first = buffer.take()
@@ -409,7 +409,7 @@ def test_progress_without_a_terminal_is_plain_lines(tmp_path, capsys):
     assert run.exit_code == 0, run.output + run.stderr
     assert "evolving: 12/12 individuals (100%)" in run.stderr and "━" not in run.stderr
 
-    from evolve.console import LogProgress
+    from evolve.cli.console import LogProgress
 
     lines = LogProgress(total=100, every=0.0)
     lines.update(10)

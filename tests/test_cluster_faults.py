@@ -27,13 +27,13 @@ import pytest
 from inflight import holders
 from typer.testing import CliRunner
 
-from evolve.check import check_store
-from evolve.cli import app
+from evolve.store.check import check_store
+from evolve.cli.main import app
 from evolve.config import RunConfig, build_config
-from evolve.log import read_selection, selections_of
-from evolve.launch import open_run, run_on_ray, total_steps
-from evolve.keys import claim_key, death_key, individual_key, step_of
-from evolve.store import Store
+from evolve.store.marks import read_selection, selections_of
+from evolve.runner.launch import open_run, run_on_ray, total_steps
+from evolve.store.keys import claim_key, death_key, individual_key, step_of
+from evolve.store.backend import Store
 
 ray = pytest.importorskip("ray")
 

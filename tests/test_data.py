@@ -16,7 +16,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from evolve.data import (
+from evolve.training.datasets import (
     DEFAULT_DATASET,
     DataError,
     Dataset,
@@ -24,7 +24,7 @@ from evolve.data import (
     detect_format,
     load_dataset,
 )
-from evolve.train import to_device
+from evolve.training.train import to_device
 
 # ---------------------------------------------------------------------------------------------------------
 # writers for the published formats

@@ -7,12 +7,12 @@ import json
 import pytest
 
 from evolve.config import DEFAULT_GENOME_OPTIONS, RunConfig
-from evolve.keys import LENET_KEY, record_key_of_tested
-from evolve.result import lineage_batches, summary
-from evolve.launch import load_run, open_run, run_in_process
-from evolve.keys import RUN_KEY
-from evolve.store import Store
-from evolve.report import Snapshot
+from evolve.store.keys import LENET_KEY, record_key_of_tested
+from evolve.final.final_model import lineage_batches, summary
+from evolve.runner.launch import load_run, open_run, run_in_process
+from evolve.store.keys import RUN_KEY
+from evolve.store.backend import Store
+from evolve.store.snapshot import Snapshot
 
 
 def test_the_default_run_grows_dna_by_morphisms_with_a_cosine_schedule_and_shifts():
@@ -82,7 +82,7 @@ def test_summary_tests_the_best_once_and_caches_the_lenet_reference(tmp_path):
 
 def test_lenet_recipe_follows_the_runs_augmentation_or_the_datas_usual_one():
     from evolve.config import TrainConfig
-    from evolve.reference import RECIPE, recipe_for
+    from evolve.training.lenet import RECIPE, recipe_for
 
     assert (recipe_for(TrainConfig(augment="shift", shift=3), 1).augment, recipe_for(TrainConfig(shift=3), 1).shift) \
         == ("shift", 3)
@@ -96,7 +96,7 @@ def test_lenet_recipe_follows_the_runs_augmentation_or_the_datas_usual_one():
 
 
 def _weights_of(store, final):
-    from evolve.train import weights_from_bytes
+    from evolve.training.train import weights_from_bytes
 
     return weights_from_bytes(store.read_bytes(final["weights"]["key"]))
 
@@ -108,8 +108,8 @@ def test_the_final_model_starts_from_scratch_or_from_the_bests_weights_as_config
     import torch
     from safetensors.torch import save
 
-    from evolve.result import final_model, final_splits, run_data
-    from evolve.train import weights_from_bytes
+    from evolve.final.final_model import final_model, final_splits, run_data
+    from evolve.training.train import weights_from_bytes
 
     config = RunConfig(store=str(tmp_path / "run"), dataset="digits", population=3, steps=2, workers=1,
                        final_batches=15, train={"batches": 5, "batch_size": 32, "device": "cpu"})

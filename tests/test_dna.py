@@ -13,11 +13,11 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import genomes.dna as dna_module
-import genomes.dna_mutations as mutations_module
+import genomes.dna.genome as dna_module
+import genomes.dna.mutations as mutations_module
 from genomes.base import GenomeError, SearchSpace, inherit_weights
-from genomes.dna import DNA
-from genomes.dna_mutations import MUTATIONS
+from genomes.dna.genome import DNA
+from genomes.dna.mutations import MUTATIONS
 
 torch.set_num_threads(1)
 
@@ -542,7 +542,7 @@ def test_skip_resizing_picks_the_rows_torchs_nearest_interpolation_picks() -> No
     import torch
     import torch.nn.functional as F
 
-    from genomes.dna_net import _nearest
+    from genomes.dna.net import _nearest
 
     for have in range(1, 100):
         x = torch.arange(have, dtype=torch.float32).view(1, 1, have, 1)

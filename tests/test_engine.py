@@ -8,14 +8,14 @@ import time
 import pytest
 import torch
 
-from evolve.check import check_store
-from evolve.keys import pin_key
+from evolve.store.check import check_store
+from evolve.store.keys import pin_key
 from evolve.config import RunConfig, build_config
-from evolve.keys import claim_key, death_key, individual_key, step_of
-from evolve.keys import heartbeat_key, selection_key
-from evolve.report import Snapshot
-from evolve.launch import open_run, run_in_process, total_steps
-from evolve.worker import Worker
+from evolve.store.keys import claim_key, death_key, individual_key, step_of
+from evolve.store.keys import heartbeat_key, selection_key
+from evolve.store.snapshot import Snapshot
+from evolve.runner.launch import open_run, run_in_process, total_steps
+from evolve.engine.worker import Worker
 
 
 def synthetic(tmp_path, **kw) -> RunConfig:
@@ -112,7 +112,7 @@ def test_one_thread_beats_for_every_held_step_and_ends_when_idle(tmp_path, monke
     """A worker's beats come from one thread of its own, for each step it holds, each under its own
     key; none after stop(), which deletes the record; the thread ends after a quiet while and the next
     beat starts another."""
-    from evolve import heartbeat
+    from evolve.engine import heartbeat
 
     monkeypatch.setattr(heartbeat, "IDLE_SECONDS", 0.3)
     store, config, space = open_run(synthetic(tmp_path, workers=1, lease_seconds=0.4))  # a beat every 0.1 s
@@ -243,7 +243,7 @@ def test_generational_genetic_cnn_run(tmp_path):
 def test_roulette_prefers_the_fit():
     import random
 
-    from evolve.generational import roulette
+    from evolve.engine.generational import roulette
 
     picks = roulette([0.1, 0.1, 0.9], 1000, random.Random(0))
     assert picks.count(2) == 1000  # weights are fitness above the minimum
@@ -301,7 +301,7 @@ def test_inheriting_crossover_child_takes_each_stage_from_its_parent(tmp_path):
 
 
 def test_gc_keeps_what_is_needed_and_frees_the_rest(tmp_path):
-    from evolve.gc import collect
+    from evolve.store.sweep import collect
 
     config = build_config(dict(store=str(tmp_path / "run"), dataset="digits", population=4, steps=8, workers=1,
                                refresh_seconds=0.0, train={"batches": 2}, keep="all"))  # `evolve gc` for old stores
@@ -328,9 +328,9 @@ def test_a_store_without_log_marks_resumes_without_waiting_for_leases(tmp_path):
     its children are known at once, and the loser of a step in flight is never sampled."""
     import time
 
-    from evolve.keys import kill_mark
-    from evolve.log import backfill_log
-    from evolve.population import Population
+    from evolve.store.keys import kill_mark
+    from evolve.store.marks import backfill_log
+    from evolve.engine.population import Population
 
     config = synthetic(tmp_path, workers=1, steps=10, lease_seconds=60.0)
     store, config, space = open_run(config)
@@ -366,7 +366,7 @@ def test_a_store_without_log_marks_resumes_without_waiting_for_leases(tmp_path):
 
 
 def test_check_reports_a_log_mark_that_disagrees_with_its_record(tmp_path):
-    from evolve.keys import done_mark
+    from evolve.store.keys import done_mark
 
     config = synthetic(tmp_path, workers=1, steps=4)
     store, config, space = open_run(config)
@@ -413,11 +413,11 @@ def test_workers_collect_dead_weights_during_the_run(tmp_path, keep):
 def test_the_collectors_grace_follows_the_slowest_recent_selection(tmp_path, monkeypatch):
     """A dead individual's weights outlive the base grace by twice the slowest of the worker's last
     selections (view refresh to parent weights read): on a slow store a stale view's choice is read late."""
-    from evolve import collector as collector_module
-    from evolve.collector import SELECTIONS_KEPT, Collector
-    from evolve.population import Population
-    from evolve.keys import individual_key
-    from evolve.store import Store
+    from evolve.engine import collector as collector_module
+    from evolve.engine.collector import SELECTIONS_KEPT, Collector
+    from evolve.engine.population import Population
+    from evolve.store.keys import individual_key
+    from evolve.store.backend import Store
 
     clock = [1000.0]
     monkeypatch.setattr(collector_module.time, "monotonic", lambda: clock[0])
@@ -443,7 +443,7 @@ def test_the_collectors_grace_follows_the_slowest_recent_selection(tmp_path, mon
 
 
 def test_a_workers_collector_hears_of_its_selections_and_they_are_quick_on_a_local_disk(tmp_path):
-    from evolve.worker import Worker
+    from evolve.engine.worker import Worker
 
     config = build_config(dict(store=str(tmp_path / "run"), fitness="synthetic", population=4, steps=12, workers=1,
                                refresh_seconds=0.0))
@@ -483,7 +483,7 @@ def test_a_step_short_of_live_individuals_finishes_the_lapsed_steps_holding_them
 
 
 def test_an_idle_worker_looks_again_less_often_up_to_refresh_seconds():
-    from evolve.worker import _backoff
+    from evolve.engine.worker import _backoff
 
     waits, idle = [], 0.0
     for _ in range(8):
@@ -504,7 +504,7 @@ def _initial_population(tmp_path, steps: int, workers: int):
 
 
 def _ranked(store, config, rank: int):
-    from evolve.population import Population
+    from evolve.engine.population import Population
 
     pop = Population(store, config.population, total_steps(config), f"w{rank}", 60.0, 60.0, config.workers, rank)
     pop.refresh(force=True)
@@ -529,7 +529,7 @@ def test_a_lane_two_rounds_behind_is_taken_and_a_finished_lane_waits(tmp_path):
 
 
 def test_heartbeats_are_listed_only_once_a_step_in_flight_is_older_than_a_quarter_lease(tmp_path):
-    from evolve.population import Population
+    from evolve.engine.population import Population
 
     store, config = _initial_population(tmp_path, steps=8, workers=2)
     lease = 0.4

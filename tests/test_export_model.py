@@ -12,9 +12,9 @@ import pytest
 from typer.testing import CliRunner
 
 import evolve
-from evolve.cli import app
-from evolve.data import load_dataset
-from evolve.model_export import exported_inputs
+from evolve.cli.main import app
+from evolve.training.datasets import load_dataset
+from evolve.final.export_model import exported_inputs
 
 STORES = Path(__file__).parent / "stores" / "0.1.0"
 
@@ -132,7 +132,7 @@ def test_a_broken_folder_is_named_by_the_loader(tmp_path):
 
 def test_onnx_of_evolved_dnas_whose_skips_are_resized(tmp_path):
     """A skip from a 14x14 vertex into a 4x4 one: ONNX's Resize would pick other rows than torch's nearest
-    interpolation (by up to 0.37 here before genomes.dna_net gathered the rows itself)."""
+    interpolation (by up to 0.37 here before genomes.dna.net gathered the rows itself)."""
     pytest.importorskip("onnx", reason="the onnx extra is not installed (pip install 'evolve[onnx]')")
     pytest.importorskip("onnxruntime", reason="the onnx extra is not installed")
     import random
@@ -140,7 +140,7 @@ def test_onnx_of_evolved_dnas_whose_skips_are_resized(tmp_path):
 
     import numpy as np
 
-    from evolve.model_export import _write_onnx
+    from evolve.final.export_model import _write_onnx
     from genomes import DNA, SearchSpace
     from genomes.exported import ExportedModel
 
@@ -160,7 +160,7 @@ def test_onnx_of_evolved_dnas_whose_skips_are_resized(tmp_path):
 def test_top_exports_the_ensemble_with_every_member_when_a_racer_recorded_a_smaller_one(tmp_path):
     """Two finalizes at once: one ensembles the members recorded so far (top-2) before the other has
     recorded its member; then top-3 is built. The export takes top-3, whatever the names' order."""
-    from evolve.finalize import Plan, build_stage
+    from evolve.final.finalize import Plan, build_stage
 
     path = tmp_path / "store"
     shutil.copytree(STORES / "dna-digits", path)

@@ -21,12 +21,12 @@ import pytest
 from inflight import holders
 from typer.testing import CliRunner
 
-from evolve.check import check_store
-from evolve.cli import app
-from evolve.log import selections_of
-from evolve.report import Snapshot
-from evolve.keys import PAD, claim_key, individual_key, step_of
-from evolve.store import Store
+from evolve.store.check import check_store
+from evolve.cli.main import app
+from evolve.store.marks import selections_of
+from evolve.store.snapshot import Snapshot
+from evolve.store.keys import PAD, claim_key, individual_key, step_of
+from evolve.store.backend import Store
 
 pytestmark = pytest.mark.slow
 
@@ -48,9 +48,9 @@ def write_config(tmp_path: Path, **settings: object) -> tuple[Path, Path]:
 
 
 def evolve(*args: object) -> subprocess.Popen:
-    """`python -m evolve.cli ARGS` as a child process (its own session: a signal reaches only it)."""
+    """`python -m evolve.cli.main ARGS` as a child process (its own session: a signal reaches only it)."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
-    return subprocess.Popen([sys.executable, "-m", "evolve.cli", *map(str, args)], stdout=subprocess.PIPE,
+    return subprocess.Popen([sys.executable, "-m", "evolve.cli.main", *map(str, args)], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, env=env, start_new_session=True)
 
 

@@ -15,7 +15,7 @@ import pytest
 from typer.testing import CliRunner
 
 import evolve
-from evolve.cli import app
+from evolve.cli.main import app
 from evolve.config import ConfigError
 from genomes import DNA
 
@@ -84,7 +84,7 @@ def test_the_cli_prints_the_table_and_writes_parquet(store, tmp_path):
 
 def test_a_finalize_killed_mid_stage_resumes_without_redoing_or_duplicating(store):
     settings = ["--batches", "1500", "--cycles", "3"]
-    command = [sys.executable, "-m", "evolve.cli", "finalize", str(store), *settings]
+    command = [sys.executable, "-m", "evolve.cli.main", "finalize", str(store), *settings]
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                env={**os.environ, "OMP_NUM_THREADS": "1"})
     retrain = store / "results" / "finalize" / "retrain.json"
@@ -119,7 +119,7 @@ def test_the_finalize_bench_smoke(tmp_path, capsys):
 
 
 def test_gc_removes_the_finalize_weights_no_record_will_name(store):
-    from evolve.gc import collect
+    from evolve.store.sweep import collect
 
     run = evolve.open(str(store))
     run.finalize(batches=10, cycles=2, stages=("retrain",))
@@ -137,7 +137,7 @@ def test_gc_removes_the_finalize_weights_no_record_will_name(store):
 def test_the_views_show_the_finalize_models_and_follow_new_stages(store, tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    from evolve.tensorboard import sync
+    from evolve.views.tensorboard import sync
 
     run = evolve.open(str(store))
     run.finalize(batches=10, cycles=2, stages=("retrain",))
@@ -186,9 +186,9 @@ def test_on_ray_each_phases_trainings_run_as_tasks_and_the_result_is_the_same_ki
 
 
 def test_training_from_the_evolved_weights_pins_them_until_finalize_is_done(store):
-    from evolve.finalize import Plan, _settle_plan
-    from evolve.gc import collect
-    from evolve.store import StoreError
+    from evolve.final.finalize import Plan, _settle_plan
+    from evolve.store.sweep import collect
+    from evolve.store.backend import StoreError
 
     run = evolve.open(str(store))
     plan = dict(batches=10, cycles=2, top=2, start="weights", stages=("retrain", "top"))
@@ -212,9 +212,9 @@ def test_training_from_the_evolved_weights_pins_them_until_finalize_is_done(stor
 
 
 def test_a_finalize_that_loses_the_race_for_the_plan_unpins_what_it_pinned(store):
-    from evolve.finalize import Plan, _settle_plan
-    from evolve.keys import finalize_key, pin_key
-    from evolve.report import Snapshot
+    from evolve.final.finalize import Plan, _settle_plan
+    from evolve.store.keys import finalize_key, pin_key
+    from evolve.store.snapshot import Snapshot
 
     run = evolve.open(str(store))
     individuals = Snapshot.read(run.store).individuals
@@ -240,8 +240,8 @@ def test_a_finalize_that_loses_the_race_for_the_plan_unpins_what_it_pinned(store
 
 
 def test_pins_are_released_once_no_stage_will_read_them(store):
-    from evolve.finalize import release_pins
-    from evolve.keys import finalize_key, pin_key
+    from evolve.final.finalize import release_pins
+    from evolve.store.keys import finalize_key, pin_key
 
     run = evolve.open(str(store))
     architectures = [{"step": 3}, {"step": 5}, {"step": 7}]
@@ -258,7 +258,7 @@ def test_pins_are_released_once_no_stage_will_read_them(store):
 
 
 def test_training_from_weights_gc_took_before_the_pin_is_refused_by_name(store):
-    from evolve.store import StoreError
+    from evolve.store.backend import StoreError
 
     for path in (store / "weights").glob(f"{5:012d}-*"):
         path.unlink()

@@ -1,4 +1,4 @@
-"""Your own fitness (evolve.fitness): by name, in-process, failing, under Ray; the example end to end."""
+"""Your own fitness (evolve.training.fitness): by name, in-process, failing, under Ray; the example end to end."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from typer.testing import CliRunner
 
 import evolve
-from evolve.cli import app
+from evolve.cli.main import app
 from evolve.config import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]

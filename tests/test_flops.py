@@ -10,8 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from evolve.config import RunConfig, build_config
-from evolve.presets import PRESETS
-from evolve.train import count_flops
+from evolve.runner.presets import PRESETS
+from evolve.training.train import count_flops
 from genomes import DNA, GeneticCNN, GenomeError, SearchSpace
 
 torch.set_num_threads(1)

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from genomes.base import Genome, GenomeError, SearchSpace, inherit_weights
-from genomes.genetic_cnn import GeneticCNN, Stage, active_nodes, bit_index, group_code, stage_connections
+from genomes.gcnn.genome import GeneticCNN, Stage, active_nodes, bit_index, group_code, stage_connections
 
 torch.set_num_threads(1)
 
@@ -72,7 +72,7 @@ def test_all_zero_stage_is_a_single_convolution():
 
 
 def test_version_1_genomes_keep_their_two_layer_all_zero_stage_so_old_weights_load():
-    from evolve.train import count_flops
+    from evolve.training.train import count_flops
 
     old = GeneticCNN.from_json({"kind": "gcnn", "version": 1, "stages": [
         {"nodes": 3, "channels": 8, "code": "0-00"}, {"nodes": 3, "channels": 8, "code": "1-01"}]})
@@ -304,7 +304,7 @@ def shares(module: torch.nn.Module, value: float) -> tuple[float, float]:
 def test_crossover_child_inherits_each_stage_from_the_parent_its_code_came_from():
     from safetensors.torch import load
 
-    from evolve.generational import crossover_weights, describe_ops, swapped_stages
+    from evolve.engine.generational import crossover_weights, describe_ops, swapped_stages
 
     a = gcnn("1-01", "1-00-111", "0-10-011-1010")
     b = gcnn("0-10", "0-11-000", "1-11-111-1111")
@@ -338,7 +338,7 @@ def test_crossover_child_inherits_each_stage_from_the_parent_its_code_came_from(
 
 @pytest.mark.parametrize("q_c", [0.0, 1.0])
 def test_each_crossover_child_names_first_the_parent_of_its_unswapped_stages(q_c):
-    from evolve.generational import breed
+    from evolve.engine.generational import breed
 
     rng = random.Random(3)
     space = SearchSpace(options={"q_c": q_c})

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from evolve.config import build_config
-from evolve.launch import open_run, run_in_process
+from evolve.runner.launch import open_run, run_in_process
 
 GOLDEN = Path(__file__).parent / "golden"
 DROPPED = {"created_at", "nonce", "pid", "timings", "train_seconds", "eval_seconds", "host", "hostname",

@@ -9,10 +9,10 @@ import math
 import pytest
 from typer.testing import CliRunner
 
-from evolve.cli import app
+from evolve.cli.main import app
 from evolve.config import RunConfig, build_config
-from evolve.data import load_dataset
-from evolve.presets import PRESETS, missing_dataset, resolve, train_images
+from evolve.training.datasets import load_dataset
+from evolve.runner.presets import PRESETS, missing_dataset, resolve, train_images
 
 runner = CliRunner()
 
@@ -88,7 +88,7 @@ def test_every_preset_is_listed_and_demo_is_the_plain_defaults():
 
 def test_lse_is_the_papers_dna_and_its_cap_does_not_truncate():
     from genomes import SearchSpace
-    from genomes.dna_mutations import dna_options
+    from genomes.dna.mutations import dna_options
 
     options = dna_options(SearchSpace(options={}))  # the LSE presets leave genome_options empty
     assert (options.initial_convs, options.morphisms, options.initial_lr, dict(options.mutation_weights)) == \

@@ -13,10 +13,10 @@ import time
 import pytest
 from inflight import holders
 
-from evolve.check import check_store
+from evolve.store.check import check_store
 from evolve.config import build_config
-from evolve.report import Snapshot
-from evolve.launch import open_run, run_on_ray, total_steps
+from evolve.store.snapshot import Snapshot
+from evolve.runner.launch import open_run, run_on_ray, total_steps
 
 ray = pytest.importorskip("ray")
 
@@ -135,11 +135,11 @@ def test_a_torn_record_then_resume_under_ray_is_one_line_and_exit_2(tmp_path, lo
     """The store's error raised inside an actor reaches the user as the CLI's one line, not Ray's traceback."""
     from typer.testing import CliRunner
 
-    from evolve.cli import app
-    from evolve.keys import individual_key
+    from evolve.cli.main import app
+    from evolve.store.keys import individual_key
 
     store, config, space = open_run(_config(tmp_path, population=4, steps=8, workers=2))
-    from evolve.launch import run_in_process
+    from evolve.runner.launch import run_in_process
 
     run_in_process(store, config, space)
     for step in Snapshot.read(store).live():  # every live record torn: whichever a worker reads
@@ -155,7 +155,7 @@ def test_a_torn_record_then_resume_under_ray_is_one_line_and_exit_2(tmp_path, lo
 def test_worker_log_lines_reach_the_driver_and_the_log_file(tmp_path, local_ray):
     from typer.testing import CliRunner
 
-    from evolve.cli import app
+    from evolve.cli.main import app
 
     log_file = tmp_path / "run.log"
     result = CliRunner().invoke(app, ["run", "--store", str(tmp_path / "run"), "--fitness", "synthetic",

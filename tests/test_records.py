@@ -1,4 +1,4 @@
-"""The typed records (evolve.records): what they accept, what they refuse, and stores of a past release.
+"""The typed records (evolve.store.records): what they accept, what they refuse, and stores of a past release.
 
 ``tests/stores/0.1.0/`` holds two stores written by evolve 0.1.0 (before the records were typed) and
 never rewritten: a trained DNA run on digits (weights, a tested best, a final model, a selection
@@ -18,8 +18,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
-from evolve.cli import app
-from evolve.records import (SCHEMA, Claim, Individual, RecordError, Selection, Tombstone, model_for, parse,
+from evolve.cli.main import app
+from evolve.store.records import (SCHEMA, Claim, Individual, RecordError, Selection, Tombstone, model_for, parse,
                             problem, schema_problem)
 
 STORES = Path(__file__).parent / "stores" / "0.1.0"

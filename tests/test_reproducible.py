@@ -13,9 +13,9 @@ import pytest
 import torch
 
 from evolve.config import build_config
-from evolve.report import Snapshot
-from evolve.launch import open_run, run_in_process
-from evolve.worker import Worker
+from evolve.store.snapshot import Snapshot
+from evolve.runner.launch import open_run, run_in_process
+from evolve.engine.worker import Worker
 
 GCNN = {"genome": "gcnn", "genome_options": {"nodes": [3, 3], "channels": [8, 16]}}
 
@@ -101,8 +101,8 @@ def test_checking_a_space_in_another_thread_never_moves_a_childs_initialisation(
     global generator while a worker thread of the same process seeds and builds a child."""
     import random
 
-    from evolve.runfile import check_serves
-    from evolve.train import build_module
+    from evolve.runner.record import check_serves
+    from evolve.training.train import build_module
     from genomes import SearchSpace, genome_class
 
     space = SearchSpace(input_shape=(1, 28, 28), num_classes=10, options={"initial_convs": 3, "morphisms": True})

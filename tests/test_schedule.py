@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from evolve.config import TrainConfig
-from evolve.train import augment, learning_rates
+from evolve.training.train import augment, learning_rates
 
 STAGES = [(0.0, 1.0), (0.8, 0.1), (0.96, 0.01)]
 

@@ -11,7 +11,7 @@ import pytest
 from test_store import moto_endpoint, s3_options  # noqa: F401 - the session's moto server (a fixture)
 from typer.testing import CliRunner
 
-from evolve.cli import app
+from evolve.cli.main import app
 
 STORES = Path(__file__).parent / "stores" / "0.1.0"
 

@@ -3,7 +3,7 @@ import random
 from hypothesis import given
 from hypothesis import strategies as st
 
-from evolve.selection import Aging, Choice, Member, Tournament
+from evolve.engine.selection import Aging, Choice, Member, Tournament
 
 members = st.lists(st.floats(0, 1, allow_nan=False), min_size=5, max_size=40).map(
     lambda fs: [Member(step=i * 3, fitness=f) for i, f in enumerate(fs)])
@@ -41,7 +41,7 @@ def test_same_seed_same_choice():
 @given(members, st.integers(0, 40), st.integers(0, 2**32))
 def test_a_prefix_of_the_live_list_reads_as_its_copy_would(live, n, seed):
     """Population's choice reads the first n live members in place; a strategy sees what the copy holds."""
-    from evolve.population import _Prefix
+    from evolve.engine.population import _Prefix
 
     n = min(n, len(live))
     prefix, copy = _Prefix(live, n), live[:n]

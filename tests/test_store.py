@@ -26,9 +26,9 @@ from fsspec.implementations.memory import MemoryFileSystem
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from evolve.doctor import doctor, require_healthy
-from evolve.keys import PAD, RUN_KEY, claim_key, death_key, individual_key, step_of, weights_key
-from evolve.store import CorruptRecord, Store, StoreError
+from evolve.store.doctor import doctor, require_healthy
+from evolve.store.keys import PAD, RUN_KEY, claim_key, death_key, individual_key, step_of, weights_key
+from evolve.store.backend import CorruptRecord, Store, StoreError
 
 RACE_PROCESSES = 32
 RACE_KEYS = 1000
@@ -62,7 +62,7 @@ def _process_context() -> multiprocessing.context.BaseContext:
     """forkserver (children fork from a server that already imported the store and s3fs), else spawn."""
     try:
         ctx = multiprocessing.get_context("forkserver")
-        ctx.set_forkserver_preload([__name__, "evolve.store", "s3fs"])
+        ctx.set_forkserver_preload([__name__, "evolve.store.backend", "s3fs"])
         return ctx
     except ValueError:
         return multiprocessing.get_context("spawn")

@@ -3,9 +3,9 @@ import pytest
 import torch
 
 from evolve.config import TrainConfig
-from evolve.data import load_dataset
-from evolve.train import to_device
-from evolve.train import Trainer, weights_from_bytes
+from evolve.training.datasets import load_dataset
+from evolve.training.train import to_device
+from evolve.training.train import Trainer, weights_from_bytes
 from genomes import DNA, SearchSpace
 
 

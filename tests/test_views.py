@@ -22,15 +22,15 @@ from hypothesis import given
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
-from evolve.cli import app
+from evolve.cli.main import app
 from evolve.config import build_config
-from evolve.keys import individual_key, step_of
-from evolve.replay import RATE_WINDOW
-from evolve.report import Snapshot
-from evolve.launch import open_run, run_in_process
-from evolve.serve import LiveSync
-from evolve.store import Store
-from evolve.tensorboard import METRIC_TAGS, SCALAR_TAGS, STATE_FILE, sync
+from evolve.store.keys import individual_key, step_of
+from evolve.views.history import RATE_WINDOW
+from evolve.store.snapshot import Snapshot
+from evolve.runner.launch import open_run, run_in_process
+from evolve.views.live import LiveSync
+from evolve.store.backend import Store
+from evolve.views.tensorboard import METRIC_TAGS, SCALAR_TAGS, STATE_FILE, sync
 
 POPULATION, STEPS = 8, 40
 N = POPULATION + STEPS
@@ -309,7 +309,7 @@ def test_export_parquet(finished, tmp_path):
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from evolve.export import schema
+    from evolve.views.parquet import schema
 
     store, _, _ = finished
     out = tmp_path / "run.parquet"
@@ -345,7 +345,7 @@ def test_export_parquet(finished, tmp_path):
 def test_export_reads_in_duckdb_and_polars(finished, tmp_path):
     duckdb = pytest.importorskip("duckdb")
     polars = pytest.importorskip("polars")
-    from evolve.export import export_parquet
+    from evolve.views.parquet import export_parquet
 
     store, _, _ = finished
     out = str(tmp_path / "run.parquet")
@@ -374,7 +374,7 @@ def _get(url: str, body: dict | None = None):
 
 @pytest.mark.slow
 def test_tensorboard_serves_the_views(finished):
-    from evolve.serve import tensorboard_command
+    from evolve.views.live import tensorboard_command
 
     store, logdir, _ = finished
     port = _free_port()
@@ -431,7 +431,7 @@ def test_tensorboard_serves_the_views(finished):
 
 def test_views_and_export_show_the_bests_kept_test_accuracy_and_final_model(finished, tmp_path):
     """A child's record carries no test accuracy; the views and the export take the best's from results/."""
-    from evolve.keys import record_key_of_final, record_key_of_tested
+    from evolve.store.keys import record_key_of_final, record_key_of_tested
 
     store, _, _ = finished
     copy = tmp_path / "copy"
@@ -452,7 +452,7 @@ def test_views_and_export_show_the_bests_kept_test_accuracy_and_final_model(fini
                "test 98.76%" in markdown
     import pyarrow.parquet as pq
 
-    from evolve.export import export_parquet
+    from evolve.views.parquet import export_parquet
 
     export_parquet(store, tmp_path / "run.parquet")
     table = pq.read_table(tmp_path / "run.parquet").to_pydict()
@@ -463,8 +463,8 @@ def test_views_and_export_show_the_bests_kept_test_accuracy_and_final_model(fini
 def test_replay_counts_a_loser_killed_before_its_own_step_is_replayed():
     """Claims land out of order, so step 5 may kill individual 6 (finished earlier in time): replayed in
     step order, 6 is born dead, and the live count and ranking never include it."""
-    from evolve.records import Individual
-    from evolve.replay import Replay, Row
+    from evolve.store.records import Individual
+    from evolve.views.history import Replay, Row
 
     def record(step: int, fitness: float, parents=()):
         return Row.of(Individual(step=step, created_at=float(step), fitness=fitness, parents=list(parents),
@@ -489,8 +489,8 @@ def test_the_replay_and_every_reader_follow_one_best_rule(fitnesses):
     """Highest fitness, and of equals the earliest step: the replay's running best agrees with best_step."""
     from dataclasses import replace
 
-    from evolve.replay import Replay, Row
-    from evolve.report import best_step
+    from evolve.views.history import Replay, Row
+    from evolve.store.snapshot import best_step
 
     replay = Replay()
     for step, f in enumerate(fitnesses):
@@ -502,7 +502,7 @@ def test_the_replay_and_every_reader_follow_one_best_rule(fitnesses):
 
 
 def test_the_ancestry_walk_stops_at_a_missing_parent_or_a_cycle():
-    from evolve.report import ancestry
+    from evolve.store.snapshot import ancestry
 
     parents = {5: 3, 3: 1, 1: None}
     assert ancestry(5, lambda s: (s, parents[s]) if s in parents else None) == [1, 3, 5]

@@ -1,0 +1,301 @@
+"""What every `evolve` command shares: the Typer app, its consoles, one-line errors, progress, the run summary."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import sys
+import time
+from typing import Annotated, Any, Optional
+
+import typer
+from rich.console import Console
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="Evolve neural architectures.")
+genome_app = typer.Typer(no_args_is_help=True, help="Inspect the genomes that evolve.")
+app.add_typer(genome_app, name="genome")
+
+# soft_wrap: a message stays one line however narrow the terminal (or a pipe's 80 columns)
+out = Console(soft_wrap=True)
+
+
+err = Console(stderr=True, soft_wrap=True)
+
+
+def fail(message: str, code: int = 2) -> None:
+    """One line on stderr, non-zero exit, no traceback."""
+    err.print(f"[bold red]error:[/] {message}", highlight=False)
+    raise typer.Exit(code)
+
+
+def warn_unreadable(unreadable) -> None:
+    """One warning line per record a view skipped because it does not parse (`evolve check` reports them)."""
+    for key, reason in unreadable:
+        err.print(f"[yellow]warning:[/] skipped unreadable record {key}: {reason}", highlight=False)
+
+
+def parse_shape(text: str) -> tuple[int, int, int]:
+    try:
+        c, h, w = (int(part) for part in text.lower().replace("x", ",").split(","))
+    except ValueError:
+        fail(f"--input-shape: expected C,H,W (e.g. 3,32,32), got {text!r}")
+    return c, h, w
+
+
+STORAGE_OPTIONS_HELP = ("fsspec options for the store (endpoint_url, key, secret, token, ...): JSON, or a "
+                        "JSON, TOML or YAML file. Never written into the store.")
+StorageOptions = Annotated[Optional[str], typer.Option("--storage-options", help=STORAGE_OPTIONS_HELP)]
+JSON_HELP = "Print one JSON object instead (its shape: README, 'Scripting'; 'format' is its version)."
+AsJson = Annotated[bool, typer.Option("--json", help=JSON_HELP)]
+JSON_FORMAT = 1  # the version of every --json shape; a change that breaks a reader raises it
+
+
+def storage_options(text: str | None) -> dict[str, Any]:
+    """``--storage-options``: a JSON object, or a file holding one (JSON, TOML or YAML)."""
+    from evolve.config import ConfigError, load_config_file
+
+    if not text:
+        return {}
+    if text.lstrip().startswith("{"):
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"--storage-options: not a JSON object ({exc})") from None
+        if not isinstance(data, dict):
+            raise ConfigError("--storage-options: expected a JSON object")
+        return data
+    try:
+        return load_config_file(text)
+    except ConfigError as exc:
+        raise ConfigError(f"--storage-options: {exc}") from None
+
+
+def settings_from(pairs: list[str] | None) -> dict[str, Any]:
+    """``--set KEY=VALUE`` pairs as nested settings: ``train.batches=300`` is ``{"train": {"batches": 300}}``;
+    values read as YAML scalars (numbers, true/false, null, [lists]), else as strings."""
+    import yaml
+
+    from evolve.config import ConfigError
+
+    out: dict[str, Any] = {}
+    for pair in pairs or []:
+        key, sep, text = pair.partition("=")
+        path = key.strip().split(".")
+        if not sep or not all(path):
+            raise ConfigError(f"--set: expected KEY=VALUE (dotted keys for nested fields), got {pair!r}")
+        try:
+            value = yaml.safe_load(text) if text.strip() else ""
+        except yaml.YAMLError:
+            value = text
+        node = out
+        for part in path[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"--set: {key!r} sets a field inside {part!r}, which is also set to a value")
+        node[path[-1]] = value
+    return out
+
+
+def print_json(command: str, data: dict[str, Any]) -> None:
+    """One JSON object on stdout: ``{"format": 1, "command": ..., ...}`` (NaN and infinities as null)."""
+    def clean(value: Any) -> Any:
+        if isinstance(value, float) and not math.isfinite(value):
+            return None
+        if isinstance(value, dict):
+            return {str(k): clean(v) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [clean(v) for v in value]
+        return value
+
+    sys.stdout.write(json.dumps({"format": JSON_FORMAT, "command": command, **clean(data)}, indent=1) + "\n")
+
+
+def open_store(url: str, options: str | dict | None = None):
+    """The store of an existing run; ``options``: ``--storage-options`` as given, or a dict."""
+    from evolve.store.backend import Store
+
+    return Store.open(url, options if isinstance(options, dict) else storage_options(options), create=False)
+
+
+def guard(fn):
+    """Turn the engine's expected errors into one red line and exit code 2."""
+    import functools
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        from evolve.runner.launch import USER_ERRORS
+
+        try:
+            return fn(*args, **kwargs)
+        except USER_ERRORS as exc:
+            fail(str(exc))
+        except KeyboardInterrupt:
+            err.print("interrupted: `evolve resume STORE` continues the run (a step left in flight is adopted)")
+            raise typer.Exit(130)
+
+    return wrapper
+
+
+def views_guard(fn):
+    """guard, plus the views' own one-line errors (a logdir of another run, an unwritable file)."""
+    import functools
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        from evolve.views.parquet import ExportError
+        from evolve.views.tensorboard import ViewError
+
+        try:
+            return fn(*args, **kwargs)
+        except (ViewError, ExportError) as exc:
+            fail(str(exc))
+
+    return wrapper
+
+
+class LogProgress:
+    """Progress for a log file or a pipe: one plain line every ``every`` seconds and at the end.
+
+    rich draws its bar only on a terminal; without one a long cluster run would stay silent.
+    """
+
+    def __init__(self, total: int, every: float = 30.0) -> None:
+        self.total, self.every = total, every
+        self.started = self.last = time.monotonic()
+        self.first: int | None = None
+
+    def update(self, done: int, force: bool = False) -> None:
+        now = time.monotonic()
+        if self.first is None:
+            self.first = done
+        if not force and now - self.last < self.every:
+            return
+        self.last = now
+        elapsed = now - self.started
+        rate = (done - self.first) / elapsed if elapsed > 0 else 0.0
+        eta = f", about {_duration((self.total - done) / rate)} left" if rate > 0 and done < self.total else ""
+        err.print(f"evolving: {done}/{self.total} individuals ({100 * done / max(self.total, 1):.0f}%), "
+                  f"{_duration(elapsed)} elapsed{eta}", highlight=False)
+
+
+def _duration(seconds: float) -> str:
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
+
+
+@contextlib.contextmanager
+def log_to(level: str, file: str | None):
+    """The engine's (and the workers') log lines on stderr and, with ``file``, in it; undone on exit."""
+    from evolve.runner.logsetup import configure, unconfigure
+
+    try:
+        handlers = configure(level, file)
+    except ValueError as exc:
+        fail(str(exc))
+    except OSError as exc:
+        fail(f"--log-file: cannot write {file!r}: {exc.strerror or exc}")
+    try:
+        yield
+    finally:
+        unconfigure(handlers)
+
+
+LOG_LEVEL_HELP = "Log lines shown (the workers' too): debug, info, warning or error."
+
+
+LOG_FILE_HELP = "Also append the log lines (the workers' too) to this file."
+
+
+class RunProgress:
+    """The run's progress on stderr: a bar on a terminal, a line every few seconds otherwise."""
+
+    def __init__(self, announce: bool = True) -> None:
+        self.announce = announce  # say what the store runs first (a new run; a resume's user knows)
+        self.stack = contextlib.ExitStack()
+        self.show: Any = None
+        self.total = 0
+
+    def __enter__(self) -> RunProgress:
+        return self
+
+    def start(self, run: Any) -> None:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        config = run.config
+        if self.announce:
+            err.print(f"store {run.url}: {config.genome} genomes, {config.selection} selection, population "
+                      f"{config.population}, {config.steps} steps, {config.workers} workers, "
+                      f"dataset {config.dataset}")
+        self.total = run.total
+        if err.is_terminal:
+            bar = self.stack.enter_context(Progress(TextColumn("[bold]evolving"), BarColumn(), MofNCompleteColumn(),
+                                                    TimeElapsedColumn(), console=err, transient=False))
+            task = bar.add_task("steps", total=self.total)
+            self.show = lambda done, force=False: bar.update(task, completed=done)
+        else:
+            self.show = LogProgress(self.total).update
+
+    def update(self, done: int) -> None:
+        if self.show is not None:
+            self.show(min(done, self.total))
+
+    def __exit__(self, kind: Any, *rest: Any) -> None:
+        if kind is None and self.show is not None:
+            self.show(self.total, force=True)
+        self.stack.close()
+
+
+def print_summary(run: Any) -> None:
+    from evolve.store.snapshot import Snapshot
+    from evolve.final.final_model import describe_final
+
+    if run.views is not None:
+        err.print(f"tensorboard: {run.views.line()}", highlight=False)
+    config = run.config
+    warn_unreadable(Snapshot.read(run.store).unreadable)
+    info = run.status()
+    out.print(f"run at {run.url}: {info['done']}/{info['total']} individuals, {info['live']} live, "
+              f"{info['failed']} failed")
+    if info["done"] < info["total"]:
+        return
+    if config.fitness == "train":
+        start = "its architecture from scratch" if config.final_from == "scratch" else "it from its weights"
+        further = (f", training {start} {config.final_batches:,} batches on {config.final_data}"
+                   if config.final_batches else "")
+        err.print(f"testing the best{further} and LeNet-5 on the same split for reference ...", highlight=False)
+    result = run.result()
+    if result is None:
+        return
+    flops = f", {result['flops'] / 1e6:.2f} MFLOPs" if result.get("flops") else ""
+    out.print(f"best individual {result['step']}: validation {pct(result['val_accuracy'])}, "
+              f"test {pct(result['test_accuracy'])}, {result['params'] or 0:,} parameters{flops}", highlight=False)
+    out.print(genome_from_json_line(result["genome"]), highlight=False)
+    final = result.get("final")
+    if final and final.get("status") == "failed":
+        out.print(f"final training of the best failed ({final.get('reason')}); the best as found stands")
+        final = None
+    if final:
+        out.print(f"{describe_final(final)}; {final['train_seconds']:.0f} s", highlight=False)
+    before = " before the final training" if final and final.get("from", "weights") == "weights" else ""
+    out.print(f"initial population's best validation {pct(result['initial_best_val'])}; the best's lineage "
+              f"trained {result['lineage_batches']:,} batches{before}; "
+              "the run spent "
+              f"{result['compute_seconds'] / 60:.1f} worker-minutes (core or GPU) on {result['individuals']} "
+              "individuals", highlight=False)
+    lenet = result.get("lenet5")
+    if lenet:
+        out.print(f"reference: LeNet-5 (batch norm, one-cycle SGD, shifts; {lenet['batches']:,} batches, "
+                  f"{lenet['train_seconds']:.0f} s) on the same split: validation {pct(lenet['val_accuracy'])}, "
+                  f"test {pct(lenet['test_accuracy'])}, {lenet['params']:,} parameters", highlight=False)
+
+
+def genome_from_json_line(data: dict) -> str:
+    from genomes import genome_from_json
+
+    return genome_from_json(data).describe()
+
+
+def pct(value) -> str:
+    return "n/a" if value is None else f"{100 * value:.2f}%"

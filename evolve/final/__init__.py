@@ -1,0 +1,1 @@
+"""After the search: the final model, finalize's stages and table, the exported model."""

@@ -1,0 +1,229 @@
+"""What a user reads at the end of a run: the best as found, its final training, what it cost, LeNet-5.
+
+The test split is touched here only, for the best individual (on demand and at the end of a run),
+never for selection. A child trains briefly (a short cosine cycle from its parent's weights), so
+the best as found is under-trained for its architecture: the run ends by training the best again
+(``final_batches``): by default its architecture from a fresh initialisation with LeNet-5's
+recipe, on the training and validation splits together, as NAS papers retrain what they found
+(Zoph & Le, NASNet, DARTS); ``final_from = "weights"`` trains the best on from its weights, as
+Elsken et al. 2017 do, and ``final_data = "train"`` keeps validation out. The best's test
+accuracy, the final model (record and safetensors weights) and the LeNet-5 reference are
+create-once records in the store (``results/``), so they are computed once, survive a kill (the
+next look redoes only what is missing) and every view sees the same figures.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any
+
+from evolve.config import RunConfig
+from evolve.store.snapshot import Snapshot
+from evolve.store.keys import LENET_KEY, record_key_of_final, record_key_of_tested, weights_key_of_final
+from evolve.store.backend import Store
+
+def kept_results(store: Store, record: dict[str, Any]) -> dict[str, Any]:
+    """``record`` with what later looks kept for it (test accuracy, final model), computing nothing."""
+    step = record["step"]
+    tested = store.read_json(record_key_of_tested(step))
+    out = dict(record)
+    if out.get("test_accuracy") is None and tested is not None:
+        out["test_accuracy"] = tested["test_accuracy"]
+    out["final"] = store.read_json(record_key_of_final(step))
+    return out
+
+
+def lineage_batches(snapshot: Snapshot, step: int) -> int:
+    """SGD batches that reached ``step``'s weights: its own, then its ancestors' while each inherited."""
+    total = 0
+    for record in reversed(snapshot.ancestry(step)):
+        metrics = record.get("metrics") or {}
+        total += int(metrics.get("batches", 0))
+        if not metrics.get("inherited"):
+            break
+    return total
+
+
+def compute_seconds(snapshot: Snapshot) -> float:
+    """Worker-seconds spent on every step (a worker holds one core or one GPU share)."""
+    return sum(float((r.get("timings") or {}).get("total_s", 0.0)) for r in snapshot.individuals.values())
+
+
+def run_data(config: RunConfig):
+    """The run's splits on its training device, as its workers load them."""
+    from evolve.training.datasets import load_dataset
+    from evolve.training.train import to_device
+    from evolve.training.train import resolve_device
+
+    dataset = load_dataset(config.dataset, seed=config.seed, val_fraction=config.val_fraction,
+                           storage_options=config.storage_options or None)
+    return to_device(dataset, resolve_device(config.train.device))
+
+
+def _trained_model(store: Store, record: dict[str, Any], data: Any) -> Any:
+    """The individual's module with its stored weights, on the data's device; None without weights."""
+    from evolve.training.train import build_module, weights_from_bytes
+    from genomes import genome_from_json
+
+    blob = store.read_bytes(record["weights"]["key"]) if record.get("weights") else None
+    if blob is None:
+        return None
+    model = build_module(genome_from_json(record["genome"]), data.input_shape, data.num_classes, 0)
+    model.load_state_dict(weights_from_bytes(blob))
+    return model.to(data.device)
+
+
+def measured_test_accuracy(store: Store, config: RunConfig, record: dict[str, Any], data: Any = None) -> float | None:
+    """The individual's test accuracy: from its record, from an earlier look, or measured now and kept."""
+    if record.get("test_accuracy") is not None:
+        return float(record["test_accuracy"])
+    step = record["step"]
+    kept = store.read_json(record_key_of_tested(step))
+    if kept is not None:
+        return float(kept["test_accuracy"])
+    from evolve.training.train import Trainer
+
+    data = data or run_data(config)
+    model = _trained_model(store, record, data)
+    if model is None:
+        return None
+    accuracy = Trainer(data, config.train, data.device, max_params=10**12).accuracy(model, data.x_test, data.y_test)
+    store.create_json(record_key_of_tested(step), {"step": step, "test_accuracy": accuracy, "created_at": time.time()})
+    kept = store.read_json(record_key_of_tested(step))
+    return float(kept["test_accuracy"]) if kept else accuracy
+
+
+def final_model(store: Store, config: RunConfig, record: dict[str, Any], data: Any = None) -> dict[str, Any] | None:
+    """The best's final training (``final_batches``, ``final_from``, ``final_data``); kept in the store."""
+    step = record["step"]
+    kept = store.read_json(record_key_of_final(step))
+    if kept is not None or config.final_batches == 0:
+        return kept
+    import hashlib
+
+    from evolve.seeding import derive_seed
+    from evolve.training.train import weights_to_bytes
+    from genomes import genome_from_json
+
+    data = data or run_data(config)
+    seed = derive_seed(config.seed, "final", step)
+    weights = None
+    if config.final_from == "weights":
+        weights = store.read_bytes(record["weights"]["key"]) if record.get("weights") else None
+        if weights is None:
+            return None
+    model = final_start(genome_from_json(record["genome"]), config, data, seed, weights)
+    result: dict[str, Any] = {"step": step, **train_final(model, config, data, seed), "created_at": time.time()}
+    weights = None
+    if result["status"] == "ok":
+        weights = weights_to_bytes(model)
+        key = weights_key_of_final(step, uuid.uuid4().hex[:12])
+        store.create_blob(key, weights)
+        result["weights"] = {"key": key, "sha256": hashlib.sha256(weights).hexdigest(), "bytes": len(weights)}
+    else:  # recorded, so that no later look trains it again
+        result["weights"] = None
+    if not store.create_json(record_key_of_final(step), result) and weights is not None:
+        store.delete(result["weights"]["key"])
+    return store.read_json(record_key_of_final(step)) or result
+
+
+def final_start(genome: Any, config: RunConfig, data: Any, seed: int, weights: bytes | None = None) -> Any:
+    """The module a final training starts from: ``genome`` initialised from ``seed``, with
+    ``weights`` (safetensors bytes) loaded over it when ``final_from = "weights"``."""
+    from evolve.training.train import build_module, weights_from_bytes
+
+    model = build_module(genome, data.input_shape, data.num_classes, seed)
+    if config.final_from == "weights" and weights is not None:
+        model.load_state_dict(weights_from_bytes(weights))
+    return model.to(data.device)
+
+
+def final_recipe(config: RunConfig, channels: int) -> Any:
+    """How the final model trains: LeNet-5's recipe from scratch, or the run's settings from the weights.
+
+    From the weights, at the run's rate, not the lineage's: a genome's rate evolved for short
+    fine-tuning cycles and is often far lower.
+    """
+    if config.final_from == "scratch":
+        from evolve.training.lenet import recipe_for
+
+        return recipe_for(config.train, channels, batches=config.final_batches, device=config.train.device)
+    return config.train.model_copy(update={"batches": config.final_batches})
+
+
+def final_splits(config: RunConfig, data: Any) -> Any:
+    """The splits the final training reads: with ``final_data = "train+val"`` validation joins training."""
+    if config.final_data == "train":
+        return data
+    import dataclasses
+
+    import torch
+
+    return dataclasses.replace(data, x_train=torch.cat([data.x_train, data.x_val]),
+                               y_train=torch.cat([data.y_train, data.y_val]))
+
+
+def train_final(model: Any, config: RunConfig, data: Any, seed: int) -> dict[str, Any]:
+    """Train ``model`` in place as the run's final training; the outcome as plain data.
+
+    Accuracies are None after a NaN loss; the validation accuracy is None when validation was
+    trained on (``final_data = "train+val"``).
+    """
+    from evolve.training.train import Trainer
+
+    recipe = final_recipe(config, data.input_shape[0])
+    trainer = Trainer(final_splits(config, data), recipe, data.device, max_params=10**12)
+    fit = trainer.fit(model, recipe.learning_rate, recipe.batches, seed)
+    out: dict[str, Any] = {"batches": recipe.batches, "from": config.final_from, "data": config.final_data,
+                           "schedule": recipe.schedule, "learning_rate": recipe.learning_rate,
+                           "train_seconds": fit.seconds}
+    if not fit.finite:
+        return {**out, "status": "failed", "reason": "nan loss", "val_accuracy": None, "test_accuracy": None}
+    val = trainer.accuracy(model, data.x_val, data.y_val) if config.final_data == "train" else None
+    return {**out, "status": "ok", "val_accuracy": val, "test_accuracy": trainer.accuracy(model, data.x_test, data.y_test)}
+
+
+def describe_final(final: dict[str, Any]) -> str:
+    """A final model in one line: how it was trained and what it scores (validation where measured)."""
+    start = "from its weights" if final.get("from", "weights") == "weights" else "from scratch"
+    scores = [f"{name} {100 * final[key]:.2f}%" for name, key in (("validation", "val_accuracy"), ("test", "test_accuracy"))
+              if final.get(key) is not None]
+    return (f"final model (the best trained {start}, {final['batches']:,} batches on {final.get('data', 'train')}): "
+            f"{', '.join(scores) or 'not measured'}")
+
+
+def lenet_reference(store: Store, config: RunConfig, data: Any = None) -> dict[str, Any]:
+    """LeNet-5 trained with the recipe of ``evolve.training.lenet`` on the run's split; computed once per store."""
+    kept = store.read_json(LENET_KEY)
+    if kept is not None:
+        return kept
+    from evolve.training.lenet import recipe_for, train_lenet
+
+    data = data or run_data(config)
+    result = train_lenet(data, config.seed, recipe_for(config.train, data.input_shape[0], device=str(data.device)))
+    result["dataset"] = config.dataset
+    store.create_json(LENET_KEY, result)
+    return store.read_json(LENET_KEY) or result
+
+
+def summary(store: Store, config: RunConfig, reference: bool = True) -> dict[str, Any] | None:
+    """The best individual as found, with its test accuracy, size, lineage training and the run's compute."""
+    snapshot = Snapshot.read(store)
+    best = snapshot.best()
+    if best is None:
+        return None
+    data = run_data(config) if config.fitness == "train" else None
+    metrics = best.get("metrics") or {}
+    initial = [r for s, r in snapshot.individuals.items() if s < config.population]
+    final = final_model(store, config, best, data) if data is not None else None
+    return {
+        "step": best["step"], "val_accuracy": best.get("val_accuracy"),
+        "test_accuracy": measured_test_accuracy(store, config, best, data) if data is not None else None,
+        "params": metrics.get("params"), "flops": metrics.get("flops"),
+        "lineage_batches": lineage_batches(snapshot, best["step"]),
+        "initial_best_val": max((r["fitness"] for r in initial), default=None),
+        "individuals": len(snapshot.individuals), "compute_seconds": compute_seconds(snapshot),
+        "genome": best["genome"], "final": final,
+        "lenet5": lenet_reference(store, config, data) if reference and data is not None else None,
+    }

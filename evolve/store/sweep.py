@@ -1,0 +1,63 @@
+"""Garbage collection of weights nobody will read again.
+
+Kept: the weights of every live individual, of every pinned one (``pins/``), of the best ever
+(dead or alive: the run's result is tested, exported and, with ``final_from = "weights"``,
+trained on from them), of every parent named by a step still in
+flight (an adopter will need them), of every step not yet finished, and of anything dead
+for less than ``grace_seconds`` (a worker's stale view may still pick it as a parent).
+Removed: a dead individual's weights after the grace period, the weights of losing
+trainers (a zombie or a duplicate adopter) whose child was never recorded, and ``evolve finalize``
+weights that no stage record will ever name (``evolve.final.finalize.stray_weights``).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from evolve.final.finalize import stray_weights
+from evolve.store.marks import selections_of
+from evolve.store.snapshot import Snapshot
+from evolve.store.keys import step_of
+from evolve.store.backend import Store
+
+
+@dataclass
+class GcReport:
+    removed: list[str] = field(default_factory=list)
+    kept: int = 0
+    freed_bytes: int = 0
+    unreadable: list[tuple[str, str]] = field(default_factory=list)  # skipped records: (key, reason)
+
+
+def collect(store: Store, grace_seconds: float = 600.0, dry_run: bool = False) -> GcReport:
+    snap = Snapshot.read(store)
+    now = time.time()
+    recorded = {r["weights"]["key"] for r in snap.individuals.values() if r.get("weights")}
+    protected = {s for s in snap.individuals if s not in snap.deaths}
+    best = snap.best()
+    protected |= {best["step"]} if best else set()  # the run's result: tested, exported, maybe trained on
+    protected |= {s for s, d in snap.deaths.items() if now - float(d.get("created_at", now)) < grace_seconds}
+    protected |= {step_of(k) for k in store.list_keys("pins/")}  # another command will read them
+    for step in snap.claims - set(snap.individuals):
+        protected |= {int(sel["parent"]) for sel in selections_of(store, step)}
+    report = GcReport(unreadable=list(snap.unreadable))
+    for key in store.list_keys("weights/"):
+        step = step_of(key)
+        if step not in snap.individuals:
+            report.kept += 1  # in flight: its record may still come
+            continue
+        garbage = key not in recorded or step not in protected
+        if not garbage:
+            report.kept += 1
+            continue
+        record = snap.individuals[step].get("weights") or {}
+        report.freed_bytes += int(record.get("bytes", 0)) if record.get("key") == key else 0
+        if not dry_run:
+            store.delete(key)
+        report.removed.append(key)
+    for key in stray_weights(store):
+        if not dry_run:
+            store.delete(key)
+        report.removed.append(key)
+    return report

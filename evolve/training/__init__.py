@@ -1,0 +1,1 @@
+"""Training and measuring a child: datasets, the trainer, fitness (built-in, user, synthetic), LeNet-5, pruning."""

@@ -1,0 +1,113 @@
+"""How a child's fitness is measured: real training, or a cheap synthetic score for engine tests."""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
+
+from evolve.config import RunConfig
+from evolve.seeding import rng_for
+from genomes import Genome, Mutation, SearchSpace
+
+if TYPE_CHECKING:
+    from evolve.training.train import Trainer
+
+
+@dataclass
+class Outcome:
+    """What training a child produced (JSON-ready apart from ``weights``)."""
+
+    fitness: float
+    status: str = "ok"
+    reason: str | None = None
+    val_accuracy: float | None = None
+    test_accuracy: float | None = None
+    final_loss: float | None = None
+    params: int = 0
+    flops: int = 0
+    inherited: float = 0.0
+    train_seconds: float = 0.0
+    batches: int = 0
+    eval_seconds: float = 0.0
+    device: str = "cpu"
+    weights: bytes | None = field(default=None, repr=False)
+    extra: dict[str, Any] | None = None  # your own fitness's metrics (evolve.training.fitness)
+
+    def metrics(self) -> dict[str, Any]:
+        """The measurements that are not already top-level fields of an individual's record (your own
+        fitness's metrics under their names, prefixed ``user_`` where one is taken)."""
+        top = {"weights", "fitness", "status", "reason", "val_accuracy", "test_accuracy", "extra"}
+        out = {k: v for k, v in self.__dict__.items() if k not in top}
+        for key, value in (self.extra or {}).items():
+            out[f"user_{key}" if key in out or key in top else key] = value
+        return out
+
+
+class Evaluator(Protocol):
+    def evaluate(self, genome: Genome, parent_weights: bytes | None, seed: int,
+                 mutation: Mutation | None = None) -> Outcome: ...
+
+
+class TrainingEvaluator:
+    """Loads the dataset onto the device once, then trains each child on it."""
+
+    def __init__(self, config: RunConfig, space: SearchSpace) -> None:
+        self.config = config
+        self.space = space
+        self._trainer: Trainer | None = None
+
+    @property
+    def trainer(self) -> Trainer:
+        if self._trainer is None:
+            from evolve.training.datasets import load_dataset
+            from evolve.training.train import to_device
+            from evolve.training.train import Trainer, resolve_device
+
+            device = resolve_device(self.config.train.device)
+            data = load_dataset(self.config.dataset, seed=self.config.seed, val_fraction=self.config.val_fraction)
+            self._trainer = Trainer(to_device(data, device), self.config.train, device, self.space.max_params)
+        return self._trainer
+
+    def evaluate(self, genome: Genome, parent_weights: bytes | None, seed: int,
+                 mutation: Mutation | None = None) -> Outcome:
+        from evolve.training.train import weights_from_bytes
+
+        weights = weights_from_bytes(parent_weights) if parent_weights is not None else None
+        return self.trainer.train(genome, weights, seed, mutation)
+
+
+class SyntheticEvaluator:
+    """A deterministic stand-in for training: bigger, deeper genomes score higher, with seeded noise.
+
+    It exercises the store, selection and scheduling at thousands of steps per minute;
+    it produces no weights.
+    """
+
+    def __init__(self, space: SearchSpace, seconds: float = 0.0) -> None:
+        self.space = space
+        self.seconds = seconds
+
+    def evaluate(self, genome: Genome, parent_weights: bytes | None, seed: int,
+                 mutation: Mutation | None = None) -> Outcome:
+        start = time.perf_counter()
+        if self.seconds:
+            time.sleep(self.seconds)
+        params = genome.param_count(self.space.input_shape, self.space.num_classes)
+        if params > self.space.max_params:
+            return Outcome(fitness=0.0, status="failed", reason="over max_params", params=params)
+        noise = rng_for(seed, "synthetic").gauss(0.0, 0.02)
+        score = min(1.0, max(0.0, math.log10(params + 10) / math.log10(self.space.max_params + 10) + noise))
+        return Outcome(fitness=score, val_accuracy=score, params=params,
+                       train_seconds=time.perf_counter() - start)
+
+
+def make_evaluator(config: RunConfig, space: SearchSpace) -> Evaluator:
+    if config.fitness == "synthetic":
+        return SyntheticEvaluator(space, config.synthetic_seconds)
+    if config.fitness != "train":
+        from evolve.training.fitness import FunctionEvaluator
+
+        return FunctionEvaluator(config, space)
+    return TrainingEvaluator(config, space)

@@ -1,0 +1,1 @@
+"""Views of a run: its history, lineage pictures, TensorBoard (offline and live), the Parquet table."""
