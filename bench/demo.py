@@ -53,8 +53,8 @@ def measure(url: str) -> dict[str, Any]:
 
     from evolve.final.final_model import run_data, summary
     from evolve.runner.launch import load_run
-    from evolve.store.keys import individual_key
     from evolve.store.backend import Store
+    from evolve.store.keys import individual_key
     from genomes import genome_from_json
 
     torch.set_num_threads(1)

@@ -47,13 +47,13 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import header, markdown_table, moto_server, percentile, s3_options, script_name
-from evolve.store.check import check_store
 from evolve.config import RunConfig, build_config
-from evolve.training.evaluate import Evaluator, Outcome
+from evolve.engine.worker import Worker
 from evolve.runner.launch import open_run
 from evolve.seeding import rng_for
 from evolve.store.backend import Store
-from evolve.engine.worker import Worker
+from evolve.store.check import check_store
+from evolve.training.evaluate import Evaluator, Outcome
 from genomes import Genome, SearchSpace
 
 

@@ -34,13 +34,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.common import header, markdown_table, moto_server, s3_options, script_name
 from bench.overhead import OpCounter
 from bench.scaling import START_TIMEOUT_S, collect, process_context, release, steady_rate
-from evolve.store.check import check_store
 from evolve.config import RunConfig, build_config
-from evolve.training.evaluate import Outcome, SyntheticEvaluator
-from evolve.runner.launch import load_run, open_run
-from evolve.store.keys import step_of
-from evolve.store.backend import Store
 from evolve.engine.worker import Worker
+from evolve.runner.launch import load_run, open_run
+from evolve.store.backend import Store
+from evolve.store.check import check_store
+from evolve.store.keys import step_of
+from evolve.training.evaluate import Outcome, SyntheticEvaluator
 
 
 def raw_violations(store: Store, population: int, total: int) -> list[str]:

@@ -157,9 +157,9 @@ def _space(s: Settings, seed: int):
 
 def evolve_job(s: Settings, method: str, seed: int) -> dict[str, Any]:
     """One engine run with ``selection=method``: the best individual as found, and its lineage."""
-    from evolve.store.snapshot import Snapshot
     from evolve.final.final_model import final_model, lineage_batches, measured_test_accuracy
     from evolve.runner.launch import open_run, run_in_process
+    from evolve.store.snapshot import Snapshot
 
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="evolve-quality-") as tmp:
@@ -252,9 +252,8 @@ def _describe(genome_json: dict[str, Any]) -> str:
 
 def lenet_job(s: Settings, method: str, seed: int) -> dict[str, Any]:
     """LeNet-5 with batch norm, trained with the recipe a user would use, on this seed's split."""
-    from evolve.training.lenet import train_lenet
-
     from evolve.seeding import derive_seed
+    from evolve.training.lenet import train_lenet
 
     data = _data(s.dataset, seed, _config(s, seed).val_fraction)
     runs = [train_lenet(data, seed if i == 0 else derive_seed(seed, "lenet", i), _recipe(s, seed, s.retrain_batches))

@@ -27,12 +27,12 @@ def retrain(url: str, step: int | None = None, batches: int = 1500, seed: int = 
     import torch
 
     from bench.quality import _AtRate
-    from evolve.training.lenet import recipe_for
-    from evolve.store.snapshot import Snapshot
     from evolve.final.final_model import run_data
     from evolve.runner.launch import load_run
-    from evolve.store.keys import individual_key
     from evolve.store.backend import Store
+    from evolve.store.keys import individual_key
+    from evolve.store.snapshot import Snapshot
+    from evolve.training.lenet import recipe_for
     from evolve.training.train import Trainer
     from genomes import genome_from_json
 

@@ -37,11 +37,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import cpu_seconds, header, markdown_table, moto_server, s3_options, script_name
 from bench.overhead import OpCounter, prefill
-from evolve.store.check import check_store
 from evolve.config import RunConfig, build_config
-from evolve.training.evaluate import SyntheticEvaluator
 from evolve.runner.launch import open_run
 from evolve.store.backend import Store
+from evolve.store.check import check_store
+from evolve.training.evaluate import SyntheticEvaluator
 
 
 def bucket(workers: int) -> str:
@@ -55,8 +55,8 @@ START_TIMEOUT_S = 600.0
 
 def worker_main(url: str, options: dict[str, Any], config_json: str, index: int, go: Any, results: Any) -> None:
     """A worker process: build the Worker, read the population, say so, wait for the start, run to the end."""
-    from evolve.runner.launch import load_run
     from evolve.engine.worker import Worker
+    from evolve.runner.launch import load_run
 
     try:
         store = Store(url, options)

@@ -32,11 +32,25 @@ from collections.abc import Callable
 from typing import Any
 
 from evolve.config import ConfigError, RunConfig, build_config, load_config_file
+from evolve.final.export_model import export_model
+from evolve.final.final_model import compute_seconds, lineage_batches, measured_test_accuracy, summary
+from evolve.final.finalize import Plan, finalize
+from evolve.final.table import stage_rows
+from evolve.final.table import table as results_table
 from evolve.runner.launch import open_run, run_in_process, run_on_ray
-from evolve.store.records import Individual, parse
-from evolve.store.snapshot import Snapshot, status
+from evolve.runner.presets import missing_dataset, resolve
 from evolve.runner.record import load_run, total_steps
 from evolve.store.backend import Store, StoreError
+from evolve.store.check import check_store
+from evolve.store.keys import individual_key, record_key_of_final
+from evolve.store.records import Individual, parse
+from evolve.store.snapshot import Snapshot, status
+from evolve.training.datasets import DataError
+from evolve.training.fitness import FunctionEvaluator, import_fitness, name_of
+from evolve.views.lineage import plot
+from evolve.views.live import LiveSync
+from evolve.views.parquet import table as parquet_table
+from genomes import genome_from_json
 
 __all__ = ["Run", "configure", "open", "resume", "run"]
 
@@ -54,7 +68,6 @@ def resolve_settings(config_file: str | None, preset: str | None, settings: dict
                      check_dataset: bool = True) -> tuple[RunConfig, dict[str, Any], str | None]:
     """(the config, the settings it was built from, the preset's name): the settings are what a run
     at an existing store is checked against (a resume may change only some fields)."""
-    from evolve.runner.presets import missing_dataset, resolve
 
     data = load_config_file(config_file) if config_file else {}
     named = data.pop("preset", None)
@@ -114,7 +127,6 @@ def resume(url: str, *, storage_options: dict[str, Any] | None = None, executor:
 
 def fitness_name(fn: Callable[..., Any]) -> str:
     """What the config records for a fitness function: its importable name, else ``in-process:NAME``."""
-    from evolve.training.fitness import name_of
 
     name = name_of(fn)
     if name is not None:
@@ -126,7 +138,6 @@ def fitness_name(fn: Callable[..., Any]) -> str:
 def _check_fitness(config: RunConfig, fn: Callable[..., Any] | None, executor: str) -> None:
     """Before anything is written or started: a fitness named in the config must import here, and a
     function given in-process must be one the executor can call."""
-    from evolve.training.fitness import import_fitness
 
     if config.fitness in ("train", "synthetic"):
         if fn is not None:
@@ -194,7 +205,6 @@ class Run:
         runner = run_on_ray if executor == "ray" else run_in_process
         live = None
         if logdir:
-            from evolve.views.live import LiveSync
 
             live = LiveSync(self.store, logdir)
 
@@ -207,7 +217,6 @@ class Run:
         space = load_run(self.store)[1]
         options: dict[str, Any] = {}
         if self._fitness is not None and executor == "local":
-            from evolve.training.fitness import FunctionEvaluator
 
             options["evaluator"] = FunctionEvaluator(self.config, space, self._fitness)
 
@@ -273,7 +282,6 @@ class Run:
 
     def _finalized(self) -> list[dict[str, Any]]:
         """The models ``evolve finalize`` recorded so far: stage, label, test accuracy, parameters."""
-        from evolve.final.table import stage_rows
 
         return [{k: row[k] for k in ("stage", "model", "test_accuracy", "params")} for row in stage_rows(self.store)]
 
@@ -283,7 +291,6 @@ class Run:
         return None if record is None else parse(Individual, record)
 
     def individual(self, step: int) -> Individual:
-        from evolve.store.keys import individual_key
 
         data = self.store.read_json(individual_key(step))
         if data is None:
@@ -297,10 +304,6 @@ class Run:
         for the best, ``finalize``: the models ``evolve finalize`` made of it and the run).
         Only the test accuracy may be computed (once, then kept in the store); where the data
         cannot be read it is None and ``test_error`` says why."""
-        from evolve.training.datasets import DataError
-        from evolve.store.keys import record_key_of_final
-        from evolve.final.final_model import compute_seconds, lineage_batches, measured_test_accuracy
-        from genomes import genome_from_json
 
         snapshot = self._snapshot()
         data = snapshot.best() if step is None else snapshot.individuals.get(step)
@@ -326,18 +329,16 @@ class Run:
         return out
 
     def check(self) -> Any:
-        """The store against the invariants of DESIGN.md (``evolve.store.check.CheckReport``: ``ok``,
+        """The store against docs/ARCHITECTURE.md's invariants (``evolve.store.check.CheckReport``: ``ok``,
         ``violations``, counts), as ``evolve check`` reports it."""
-        from evolve.store.check import check_store
 
         config = load_run(self.store)[0]
         return check_store(self.store, config.population, total_steps(config))
 
     def individuals(self) -> Any:
         """Every individual as a pandas DataFrame, the columns of ``evolve export`` (one row each)."""
-        from evolve.views.parquet import table
 
-        return table(self.store).to_pandas()
+        return parquet_table(self.store).to_pandas()
 
     def lineage(self, step: int | None = None) -> list[Individual]:
         """``step`` (default: the best) and its first-parent ancestors, oldest first."""
@@ -355,7 +356,6 @@ class Run:
         """Individual ``step``'s (default: the best's) network as a ``torch.nn.Module`` with its trained
         weights, in eval mode on the CPU."""
         from evolve.training.train import build_module, weights_from_bytes
-        from genomes import genome_from_json
 
         record = self.best() if step is None else self.individual(step)
         if record is None:
@@ -401,7 +401,6 @@ class Run:
         FLOPs, its final training, the compute spent, and (``reference``) LeNet-5 on the same split.
         Computed once (the best's test, the final training, LeNet-5) and kept in the store; None
         before the run has finished."""
-        from evolve.final.final_model import summary
 
         config = load_run(self.store)[0]
         if self.status()["done"] < total_steps(config):
@@ -416,8 +415,6 @@ class Run:
         ``alpha``, ``prune_target``, ``prune_batches``, ``start`` ("scratch" or "weights"), ``stages``. Stages already
         recorded are not redone. ``executor`` "ray": each phase's trainings at once as Ray tasks with a
         worker's resources (the run's ``address``). Returns the results table, one dict per model."""
-        from evolve.final.finalize import Plan, finalize
-        from evolve.final.table import table
 
         config = load_run(self.store)[0]
         if config.fitness != "train":
@@ -432,20 +429,18 @@ class Run:
         if executor not in ("local", "ray"):
             raise ConfigError(f"finalize: executor must be 'local' or 'ray', got {executor!r}")
         finalize(self.store, config, chosen, on_stage, executor)
-        return table(self.store, config)
+        return results_table(self.store, config)
 
     def export_model(self, out: str, model: str = "best", *, onnx: bool = False, force: bool = False) -> dict[str, Any]:
         """Write ``model`` (``best``, ``found``, or a finalize stage: ``retrain``, ``snapshots``, ``top``,
         ``distill``, ``prune``) to the folder ``out``, for use without evolve: safetensors and ``model.json``, loaded by
         ``genomes.exported.load_model``; ``model.onnx`` too with ``onnx``. Returns the manifest (its
         ``test_accuracy`` measured on the exported model, beside ``stored_test_accuracy``)."""
-        from evolve.final.export_model import export_model
 
         return export_model(self.store, load_run(self.store)[0], out, model, onnx=onnx, force=force)
 
     def plot(self, path: str, **options: Any) -> Any:
         """Figure 1 of Real et al. 2017 for this run, written to ``path`` (PNG)."""
-        from evolve.views.lineage import plot
 
         return plot(self.store, path, **options)
 

@@ -12,6 +12,10 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from genomes import GenomeError, SearchSpace
+from genomes.dna.mutations import dna_options
+from genomes.gcnn.genome import parse_options
+
 
 class ConfigError(ValueError):
     """A configuration value is wrong; the message names the field."""
@@ -192,15 +196,12 @@ RESUMABLE_FIELDS = {
 
 def _check_genome_options(genome: str, options: dict[str, Any]) -> None:
     """Parse ``options`` with the genome kind's own parser, so a typo fails here, not in the first worker."""
-    from genomes import GenomeError, SearchSpace
 
     try:
         if genome == "dna":
-            from genomes.dna.mutations import dna_options
 
             dna_options(SearchSpace(options=dict(options)))
         else:
-            from genomes.gcnn.genome import parse_options
 
             parse_options(options)
     except GenomeError as exc:

@@ -5,6 +5,22 @@
 ``from evolve.records import Individual``, still imports; new code imports ``evolve.store.records``.
 """
 
-from evolve.store.records import (SCHEMA, Adoption, Claim, ExportRow, Individual, Metrics, Mutation,  # noqa: F401
-                                  RecordError, Selection, Tested, Timings, Tombstone, Weights, model_for, parse,
-                                  problem, schema_problem)
+from evolve.store.records import (  # noqa: F401
+                                  SCHEMA,
+                                  Adoption,
+                                  Claim,
+                                  ExportRow,
+                                  Individual,
+                                  Metrics,
+                                  Mutation,
+                                  RecordError,
+                                  Selection,
+                                  Tested,
+                                  Timings,
+                                  Tombstone,
+                                  Weights,
+                                  model_for,
+                                  parse,
+                                  problem,
+                                  schema_problem,
+)

@@ -19,6 +19,8 @@ from typing import Any, Mapping
 
 import torch
 
+from genomes.base import GenomeError
+
 
 @dataclass(frozen=True)
 class Group:
@@ -44,7 +46,6 @@ def prune(genome: Any, state: Mapping[str, torch.Tensor], remove: Mapping[int, l
 def _kind(genome: Any) -> Any:
     from genomes.dna import prune as dna_prune
     from genomes.gcnn import prune as gcnn_prune
-    from genomes.base import GenomeError
 
     by_kind = {"dna": dna_prune, "gcnn": gcnn_prune}
     if getattr(genome, "kind", None) not in by_kind:

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from evolve.store.keys import step_of
 from evolve.store.backend import Store
+from evolve.store.keys import step_of
 
 
 def holders(store: Store) -> dict[int, str]:

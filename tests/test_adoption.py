@@ -8,16 +8,14 @@ import threading
 import time
 from concurrent.futures import Future
 
-from evolve.store.check import check_store
 from evolve.config import build_config
 from evolve.engine.liveness import Identity, machine_id, process_alive
-from evolve.store.keys import selection_key
-from evolve.store.marks import read_selection, selections_of
-from evolve.store.keys import adoption_key, heartbeat_key
 from evolve.engine.population import Population
-from evolve.store.keys import claim_key, death_key, individual_key
-from evolve.runner.launch import open_run, total_steps
 from evolve.engine.worker import Worker
+from evolve.runner.launch import open_run, total_steps
+from evolve.store.check import check_store
+from evolve.store.keys import adoption_key, claim_key, death_key, heartbeat_key, individual_key, selection_key
+from evolve.store.marks import read_selection, selections_of
 
 LEASE = 0.3
 

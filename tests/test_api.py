@@ -11,8 +11,8 @@ import pytest
 
 import evolve
 from evolve.config import ConfigError
-from evolve.store.records import Individual
 from evolve.store.backend import StoreError
+from evolve.store.records import Individual
 
 STORES = Path(__file__).parent / "stores" / "0.1.0"
 TINY = {"dataset": "digits", "population": 4, "steps": 8, "workers": 2, "seed": 1, "final_batches": 6,

@@ -25,12 +25,11 @@ if str(REPO) not in sys.path:  # bench/ is a folder of scripts, not an installed
 
 from bench.common import moto_server, s3_client, s3_options
 from evolve.config import build_config
-from evolve.store.keys import selection_key
 from evolve.engine.population import Population
-from evolve.runner.launch import open_run, run_in_process, total_steps
-from evolve.store.keys import individual_key, step_of
-from evolve.store.backend import Store
 from evolve.engine.worker import Worker
+from evolve.runner.launch import open_run, run_in_process, total_steps
+from evolve.store.backend import Store
+from evolve.store.keys import individual_key, selection_key, step_of
 
 BUCKET = "evolve-test-bench-engine"
 

@@ -19,8 +19,7 @@ sys.path.insert(0, str(REPO))
 
 from bench import gpu, quality, space
 from evolve.training.datasets import load_dataset
-from evolve.training.train import to_device
-from evolve.training.train import build_module
+from evolve.training.train import build_module, to_device
 from genomes import DNA
 
 
@@ -135,9 +134,9 @@ def test_gpu_smoke_on_cpu(tmp_path, capsys):
 def test_retrain_trains_the_best_architecture_from_scratch_with_the_recipe(tmp_path):
     from bench import retrain
     from evolve.config import build_config
-    from evolve.store.snapshot import Snapshot
     from evolve.runner.launch import open_run, run_in_process
     from evolve.store.backend import Store
+    from evolve.store.snapshot import Snapshot
 
     config = build_config({"store": str(tmp_path / "run"), "dataset": "digits", "population": 2, "steps": 2,
                            "workers": 1, "final_batches": 0, "train": {"batches": 3, "device": "cpu"}})

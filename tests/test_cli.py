@@ -15,8 +15,8 @@ import pytest
 from typer.testing import CliRunner
 
 from evolve.cli.main import app
-from evolve.store.snapshot import Snapshot
 from evolve.store.backend import Store
+from evolve.store.snapshot import Snapshot
 
 runner = CliRunner()
 

@@ -27,13 +27,13 @@ import pytest
 from inflight import holders
 from typer.testing import CliRunner
 
-from evolve.store.check import check_store
 from evolve.cli.main import app
 from evolve.config import RunConfig, build_config
-from evolve.store.marks import read_selection, selections_of
 from evolve.runner.launch import open_run, run_on_ray, total_steps
-from evolve.store.keys import claim_key, death_key, individual_key, step_of
 from evolve.store.backend import Store
+from evolve.store.check import check_store
+from evolve.store.keys import claim_key, death_key, individual_key, step_of
+from evolve.store.marks import read_selection, selections_of
 
 ray = pytest.importorskip("ray")
 

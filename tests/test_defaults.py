@@ -7,11 +7,10 @@ import json
 import pytest
 
 from evolve.config import DEFAULT_GENOME_OPTIONS, RunConfig
-from evolve.store.keys import LENET_KEY, record_key_of_tested
 from evolve.final.final_model import lineage_batches, summary
 from evolve.runner.launch import load_run, open_run, run_in_process
-from evolve.store.keys import RUN_KEY
 from evolve.store.backend import Store
+from evolve.store.keys import LENET_KEY, RUN_KEY, record_key_of_tested
 from evolve.store.snapshot import Snapshot
 
 

@@ -8,14 +8,20 @@ import time
 import pytest
 import torch
 
-from evolve.store.check import check_store
-from evolve.store.keys import pin_key
 from evolve.config import RunConfig, build_config
-from evolve.store.keys import claim_key, death_key, individual_key, step_of
-from evolve.store.keys import heartbeat_key, selection_key
-from evolve.store.snapshot import Snapshot
-from evolve.runner.launch import open_run, run_in_process, total_steps
 from evolve.engine.worker import Worker
+from evolve.runner.launch import open_run, run_in_process, total_steps
+from evolve.store.check import check_store
+from evolve.store.keys import (
+    claim_key,
+    death_key,
+    heartbeat_key,
+    individual_key,
+    pin_key,
+    selection_key,
+    step_of,
+)
+from evolve.store.snapshot import Snapshot
 
 
 def synthetic(tmp_path, **kw) -> RunConfig:
@@ -328,9 +334,9 @@ def test_a_store_without_log_marks_resumes_without_waiting_for_leases(tmp_path):
     its children are known at once, and the loser of a step in flight is never sampled."""
     import time
 
+    from evolve.engine.population import Population
     from evolve.store.keys import kill_mark
     from evolve.store.marks import backfill_log
-    from evolve.engine.population import Population
 
     config = synthetic(tmp_path, workers=1, steps=10, lease_seconds=60.0)
     store, config, space = open_run(config)
@@ -416,8 +422,8 @@ def test_the_collectors_grace_follows_the_slowest_recent_selection(tmp_path, mon
     from evolve.engine import collector as collector_module
     from evolve.engine.collector import SELECTIONS_KEPT, Collector
     from evolve.engine.population import Population
-    from evolve.store.keys import individual_key
     from evolve.store.backend import Store
+    from evolve.store.keys import individual_key
 
     clock = [1000.0]
     monkeypatch.setattr(collector_module.time, "monotonic", lambda: clock[0])

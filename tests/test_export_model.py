@@ -13,8 +13,8 @@ from typer.testing import CliRunner
 
 import evolve
 from evolve.cli.main import app
-from evolve.training.datasets import load_dataset
 from evolve.final.export_model import exported_inputs
+from evolve.training.datasets import load_dataset
 
 STORES = Path(__file__).parent / "stores" / "0.1.0"
 

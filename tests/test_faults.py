@@ -21,12 +21,12 @@ import pytest
 from inflight import holders
 from typer.testing import CliRunner
 
-from evolve.store.check import check_store
 from evolve.cli.main import app
+from evolve.store.backend import Store
+from evolve.store.check import check_store
+from evolve.store.keys import PAD, claim_key, individual_key, step_of
 from evolve.store.marks import selections_of
 from evolve.store.snapshot import Snapshot
-from evolve.store.keys import PAD, claim_key, individual_key, step_of
-from evolve.store.backend import Store
 
 pytestmark = pytest.mark.slow
 

@@ -187,8 +187,8 @@ def test_on_ray_each_phases_trainings_run_as_tasks_and_the_result_is_the_same_ki
 
 def test_training_from_the_evolved_weights_pins_them_until_finalize_is_done(store):
     from evolve.final.finalize import Plan, _settle_plan
-    from evolve.store.sweep import collect
     from evolve.store.backend import StoreError
+    from evolve.store.sweep import collect
 
     run = evolve.open(str(store))
     plan = dict(batches=10, cycles=2, top=2, start="weights", stages=("retrain", "top"))

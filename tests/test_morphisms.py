@@ -11,7 +11,14 @@ from hypothesis import strategies as st
 
 from genomes import DNA, SearchSpace
 from genomes.base import GenomeError, Mutation
-from genomes.dna.mutations import add_gated_skip, deepen, dna_options, grow_filter, insert_one_to_one_preserving, widen
+from genomes.dna.mutations import (
+    add_gated_skip,
+    deepen,
+    dna_options,
+    grow_filter,
+    insert_one_to_one_preserving,
+    widen,
+)
 
 torch.set_num_threads(1)
 

@@ -11,8 +11,8 @@ from typer.testing import CliRunner
 
 from evolve.cli.main import app
 from evolve.config import RunConfig, build_config
-from evolve.training.datasets import load_dataset
 from evolve.runner.presets import PRESETS, missing_dataset, resolve, train_images
+from evolve.training.datasets import load_dataset
 
 runner = CliRunner()
 
@@ -100,14 +100,14 @@ def test_lse_is_the_papers_dna_and_its_cap_does_not_truncate():
 
 def test_epoch_budgets_follow_the_training_split_actually_used(tmp_path):
     mini = dry_run("--preset", "gcnn-mnist")
-    split = train_images("mnist-mini", mini["val_fraction"])
+    split = train_images(build_config({"dataset": "mnist-mini", "val_fraction": mini["val_fraction"]}))
     assert mini["train"]["batches"] == math.ceil(25 * split / mini["train"]["batch_size"])
     full = dry_run("--preset", "gcnn-mnist", "--dataset", "mnist:/data/mnist")  # the paper's full MNIST
-    assert full["train"]["batches"] == math.ceil(25 * train_images("mnist:x", full["val_fraction"]) / 32)
+    assert full["train"]["batches"] == math.ceil(25 * train_images(build_config({"dataset": "mnist:x", "val_fraction": full["val_fraction"]})) / 32)
     assert full["train"]["batches"] > 10 * mini["train"]["batches"]
     cifar = dry_run("--preset", "gcnn-cifar10", "--dataset", "cifar10:/data/c10")
     assert cifar["dataset"] == "cifar10:/data/c10"
-    assert cifar["train"]["batches"] == math.ceil(240 * train_images("cifar10:x", cifar["val_fraction"]) / 32)
+    assert cifar["train"]["batches"] == math.ceil(240 * train_images(build_config({"dataset": "cifar10:x", "val_fraction": cifar["val_fraction"]})) / 32)
     config = tmp_path / "c.toml"
     config.write_text('[train]\nbatches = 77\n')  # a budget the user states wins
     assert dry_run("--preset", "gcnn-mnist", "--config", config)["train"]["batches"] == 77
@@ -119,7 +119,7 @@ def test_epoch_budgets_follow_the_training_split_actually_used(tmp_path):
 @pytest.mark.parametrize("spec", ["mnist-mini", "digits"])
 @pytest.mark.parametrize("val_fraction", [0.1, 0.2])
 def test_known_training_split_sizes_match_the_loader(spec, val_fraction):
-    assert train_images(spec, val_fraction) == load_dataset(spec, val_fraction=val_fraction).sizes()["train"]
+    assert train_images(build_config({"dataset": spec, "val_fraction": val_fraction})) == load_dataset(spec, val_fraction=val_fraction).sizes()["train"]
 
 
 def test_precedence_defaults_preset_file_options(tmp_path):

@@ -13,10 +13,10 @@ import time
 import pytest
 from inflight import holders
 
-from evolve.store.check import check_store
 from evolve.config import build_config
-from evolve.store.snapshot import Snapshot
 from evolve.runner.launch import open_run, run_on_ray, total_steps
+from evolve.store.check import check_store
+from evolve.store.snapshot import Snapshot
 
 ray = pytest.importorskip("ray")
 

@@ -19,8 +19,18 @@ from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from evolve.cli.main import app
-from evolve.store.records import (SCHEMA, Claim, Individual, RecordError, Selection, Tombstone, model_for, parse,
-                            problem, schema_problem)
+from evolve.store.records import (
+    SCHEMA,
+    Claim,
+    Individual,
+    RecordError,
+    Selection,
+    Tombstone,
+    model_for,
+    parse,
+    problem,
+    schema_problem,
+)
 
 STORES = Path(__file__).parent / "stores" / "0.1.0"
 GOLDEN = Path(__file__).parent / "golden"

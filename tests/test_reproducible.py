@@ -13,9 +13,9 @@ import pytest
 import torch
 
 from evolve.config import build_config
-from evolve.store.snapshot import Snapshot
-from evolve.runner.launch import open_run, run_in_process
 from evolve.engine.worker import Worker
+from evolve.runner.launch import open_run, run_in_process
+from evolve.store.snapshot import Snapshot
 
 GCNN = {"genome": "gcnn", "genome_options": {"nodes": [3, 3], "channels": [8, 16]}}
 

@@ -25,12 +25,12 @@ from faulty_s3 import FaultyS3
 from test_store import moto_endpoint  # noqa: F401 - the session's moto server (a fixture)
 from typer.testing import CliRunner
 
-from evolve.store.check import check_store
 from evolve.cli.main import app
 from evolve.config import build_config
-from evolve.store.doctor import doctor
 from evolve.runner.launch import open_run, run_in_process, total_steps
 from evolve.store.backend import Store, StoreError
+from evolve.store.check import check_store
+from evolve.store.doctor import doctor
 
 SECRET = f"evolve-test-secret-{uuid.uuid4().hex}"
 NO_BOTOCORE_RETRIES = {"config_kwargs": {"retries": {"total_max_attempts": 1}}}

@@ -11,9 +11,9 @@ import json
 import logging
 import multiprocessing
 import os
-import shutil
 import pickle
 import random
+import shutil
 import socket
 import threading
 import time
@@ -26,9 +26,9 @@ from fsspec.implementations.memory import MemoryFileSystem
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from evolve.store.backend import CorruptRecord, Store, StoreError
 from evolve.store.doctor import doctor, require_healthy
 from evolve.store.keys import PAD, RUN_KEY, claim_key, death_key, individual_key, step_of, weights_key
-from evolve.store.backend import CorruptRecord, Store, StoreError
 
 RACE_PROCESSES = 32
 RACE_KEYS = 1000

@@ -1,11 +1,11 @@
 import dataclasses
+
 import pytest
 import torch
 
 from evolve.config import TrainConfig
 from evolve.training.datasets import load_dataset
-from evolve.training.train import to_device
-from evolve.training.train import Trainer, weights_from_bytes
+from evolve.training.train import Trainer, to_device, weights_from_bytes
 from genomes import DNA, SearchSpace
 
 

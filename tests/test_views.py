@@ -24,12 +24,12 @@ from typer.testing import CliRunner
 
 from evolve.cli.main import app
 from evolve.config import build_config
-from evolve.store.keys import individual_key, step_of
-from evolve.views.history import RATE_WINDOW
-from evolve.store.snapshot import Snapshot
 from evolve.runner.launch import open_run, run_in_process
-from evolve.views.live import LiveSync
 from evolve.store.backend import Store
+from evolve.store.keys import individual_key, step_of
+from evolve.store.snapshot import Snapshot
+from evolve.views.history import RATE_WINDOW
+from evolve.views.live import LiveSync
 from evolve.views.tensorboard import METRIC_TAGS, SCALAR_TAGS, STATE_FILE, sync
 
 POPULATION, STEPS = 8, 40
@@ -489,8 +489,8 @@ def test_the_replay_and_every_reader_follow_one_best_rule(fitnesses):
     """Highest fitness, and of equals the earliest step: the replay's running best agrees with best_step."""
     from dataclasses import replace
 
-    from evolve.views.history import Replay, Row
     from evolve.store.snapshot import best_step
+    from evolve.views.history import Replay, Row
 
     replay = Replay()
     for step, f in enumerate(fitnesses):

@@ -12,6 +12,16 @@ from typing import Annotated, Any, Optional
 import typer
 from rich.console import Console
 
+from evolve.config import ConfigError, load_config_file
+from evolve.final.final_model import describe_final
+from evolve.runner.launch import USER_ERRORS
+from evolve.runner.logsetup import configure, unconfigure
+from evolve.store.backend import Store
+from evolve.store.snapshot import Snapshot
+from evolve.views.parquet import ExportError
+from evolve.views.tensorboard import ViewError
+from genomes import genome_from_json
+
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Evolve neural architectures.")
 genome_app = typer.Typer(no_args_is_help=True, help="Inspect the genomes that evolve.")
 app.add_typer(genome_app, name="genome")
@@ -53,7 +63,6 @@ JSON_FORMAT = 1  # the version of every --json shape; a change that breaks a rea
 
 def storage_options(text: str | None) -> dict[str, Any]:
     """``--storage-options``: a JSON object, or a file holding one (JSON, TOML or YAML)."""
-    from evolve.config import ConfigError, load_config_file
 
     if not text:
         return {}
@@ -76,7 +85,6 @@ def settings_from(pairs: list[str] | None) -> dict[str, Any]:
     values read as YAML scalars (numbers, true/false, null, [lists]), else as strings."""
     import yaml
 
-    from evolve.config import ConfigError
 
     out: dict[str, Any] = {}
     for pair in pairs or []:
@@ -113,7 +121,6 @@ def print_json(command: str, data: dict[str, Any]) -> None:
 
 def open_store(url: str, options: str | dict | None = None):
     """The store of an existing run; ``options``: ``--storage-options`` as given, or a dict."""
-    from evolve.store.backend import Store
 
     return Store.open(url, options if isinstance(options, dict) else storage_options(options), create=False)
 
@@ -124,7 +131,6 @@ def guard(fn):
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
-        from evolve.runner.launch import USER_ERRORS
 
         try:
             return fn(*args, **kwargs)
@@ -143,8 +149,6 @@ def views_guard(fn):
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
-        from evolve.views.parquet import ExportError
-        from evolve.views.tensorboard import ViewError
 
         try:
             return fn(*args, **kwargs)
@@ -188,7 +192,6 @@ def _duration(seconds: float) -> str:
 @contextlib.contextmanager
 def log_to(level: str, file: str | None):
     """The engine's (and the workers') log lines on stderr and, with ``file``, in it; undone on exit."""
-    from evolve.runner.logsetup import configure, unconfigure
 
     try:
         handlers = configure(level, file)
@@ -248,8 +251,6 @@ class RunProgress:
 
 
 def print_summary(run: Any) -> None:
-    from evolve.store.snapshot import Snapshot
-    from evolve.final.final_model import describe_final
 
     if run.views is not None:
         err.print(f"tensorboard: {run.views.line()}", highlight=False)
@@ -292,7 +293,6 @@ def print_summary(run: Any) -> None:
 
 
 def genome_from_json_line(data: dict) -> str:
-    from genomes import genome_from_json
 
     return genome_from_json(data).describe()
 

@@ -11,10 +11,32 @@ from typing import Annotated, Literal, Optional
 
 import typer
 
+from evolve.api import resolve_settings
+from evolve.cli.console import (
+    LOG_FILE_HELP,
+    LOG_LEVEL_HELP,
+    RunProgress,
+    StorageOptions,
+    app,
+    err,
+    fail,
+    genome_app,
+    guard,
+    log_to,
+    open_store,
+    out,
+    parse_shape,
+    pct,
+    print_summary,
+    settings_from,
+    storage_options,
+    warn_unreadable,
+)
 from evolve.config import merge_settings
-from evolve.cli.console import (LOG_FILE_HELP, LOG_LEVEL_HELP, RunProgress, StorageOptions, app, err, fail, genome_app,
-                            guard, log_to, open_store, out, parse_shape, pct, print_summary, settings_from,
-                            storage_options, warn_unreadable)
+from evolve.runner.presets import missing_dataset, required_dataset
+from evolve.store.backend import Store
+from evolve.store.doctor import doctor as run_doctor
+from evolve.store.sweep import collect
 from genomes import GenomeError, SearchSpace, genome_class
 
 Genome = Literal["dna", "gcnn"]
@@ -94,9 +116,7 @@ def run(
     log_file: Annotated[Optional[str], typer.Option(help=LOG_FILE_HELP)] = None,
 ) -> None:
     """Start (or continue) an evolution run; with no options, a small demo on the embedded dataset."""
-    from evolve.api import resolve_settings
     from evolve.api import run as start
-    from evolve.runner.presets import missing_dataset, required_dataset
 
     given = {"store": store, "genome": genome, "selection": selection, "population": population,
              "workers": workers, "steps": steps, "dataset": dataset, "seed": seed, "fitness": fitness,
@@ -153,7 +173,6 @@ def gc(
     dry_run: Annotated[bool, typer.Option("--dry-run")] = False,
 ) -> None:
     """Delete weights that no live individual or pending step needs, and finalize weights no record names."""
-    from evolve.store.sweep import collect
 
     report = collect(open_store(store, storage_options_), grace_seconds=grace, dry_run=dry_run)
     warn_unreadable(report.unreadable)
@@ -166,9 +185,6 @@ def gc(
 def doctor(store: Annotated[str, typer.Argument(help="Store URL to test.")],
            storage_options_: StorageOptions = None) -> None:
     """Check that the backend really refuses a second create and lists fresh writes."""
-    from evolve.store.doctor import doctor as run_doctor
-    from evolve.store.backend import Store
-
     report = run_doctor(Store.open(store, storage_options(storage_options_), create=True))
     for check_ in report.checks:
         mark = "[green]ok[/]" if check_.ok else "[red]FAIL[/]"

@@ -10,8 +10,20 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from evolve.cli.console import (AsJson, StorageOptions, app, err, fail, guard, out, pct, print_json,
-                            storage_options, warn_unreadable)
+from evolve.cli.console import (
+    AsJson,
+    StorageOptions,
+    app,
+    err,
+    fail,
+    guard,
+    out,
+    pct,
+    print_json,
+    storage_options,
+    warn_unreadable,
+)
+from evolve.final.final_model import describe_final
 
 
 def _open(store: str, options: str | None) -> Any:
@@ -55,7 +67,6 @@ def best(
     """The best individual: accuracies, size, mutations, compute; its genome with --genome."""
     import json
 
-    from evolve.final.final_model import describe_final
 
     run = _open(store, storage_options_)
     card = run.summary()

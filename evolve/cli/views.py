@@ -6,7 +6,21 @@ from typing import Annotated, Optional
 
 import typer
 
-from evolve.cli.console import StorageOptions, app, err, fail, guard, open_store, out, views_guard, warn_unreadable
+from evolve.cli.console import (
+    StorageOptions,
+    app,
+    err,
+    fail,
+    guard,
+    open_store,
+    out,
+    views_guard,
+    warn_unreadable,
+)
+from evolve.views.lineage import plot as plot_run
+from evolve.views.live import serve as serve_views
+from evolve.views.parquet import export_parquet
+from evolve.views.tensorboard import sync
 
 
 @app.command()
@@ -24,9 +38,6 @@ def tensorboard(
 ) -> None:
     """Write TensorBoard views of a run (scalars, lineage, Figure 1, HParams), incrementally; --serve shows them."""
     import os
-
-    from evolve.views.live import serve as serve_views
-    from evolve.views.tensorboard import sync
 
     st = open_store(store, storage_options_)
     if logdir is None:
@@ -67,8 +78,6 @@ def plot(
     dpi: Annotated[int, typer.Option(min=30, max=600)] = 150,
 ) -> None:
     """Figure 1 of Real et al.: every individual's fitness over time, the best's line of descent."""
-    from evolve.views.lineage import plot as plot_run
-
     report = plot_run(open_store(store, storage_options_), out_png, size=(width, height), dpi=dpi)
     warn_unreadable(report.unreadable)
     out.print(f"wrote {report.path} ({report.width}x{report.height}): {report.individuals} individuals, "
@@ -84,7 +93,6 @@ def export_(
     storage_options_: StorageOptions = None,
 ) -> None:
     """Every individual as a row of a Parquet file (pandas, pyarrow, DuckDB, polars read it as is)."""
-    from evolve.views.parquet import export_parquet
 
     report = export_parquet(open_store(store, storage_options_), out_parquet)
     warn_unreadable(report.unreadable)

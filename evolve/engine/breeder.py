@@ -13,24 +13,15 @@ Steps below the population size are the initial individuals in both.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any, Protocol
 
 from evolve.config import RunConfig
-from evolve.training.evaluate import Outcome
-from evolve.seeding import rng_for
+from evolve.engine.child import Child, Read, initial_child
+from evolve.engine.generational import Generational
 from evolve.engine.selection import make_strategy
-from genomes import Genome, SearchSpace, genome_class, genome_from_json
-
-Read = Callable[[int], "bytes | None"]
-"""The stored weights of individual ``step``, or None (missing, corrupt, or a run that does not inherit)."""
-
-
-@dataclass
-class Child:
-    genome: Genome
-    provenance: dict[str, Any]  # origin, parents, mutation, loser, attempt (generational: generation)
-    parent: int | None  # whose weights it starts from, if it inherits
+from evolve.seeding import rng_for
+from evolve.training.outcome import Outcome
+from genomes import Genome, SearchSpace, genome_from_json
 
 
 class Breeder(Protocol):
@@ -54,12 +45,6 @@ class Breeder(Protocol):
     def fitness(self, step: int, genome_hash: str, outcome: Outcome) -> tuple[float, dict[str, Any]]:
         """The fitness recorded for the child, and any fields it adds to the record."""
         ...
-
-
-def initial_child(step: int, config: RunConfig, space: SearchSpace) -> Child:
-    genome = genome_class(config.genome).initial(rng_for(config.seed, step, "initial"), space)
-    return Child(genome, {"origin": "initial", "parents": [], "mutation": None, "loser": None, "attempt": None},
-                 None)
 
 
 PARSED_KEPT = 64
@@ -120,7 +105,5 @@ class SteadyState:
 
 def make_breeder(config: RunConfig, space: SearchSpace, population: Any, worker_id: str) -> Breeder:
     if config.selection == "generational":
-        from evolve.engine.generational import Generational
-
         return Generational(config, space, population, worker_id)
     return SteadyState(config, space, population)

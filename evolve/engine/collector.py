@@ -32,10 +32,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from evolve.store.marks import selections_of
 from evolve.engine.population import Population
-from evolve.store.keys import PAD, individual_key, step_of
 from evolve.store.backend import Store
+from evolve.store.keys import PAD, individual_key, step_of
+from evolve.store.marks import selections_of
 
 log = logging.getLogger("evolve.engine.collector")
 

@@ -23,10 +23,11 @@ import random
 import time
 from typing import Any, Mapping, Sequence
 
-from evolve.engine.breeder import Child, initial_child
-from evolve.store.keys import generation_key
+from evolve.engine.child import Child, initial_child
 from evolve.seeding import rng_for
+from evolve.store.keys import generation_key
 from genomes import Genome, Mutation, SearchSpace, genome_from_json
+from genomes.gcnn.genome import stage_of
 
 
 def roulette(fitness: Sequence[float], count: int, rng: random.Random) -> list[int]:
@@ -83,7 +84,6 @@ def crossover_weights(first: bytes, second: bytes | None, swapped: Sequence[int]
     """
     from safetensors.torch import load, save
 
-    from genomes.gcnn.genome import stage_of
 
     mine = load(first)
     last = max((s for s in map(stage_of, mine) if s is not None), default=0)

@@ -10,21 +10,23 @@ import socket
 import threading
 import time
 import uuid
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from collections.abc import Callable, Iterator
 from typing import Any
 
-from evolve.engine.breeder import Breeder, Child, make_breeder
-from evolve.engine.collector import Collector, drop_strays
 from evolve.config import RunConfig
-from evolve.training.evaluate import Evaluator, Outcome, make_evaluator
+from evolve.engine.breeder import Breeder, make_breeder
+from evolve.engine.child import Child
+from evolve.engine.collector import Collector, drop_strays
 from evolve.engine.heartbeat import Heartbeats
 from evolve.engine.liveness import Identity
 from evolve.engine.population import Population
 from evolve.seeding import derive_seed
-from evolve.store.keys import individual_key, weights_key
 from evolve.store.backend import Store
+from evolve.store.keys import individual_key, weights_key
+from evolve.training.evaluate import Evaluator, make_evaluator
+from evolve.training.outcome import Outcome
 from genomes import Mutation, SearchSpace, genome_from_json
 
 log = logging.getLogger("evolve.engine.worker")

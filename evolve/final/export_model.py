@@ -24,17 +24,16 @@ from dataclasses import dataclass
 from typing import Any
 
 from evolve.config import RunConfig
+from evolve.final.final_model import measured_test_accuracy
+from evolve.store.backend import Store
+from evolve.store.failures import ExportError
 from evolve.store.keys import FINALIZE_PREFIX, finalize_key, finalize_stage_of, record_key_of_final
 from evolve.store.snapshot import Snapshot
-from evolve.store.backend import Store, StoreError
+from evolve.training.datasets import run_dataset
 
 MODELS = ("best", "found", "retrain", "snapshots", "top", "distill", "prune")
 ONNX_TOLERANCE = 1e-4  # largest absolute difference allowed between onnxruntime's and torch's outputs
 ONNX_OPSET = 18
-
-
-class ExportError(StoreError):
-    """The model cannot be exported (not recorded, weights gone, onnx missing, the folder in use); one line."""
 
 
 @dataclass(frozen=True)
@@ -49,7 +48,6 @@ class Chosen:
 
 def choose(store: Store, config: RunConfig, which: str = "best") -> Chosen:
     """The model ``which`` names (``MODELS``), as recorded in ``store``."""
-    from evolve.final.final_model import measured_test_accuracy
 
     if which not in MODELS:
         raise ExportError(f"model: unknown {which!r}; known: {', '.join(MODELS)}")
@@ -101,7 +99,6 @@ def export_model(store: Store, config: RunConfig, out: str, which: str = "best",
 
     The folder is built beside ``out`` and moved into place only once complete and checked, so a
     failed export leaves nothing half-written. An existing non-empty ``out`` is refused unless ``force``."""
-    from evolve.training.datasets import load_dataset
     from genomes.exported import FORMAT, MANIFEST
 
     out = os.path.abspath(out)
@@ -110,8 +107,7 @@ def export_model(store: Store, config: RunConfig, out: str, which: str = "best",
     if onnx:
         _require_onnx()
     chosen = choose(store, config, which)
-    dataset = load_dataset(config.dataset, seed=config.seed, val_fraction=config.val_fraction,
-                           storage_options=config.storage_options or None)
+    dataset = run_dataset(config)
     building = os.path.join(os.path.dirname(out), f".tmp-export-{uuid.uuid4().hex[:8]}")
     os.makedirs(building)
     try:

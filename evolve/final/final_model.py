@@ -19,9 +19,13 @@ import uuid
 from typing import Any
 
 from evolve.config import RunConfig
-from evolve.store.snapshot import Snapshot
-from evolve.store.keys import LENET_KEY, record_key_of_final, record_key_of_tested, weights_key_of_final
+from evolve.seeding import derive_seed
 from evolve.store.backend import Store
+from evolve.store.keys import LENET_KEY, record_key_of_final, record_key_of_tested, weights_key_of_final
+from evolve.store.snapshot import Snapshot
+from evolve.training.datasets import run_dataset
+from genomes import genome_from_json
+
 
 def kept_results(store: Store, record: dict[str, Any]) -> dict[str, Any]:
     """``record`` with what later looks kept for it (test accuracy, final model), computing nothing."""
@@ -52,19 +56,14 @@ def compute_seconds(snapshot: Snapshot) -> float:
 
 def run_data(config: RunConfig):
     """The run's splits on its training device, as its workers load them."""
-    from evolve.training.datasets import load_dataset
-    from evolve.training.train import to_device
-    from evolve.training.train import resolve_device
+    from evolve.training.train import resolve_device, to_device
 
-    dataset = load_dataset(config.dataset, seed=config.seed, val_fraction=config.val_fraction,
-                           storage_options=config.storage_options or None)
-    return to_device(dataset, resolve_device(config.train.device))
+    return to_device(run_dataset(config), resolve_device(config.train.device))
 
 
 def _trained_model(store: Store, record: dict[str, Any], data: Any) -> Any:
     """The individual's module with its stored weights, on the data's device; None without weights."""
     from evolve.training.train import build_module, weights_from_bytes
-    from genomes import genome_from_json
 
     blob = store.read_bytes(record["weights"]["key"]) if record.get("weights") else None
     if blob is None:
@@ -102,9 +101,7 @@ def final_model(store: Store, config: RunConfig, record: dict[str, Any], data: A
         return kept
     import hashlib
 
-    from evolve.seeding import derive_seed
     from evolve.training.train import weights_to_bytes
-    from genomes import genome_from_json
 
     data = data or run_data(config)
     seed = derive_seed(config.seed, "final", step)

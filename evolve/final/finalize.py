@@ -34,10 +34,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from evolve.config import RunConfig
-from evolve.store.keys import (FINALIZE_PREFIX, finalize_key, finalize_stage_of, finalize_weights_key, individual_key,
-                         pin_key)
-from evolve.store.snapshot import Snapshot
+from evolve.final.final_model import final_splits, run_data
+from evolve.runner.launch import init_ray
+from evolve.seeding import derive_seed
 from evolve.store.backend import Store, StoreError
+from evolve.store.keys import finalize_key, finalize_weights_key, individual_key, pin_key
+from evolve.store.snapshot import Snapshot
+from evolve.training.prune import fisher_prune
+from genomes import genome_from_json
 
 STAGES = ("retrain", "snapshots", "top", "distill", "prune")
 INFER_IMAGES = 256  # images per timed forward pass (inference ms per image)
@@ -172,7 +176,6 @@ class _Local:
         self.store, self.config, self.plan, self.data = store, config, plan, None
 
     def __call__(self, names: list[str]) -> list[dict[str, Any]]:
-        from evolve.final.final_model import run_data
 
         out = []
         for name in names:
@@ -190,7 +193,6 @@ class _OnRay:
     def __call__(self, names: list[str]) -> list[dict[str, Any]]:
         if not names:
             return []
-        from evolve.runner.launch import init_ray
 
         ray = init_ray(self.config)
         task = ray.remote(build_stage).options(num_cpus=self.config.cpus_per_worker,
@@ -205,7 +207,6 @@ class _OnRay:
 def build_stage(store: Store, config: RunConfig, plan: Plan, name: str, data: Any = None) -> dict[str, Any]:
     """Build stage ``name`` from the stages it needs (recorded before) and record it; its record (a
     racing finalize's, if that one recorded it first). ``data``: the run's splits (loaded if None)."""
-    from evolve.final.final_model import run_data
 
     data = data or run_data(config)
     architectures = _settle_plan(store, plan)["architectures"]
@@ -336,22 +337,6 @@ def _record(store: Store, name: str, record: dict[str, Any], weights: list[bytes
     return store.read_json(finalize_key(name)) or record
 
 
-def stray_weights(store: Store) -> list[str]:
-    """Finalize weights that no record will ever name: those of a stage whose record names others (a
-    racing finalize's, or those of a stage killed before its record and since redone). A stage not yet
-    recorded keeps all its weights: it may be training still."""
-    by_stage: dict[str, list[str]] = {}
-    for key in store.list_keys(FINALIZE_PREFIX):
-        if key.endswith(".safetensors"):
-            by_stage.setdefault(finalize_stage_of(key), []).append(key)
-    out = []
-    for stage, keys in sorted(by_stage.items()):
-        record = store.read_json(finalize_key(stage))
-        if record is not None:
-            out += [k for k in keys if k not in set(_keys(record))]
-    return out
-
-
 def _keys(record: dict[str, Any] | None) -> list[str]:
     return [w["key"] for w in (record or {}).get("weights") or []]
 
@@ -374,10 +359,7 @@ def _train_stage(individual: dict[str, Any], config: RunConfig, data: Any, plan:
     retraining's, so that the loss is all that differs between them)."""
     import torch
 
-    from evolve.final.final_model import final_splits
-    from evolve.seeding import derive_seed
     from evolve.training.train import Trainer, build_module, count_flops, weights_from_bytes, weights_to_bytes
-    from genomes import genome_from_json
 
     seed = derive_seed(config.seed, "finalize", seed_of or name)
     model = build_module(genome_from_json(individual["genome"]), data.input_shape, data.num_classes, seed)
@@ -446,11 +428,7 @@ def _prune_stage(retrain: dict[str, Any], config: RunConfig, data: Any, plan: Pl
     """The retrained model pruned to ``plan.prune_target`` of its parameters, fine-tuned (``evolve.training.prune``)."""
     import torch
 
-    from evolve.training.prune import fisher_prune
-    from evolve.final.final_model import final_splits
-    from evolve.seeding import derive_seed
     from evolve.training.train import count_flops, weights_from_bytes, weights_to_bytes
-    from genomes import genome_from_json
 
     key = _keys(retrain)[-1]
     blob = store.read_bytes(key)
@@ -479,7 +457,6 @@ def _prune_stage(retrain: dict[str, Any], config: RunConfig, data: Any, plan: Pl
 
 def _load(genome: dict[str, Any], weights: bytes, data: Any) -> Any:
     from evolve.training.train import build_module, weights_from_bytes
-    from genomes import genome_from_json
 
     model = build_module(genome_from_json(genome), data.input_shape, data.num_classes, 0)
     model.load_state_dict(weights_from_bytes(weights))

@@ -6,16 +6,15 @@ from __future__ import annotations
 from typing import Any
 
 from evolve.config import RunConfig
-from evolve.store.keys import FINALIZE_PREFIX, finalize_key, finalize_stage_of
-from evolve.store.snapshot import Snapshot
+from evolve.final.final_model import compute_seconds, measured_test_accuracy
 from evolve.store.backend import Store
+from evolve.store.keys import FINALIZE_PREFIX, LENET_KEY, finalize_key, finalize_stage_of, record_key_of_final
+from evolve.store.snapshot import Snapshot
 
 
 def table(store: Store, config: RunConfig) -> list[dict[str, Any]]:
     """One row per model, as Real et al. lay out their results: the best as found, the run's final
     model, each finalize stage recorded so far, and LeNet-5 on the same split for reference."""
-    from evolve.store.keys import LENET_KEY, record_key_of_final
-    from evolve.final.final_model import compute_seconds, measured_test_accuracy
 
     snapshot = Snapshot.read(store)
     best = snapshot.best()

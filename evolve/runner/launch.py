@@ -14,15 +14,15 @@ from typing import Any, Callable
 import fsspec
 
 from evolve.config import ConfigError, RunConfig, build_config, check_resume, merge_settings
+from evolve.engine.worker import Worker
+from evolve.runner.logsetup import LineBuffer, emit
+from evolve.runner.record import load_run, space_for, total_steps
+from evolve.store.backend import Store, StoreError
 from evolve.store.doctor import require_healthy
 from evolve.store.keys import RUN_KEY, extension_key
 from evolve.store.marks import backfill_log
 from evolve.store.records import SCHEMA
-from evolve.runner.record import load_run, space_for, total_steps
-from evolve.store.backend import Store, StoreError
 from evolve.training.files import DataError
-from evolve.runner.logsetup import LineBuffer, emit
-from evolve.engine.worker import Worker
 from genomes import GenomeError, SearchSpace
 
 USER_ERRORS = (ConfigError, DataError, GenomeError, StoreError)

@@ -32,7 +32,8 @@ import re
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from evolve.config import ConfigError, build_config, merge_settings
+from evolve.config import ConfigError, RunConfig, build_config, merge_settings
+from evolve.training.datasets import EMBEDDED_TEST_FRACTION, run_dataset
 from genomes.gcnn.genome import PAPER_CHANNELS
 
 # the training pool (before validation is carved off) of the datasets whose size is fixed
@@ -260,11 +261,9 @@ def lookup(name: str, source: str = "--preset") -> Preset:
     return PRESETS[name]
 
 
-def train_images(dataset: str, val_fraction: float, seed: int = 0) -> int:
-    """How many images the training split of ``dataset`` holds once validation is carved off."""
-    from evolve.training.datasets import EMBEDDED_TEST_FRACTION, load_dataset
-
-    spec = dataset.strip()
+def train_images(config: RunConfig) -> int:
+    """How many images the training split of the config's dataset holds once validation is carved off."""
+    spec, val_fraction = config.dataset.strip(), config.val_fraction
     fmt = spec.split(":", 1)[0].split("[", 1)[0] if ":" in spec else None
     if spec in _EMBEDDED_IMAGES:
         n = _EMBEDDED_IMAGES[spec]
@@ -272,7 +271,7 @@ def train_images(dataset: str, val_fraction: float, seed: int = 0) -> int:
     elif fmt in _PUBLISHED_TRAIN:
         pool = _PUBLISHED_TRAIN[fmt]
     else:  # a size nobody can know without reading the data
-        return load_dataset(spec, seed=seed, val_fraction=val_fraction).sizes()["train"]
+        return run_dataset(config).sizes()["train"]
     return pool - _carved(val_fraction, pool)
 
 
@@ -296,7 +295,7 @@ def resolve(name: str | None, file_data: dict[str, Any], options: dict[str, Any]
     stated = [layer.get("train") for layer in (file_data, options)]
     if preset and preset.epochs and not any(isinstance(t, dict) and "batches" in t for t in stated):
         config = build_config(data, config_source)  # every value checked before one is used
-        images = train_images(config.dataset, config.val_fraction, config.seed)
+        images = train_images(config)
         batches = math.ceil(preset.epochs * images / config.train.batch_size)
         data.setdefault("train", {})["batches"] = max(1, batches)
     return data

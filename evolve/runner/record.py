@@ -6,10 +6,11 @@ from __future__ import annotations
 from typing import Any
 
 from evolve.config import LEGACY_RUN, LEGACY_TRAIN, RunConfig, build_config
+from evolve.store.backend import Store, StoreError
 from evolve.store.keys import RUN_KEY, step_of
 from evolve.store.records import schema_problem
-from evolve.store.backend import Store, StoreError
-from genomes import SearchSpace
+from evolve.training.datasets import run_dataset
+from genomes import GenomeError, SearchSpace, genome_class
 
 SYNTHETIC_SHAPE = (3, 32, 32)
 
@@ -22,9 +23,7 @@ def space_for(config: RunConfig) -> SearchSpace:
         shape = config.input_shape or SYNTHETIC_SHAPE
         classes = config.num_classes or 10
     else:
-        from evolve.training.datasets import load_dataset
-
-        data = load_dataset(config.dataset, seed=config.seed, val_fraction=config.val_fraction)
+        data = run_dataset(config)
         shape, classes = tuple(data.input_shape), data.num_classes
     space = SearchSpace(input_shape=shape, num_classes=classes, max_params=config.max_params,
                         max_flops=config.max_flops, options=dict(config.genome_options))
@@ -37,8 +36,6 @@ def check_serves(kind: str, space: SearchSpace) -> None:
     import random
 
     import torch
-
-    from genomes import GenomeError, genome_class
 
     from evolve.training.train import build_module
 

@@ -2,7 +2,7 @@
 
 Every guarantee the engine needs comes from one primitive, ``create(key, data)``,
 which writes ``key`` only if it does not exist yet and says whether we did it
-(DESIGN.md, "atomicity from exclusive create"):
+(docs/ARCHITECTURE.md, "atomicity from exclusive create"):
 
 * local paths (``file``, which covers NFS mounts): the bytes go to a temp file in
   the same folder, are fsynced, then hard-linked into place with ``os.link``

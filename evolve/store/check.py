@@ -1,4 +1,4 @@
-"""`evolve check`: verify a store against the invariants of DESIGN.md.
+"""`evolve check`: verify a store against the invariants of docs/ARCHITECTURE.md.
 
 1. every record parses; every child's parent exists;
 2. no individual died twice; no step has two children or two deaths;
@@ -14,9 +14,9 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
+from evolve.store.backend import CorruptRecord, Store
 from evolve.store.keys import FINALIZE_PREFIX, parse_mark, step_of
 from evolve.store.records import Individual, RecordError, Tombstone, model_for, parse
-from evolve.store.backend import CorruptRecord, Store
 
 PREFIXES = ("individuals/", "deaths/", "claims/", "selections/", "adoptions/")
 

@@ -9,11 +9,15 @@ from __future__ import annotations
 
 import errno
 
-__all__ = ["CorruptRecord", "StoreError", "classify", "http_status", "is_backend_error", "reason"]
+__all__ = ["CorruptRecord", "ExportError", "StoreError", "classify", "http_status", "is_backend_error", "reason"]
 
 
 class StoreError(Exception):
     """A store operation failed; the message is one line naming the URL and key."""
+
+
+class ExportError(StoreError):
+    """An export cannot be made or written (the run's Parquet table, a model's folder); one line."""
 
 
 class CorruptRecord(StoreError):

@@ -21,8 +21,18 @@ from __future__ import annotations
 
 from typing import Any
 
-from evolve.store.keys import claim_key, death_key, done_mark, individual_key, kill_mark, parse_mark, selection_key, step_of
 from evolve.store.backend import Store
+from evolve.store.keys import (
+    claim_key,
+    death_key,
+    done_mark,
+    individual_key,
+    kill_mark,
+    parse_mark,
+    selection_key,
+    step_of,
+)
+
 
 def read_selection(store: Store, step: int, attempt: int) -> dict[str, Any] | None:
     """Attempt ``attempt``'s (parent, loser) for ``step``, or None if nobody has chosen it yet.

@@ -8,11 +8,11 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-T = TypeVar("T")
-
+from evolve.store.backend import CorruptRecord, Store
 from evolve.store.keys import step_of
 from evolve.store.records import RecordError, model_for, parse
-from evolve.store.backend import CorruptRecord, Store
+
+T = TypeVar("T")
 
 
 def read_records(store: Store, keys: Iterable[str], threads: int = 8,
@@ -22,7 +22,7 @@ def read_records(store: Store, keys: Iterable[str], threads: int = 8,
     Each is checked against its model (``evolve.store.records``); with ``typed`` the models are
     returned, else the JSON objects. With ``unreadable`` (a list), records that do not parse or
     lack a field every reader relies on are skipped and listed there as ``(key, reason)``
-    (DESIGN.md: readers skip, ``evolve check`` reports); without it they raise ``CorruptRecord``.
+    (docs/ARCHITECTURE.md: readers skip, ``evolve check`` reports); without it they raise ``CorruptRecord``.
     """
     keys = [k for k in keys if k.endswith(".json")]
 
@@ -83,7 +83,7 @@ def first_parent(parents: list[int] | None) -> int | None:
 class Snapshot:
     """Every individual and tombstone of a store, read once.
 
-    Records that do not parse are skipped (DESIGN.md: readers skip, ``evolve check``
+    Records that do not parse are skipped (docs/ARCHITECTURE.md: readers skip, ``evolve check``
     reports); ``unreadable`` lists them as ``(key, reason)`` so a view can warn.
     """
 

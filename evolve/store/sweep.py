@@ -7,7 +7,7 @@ flight (an adopter will need them), of every step not yet finished, and of anyth
 for less than ``grace_seconds`` (a worker's stale view may still pick it as a parent).
 Removed: a dead individual's weights after the grace period, the weights of losing
 trainers (a zombie or a duplicate adopter) whose child was never recorded, and ``evolve finalize``
-weights that no stage record will ever name (``evolve.final.finalize.stray_weights``).
+weights that no stage record will ever name (``stray_weights``).
 """
 
 from __future__ import annotations
@@ -15,11 +15,10 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-from evolve.final.finalize import stray_weights
+from evolve.store.backend import Store
+from evolve.store.keys import FINALIZE_PREFIX, finalize_key, finalize_stage_of, step_of
 from evolve.store.marks import selections_of
 from evolve.store.snapshot import Snapshot
-from evolve.store.keys import step_of
-from evolve.store.backend import Store
 
 
 @dataclass
@@ -61,3 +60,19 @@ def collect(store: Store, grace_seconds: float = 600.0, dry_run: bool = False) -
             store.delete(key)
         report.removed.append(key)
     return report
+
+
+def stray_weights(store: Store) -> list[str]:
+    """Finalize weights that no record will ever name: those of a stage whose record names others (a
+    racing finalize's, or those of a stage killed before its record and since redone). A stage not yet
+    recorded keeps all its weights: it may be training still."""
+    by_stage: dict[str, list[str]] = {}
+    for key in store.list_keys(FINALIZE_PREFIX):
+        if key.endswith(".safetensors"):
+            by_stage.setdefault(finalize_stage_of(key), []).append(key)
+    out = []
+    for stage, keys in sorted(by_stage.items()):
+        record = store.read_json(finalize_key(stage))
+        if record is not None:
+            out += [k for k in keys if k not in {w["key"] for w in record.get("weights") or []}]
+    return out

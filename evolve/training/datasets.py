@@ -47,6 +47,7 @@ from typing import Any
 
 import numpy as np
 
+from evolve.config import RunConfig
 from evolve.training.files import FORMAT_LOADERS, FORMATS, DataError, Raw, detect_format
 
 __all__ = [
@@ -57,6 +58,7 @@ __all__ = [
     "Dataset",
     "detect_format",
     "load_dataset",
+    "run_dataset",
 ]
 
 DEFAULT_DATASET = "mnist-mini"
@@ -98,6 +100,17 @@ class Dataset:
 # ---------------------------------------------------------------------------------------------------------
 # entry point
 
+
+
+def run_dataset(config: RunConfig, limit: int | None = None) -> Dataset:
+    """The run's dataset as its config names it: spec, seed, validation share and ``storage_options``.
+
+    Every place that loads a run's data (a worker's trainer, the search space, a preset's epoch
+    budget, the final model, the exported model) goes through here, so a dataset that is reachable only
+    with the options (an endpoint, credentials) loads wherever the store does.
+    """
+    return load_dataset(config.dataset, seed=config.seed, val_fraction=config.val_fraction,
+                        storage_options=config.storage_options or None, limit=limit)
 
 
 _SPEC = re.compile(r"^(?P<fmt>[a-z0-9]+)(?:\[(?P<opts>[^\]]*)\])?:(?P<url>.*)$", re.DOTALL)

@@ -4,45 +4,17 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from evolve.config import RunConfig
 from evolve.seeding import rng_for
+from evolve.training.datasets import run_dataset
+from evolve.training.fitness import FunctionEvaluator
+from evolve.training.outcome import Outcome
 from genomes import Genome, Mutation, SearchSpace
 
 if TYPE_CHECKING:
     from evolve.training.train import Trainer
-
-
-@dataclass
-class Outcome:
-    """What training a child produced (JSON-ready apart from ``weights``)."""
-
-    fitness: float
-    status: str = "ok"
-    reason: str | None = None
-    val_accuracy: float | None = None
-    test_accuracy: float | None = None
-    final_loss: float | None = None
-    params: int = 0
-    flops: int = 0
-    inherited: float = 0.0
-    train_seconds: float = 0.0
-    batches: int = 0
-    eval_seconds: float = 0.0
-    device: str = "cpu"
-    weights: bytes | None = field(default=None, repr=False)
-    extra: dict[str, Any] | None = None  # your own fitness's metrics (evolve.training.fitness)
-
-    def metrics(self) -> dict[str, Any]:
-        """The measurements that are not already top-level fields of an individual's record (your own
-        fitness's metrics under their names, prefixed ``user_`` where one is taken)."""
-        top = {"weights", "fitness", "status", "reason", "val_accuracy", "test_accuracy", "extra"}
-        out = {k: v for k, v in self.__dict__.items() if k not in top}
-        for key, value in (self.extra or {}).items():
-            out[f"user_{key}" if key in out or key in top else key] = value
-        return out
 
 
 class Evaluator(Protocol):
@@ -61,12 +33,10 @@ class TrainingEvaluator:
     @property
     def trainer(self) -> Trainer:
         if self._trainer is None:
-            from evolve.training.datasets import load_dataset
-            from evolve.training.train import to_device
-            from evolve.training.train import Trainer, resolve_device
+            from evolve.training.train import Trainer, resolve_device, to_device
 
             device = resolve_device(self.config.train.device)
-            data = load_dataset(self.config.dataset, seed=self.config.seed, val_fraction=self.config.val_fraction)
+            data = run_dataset(self.config)
             self._trainer = Trainer(to_device(data, device), self.config.train, device, self.space.max_params)
         return self._trainer
 
@@ -107,7 +77,6 @@ def make_evaluator(config: RunConfig, space: SearchSpace) -> Evaluator:
     if config.fitness == "synthetic":
         return SyntheticEvaluator(space, config.synthetic_seconds)
     if config.fitness != "train":
-        from evolve.training.fitness import FunctionEvaluator
 
         return FunctionEvaluator(config, space)
     return TrainingEvaluator(config, space)

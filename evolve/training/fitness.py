@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from evolve.config import ConfigError, RunConfig
-from evolve.training.evaluate import Outcome
+from evolve.training.outcome import Outcome
 from genomes import Genome, Mutation, SearchSpace
 
 Fitness = Callable[..., Any]

@@ -24,7 +24,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from evolve.config import TrainConfig
 from evolve.training.datasets import Dataset
-from evolve.training.evaluate import Outcome
+from evolve.training.outcome import Outcome
 from genomes import Genome, Mutation
 
 

@@ -13,10 +13,10 @@ import statistics
 from dataclasses import dataclass, replace
 from typing import Any
 
+from evolve.store.backend import Store
 from evolve.store.keys import individual_key, step_of
 from evolve.store.records import Individual, Tombstone
 from evolve.store.snapshot import ancestry, best_step, first_parent, read_records
-from evolve.store.backend import Store
 
 RATE_WINDOW = 100  # steps per hour: over the last 100 individuals
 CHUNK = 1000  # individuals read at a time (bounds memory on a first sync of a long run)

@@ -11,12 +11,14 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
+from evolve.final.final_model import describe_final, kept_results
 from evolve.final.table import marks as finalize_marks
-from evolve.views.history import Row, ViewError, num, rows_ancestry
-from evolve.store.snapshot import best_step, read_records
 from evolve.runner.record import load_run, read_run_record
-from evolve.store.keys import individual_key, step_of
 from evolve.store.backend import Store
+from evolve.store.keys import individual_key, step_of
+from evolve.store.snapshot import best_step, read_records
+from evolve.views.history import Row, ViewError, num, rows_ancestry
+from genomes import GenomeError, genome_from_json
 
 TMP_PREFIX = ".tmp-"  # never contains "tfevents": TensorBoard ignores it until it is renamed
 
@@ -32,7 +34,6 @@ def png_size(png: bytes) -> tuple[int, int]:
 
 def read_best_record(store: Store, step: int) -> dict[str, Any] | None:
     """The best's record with its kept test accuracy and final model (``evolve.final.final_model``), if any yet."""
-    from evolve.final.final_model import kept_results
 
     record = store.read_json(individual_key(step))
     return kept_results(store, record) if record is not None else None
@@ -42,13 +43,11 @@ def _final_line(record: dict[str, Any]) -> str:
     final = record.get("final") or {}
     if final.get("status") != "ok":
         return ""
-    from evolve.final.final_model import describe_final
 
     return f"; {describe_final(final)}"
 
 
 def genome_markdown(record: dict[str, Any]) -> str:
-    from genomes import genome_from_json
 
     return (f"**Individual {record['step']}**: fitness {_pct(record.get('fitness'))}, test "
             f"{_pct(record.get('test_accuracy'))}, {(record.get('metrics') or {}).get('params', 0):,} parameters"
@@ -74,7 +73,6 @@ def ancestry_markdown(chain: list[dict[str, Any]], best_record: dict[str, Any] |
               f"{len(chain) - 1} ancestors back to the initial population"
               f"{_final_line(best_record) if best_record else ''}")]
     if best_record is not None:
-        from genomes import GenomeError, genome_from_json
 
         with contextlib.suppress(GenomeError, KeyError, TypeError, ValueError):
             lines.append(f"\n`{genome_from_json(best_record['genome']).describe()}`")

@@ -19,18 +19,17 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from evolve.store.backend import Store, StoreError
+from evolve.store.failures import ExportError
 from evolve.store.keys import RUN_KEY
 from evolve.store.records import ExportRow, Individual, Tombstone
-from evolve.store.backend import Store, StoreError
+from evolve.store.snapshot import read_records
+from genomes import GenomeError, genome_from_json
 
 __all__ = ["ExportError", "ExportReport", "export_parquet", "rows", "schema", "table"]
 
 
 CHUNK = 1000
-
-
-class ExportError(Exception):
-    """The export cannot be written; one line."""
 
 
 def schema() -> Any:
@@ -71,7 +70,6 @@ class ExportReport:
 def rows(individuals: dict[int, Individual], deaths: dict[int, Tombstone],
          summaries: dict[str, str] | None = None) -> list[dict[str, Any]]:
     """One dict per individual (step order) in the export's columns; ``summaries`` caches describe()."""
-    from genomes import GenomeError, genome_from_json
 
     summaries = {} if summaries is None else summaries
     out = []
@@ -96,7 +94,6 @@ def table(store: Store, threads: int = 8, unreadable: list[tuple[str, str]] | No
     """
     import pyarrow as pa
 
-    from evolve.store.snapshot import read_records
 
     run = store.read_json(RUN_KEY)
     if run is None:

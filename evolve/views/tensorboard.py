@@ -1,6 +1,6 @@
 """TensorBoard views of a run, derived from its store, incrementally and idempotently.
 
-The store is the only truth (DESIGN.md, "Lineage and views"); a logdir is a cache of
+The store is the only truth (docs/ARCHITECTURE.md, "Lineage and views"); a logdir is a cache of
 pictures of it that can be rebuilt at any time. ``sync(store, logdir)`` brings a logdir up
 to date; calling it again, or while the run goes on, never writes a point twice.
 
@@ -32,7 +32,6 @@ one file named by the number of individuals it shows; a newer one replaces it.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
@@ -40,26 +39,42 @@ import re
 import time
 import uuid
 import warnings
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from evolve.final.table import markdown, stage_rows
 from evolve.final.table import marks as finalize_marks
-from evolve.views.lineage import (TMP_PREFIX, ancestry_markdown, family_graph, figure_png, genome_markdown, png_size,
-                            figure_title, read_best_record)
-from evolve.views.history import CHUNK, Replay, Row, ViewError, deaths_by_kill, num, replay_all
+from evolve.runner.record import load_run, read_run_record
+from evolve.store.backend import Store
+from evolve.store.keys import individual_key, step_of
 from evolve.store.records import Individual
 from evolve.store.snapshot import read_records
-from evolve.runner.record import load_run, read_run_record
-from evolve.store.keys import individual_key, step_of
-from evolve.store.backend import Store
+from evolve.views.events import (
+    event_file,
+    files_matching,
+    image_value,
+    locked,
+    replace_older,
+    scalar_summary,
+    text_value,
+)
+from evolve.views.history import CHUNK, Replay, Row, ViewError, deaths_by_kill, num, replay_all
+from evolve.views.lineage import (
+    TMP_PREFIX,
+    ancestry_markdown,
+    family_graph,
+    figure_png,
+    figure_title,
+    genome_markdown,
+    read_best_record,
+)
+from genomes import GenomeError, genome_from_json
 
 log = logging.getLogger(__name__)
 
 __all__ = ["SyncReport", "ViewError", "hparams_of", "prepare_logdir", "sync"]
 
 STATE_FILE = ".evolve-tb.json"
-LOCK_FILE = ".evolve-tb.lock"
 STATE_FORMAT = 2  # 2: rows are lists in evolve.views.history.Row's field order
 RUN_POPULATION = "population"
 RUN_LINEAGE = "lineage"
@@ -132,99 +147,10 @@ def _run_id(record: dict[str, Any]) -> str:
 
 
 
-# -- event files --------------------------------------------------------------------------------
-
-
-class _EventFile:
-    """An event file written under a temporary name and renamed into place on success."""
-
-    def __init__(self, folder: str, name: str, wall_time: float | None = None) -> None:
-        from tensorboard.compat.proto.event_pb2 import Event
-        from tensorboard.summary.writer.record_writer import RecordWriter
-
-        os.makedirs(folder, exist_ok=True)
-        self.path = os.path.join(folder, name)
-        self.tmp = os.path.join(folder, f"{TMP_PREFIX}{uuid.uuid4().hex}")
-        self._fh = open(self.tmp, "wb")  # noqa: SIM115 - closed in commit/abort
-        self._writer = RecordWriter(self._fh)
-        self.add(Event(wall_time=time.time() if wall_time is None else wall_time, file_version="brain.Event:2"))
-
-    def add(self, event: Any) -> None:
-        self._writer.write(event.SerializeToString())
-
-    def add_bytes(self, event: bytes) -> None:
-        self._writer.write(event)
-
-    def commit(self, durable: bool = True) -> None:
-        self._fh.flush()
-        if durable:
-            os.fsync(self._fh.fileno())
-        self._fh.close()
-        os.replace(self.tmp, self.path)
-
-    def abort(self) -> None:
-        self._fh.close()
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(self.tmp)
-
-
-@contextlib.contextmanager
-def _event_file(folder: str, name: str, wall_time: float | None = None, durable: bool = True) -> Iterator[_EventFile]:
-    """``durable=False`` skips the fsync: for the thousands of tiny per-individual files, where a power
-    cut costs at most a re-sync (a process crash is covered by the rename alone)."""
-    f = _EventFile(folder, name, wall_time)
-    try:
-        yield f
-    except BaseException:
-        f.abort()
-        raise
-    f.commit(durable)
-
-
-def _scalar_summary(values: dict[str, float]) -> Any:
-    from tensorboard.compat.proto.summary_pb2 import Summary
-
-    return Summary(value=[Summary.Value(tag=tag, simple_value=float(v)) for tag, v in values.items()])
-
-
-def _text_value(tag: str, text: str) -> Any:
-    from tensorboard.compat.proto import tensor_pb2, tensor_shape_pb2, types_pb2
-    from tensorboard.compat.proto.summary_pb2 import Summary
-    from tensorboard.plugins.text import metadata as text_metadata
-
-    tensor = tensor_pb2.TensorProto(
-        dtype=types_pb2.DT_STRING, string_val=[text.encode("utf-8")],
-        tensor_shape=tensor_shape_pb2.TensorShapeProto(dim=[tensor_shape_pb2.TensorShapeProto.Dim(size=1)]))
-    return Summary.Value(tag=tag, metadata=text_metadata.create_summary_metadata(None, None), tensor=tensor)
-
-
-def _image_value(tag: str, png: bytes) -> Any:
-    from tensorboard.compat.proto.summary_pb2 import Summary
-
-    width, height = png_size(png)
-    return Summary.Value(tag=tag, image=Summary.Image(height=height, width=width, colorspace=4,
-                                                       encoded_image_string=png))
-
-
-def _files(folder: str, pattern: re.Pattern[str]) -> list[tuple[str, re.Match[str]]]:
-    try:
-        names = os.listdir(folder)
-    except FileNotFoundError:
-        return []
-    return sorted(((name, m) for name in names if (m := pattern.fullmatch(name))), key=lambda p: p[0])
-
-
 def _committed_next(logdir: str) -> int:
     """One past the last step the population files hold, from their names (0 if none)."""
-    files = _files(os.path.join(logdir, RUN_POPULATION), _POPULATION_FILE)
+    files = files_matching(os.path.join(logdir, RUN_POPULATION), _POPULATION_FILE)
     return max((int(m.group(2)) + 1 for _, m in files), default=0)
-
-
-def _replace_older(folder: str, pattern: re.Pattern[str], keep: str) -> None:
-    for name, _ in _files(folder, pattern):
-        if name != keep:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(os.path.join(folder, name))
 
 
 # -- the cache ---------------------------------------------------------------------------------
@@ -272,19 +198,6 @@ class _State:
             return None
 
 
-@contextlib.contextmanager
-def _locked(logdir: str) -> Iterator[None]:
-    """One syncer per logdir at a time (a live run and `evolve tensorboard --serve` may share one)."""
-    import fcntl
-
-    with open(os.path.join(logdir, LOCK_FILE), "a") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
-
-
 def prepare_logdir(logdir: str) -> str:
     logdir = os.fspath(logdir)
     if "://" in logdir and not logdir.startswith("file://"):
@@ -319,7 +232,7 @@ def sync(store: Store, logdir: str, *, hparams: bool = True, views: bool = True,
     run_record = read_run_record(store)
     run_id = _run_id(run_record)
     config, space = load_run(store)
-    with _locked(logdir):
+    with locked(logdir):
         state = _State.load(logdir)
         if state is not None and state.run != run_id:
             raise ViewError(f"logdir {logdir} holds the views of another run ({state.store}); "
@@ -359,7 +272,7 @@ def sync(store: Store, logdir: str, *, hparams: bool = True, views: bool = True,
                                                           space, report)
                 del records
             name = f"events.out.tfevents.{new[0]:012d}.evolve-steps-{new[-1]:012d}"
-            with _event_file(os.path.join(logdir, RUN_POPULATION), name, replay.rows[new[0]].time) as f:
+            with event_file(os.path.join(logdir, RUN_POPULATION), name, replay.rows[new[0]].time) as f:
                 for event in events:
                     f.add_bytes(event)
             report.new = len(new)
@@ -381,7 +294,7 @@ def _step_event(replay: Replay) -> bytes:
     from tensorboard.compat.proto.event_pb2 import Event
 
     row = replay.rows[-1]
-    return Event(step=row.step, wall_time=row.time, summary=_scalar_summary(replay.scalars())).SerializeToString()
+    return Event(step=row.step, wall_time=row.time, summary=scalar_summary(replay.scalars())).SerializeToString()
 
 
 # -- HParams ----------------------------------------------------------------------------------
@@ -389,7 +302,6 @@ def _step_event(replay: Replay) -> bytes:
 
 def hparams_of(record: Individual, space: Any) -> dict[str, Any]:
     """The hyperparameters of one individual: its genome's stats, mutation, origin, parent, worker."""
-    from genomes import GenomeError, genome_from_json
 
     genome = record.genome
     out: dict[str, Any] = {
@@ -436,10 +348,10 @@ def _write_hparams(logdir: str, records: list[Individual], space: Any, report: S
                    "individual/val_accuracy": num(record.val_accuracy),
                    "individual/test_accuracy": num(record.test_accuracy),
                    "individual/train_seconds": num(record.metrics.train_seconds)}
-        with _event_file(folder, name, wall, durable=False) as f:
+        with event_file(folder, name, wall, durable=False) as f:
             f.add(Event(step=0, wall_time=wall, summary=session))
             f.add(Event(step=0, wall_time=wall,
-                        summary=_scalar_summary({k: v for k, v in metrics.items() if v is not None})))
+                        summary=scalar_summary({k: v for k, v in metrics.items() if v is not None})))
         written += 1
     return written
 
@@ -469,13 +381,13 @@ def _write_views(store: Store, logdir: str, state: _State, report: SyncReport, r
         text = ancestry_markdown(chain, best_record, replay.live)
         graph = family_graph(replay.rows, replay.live)
         wall = max(r.time for r in replay.rows)
-        with _event_file(folder, name, wall) as f:
+        with event_file(folder, name, wall) as f:
             f.add(Event(step=count, wall_time=wall, graph_def=graph.SerializeToString()))
             f.add(Event(step=count, wall_time=wall, summary=Summary(value=[
-                _image_value("lineage/figure1", png),
-                _text_value("lineage/ancestry_of_best", text),
+                image_value("lineage/figure1", png),
+                text_value("lineage/ancestry_of_best", text),
             ])))
-        _replace_older(folder, _LINEAGE_FILE, name)
+        replace_older(folder, _LINEAGE_FILE, name)
         state.views_at = time.time()
         state.save(logdir)
         report.views = True
@@ -485,7 +397,7 @@ def _write_views(store: Store, logdir: str, state: _State, report: SyncReport, r
 
     if model_graph and best is not None:
         folder = os.path.join(logdir, RUN_BEST)
-        current = _files(folder, _BEST_FILE)
+        current = files_matching(folder, _BEST_FILE)
         shown = int(current[-1][1].group(2)) if current else None
         if shown == best.step or state.best_model_failed == best.step:
             return
@@ -499,13 +411,13 @@ def _write_views(store: Store, logdir: str, state: _State, report: SyncReport, r
             return
         name = f"events.out.tfevents.{count:012d}.evolve-best-{best.step:012d}"
         wall = best.time
-        with _event_file(folder, name, wall) as f:
+        with event_file(folder, name, wall) as f:
             f.add(Event(step=best.step, wall_time=wall, graph_def=graph_def.SerializeToString()))
             f.add(Event(step=best.step, wall_time=wall, tagged_run_metadata=TaggedRunMetadata(
                 tag=f"individual_{best.step}", run_metadata=run_metadata.SerializeToString())))
             f.add(Event(step=best.step, wall_time=wall, summary=Summary(value=[
-                _text_value("best_model/genome", genome_markdown(best_record))])))
-        _replace_older(folder, _BEST_FILE, name)
+                text_value("best_model/genome", genome_markdown(best_record))])))
+        replace_older(folder, _BEST_FILE, name)
         report.best_model = True
 
 
@@ -516,7 +428,6 @@ def _write_finalize(store: Store, logdir: str, count: int, report: SyncReport) -
     from tensorboard.compat.proto.event_pb2 import Event
     from tensorboard.compat.proto.summary_pb2 import Summary
 
-    from evolve.final.table import markdown, stage_rows
 
     rows = stage_rows(store)
     digest = hashlib.sha256(json.dumps(rows, sort_keys=True, default=str).encode()).hexdigest()[:12]
@@ -531,10 +442,10 @@ def _write_finalize(store: Store, logdir: str, count: int, report: SyncReport) -
                    "compute_seconds": row["compute_seconds"]}
         scalars.update({f"finalize/{row['stage']}/{k}": v for k, v in figures.items() if v is not None})
     wall = time.time()
-    with _event_file(folder, name, wall) as f:
-        f.add(Event(step=count, wall_time=wall, summary=_scalar_summary(scalars)))
-        f.add(Event(step=count, wall_time=wall, summary=Summary(value=[_text_value("finalize/table", markdown(rows))])))
-    _replace_older(folder, _FINALIZE_FILE, name)
+    with event_file(folder, name, wall) as f:
+        f.add(Event(step=count, wall_time=wall, summary=scalar_summary(scalars)))
+        f.add(Event(step=count, wall_time=wall, summary=Summary(value=[text_value("finalize/table", markdown(rows))])))
+    replace_older(folder, _FINALIZE_FILE, name)
     report.views = True
 
 
@@ -544,7 +455,6 @@ def _module_graph(record: dict[str, Any], space: Any) -> tuple[Any, Any]:
     from torch.utils.tensorboard._pytorch_graph import graph  # what SummaryWriter.add_graph calls
 
     from evolve.training.train import build_module
-    from genomes import genome_from_json
 
     module = build_module(genome_from_json(record["genome"]), tuple(space.input_shape), space.num_classes, 0)
     module.eval()

@@ -160,7 +160,7 @@ class DNA:
     def mutate(self, rng: random.Random, space: SearchSpace) -> tuple[DNA, Mutation]:
         """Apply one applicable mutation drawn by ``mutation_weights`` (uniform in the paper);
         redraw while the child exceeds the bounds (``genomes.dna.mutations`` holds the tables)."""
-        from genomes.dna.mutations import APPLICABLE, MORPHISMS, MUTATIONS, _always, identity, dna_options
+        from genomes.dna.mutations import APPLICABLE, MORPHISMS, MUTATIONS, _always, dna_options, identity
 
         opts = dna_options(space)
         table = MORPHISMS if opts.morphisms else MUTATIONS

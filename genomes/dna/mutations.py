@@ -15,8 +15,16 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Mapping
 
 from genomes.base import GenomeError, SearchSpace
-from genomes.dna.genome import ACTIVATIONS, DNA, INITIAL_LEARNING_RATE, STRIDE_LIMIT, Edge, Vertex, _int, _is_power_of_two
-
+from genomes.dna.genome import (
+    ACTIVATIONS,
+    DNA,
+    INITIAL_LEARNING_RATE,
+    STRIDE_LIMIT,
+    Edge,
+    Vertex,
+    _int,
+    _is_power_of_two,
+)
 
 OPTION_KEYS = ("max_stride", "morphisms", "initial_convs", "initial_channels", "initial_lr", "mutation_weights",
                "max_channels", "max_kernel")

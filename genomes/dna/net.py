@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, Mapping
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-
-from typing import Any, Mapping
 
 from genomes.base import Inheritance, Mutation, inherit_weights
 from genomes.dna.genome import DNA, Edge
