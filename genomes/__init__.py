@@ -1,4 +1,5 @@
-"""What evolves: the DNA graph of Real et al. 2017 and the Genetic-CNN bitstring of Xie & Yuille 2017."""
+"""What evolves: the DNA graph of Real et al. 2017, the Genetic-CNN bitstring of Xie & Yuille 2017 and
+the NAS-Bench-201 cell of Dong & Yang 2020."""
 
 from __future__ import annotations
 
@@ -7,12 +8,13 @@ from typing import Any, Mapping
 from genomes.base import Genome, GenomeError, Inheritance, Mutation, SearchSpace, inherit_weights
 from genomes.dna.genome import DNA
 from genomes.gcnn.genome import GeneticCNN
+from genomes.nb201.genome import NB201
 
-KINDS: dict[str, type] = {DNA.kind: DNA, GeneticCNN.kind: GeneticCNN}
+KINDS: dict[str, type] = {DNA.kind: DNA, GeneticCNN.kind: GeneticCNN, NB201.kind: NB201}
 
 
 def genome_class(kind: str) -> type:
-    """The class for a kind name ('dna' or 'gcnn')."""
+    """The class for a kind name ('dna', 'gcnn' or 'nb201')."""
     try:
         return KINDS[kind]
     except KeyError:
@@ -35,6 +37,7 @@ __all__ = [
     "GenomeError",
     "Inheritance",
     "KINDS",
+    "NB201",
     "Mutation",
     "SearchSpace",
     "genome_class",

@@ -86,6 +86,9 @@ class Genome(Protocol):
         """A member of the initial population."""
         ...
 
+    # Optional: ``sample(rng, space) -> Self``, a uniform draw from the whole space, for kinds whose
+    # space is finite (gcnn, nb201). ``selection = "random"`` needs it; DNA's space is unbounded.
+
     def mutate(self, rng: random.Random, space: SearchSpace) -> tuple[Self, Mutation]:
         """A mutated copy within ``space.max_params``, and the mutation applied."""
         ...

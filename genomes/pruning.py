@@ -43,14 +43,20 @@ def prune(genome: Any, state: Mapping[str, torch.Tensor], remove: Mapping[int, l
     return _kind(genome).prune(genome, state, remove, input_shape, num_classes)
 
 
+PRUNABLE = ("dna", "gcnn")
+"""The genome kinds whose channel groups are known (NAS-Bench-201's cells have none yet)."""
+
+
 def _kind(genome: Any) -> Any:
     from genomes.dna import prune as dna_prune
     from genomes.gcnn import prune as gcnn_prune
 
     by_kind = {"dna": dna_prune, "gcnn": gcnn_prune}
-    if getattr(genome, "kind", None) not in by_kind:
-        raise GenomeError(f"pruning: no channel groups known for {genome!r}")
-    return by_kind[genome.kind]
+    kind = getattr(genome, "kind", None)
+    if kind not in by_kind:
+        raise GenomeError(f"pruning: no channel groups known for genome kind {kind!r} "
+                          f"(known: {', '.join(PRUNABLE)})")
+    return by_kind[kind]
 
 
 class FisherProbe:

@@ -297,6 +297,12 @@ class GeneticCNN:
                 return genome
         return zeros
 
+    @classmethod
+    def sample(cls, rng: random.Random, space: SearchSpace) -> GeneticCNN:
+        """A uniform draw from the space (``selection = "random"``): every bitstring is equally likely,
+        as the initial population draws them."""
+        return cls.initial(rng, space)
+
     def mutate(self, rng: random.Random, space: SearchSpace) -> tuple[GeneticCNN, Mutation]:
         """Flip each bit independently with probability q_m; flipped = [[stage, bit], ...]."""
         q_m = parse_options(space.options).q_m
