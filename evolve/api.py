@@ -26,12 +26,13 @@ naming the field or file.
 from __future__ import annotations
 
 import builtins
+import dataclasses
 import re
 import threading
 from collections.abc import Callable
 from typing import Any
 
-from evolve.config import ConfigError, RunConfig, build_config, load_config_file
+from evolve.config import TABLE_PREFIX, ConfigError, RunConfig, build_config, load_config_file
 from evolve.final.export_model import export_model
 from evolve.final.final_model import compute_seconds, lineage_batches, measured_test_accuracy, summary
 from evolve.final.finalize import Plan, finalize
@@ -139,7 +140,7 @@ def _check_fitness(config: RunConfig, fn: Callable[..., Any] | None, executor: s
     """Before anything is written or started: a fitness named in the config must import here, and a
     function given in-process must be one the executor can call."""
 
-    if config.fitness in ("train", "synthetic"):
+    if config.fitness in ("train", "synthetic") or config.fitness.startswith(TABLE_PREFIX):
         if fn is not None:
             raise ConfigError(f"fitness: the run at {config.store} trains with {config.fitness!r}, not a function")
         return
@@ -411,7 +412,7 @@ class Run:
                  **plan: Any) -> list[dict[str, Any]]:
         """Turn the search's result into models to ship (``evolve.final.finalize``): the best retrained with
         snapshots, the snapshot and top-K ensembles, the ensemble distilled into the best architecture, the
-        retrained model pruned (DNA runs). ``plan``: ``batches``, ``cycles``, ``top``, ``temperature``,
+        retrained model pruned (dna and gcnn runs; left out for a kind without channel pruning). ``plan``: ``batches``, ``cycles``, ``top``, ``temperature``,
         ``alpha``, ``prune_target``, ``prune_batches``, ``start`` ("scratch" or "weights"), ``stages``. Stages already
         recorded are not redone. ``executor`` "ray": each phase's trainings at once as Ray tasks with a
         worker's resources (the run's ``address``). Returns the results table, one dict per model."""
@@ -428,6 +429,13 @@ class Run:
             raise ConfigError(f"finalize: {exc}") from None
         if executor not in ("local", "ray"):
             raise ConfigError(f"finalize: executor must be 'local' or 'ray', got {executor!r}")
+        from genomes.pruning import PRUNABLE  # torch: finalize trains anyway
+
+        if "prune" in chosen.stages and config.genome not in PRUNABLE:
+            if "stages" in plan:
+                raise ConfigError(f"finalize: stage 'prune' needs channel groups, which genome {config.genome!r} "
+                                  f"has not (only {', '.join(PRUNABLE)}): leave it out")
+            chosen = dataclasses.replace(chosen, stages=tuple(s for s in chosen.stages if s != "prune"))
         finalize(self.store, config, chosen, on_stage, executor)
         return results_table(self.store, config)
 

@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from genomes import GenomeError, SearchSpace
 from genomes.dna.mutations import dna_options
 from genomes.gcnn.genome import parse_options
+from genomes.nb201.genome import parse_options as nb201_options
 
 
 class ConfigError(ValueError):
@@ -72,11 +73,16 @@ class TrainConfig(BaseModel):
 DEFAULT_GENOME_OPTIONS: dict[str, dict[str, Any]] = {
     "dna": {"morphisms": True, "initial_convs": 3, "initial_channels": 8},
     "gcnn": {},
+    "nb201": {},
 }
 """A run that names no genome_options: DNA grows a small conv stem by function-preserving mutations
-(the laptop-budget default); Genetic CNN keeps the paper's. The paper presets set their own."""
+(the laptop-budget default); Genetic CNN and NAS-Bench-201 keep their papers'. The presets set their own."""
 
-DEFAULT_MAX_FLOPS: dict[str, int] = {"dna": 3_000_000, "gcnn": 0}
+DEFAULT_MAX_PARAMS: dict[str, int] = {"nb201": 2_000_000}
+"""A run that names no max_params, where the kind's space needs more than the field's default: every
+NAS-Bench-201 cell fits (the largest, six 3x3 convolutions, has 1,531,546 parameters on CIFAR-10)."""
+
+DEFAULT_MAX_FLOPS: dict[str, int] = {"dna": 3_000_000, "gcnn": 0, "nb201": 0}
 """A run that names no max_flops: a grown DNA stays below four LeNet-5s (0.83 MFLOPs on 28x28), which
 keeps the default run's children cheap on a laptop core (its lineages grow to the bound: at 5 MFLOPs
 two of three seeds took 9.6 and 10.3 minutes on 2 cores); Genetic CNN's spaces are fixed and bounded."""
@@ -95,10 +101,12 @@ class RunConfig(BaseModel):
 
     store: str = "runs/demo"
     storage_options: dict[str, Any] = Field(default_factory=dict)
-    genome: Literal["dna", "gcnn"] = "dna"
+    genome: Literal["dna", "gcnn", "nb201"] = "dna"
     genome_options: dict[str, Any] = Field(default_factory=dict, description="the genome kind's options; "
                                            "when absent, DEFAULT_GENOME_OPTIONS for the kind")
-    selection: Literal["tournament", "aging", "generational"] = "tournament"
+    selection: Literal["tournament", "aging", "random", "generational"] = Field(
+        "tournament", description="tournament or aging (steady state), random (every child a uniform draw from "
+        "the space: the baseline; gcnn and nb201), generational (Genetic CNN's, gcnn only)")
     sample_size: int = Field(5, ge=2, description="aging evolution's sample size S")
     p_m: float = Field(0.8, ge=0.0, le=1.0, description="generational: mutation probability per individual")
     p_c: float = Field(0.2, ge=0.0, le=1.0, description="generational: crossover probability per pair")
@@ -112,7 +120,9 @@ class RunConfig(BaseModel):
     max_flops: int = Field(0, ge=0, description="forward FLOPs per image a network may take "
                            "(children over it are redrawn; it bounds each child's training time); 0: no bound")
     fitness: str = Field("train", description="'train' (the built-in image trainer on the dataset), "
-                         "'synthetic' (engine tests), or your own: 'module.path:function' (evolve.training.fitness)")
+                         "'synthetic' (engine tests), a tabular benchmark: 'table:PATH[#COLUMN]' "
+                         "(evolve.training.tabular; nb201), or your own: 'module.path:function' "
+                         "(evolve.training.fitness)")
     input_shape: tuple[int, int, int] | None = Field(None, description="C, H, W of the networks' input: "
                                                      "from the dataset when training on one; required by your "
                                                      "own fitness")
@@ -151,11 +161,18 @@ class RunConfig(BaseModel):
         if self.selection == "generational" and self.steps % self.population:
             raise ValueError(f"steps ({self.steps}) must be a multiple of population ({self.population}) "
                              "for generational selection (whole generations)")
+        if self.selection == "random" and self.genome == "dna":
+            raise ValueError("selection 'random' draws each child uniformly from the space, and DNA's space "
+                             "is unbounded: use genome = 'gcnn' or 'nb201'")
         if self.selection == "aging" and self.sample_size > self.population:
             raise ValueError(f"sample_size ({self.sample_size}) exceeds population ({self.population})")
         _check_genome_options(self.genome, self.genome_options)
-        if self.fitness not in ("train", "synthetic") and not FITNESS_NAME.fullmatch(self.fitness):
-            raise ValueError(f"fitness: expected 'train', 'synthetic' or 'module.path:function', got {self.fitness!r}")
+        table = self.fitness.startswith(TABLE_PREFIX)
+        if table:
+            _check_table(self.fitness, self.genome)
+        elif self.fitness not in ("train", "synthetic") and not FITNESS_NAME.fullmatch(self.fitness):
+            raise ValueError(f"fitness: expected 'train', 'synthetic', 'table:PATH' or 'module.path:function', "
+                             f"got {self.fitness!r}")
         if self.fitness == "train" and (self.input_shape is not None or self.num_classes is not None):
             raise ValueError("input_shape, num_classes: a run that trains on a dataset takes them from the data; "
                              "give them only with your own fitness (or 'synthetic')")
@@ -177,6 +194,8 @@ class RunConfig(BaseModel):
                 data = {**data, "genome_options": dict(DEFAULT_GENOME_OPTIONS.get(kind, {}))}
             if "max_flops" not in data:
                 data = {**data, "max_flops": DEFAULT_MAX_FLOPS.get(kind, 0)}
+            if "max_params" not in data and kind in DEFAULT_MAX_PARAMS:
+                data = {**data, "max_params": DEFAULT_MAX_PARAMS[kind]}
         return data
 
     def identity(self) -> dict[str, Any]:
@@ -187,6 +206,19 @@ class RunConfig(BaseModel):
 FITNESS_NAME = re.compile(r"(?:[A-Za-z_][\w.]*|in-process):[A-Za-z_][\w.]*")
 """Your own fitness by name: ``package.module:function`` (``function`` may be ``Class.method``), or
 ``in-process:NAME`` for a function given to ``evolve.run`` that no worker could import by name."""
+
+TABLE_PREFIX = "table:"
+TABLE_SPEC = re.compile(r"table:[^#]+(?:#[^,]*(?:,[^*]+(?:\*[0-9.eE+-]+)?)?)?")
+"""A tabular benchmark's fitness: ``table:PATH[#METRIC[,COST[*SCALE]]]`` (``evolve.training.tabular``)."""
+
+
+def _check_table(fitness: str, genome: str) -> None:
+    if not TABLE_SPEC.fullmatch(fitness):
+        raise ValueError(f"fitness: expected 'table:PATH[#METRIC[,COST[*SCALE]]]', got {fitness!r}")
+    if genome != "nb201":
+        raise ValueError(f"fitness: a table looks genomes up by their string form, which genome {genome!r} has "
+                         "not: use genome = 'nb201'")
+
 
 RESUMABLE_FIELDS = {
     "store", "storage_options", "workers", "gpus_per_worker", "cpus_per_worker", "address",
@@ -199,10 +231,10 @@ def _check_genome_options(genome: str, options: dict[str, Any]) -> None:
 
     try:
         if genome == "dna":
-
             dna_options(SearchSpace(options=dict(options)))
+        elif genome == "nb201":
+            nb201_options(options)
         else:
-
             parse_options(options)
     except GenomeError as exc:
         message, named = re.subn(r"^(space\.)?options\b", "genome_options", str(exc))

@@ -1,6 +1,6 @@
 """Golden files: what small seeded runs write, record by record, so a change in behaviour shows as a diff.
 
-One worker, synthetic fitness: the run is deterministic. Every record of the store (claims,
+One worker, synthetic fitness (or a table's lookups): the run is deterministic. Every record of the store (claims,
 selections, individuals, tombstones, generations, run.json) and the names of the log marks are
 compared with ``tests/golden/<name>.json`` after normalising what legitimately differs from run to
 run (times, nonces, process and machine ids, worker ids, the store's path).
@@ -32,6 +32,10 @@ RUNS = {
     "aging-dna": {"selection": "aging", "population": 6, "steps": 14, "sample_size": 3},
     "generational-gcnn": {"genome": "gcnn", "selection": "generational", "population": 4, "steps": 8,
                           "genome_options": {"nodes": [3, 4]}},
+    "aging-nb201-table": {"genome": "nb201", "selection": "aging", "population": 6, "steps": 14, "sample_size": 3,
+                          "fitness": "table:nb201-cifar10"},
+    "random-nb201-table": {"genome": "nb201", "selection": "random", "population": 6, "steps": 14,
+                           "fitness": "table:nb201-cifar10"},
 }
 
 

@@ -66,6 +66,8 @@ PAPER = {
                      "p_m": 0.8, "p_c": 0.2, "dataset": "REQUIRED: --dataset cifar10:PATH",
                      "genome_options": {"nodes": [3, 4, 5], "channels": [8, 16, 32], "q_m": 0.05, "q_c": 0.2},
                      "train": {"learning_rate": 1e-2, "schedule": "staged", "inherit_weights": False}},
+    "nb201-cifar10": {"genome": "nb201", "fitness": "table:nb201-cifar10", "selection": "aging", "population": 30,
+                      "sample_size": 10, "steps": 120, "workers": 4, "max_params": 2_000_000},
 }
 
 
@@ -81,7 +83,7 @@ def test_dry_run_shows_the_papers_settings(name, tmp_path):
 
 
 def test_every_preset_is_listed_and_demo_is_the_plain_defaults():
-    assert set(PRESETS) == {"demo", "lse-cifar10", "lse-cifar100", "gcnn-mnist", "gcnn-cifar10"}
+    assert set(PRESETS) == {"demo", "lse-cifar10", "lse-cifar100", "gcnn-mnist", "gcnn-cifar10", "nb201-cifar10"}
     assert dry_run("--preset", "demo") == dry_run()
     assert PRESETS["demo"].settings == {}
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 import math
 import uuid
 
-
 import pytest
 from test_data import image_table, images, labels, parquet_bytes
 from test_store import moto_endpoint, s3_options  # noqa: F401 - the session's moto server (a fixture)

@@ -12,7 +12,7 @@ from typing import Annotated, Any, Optional
 import typer
 from rich.console import Console
 
-from evolve.config import ConfigError, load_config_file
+from evolve.config import TABLE_PREFIX, ConfigError, load_config_file
 from evolve.final.final_model import describe_final
 from evolve.runner.launch import USER_ERRORS
 from evolve.runner.logsetup import configure, unconfigure
@@ -230,7 +230,7 @@ class RunProgress:
         if self.announce:
             err.print(f"store {run.url}: {config.genome} genomes, {config.selection} selection, population "
                       f"{config.population}, {config.steps} steps, {config.workers} workers, "
-                      f"dataset {config.dataset}")
+                      + (f"dataset {config.dataset}" if config.fitness == "train" else f"fitness {config.fitness}"))
         self.total = run.total
         if err.is_terminal:
             bar = self.stack.enter_context(Progress(TextColumn("[bold]evolving"), BarColumn(), MofNCompleteColumn(),
@@ -270,6 +270,12 @@ def print_summary(run: Any) -> None:
     if result is None:
         return
     flops = f", {result['flops'] / 1e6:.2f} MFLOPs" if result.get("flops") else ""
+    if config.fitness.startswith(TABLE_PREFIX):  # looked up, never trained: the table's figure is the result
+        out.print(f"best individual {result['step']}: {result['fitness']:g} in {config.fitness}, "
+                  f"{result['params'] or 0:,} parameters{flops}", highlight=False)
+        out.print(genome_from_json_line(result["genome"]), highlight=False)
+        out.print(f"the run looked up {result['individuals']} individuals", highlight=False)
+        return
     out.print(f"best individual {result['step']}: validation {pct(result['val_accuracy'])}, "
               f"test {pct(result['test_accuracy'])}, {result['params'] or 0:,} parameters{flops}", highlight=False)
     out.print(genome_from_json_line(result["genome"]), highlight=False)

@@ -39,9 +39,8 @@ from evolve.store.doctor import doctor as run_doctor
 from evolve.store.sweep import collect
 from genomes import GenomeError, SearchSpace, genome_class
 
-Genome = Literal["dna", "gcnn"]
-Selection = Literal["tournament", "aging", "generational"]
-Fitness = Literal["train", "synthetic"]
+Genome = Literal["dna", "gcnn", "nb201"]
+Selection = Literal["tournament", "aging", "random", "generational"]
 Executor = Literal["ray", "local"]
 SET_HELP = ("KEY=VALUE for any config field, dotted for nested ones (train.batches=300, keep=all); "
             "repeatable; checked like the config file.")
@@ -93,14 +92,16 @@ def genome_sample(
 def run(
     config_file: Annotated[Optional[str], typer.Option("--config", help="TOML, YAML or JSON config file.")] = None,
     store: Annotated[Optional[str], typer.Option(help="Store URL (path, file://, s3://, gs://, memory://).")] = None,
-    genome: Annotated[Optional[Genome], typer.Option(help="DNA graphs (Real et al.) or Genetic CNN bitstrings.")] = None,
-    selection: Annotated[Optional[Selection], typer.Option(help="generational: Genetic CNN's, gcnn only.")] = None,
+    genome: Annotated[Optional[Genome], typer.Option(help="DNA graphs (Real et al.), Genetic CNN bitstrings or NAS-Bench-201 cells.")] = None,
+    selection: Annotated[Optional[Selection], typer.Option(help="random: every child drawn uniformly (gcnn, nb201); generational: Genetic CNN's, gcnn only.")] = None,
     population: Annotated[Optional[int], typer.Option(help="Population size N.")] = None,
     workers: Annotated[Optional[int], typer.Option(help="Parallel workers.")] = None,
     steps: Annotated[Optional[int], typer.Option(help="Children to produce after the initial population.")] = None,
     dataset: Annotated[Optional[str], typer.Option(help="mnist-mini, digits, or cifar10:/cifar100:/mnist:/parquet: URL.")] = None,
     seed: Annotated[Optional[int], typer.Option(help="Run seed.")] = None,
-    fitness: Annotated[Optional[Fitness], typer.Option(help="train, or synthetic (engine tests).")] = None,
+    fitness: Annotated[Optional[str], typer.Option(
+        help="train; table:PATH[#COLUMN] (a tabular benchmark, nb201: table:nb201-cifar10); "
+             "module.path:function (your own); or synthetic (engine tests).")] = None,
     address: Annotated[Optional[str], typer.Option(help="Ray cluster address ('auto' on a cluster).")] = None,
     gpus_per_worker: Annotated[Optional[float], typer.Option(help="Fractional GPUs per worker.")] = None,
     executor: Annotated[Executor, typer.Option(help="ray, or local (threads in this process).")] = "ray",
@@ -233,6 +234,10 @@ def finalize(
     def announce(name: str, done_before: bool) -> None:
         err.print(f"finalize {name}: " + ("recorded before, kept" if done_before else "training ..."), highlight=False)
 
+    from genomes.pruning import PRUNABLE  # torch: finalize trains anyway
+
+    if not stage and run.config.genome not in PRUNABLE:
+        err.print(f"finalize prune: left out ({run.config.genome} genomes have no channel pruning)", highlight=False)
     rows = run.finalize(on_stage=announce, executor=executor, **plan)
     shown = Table("model", "test", "parameters", "MFLOPs", "ms / image", "compute s")
     for row in rows:

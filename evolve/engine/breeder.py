@@ -2,7 +2,8 @@
 
 * :class:`SteadyState` (tournament and aging evolution, Real et al.): the step selects a parent and
   a loser from the live population (settled through the store, so every worker agrees), kills the
-  loser and mutates the parent; the child inherits the parent's weights.
+  loser and mutates the parent; the child inherits the parent's weights. Random sampling is the
+  same step with no parent: the child is a uniform draw from the space (``origin = "sample"``).
 * :class:`evolve.engine.generational.Generational` (Genetic CNN, Xie & Yuille): a whole generation is bred
   at once and settled through the store; each step is one member, replacing its slot's
   predecessor; a genome seen before has its fitness averaged over its evaluations.
@@ -21,7 +22,7 @@ from evolve.engine.generational import Generational
 from evolve.engine.selection import make_strategy
 from evolve.seeding import rng_for
 from evolve.training.outcome import Outcome
-from genomes import Genome, SearchSpace, genome_from_json
+from genomes import Genome, SearchSpace, genome_class, genome_from_json
 
 
 class Breeder(Protocol):
@@ -91,6 +92,10 @@ class SteadyState:
         if settled is None:
             return None
         choice, attempt = settled
+        if choice.parent is None:  # random sampling: a fresh draw, no parent
+            genome = genome_class(cfg.genome).sample(rng_for(cfg.seed, step, "mutate"), self.space)
+            return Child(genome, {"origin": "sample", "parents": [], "mutation": {"name": "sample", "params": {}},
+                                  "loser": choice.loser, "attempt": attempt}, None)
         parent = self._genome(choice.parent)
         genome, mutation = parent.mutate(rng_for(cfg.seed, step, "mutate"), self.space)
         return Child(genome, {"origin": "mutation", "parents": [choice.parent], "mutation": mutation.to_json(),

@@ -1,4 +1,5 @@
-"""Who becomes a parent and who dies: tournament (Real et al. 2017) and aging (Real et al. 2019).
+"""Who becomes a parent and who dies: tournament (Real et al. 2017), aging (Real et al. 2019), and
+random sampling, the baseline every search is measured against.
 
 Strategies see plain (step, fitness) pairs of live individuals, sorted by step, and a seeded RNG;
 they know nothing of stores, so the same choice is made by whoever replays a step. A choice costs
@@ -21,7 +22,7 @@ class Member:
 
 @dataclass(frozen=True)
 class Choice:
-    parent: int
+    parent: int | None  # None: the child is drawn from the space, not bred (random sampling)
     loser: int
 
 
@@ -56,9 +57,25 @@ class Aging:
         return Choice(parent=parent.step, loser=live[0].step)
 
 
+class RandomSampling:
+    """No selection: every child is a fresh uniform draw from the space, and the oldest dies.
+
+    The population plays no part in what is drawn; killing the oldest keeps every step's record alike
+    (one death per child, ``N`` live), so random sampling runs through the same engine, store and
+    views as the search it is measured against, at the same number of evaluations.
+    """
+
+    min_live = 1
+
+    def choose(self, live: Sequence[Member], rng: random.Random) -> Choice:
+        return Choice(parent=None, loser=live[0].step)
+
+
 def make_strategy(name: str, sample_size: int) -> Strategy:
     if name == "tournament":
         return Tournament()
     if name == "aging":
         return Aging(sample_size)
-    raise ValueError(f"selection {name!r} is not a steady-state strategy (expected tournament or aging)")
+    if name == "random":
+        return RandomSampling()
+    raise ValueError(f"selection {name!r} is not a steady-state strategy (expected tournament, aging or random)")

@@ -167,4 +167,5 @@ class Settlement:
 
 
 def _choice(record: dict[str, Any]) -> Choice:
-    return Choice(parent=int(record["parent"]), loser=int(record["loser"]))
+    parent = record.get("parent")
+    return Choice(parent=None if parent is None else int(parent), loser=int(record["loser"]))

@@ -138,7 +138,8 @@ class Worker:
         pop.refresh(force=True)
         self._orphans = pop.orphans()
         idle = 0.0
-        with self.pipelined():
+        overlap = getattr(self.evaluator, "overlaps_writes", True)
+        with self.pipelined() if overlap else contextlib.nullcontext():
             while not self.stop_event.is_set():
                 step, adoption = self._next_step()  # a claim refreshes a view older than refresh_seconds
                 if step is None:
@@ -151,7 +152,7 @@ class Worker:
                     continue
                 idle = 0.0
                 try:
-                    self.run_step(step, adoption=adoption, background=True)
+                    self.run_step(step, adoption=adoption, background=overlap)
                 except StepAbandoned as why:
                     log.info("step %d left in flight: %s", step, why)
                     break

@@ -215,7 +215,7 @@ def summary(store: Store, config: RunConfig, reference: bool = True) -> dict[str
     initial = [r for s, r in snapshot.individuals.items() if s < config.population]
     final = final_model(store, config, best, data) if data is not None else None
     return {
-        "step": best["step"], "val_accuracy": best.get("val_accuracy"),
+        "step": best["step"], "fitness": best.get("fitness"), "val_accuracy": best.get("val_accuracy"),
         "test_accuracy": measured_test_accuracy(store, config, best, data) if data is not None else None,
         "params": metrics.get("params"), "flops": metrics.get("flops"),
         "lineage_batches": lineage_batches(snapshot, best["step"]),

@@ -23,6 +23,7 @@ from evolve.store.keys import RUN_KEY, extension_key
 from evolve.store.marks import backfill_log
 from evolve.store.records import SCHEMA
 from evolve.training.files import DataError
+from evolve.training.tabular import is_table, table_of
 from genomes import GenomeError, SearchSpace
 
 USER_ERRORS = (ConfigError, DataError, GenomeError, StoreError)
@@ -61,6 +62,8 @@ def _open_run(config: RunConfig, resume: bool, overrides: dict[str, Any] | None,
                               f"extended (got {merged.steps})")
         if merged.steps > stored.steps:
             store.create_json(extension_key(merged.steps), {"steps": merged.steps, "created_at": time.time()})
+        if is_table(merged.fitness):  # refused here, before any worker starts, if it moved or changed
+            table_of(merged)
         backfill_log(store)
         return store, merged, space
     if resume:

@@ -10,6 +10,7 @@ from evolve.store.backend import Store, StoreError
 from evolve.store.keys import RUN_KEY, step_of
 from evolve.store.records import schema_problem
 from evolve.training.datasets import run_dataset
+from evolve.training.tabular import is_table, table_of
 from genomes import GenomeError, SearchSpace, genome_class
 
 SYNTHETIC_SHAPE = (3, 32, 32)
@@ -27,7 +28,10 @@ def space_for(config: RunConfig) -> SearchSpace:
         shape, classes = tuple(data.input_shape), data.num_classes
     space = SearchSpace(input_shape=shape, num_classes=classes, max_params=config.max_params,
                         max_flops=config.max_flops, options=dict(config.genome_options))
-    check_serves(config.genome, space)
+    if is_table(config.fitness):  # a lookup: no network is ever built, but the table must be sound
+        table_of(config)
+    else:
+        check_serves(config.genome, space)
     return space
 
 

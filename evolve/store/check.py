@@ -81,7 +81,7 @@ def check_store(store: Store, population: int, total_steps: int) -> CheckReport:
         for parent in record.parents:
             if parent not in present:
                 v.append(f"individual {step}: parent {parent} does not exist")
-        if step >= population and not record.parents:
+        if step >= population and not record.parents and record.origin != "sample":
             v.append(f"individual {step}: a child with no parent")
         if step >= total_steps:
             v.append(f"individual {step}: beyond the run's {total_steps} steps")

@@ -11,6 +11,7 @@ from evolve.seeding import rng_for
 from evolve.training.datasets import run_dataset
 from evolve.training.fitness import FunctionEvaluator
 from evolve.training.outcome import Outcome
+from evolve.training.tabular import TableEvaluator, is_table
 from genomes import Genome, Mutation, SearchSpace
 
 if TYPE_CHECKING:
@@ -18,6 +19,12 @@ if TYPE_CHECKING:
 
 
 class Evaluator(Protocol):
+    """Measures a child. An evaluator may also set ``overlaps_writes = False`` (default True): the
+    worker then writes each child before it selects the next step's parent. Overlapping a child's
+    write with the next training pays when training takes far longer than the write, but the next
+    selection cannot see that child; for a lookup (``evolve.training.tabular``) it would only add
+    that lag, one step per worker."""
+
     def evaluate(self, genome: Genome, parent_weights: bytes | None, seed: int,
                  mutation: Mutation | None = None) -> Outcome: ...
 
@@ -76,7 +83,8 @@ class SyntheticEvaluator:
 def make_evaluator(config: RunConfig, space: SearchSpace) -> Evaluator:
     if config.fitness == "synthetic":
         return SyntheticEvaluator(space, config.synthetic_seconds)
+    if is_table(config.fitness):
+        return TableEvaluator(config, space)
     if config.fitness != "train":
-
         return FunctionEvaluator(config, space)
     return TrainingEvaluator(config, space)
