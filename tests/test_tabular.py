@@ -162,7 +162,9 @@ def test_a_table_run_looks_children_up_and_every_view_works_without_weights(tmp_
     assert not list(store.glob("weights/*"))
     assert run.result()["fitness"] == best.fitness
 
-    assert "70/70 individuals" in cli("status", store).output
+    status = cli("status", store).output
+    assert "70/70 individuals" in status and f"best {best.fitness:.4g}" in status  # a table's percent, not x100
+    assert f"{best.fitness:.4g}" in cli("lineage", store).output
     assert arch(json.dumps(best.genome)) in cli("best", store).output
     assert cli("lineage", store).exit_code == 0
     assert cli("export", store, tmp_path / "run.parquet").exit_code == 0

@@ -24,6 +24,7 @@ from evolve.cli.console import (
     warn_unreadable,
 )
 from evolve.final.final_model import describe_final
+from evolve.views.lineage import fitness_text
 
 
 def _open(store: str, options: str | None) -> Any:
@@ -45,7 +46,7 @@ def status(store: Annotated[str, typer.Argument(help="Store URL.")], storage_opt
     if as_json:
         return print_json("status", {"store": run.url, **info})
     out.print(f"{info['done']}/{info['total']} individuals ({info['in_flight']} in flight), {info['live']} live, "
-              f"best {pct(info['best_fitness'])}, median {pct(info['median_fitness'])}, "
+              f"best {fitness_text(info['best_fitness'])}, median {fitness_text(info['median_fitness'])}, "
               f"{info['failed']} failed, {info['adopted']} adopted"
               + (f", {info['steps_per_hour']:.0f} steps/h" if info['steps_per_hour'] else ""))
     _print_finalized(info["finalize"])
@@ -128,7 +129,7 @@ def lineage(
         mutation = row["mutation"] or "initial"
         if row["mutation"]:
             mutation += f" {json.dumps(row['mutation_params'] or {})}"
-        table.add_row(str(row["step"]), mutation, f"{row['params'] or 0:,}", pct(row["fitness"]))
+        table.add_row(str(row["step"]), mutation, f"{row['params'] or 0:,}", fitness_text(row["fitness"]))
     out.print(table)
 
 

@@ -61,6 +61,20 @@ def _pct(value: Any) -> str:
     return "n/a" if value is None else f"{100 * value:.2f}%"
 
 
+def fitness_text(value: Any) -> str:
+    """A fitness for people: a share in [0, 1] (an accuracy) as a percentage, anything else as it is
+    (a table's metric already in percent, your own fitness's units)."""
+    value = num(value)
+    if value is None:
+        return "n/a"
+    return f"{100 * value:.2f}%" if 0.0 <= value <= 1.0 else f"{value:.4g}"
+
+
+def _fitness_delta(value: float, previous: float) -> str:
+    both_shares = 0.0 <= value <= 1.0 and 0.0 <= previous <= 1.0
+    return f"{100 * (value - previous):+.2f}" if both_shares else f"{value - previous:+.4g}"
+
+
 def ancestry_markdown(chain: list[dict[str, Any]], best_record: dict[str, Any] | None, live: set[int]) -> str:
     """The line of descent of the best as a markdown table (oldest first)."""
     if not chain:
@@ -69,7 +83,7 @@ def ancestry_markdown(chain: list[dict[str, Any]], best_record: dict[str, Any] |
     test = best.test_accuracy if best_record is None or best_record.get("test_accuracy") is None \
         else best_record["test_accuracy"]
     lines = [(f"**Best individual: step {best.step}** ({'alive' if best.step in live else 'dead'}), fitness "
-              f"{_pct(best.fitness)}, test {_pct(test)}, {best.params or 0:,} parameters, "
+              f"{fitness_text(best.fitness)}, test {_pct(test)}, {best.params or 0:,} parameters, "
               f"{len(chain) - 1} ancestors back to the initial population"
               f"{_final_line(best_record) if best_record else ''}")]
     if best_record is not None:
@@ -83,8 +97,8 @@ def ancestry_markdown(chain: list[dict[str, Any]], best_record: dict[str, Any] |
         mutation = row.mutation or row.origin or "initial"
         if row.mutation_params:
             mutation += " `" + json.dumps(row.mutation_params, separators=(",", ":"), sort_keys=True)[:120] + "`"
-        delta = "" if previous is None or row.fitness is None else f"{100 * (row.fitness - previous):+.2f}"
-        lines.append(f"| {i} | {row.step} | {mutation} | {row.params or 0:,} | {_pct(row.fitness)} | {delta} |")
+        delta = "" if previous is None or row.fitness is None else _fitness_delta(row.fitness, previous)
+        lines.append(f"| {i} | {row.step} | {mutation} | {row.params or 0:,} | {fitness_text(row.fitness)} | {delta} |")
         previous = row.fitness if row.fitness is not None else previous
     return "\n".join(lines)
 
@@ -144,7 +158,7 @@ def figure_title(config: Any, rows: list[dict[str, Any]], live: set[int], best: 
             f"{config.dataset if config.fitness == 'train' else 'synthetic fitness'}")
     tail = f"{len(rows):,} individuals, {len(live):,} alive"
     if best is not None and best.fitness is not None:
-        tail += f", best {100 * best.fitness:.2f}% (step {best.step})"
+        tail += f", best {fitness_text(best.fitness)} (step {best.step})"
     return head + "\n" + tail
 
 
@@ -200,7 +214,7 @@ def figure_png(rows: list[dict[str, Any]], live: set[int], chain: list[dict[str,
                 label=f"line of descent of the best ({len(chain) - 1} ancestors)", zorder=4)
         best = line[-1]
         ax.scatter([x(best)], [best.fitness], s=220, marker="*", c="#ffd700", edgecolors="black",
-                   linewidths=0.8, zorder=5, label=f"best: step {best.step}, {100 * best.fitness:.2f}%")
+                   linewidths=0.8, zorder=5, label=f"best: step {best.step}, {fitness_text(best.fitness)}")
     if marks and ok:
         right = max(x(r) for r in ok)
         step = max(right, 1e-9) * 0.03

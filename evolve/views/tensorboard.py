@@ -65,6 +65,7 @@ from evolve.views.lineage import (
     family_graph,
     figure_png,
     figure_title,
+    fitness_text,
     genome_markdown,
     read_best_record,
 )
@@ -131,7 +132,7 @@ class SyncReport:
         if self.best_model:
             parts.append("best model graph updated")
         if self.best_step is not None and self.best_fitness is not None:
-            parts.append(f"best {self.best_step} ({100 * self.best_fitness:.2f}%)")
+            parts.append(f"best {self.best_step} ({fitness_text(self.best_fitness)})")
         if self.waiting:
             parts.append(f"{self.waiting} waiting behind steps in flight")
         return ", ".join(parts) + f" in {self.seconds:.2f}s"
