@@ -61,10 +61,14 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import header, markdown_table, settings_from  # noqa: E402
-from evolve.config import build_config  # noqa: E402
+from evolve.config import (
+    build_config,  # noqa: E402
+    parse_table_spec,  # noqa: E402
+)
 from evolve.runner.launch import open_run, run_in_process  # noqa: E402
 from evolve.store.check import check_store  # noqa: E402
-from evolve.training.tabular import Table, load_table, parse_spec  # noqa: E402
+from evolve.store.snapshot import Snapshot  # noqa: E402
+from evolve.training.tabular import Table, load_table  # noqa: E402
 from genomes import SearchSpace  # noqa: E402
 from genomes.nb201.genome import EDGES, NB201, OPS  # noqa: E402
 
@@ -130,7 +134,7 @@ def engine_run(strategy: str, workers: int, seed: int, budget: int, table: str, 
         run_in_process(*opened)
         seconds = time.perf_counter() - started
         report = check_store(opened[0], config.population, budget)
-        records = [json.loads(p.read_text()) for p in Path(store, "individuals").glob("*.json")]
+        records = list(Snapshot.read(opened[0]).individuals.values())
     finally:
         shutil.rmtree(store, ignore_errors=True)
     records.sort(key=lambda r: (r["created_at"], r["step"]))
@@ -281,7 +285,7 @@ def run(settings: Settings) -> dict[str, Any]:
     strategies = [s.strip() for s in settings.strategies.split(",") if s.strip()]
     engine = [s for s in strategies if s != LOCAL and engine_settings(s)]
     budget = max(budgets)
-    spec = parse_spec(settings.table)
+    spec = parse_table_spec(settings.table)
     table = load_table(spec, "nb201")
     optimum = table.best()[1]
     space = SearchSpace(max_params=build_config({"genome": "nb201", "fitness": settings.table}).max_params)

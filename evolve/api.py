@@ -32,7 +32,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from evolve.config import TABLE_PREFIX, ConfigError, RunConfig, build_config, load_config_file
+from evolve.config import ConfigError, RunConfig, build_config, is_table, load_config_file
 from evolve.final.export_model import export_model
 from evolve.final.final_model import compute_seconds, lineage_batches, measured_test_accuracy, summary
 from evolve.final.finalize import Plan, finalize
@@ -140,7 +140,7 @@ def _check_fitness(config: RunConfig, fn: Callable[..., Any] | None, executor: s
     """Before anything is written or started: a fitness named in the config must import here, and a
     function given in-process must be one the executor can call."""
 
-    if config.fitness in ("train", "synthetic") or config.fitness.startswith(TABLE_PREFIX):
+    if config.fitness in ("train", "synthetic") or is_table(config.fitness):
         if fn is not None:
             raise ConfigError(f"fitness: the run at {config.store} trains with {config.fitness!r}, not a function")
         return

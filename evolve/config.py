@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 import re
 import tomllib
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -167,8 +169,7 @@ class RunConfig(BaseModel):
         if self.selection == "aging" and self.sample_size > self.population:
             raise ValueError(f"sample_size ({self.sample_size}) exceeds population ({self.population})")
         _check_genome_options(self.genome, self.genome_options)
-        table = self.fitness.startswith(TABLE_PREFIX)
-        if table:
+        if is_table(self.fitness):
             _check_table(self.fitness, self.genome)
         elif self.fitness not in ("train", "synthetic") and not FITNESS_NAME.fullmatch(self.fitness):
             raise ValueError(f"fitness: expected 'train', 'synthetic', 'table:PATH' or 'module.path:function', "
@@ -208,13 +209,44 @@ FITNESS_NAME = re.compile(r"(?:[A-Za-z_][\w.]*|in-process):[A-Za-z_][\w.]*")
 ``in-process:NAME`` for a function given to ``evolve.run`` that no worker could import by name."""
 
 TABLE_PREFIX = "table:"
-TABLE_SPEC = re.compile(r"table:[^#]+(?:#[^,]*(?:,[^*]+(?:\*[0-9.eE+-]+)?)?)?")
-"""A tabular benchmark's fitness: ``table:PATH[#METRIC[,COST[*SCALE]]]`` (``evolve.training.tabular``)."""
+TABLE_FORM = "table:PATH[#METRIC[,COST[*SCALE]]]"
+TABLE_SPEC = re.compile(r"table:(?P<path>[^#]+)(?:#(?P<metric>[^,]*)(?:,(?P<cost>[^*]+)(?:\*(?P<scale>.+))?)?)?")
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    """What a tabular benchmark's fitness names (``evolve.training.tabular`` reads the table)."""
+
+    path: str
+    metric: str | None = None
+    cost: str | None = None
+    scale: float = 1.0
+
+
+def is_table(fitness: str) -> bool:
+    return fitness.startswith(TABLE_PREFIX)
+
+
+def parse_table_spec(fitness: str) -> TableSpec:
+    """``table:PATH[#METRIC[,COST[*SCALE]]]`` as a TableSpec; ConfigError names what is wrong."""
+    match = TABLE_SPEC.fullmatch(fitness.strip())
+    if match is None:
+        raise ConfigError(f"fitness: expected '{TABLE_FORM}', got {fitness!r}")
+    scale = 1.0
+    if match["scale"] is not None:
+        try:
+            scale = float(match["scale"])
+        except ValueError:
+            scale = -1.0
+        if not math.isfinite(scale) or scale < 0:
+            raise ConfigError(f"fitness: the cost scale SCALE of '{TABLE_FORM}' must be a number >= 0, got "
+                              f"{match['scale']!r} in {fitness!r}")
+    return TableSpec(path=match["path"].strip(), metric=(match["metric"] or "").strip() or None,
+                     cost=(match["cost"] or "").strip() or None, scale=scale)
 
 
 def _check_table(fitness: str, genome: str) -> None:
-    if not TABLE_SPEC.fullmatch(fitness):
-        raise ValueError(f"fitness: expected 'table:PATH[#METRIC[,COST[*SCALE]]]', got {fitness!r}")
+    parse_table_spec(fitness)
     if genome != "nb201":
         raise ValueError(f"fitness: a table looks genomes up by their string form, which genome {genome!r} has "
                          "not: use genome = 'nb201'")

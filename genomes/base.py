@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar, Mapping, Protocol, Self, runtime_checkable
+from typing import TYPE_CHECKING, Any, ClassVar, Mapping, Protocol, Self, Sequence, runtime_checkable
 
 if TYPE_CHECKING:
     import torch
@@ -18,6 +18,24 @@ if TYPE_CHECKING:
 
 class GenomeError(ValueError):
     """A genome (or its JSON) is invalid; the message names the field and the bad value."""
+
+
+def check_int(value: Any, path: str, minimum: int) -> int:
+    """``value`` if it is an int (not a bool) >= ``minimum``; else GenomeError naming ``path``."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise GenomeError(f"{path}: expected an int >= {minimum}, got {value!r}")
+    return value
+
+
+def check_keys(data: Mapping[str, Any], keys: Sequence[str], path: str = "") -> None:
+    """Exactly ``keys``: a missing or unknown one is named with its path."""
+    prefix = f"{path}." if path else ""
+    for key in data:
+        if key not in keys:
+            raise GenomeError(f"{prefix}{key}: unknown field (expected {list(keys)})")
+    for key in keys:
+        if key not in data:
+            raise GenomeError(f"{prefix}{key}: missing field")
 
 
 @dataclass(frozen=True)

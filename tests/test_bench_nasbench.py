@@ -15,7 +15,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from bench import nasbench
-from evolve.training.tabular import TableSpec, load_table
+from evolve.config import TableSpec
+from evolve.training.tabular import load_table
 from genomes import SearchSpace
 from genomes.nb201.genome import NB201
 

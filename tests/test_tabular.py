@@ -19,10 +19,10 @@ from typer.testing import CliRunner
 
 import evolve
 from evolve.cli import app
-from evolve.config import ConfigError, build_config
+from evolve.config import ConfigError, TableSpec, build_config, parse_table_spec
 from evolve.store.backend import Store
 from evolve.store.check import check_store
-from evolve.training.tabular import TableSpec, load_table, parse_spec, table_url
+from evolve.training.tabular import load_table, table_url
 from genomes import SearchSpace
 from genomes.nb201.genome import NB201
 
@@ -35,8 +35,7 @@ def built_in() -> dict[str, float]:
 
 
 def write_table(path: Path, rows: dict[str, list]) -> str:
-    pq.write_table(pa.table(rows), path) if path.suffix == ".parquet" else path.write_text(
-        ",".join(rows) + "\n" + "\n".join(",".join(map(str, r)) for r in zip(*rows.values())) + "\n")
+    pq.write_table(pa.table(rows), path)
     return str(path)
 
 
@@ -93,7 +92,7 @@ def test_the_shipped_table_matches_the_shared_one():
     ("table:t.csv#acc,seconds*0.001", TableSpec("t.csv", "acc", "seconds", 0.001)),
 ])
 def test_the_fitness_names_path_metric_and_cost(text, spec):
-    assert parse_spec(text) == spec
+    assert parse_table_spec(text) == spec
 
 
 @pytest.mark.parametrize("fitness, genome, words", [
@@ -137,7 +136,7 @@ def test_a_csv_table_on_any_fsspec_url_with_a_chosen_column(tmp_path):
 
     with fsspec.open("memory://tables/t.csv", "w") as f:
         f.write(f"arch,valid,test\n{ARCH},80.5,81.25\n")
-    table = load_table(parse_spec("table:memory://tables/t.csv#test"), "nb201")
+    table = load_table(parse_table_spec("table:memory://tables/t.csv#test"), "nb201")
     assert table.values == {ARCH: 81.25} and table.metric == "test" and table.key == "arch"
 
 

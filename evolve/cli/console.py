@@ -12,7 +12,7 @@ from typing import Annotated, Any, Optional
 import typer
 from rich.console import Console
 
-from evolve.config import TABLE_PREFIX, ConfigError, load_config_file
+from evolve.config import ConfigError, is_table, load_config_file
 from evolve.final.final_model import describe_final
 from evolve.runner.launch import USER_ERRORS
 from evolve.runner.logsetup import configure, unconfigure
@@ -270,7 +270,7 @@ def print_summary(run: Any) -> None:
     if result is None:
         return
     flops = f", {result['flops'] / 1e6:.2f} MFLOPs" if result.get("flops") else ""
-    if config.fitness.startswith(TABLE_PREFIX):  # looked up, never trained: the table's figure is the result
+    if is_table(config.fitness):  # looked up, never trained: the table's figure is the result
         out.print(f"best individual {result['step']}: {result['fitness']:g} in {config.fitness}, "
                   f"{result['params'] or 0:,} parameters{flops}", highlight=False)
         out.print(genome_from_json_line(result["genome"]), highlight=False)

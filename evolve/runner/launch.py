@@ -13,7 +13,7 @@ from typing import Any, Callable
 
 import fsspec
 
-from evolve.config import ConfigError, RunConfig, build_config, check_resume, merge_settings
+from evolve.config import ConfigError, RunConfig, build_config, check_resume, is_table, merge_settings
 from evolve.engine.worker import Worker
 from evolve.runner.logsetup import LineBuffer, emit
 from evolve.runner.record import load_run, space_for, total_steps
@@ -23,7 +23,7 @@ from evolve.store.keys import RUN_KEY, extension_key
 from evolve.store.marks import backfill_log
 from evolve.store.records import SCHEMA
 from evolve.training.files import DataError
-from evolve.training.tabular import is_table, table_of
+from evolve.training.tabular import table_of
 from genomes import GenomeError, SearchSpace
 
 USER_ERRORS = (ConfigError, DataError, GenomeError, StoreError)

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from evolve.config import LEGACY_RUN, LEGACY_TRAIN, RunConfig, build_config
+from evolve.config import LEGACY_RUN, LEGACY_TRAIN, RunConfig, build_config, is_table
 from evolve.store.backend import Store, StoreError
 from evolve.store.keys import RUN_KEY, step_of
 from evolve.store.records import schema_problem
 from evolve.training.datasets import run_dataset
-from evolve.training.tabular import is_table, table_of
+from evolve.training.tabular import table_of
 from genomes import GenomeError, SearchSpace, genome_class
 
 SYNTHETIC_SHAPE = (3, 32, 32)

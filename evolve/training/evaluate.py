@@ -6,12 +6,12 @@ import math
 import time
 from typing import TYPE_CHECKING, Protocol
 
-from evolve.config import RunConfig
+from evolve.config import RunConfig, is_table
 from evolve.seeding import rng_for
 from evolve.training.datasets import run_dataset
 from evolve.training.fitness import FunctionEvaluator
 from evolve.training.outcome import Outcome
-from evolve.training.tabular import TableEvaluator, is_table
+from evolve.training.tabular import TableEvaluator
 from genomes import Genome, Mutation, SearchSpace
 
 if TYPE_CHECKING:

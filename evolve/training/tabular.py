@@ -21,55 +21,19 @@ from __future__ import annotations
 import io
 import json
 import math
-import re
 import time
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
 from typing import Any
 
-from evolve.config import TABLE_PREFIX, ConfigError, RunConfig
+from evolve.config import ConfigError, RunConfig, TableSpec, parse_table_spec
 from evolve.training.fitness import FAILED
 from evolve.training.outcome import Outcome
 from genomes import Genome, GenomeError, Mutation, SearchSpace, genome_class
 
 BUILT_IN = ("nb201-cifar10",)
 KEY_NAME = "arch"
-SPEC = re.compile(r"table:(?P<path>[^#]+)(?:#(?P<metric>[^,]*)(?:,(?P<cost>[^*]+)(?:\*(?P<scale>.+))?)?)?")
-
-
-@dataclass(frozen=True)
-class TableSpec:
-    """What ``fitness = "table:..."`` names."""
-
-    path: str
-    metric: str | None = None
-    cost: str | None = None
-    scale: float = 1.0
-
-
-def is_table(fitness: str) -> bool:
-    return fitness.startswith(TABLE_PREFIX)
-
-
-def parse_spec(fitness: str) -> TableSpec:
-    """``table:PATH[#METRIC[,COST[*SCALE]]]`` as a TableSpec; ConfigError names what is wrong."""
-    match = SPEC.fullmatch(fitness.strip())
-    if match is None:
-        raise ConfigError(f"fitness: expected 'table:PATH[#METRIC[,COST[*SCALE]]]', got {fitness!r}")
-    scale = 1.0
-    if match["scale"] is not None:
-        try:
-            scale = float(match["scale"])
-        except ValueError:
-            scale = -1.0
-        if not math.isfinite(scale) or scale < 0:
-            raise ConfigError(f"fitness: the cost scale after '*' must be a number >= 0, got {match['scale']!r} "
-                              f"in {fitness!r}")
-    return TableSpec(path=match["path"].strip(), metric=(match["metric"] or "").strip() or None,
-                     cost=(match["cost"] or "").strip() or None, scale=scale)
-
-
 def table_url(path: str) -> str:
     """A built-in table's file, or ``path`` itself."""
     if path in BUILT_IN:
@@ -216,7 +180,7 @@ def _string_parser(kind: str):
 
 def table_of(config: RunConfig) -> Table:
     """The run's table, loaded and checked (ConfigError names the file and the column)."""
-    return load_table(parse_spec(config.fitness), config.genome, config.storage_options)
+    return load_table(parse_table_spec(config.fitness), config.genome, config.storage_options)
 
 
 def genome_key(genome: Genome) -> str:
@@ -232,7 +196,7 @@ class TableEvaluator:
     overlaps_writes = False
 
     def __init__(self, config: RunConfig, space: SearchSpace) -> None:
-        self.spec = parse_spec(config.fitness)
+        self.spec = parse_table_spec(config.fitness)
         self.table = table_of(config)
         self.space = space
 

@@ -18,9 +18,17 @@ import hashlib
 import json
 import random
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any, ClassVar, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar, Mapping
 
-from genomes.base import GenomeError, Inheritance, Mutation, SearchSpace, inherit_weights
+from genomes.base import (
+    GenomeError,
+    Inheritance,
+    Mutation,
+    SearchSpace,
+    check_int,
+    check_keys,
+    inherit_weights,
+)
 
 if TYPE_CHECKING:
     from torch import nn
@@ -157,16 +165,11 @@ def default_channels(stages: int) -> tuple[int, ...]:
     return PAPER_CHANNELS.get(stages, tuple(16 * 2**s for s in range(stages)))
 
 
-def _check_int(value: Any, path: str, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise GenomeError(f"{path}: expected an int >= {minimum}, got {value!r}")
-    return value
-
 
 def _int_tuple(value: Any, path: str, minimum: int) -> tuple[int, ...]:
     if not isinstance(value, (list, tuple)) or not value:
         raise GenomeError(f"{path}: expected a non-empty list of ints, got {value!r}")
-    return tuple(_check_int(v, f"{path}[{i}]", minimum) for i, v in enumerate(value))
+    return tuple(check_int(v, f"{path}[{i}]", minimum) for i, v in enumerate(value))
 
 
 def _probability(value: Any, path: str) -> float:
@@ -204,8 +207,8 @@ class Stage:
     bits: str
 
     def __post_init__(self) -> None:
-        _check_int(self.nodes, "nodes", 2)
-        _check_int(self.channels, "channels", 1)
+        check_int(self.nodes, "nodes", 2)
+        check_int(self.channels, "channels", 1)
         n = bit_count(self.nodes)
         if not isinstance(self.bits, str) or set(self.bits) - {"0", "1"} or len(self.bits) != n:
             raise GenomeError(f"bits: expected {n} bits of 0/1 for {self.nodes} nodes, got {self.bits!r}")
@@ -240,21 +243,11 @@ class Stage:
 def _stage_from_json(data: Any, path: str) -> Stage:
     if not isinstance(data, Mapping):
         raise GenomeError(f"{path}: expected an object with nodes, channels, code; got {data!r}")
-    _check_keys(data, ("nodes", "channels", "code"), path)
-    nodes = _check_int(data["nodes"], f"{path}.nodes", 2)
-    channels = _check_int(data["channels"], f"{path}.channels", 1)
+    check_keys(data, ("nodes", "channels", "code"), path)
+    nodes = check_int(data["nodes"], f"{path}.nodes", 2)
+    channels = check_int(data["channels"], f"{path}.channels", 1)
     return Stage(nodes, channels, parse_code(data["code"], nodes, f"{path}.code"))
 
-
-def _check_keys(data: Mapping[str, Any], keys: Sequence[str], path: str) -> None:
-    """Exactly ``keys``: a missing or unknown one is named with its path."""
-    prefix = f"{path}." if path else ""
-    for key in data:
-        if key not in keys:
-            raise GenomeError(f"{prefix}{key}: unknown field (expected {list(keys)})")
-    for key in keys:
-        if key not in data:
-            raise GenomeError(f"{prefix}{key}: missing field")
 
 
 @dataclass(frozen=True)
@@ -389,7 +382,7 @@ class GeneticCNN:
     def from_json(cls, data: Mapping[str, Any]) -> GeneticCNN:
         if not isinstance(data, Mapping):
             raise GenomeError(f"gcnn genome JSON must be an object, got {type(data).__name__}")
-        _check_keys(data, ("kind", "version", "stages"), "")
+        check_keys(data, ("kind", "version", "stages"), "")
         if data["kind"] != cls.kind:
             raise GenomeError(f"kind: expected {cls.kind!r}, got {data['kind']!r}")
         version = data["version"]

@@ -27,7 +27,15 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from genomes.base import GenomeError, Inheritance, Mutation, SearchSpace, inherit_weights
+from genomes.base import (
+    GenomeError,
+    Inheritance,
+    Mutation,
+    SearchSpace,
+    check_int,
+    check_keys,
+    inherit_weights,
+)
 
 if TYPE_CHECKING:
     from torch import nn
@@ -140,11 +148,6 @@ class Nb201Options:
     cells: int = DEFAULT_CELLS
 
 
-def _check_int(value: Any, path: str, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise GenomeError(f"{path}: expected an int >= {minimum}, got {value!r}")
-    return value
-
 
 def parse_options(options: Mapping[str, Any]) -> Nb201Options:
     """Validate ``SearchSpace.options`` for this kind, filling in the benchmark's C = 16, N = 5."""
@@ -152,8 +155,8 @@ def parse_options(options: Mapping[str, Any]) -> Nb201Options:
     if unknown:
         raise GenomeError(f"options.{unknown[0]}: unknown NAS-Bench-201 option; known: {list(OPTION_KEYS)}")
     return Nb201Options(
-        channels=_check_int(options.get("channels", DEFAULT_CHANNELS), "options.channels", 1),
-        cells=_check_int(options.get("cells", DEFAULT_CELLS), "options.cells", 1),
+        channels=check_int(options.get("channels", DEFAULT_CHANNELS), "options.channels", 1),
+        cells=check_int(options.get("cells", DEFAULT_CELLS), "options.cells", 1),
     )
 
 
@@ -166,15 +169,6 @@ def _check_ops(ops: Any, path: str) -> tuple[str, ...]:
             raise GenomeError(f"{path}[{i}]: expected one of {list(OPS)}, got {op!r}")
     return tuple(ops)
 
-
-def _check_keys(data: Mapping[str, Any], keys: Sequence[str]) -> None:
-    """Exactly ``keys``: a missing or unknown one is named."""
-    for key in data:
-        if key not in keys:
-            raise GenomeError(f"{key}: unknown field (expected {list(keys)})")
-    for key in keys:
-        if key not in data:
-            raise GenomeError(f"{key}: missing field")
 
 
 # ---------------------------------------------------------------------------- the genome
@@ -200,8 +194,8 @@ class NB201:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "ops", _check_ops(self.ops, "ops"))
-        _check_int(self.channels, "channels", 1)
-        _check_int(self.cells, "cells", 1)
+        check_int(self.channels, "channels", 1)
+        check_int(self.cells, "cells", 1)
 
     # -- the string form
 
@@ -378,13 +372,13 @@ class NB201:
     def from_json(cls, data: Mapping[str, Any]) -> NB201:
         if not isinstance(data, Mapping):
             raise GenomeError(f"nb201 genome JSON must be an object, got {type(data).__name__}")
-        _check_keys(data, ("kind", "version", "edges", "channels", "cells"))
+        check_keys(data, ("kind", "version", "edges", "channels", "cells"))
         if data["kind"] != cls.kind:
             raise GenomeError(f"kind: expected {cls.kind!r}, got {data['kind']!r}")
         if isinstance(data["version"], bool) or data["version"] != cls.version:
             raise GenomeError(f"version: expected {cls.version}, got {data['version']!r}")
-        return cls(_check_ops(data["edges"], "edges"), _check_int(data["channels"], "channels", 1),
-                   _check_int(data["cells"], "cells", 1))
+        return cls(_check_ops(data["edges"], "edges"), check_int(data["channels"], "channels", 1),
+                   check_int(data["cells"], "cells", 1))
 
     def content_hash(self) -> str:
         """sha256 of the canonical JSON of kind, ops (edge order), channels and cells.
