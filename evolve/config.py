@@ -9,14 +9,17 @@ import re
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Callable, Literal, Mapping
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from genomes import GenomeError, SearchSpace
+from genomes import OWN as OWN_GENOME
+from genomes import GenomeError, SearchSpace, genome_class
 from genomes.dna.mutations import dna_options
+from genomes.fixed.genome import parse_options as fixed_options
 from genomes.gcnn.genome import parse_options
+from genomes.hparams import ACTIVATIONS, INITS, ChoiceGene, FloatGene, Gene, hparams_json, parse_hparams
 from genomes.nb201.genome import parse_options as nb201_options
 
 
@@ -72,10 +75,74 @@ class TrainConfig(BaseModel):
         return self
 
 
+# ----- the genes the built-in trainer reads (evolve.training.genes applies them) ------------------
+
+OPTIMIZERS = ("sgd", "nesterov", "adam", "adamw")
+AUGMENTS = ("none", "shift", "affine", "crop-flip")
+
+
+@dataclass(frozen=True)
+class Known:
+    """A gene the built-in trainer reads: its type and a test of its values."""
+
+    kind: str  # "float", "int" or "choice"
+    ok: Callable[[Any], bool]
+    says: str
+
+
+def _number(test: Callable[[float], bool]) -> Callable[[Any], bool]:
+    return lambda v: not isinstance(v, bool) and isinstance(v, (int, float)) and math.isfinite(v) and test(v)
+
+
+def _integer(test: Callable[[int], bool]) -> Callable[[Any], bool]:
+    return lambda v: not isinstance(v, bool) and isinstance(v, int) and test(v)
+
+
+TRAINER_GENES: dict[str, Known] = {
+    "optimizer": Known("choice", lambda v: v in OPTIMIZERS, f"one of {list(OPTIMIZERS)}"),
+    "learning_rate": Known("float", _number(lambda v: v > 0), "a float > 0"),
+    "momentum": Known("float", _number(lambda v: 0 <= v < 1), "a float in [0, 1)"),
+    "weight_decay": Known("float", _number(lambda v: v >= 0), "a float >= 0"),
+    "batch_size": Known("int", _integer(lambda v: v >= 1), "an int >= 1"),
+    "label_smoothing": Known("float", _number(lambda v: 0 <= v < 1), "a float in [0, 1)"),
+    "dropout": Known("float", _number(lambda v: 0 <= v < 1), "a float in [0, 1): dropout before the classifier"),
+    "activation": Known("choice", lambda v: v in ACTIVATIONS, f"one of {list(ACTIVATIONS)}"),
+    "init": Known("choice", lambda v: v in INITS, f"one of {list(INITS)}"),
+    "batches": Known("int", _integer(lambda v: v >= 1), "an int >= 1: SGD steps for the child"),
+    "augment": Known("choice", lambda v: v in AUGMENTS, f"one of {list(AUGMENTS)}"),
+    "shift": Known("int", _integer(lambda v: v >= 0), "an int >= 0: the augmentation's strength in pixels"),
+}
+"""Every gene the built-in trainer reads: its type and the values it admits."""
+
+
+def check_trainer_genes(genes: Mapping[str, Gene], path: str = "hparams") -> None:
+    """ValueError naming the gene where the built-in trainer does not read it, or a value it could draw
+    is one the trainer cannot use."""
+    for name, gene in genes.items():
+        known = TRAINER_GENES.get(name)
+        if known is None:
+            raise ValueError(f"{path}.{name}: the built-in trainer reads no gene of that name (it reads "
+                             f"{', '.join(TRAINER_GENES)}); a fitness of your own receives any gene")
+        values = _extremes(gene)
+        if known.kind == "choice" and not isinstance(gene, ChoiceGene):
+            raise ValueError(f"{path}.{name}: expected a choice of {known.says.removeprefix('one of ')}")
+        bad = [v for v in values if not known.ok(v)]
+        if bad or (known.kind == "int" and isinstance(gene, FloatGene)):
+            raise ValueError(f"{path}.{name}: every value must be {known.says}, got {gene.describe()!r}")
+
+
+def _extremes(gene: Gene) -> list[Any]:
+    """The values that decide whether every value the gene can take is admissible (ranges are convex)."""
+    return list(gene.options) if isinstance(gene, ChoiceGene) else [gene.low, gene.high]
+
+
+BUILT_IN_GENOMES = ("dna", "gcnn", "nb201", "fixed")
+
 DEFAULT_GENOME_OPTIONS: dict[str, dict[str, Any]] = {
     "dna": {"morphisms": True, "initial_convs": 3, "initial_channels": 8},
     "gcnn": {},
     "nb201": {},
+    "fixed": {"network": "lenet5"},
 }
 """A run that names no genome_options: DNA grows a small conv stem by function-preserving mutations
 (the laptop-budget default); Genetic CNN and NAS-Bench-201 keep their papers'. The presets set their own."""
@@ -84,7 +151,7 @@ DEFAULT_MAX_PARAMS: dict[str, int] = {"nb201": 2_000_000}
 """A run that names no max_params, where the kind's space needs more than the field's default: every
 NAS-Bench-201 cell fits (the largest, six 3x3 convolutions, has 1,531,546 parameters on CIFAR-10)."""
 
-DEFAULT_MAX_FLOPS: dict[str, int] = {"dna": 3_000_000, "gcnn": 0, "nb201": 0}
+DEFAULT_MAX_FLOPS: dict[str, int] = {"dna": 3_000_000, "gcnn": 0, "nb201": 0, "fixed": 0}
 """A run that names no max_flops: a grown DNA stays below four LeNet-5s (0.83 MFLOPs on 28x28), which
 keeps the default run's children cheap on a laptop core (its lineages grow to the bound: at 5 MFLOPs
 two of three seeds took 9.6 and 10.3 minutes on 2 cores); Genetic CNN's spaces are fixed and bounded."""
@@ -103,9 +170,15 @@ class RunConfig(BaseModel):
 
     store: str = "runs/demo"
     storage_options: dict[str, Any] = Field(default_factory=dict)
-    genome: Literal["dna", "gcnn", "nb201"] = "dna"
+    genome: str = Field("dna", description="what evolves: dna (Real et al.'s graphs), gcnn (Genetic CNN), nb201 "
+                        "(NAS-Bench-201 cells), fixed (one network, named in genome_options.network; only hparams "
+                        "evolve), or a genome class of your own, 'package.module:Class' (genomes.base.Genome)")
     genome_options: dict[str, Any] = Field(default_factory=dict, description="the genome kind's options; "
                                            "when absent, DEFAULT_GENOME_OPTIONS for the kind")
+    hparams: dict[str, Any] = Field(default_factory=dict, description="hyperparameter genes every individual "
+                                    "carries, name = spec (genomes.hparams): {float = [LOW, HIGH], log = true}, "
+                                    "{int = [LOW, HIGH], step = S}, {choice = [...]} or a line 'log:LOW..HIGH'; "
+                                    "the built-in trainer reads those of evolve.training.genes")
     selection: Literal["tournament", "aging", "random", "generational"] = Field(
         "tournament", description="tournament or aging (steady state), random (every child a uniform draw from "
         "the space: the baseline; gcnn and nb201), generational (Genetic CNN's, gcnn only)")
@@ -163,12 +236,25 @@ class RunConfig(BaseModel):
         if self.selection == "generational" and self.steps % self.population:
             raise ValueError(f"steps ({self.steps}) must be a multiple of population ({self.population}) "
                              "for generational selection (whole generations)")
+        if self.genome not in BUILT_IN_GENOMES and not OWN_GENOME.fullmatch(self.genome):
+            raise ValueError(f"genome: expected one of {list(BUILT_IN_GENOMES)} or 'package.module:Class' (a genome "
+                             f"class of your own), got {self.genome!r}")
+        try:
+            cls = genome_class(self.genome)
+        except GenomeError as exc:
+            raise ValueError(f"genome: {exc}") from None
         if self.selection == "random" and self.genome == "dna":
             raise ValueError("selection 'random' draws each child uniformly from the space, and DNA's space "
                              "is unbounded: use genome = 'gcnn' or 'nb201'")
+        if self.selection == "random" and not callable(getattr(cls, "sample", None)):
+            raise ValueError(f"selection 'random' draws each child uniformly from the space: genome {self.genome!r} "
+                             "has no sample(rng, space) to draw with")
+        if self.hparams and self.genome not in BUILT_IN_GENOMES and not callable(getattr(cls, "genes", None)):
+            raise ValueError(f"hparams: genome {self.genome!r} carries no genes (it has no genes() method)")
         if self.selection == "aging" and self.sample_size > self.population:
             raise ValueError(f"sample_size ({self.sample_size}) exceeds population ({self.population})")
         _check_genome_options(self.genome, self.genome_options)
+        self.hparams = _check_hparams(self.hparams, self.fitness, self.genome)
         if is_table(self.fitness):
             _check_table(self.fitness, self.genome)
         elif self.fitness not in ("train", "synthetic") and not FITNESS_NAME.fullmatch(self.fitness):
@@ -183,7 +269,7 @@ class RunConfig(BaseModel):
         if self.input_shape is not None and min(self.input_shape) < 1:
             raise ValueError(f"input_shape: every dimension must be >= 1, got {self.input_shape!r}")
         if "inherit_weights" not in self.train.model_fields_set:  # not given: the genome's own practice
-            self.train = self.train.model_copy(update={"inherit_weights": self.genome == "dna"})
+            self.train = self.train.model_copy(update={"inherit_weights": self.genome in ("dna", "fixed")})
         return self
 
     @model_validator(mode="before")
@@ -258,14 +344,42 @@ RESUMABLE_FIELDS = {
 }
 
 
+def _check_hparams(declared: dict[str, Any], fitness: str, genome: str) -> dict[str, Any]:
+    """The declaration parsed and written back in its JSON form (so a resume compares like with like);
+    with the built-in trainer, every gene must be one it reads, with values it can use."""
+    try:
+        genes = parse_hparams(declared)
+    except GenomeError as exc:
+        raise ValueError(str(exc)) from None
+    if genes and is_table(fitness):
+        raise ValueError(f"hparams: a table's fitness is a lookup that no training setting changes; drop "
+                         f"{sorted(genes)} or train (fitness = 'train')")
+    if genome == "fixed" and not any(gene.values() > 1 for gene in genes.values()):
+        raise ValueError("hparams: a fixed network evolves only its genes: declare at least one that can vary "
+                         "(e.g. learning_rate = 'log:0.001..0.3')")
+    if fitness == "train":
+        check_trainer_genes(genes)
+    return hparams_json(genes)
+
+
 def _check_genome_options(genome: str, options: dict[str, Any]) -> None:
     """Parse ``options`` with the genome kind's own parser, so a typo fails here, not in the first worker."""
 
+    if genome not in BUILT_IN_GENOMES:  # a class of your own checks its options where it defines check_options
+        check = getattr(genome_class(genome), "check_options", None) if OWN_GENOME.fullmatch(genome) else None
+        try:
+            if callable(check):
+                check(dict(options))
+        except GenomeError as exc:
+            raise ValueError(f"genome_options: {exc}") from None
+        return
     try:
         if genome == "dna":
             dna_options(SearchSpace(options=dict(options)))
         elif genome == "nb201":
             nb201_options(options)
+        elif genome == "fixed":
+            fixed_options(options)
         else:
             parse_options(options)
     except GenomeError as exc:
@@ -277,13 +391,13 @@ _NAMED = re.compile(r"^([\w\[\]]+(?:\.[\w\[\]]+)*): (.*)$", re.DOTALL)
 
 
 def merge_settings(low: dict[str, Any], high: dict[str, Any]) -> dict[str, Any]:
-    """``high`` over ``low``; ``train`` and ``genome_options`` merge key by key, so a config file's
-    ``[train] batches`` keeps everything else of the lower layer's training."""
+    """``high`` over ``low``; ``train``, ``genome_options`` and ``hparams`` merge key by key, so a config
+    file's ``[train] batches`` keeps everything else of the lower layer's training."""
     out = copy.deepcopy(low)
     if high.get("genome", low.get("genome", "dna")) != low.get("genome", "dna"):
         out.pop("genome_options", None)  # the options of another genome kind mean nothing here
     for key, value in high.items():
-        if key in ("train", "genome_options") and isinstance(value, dict) and isinstance(out.get(key), dict):
+        if key in ("train", "genome_options", "hparams") and isinstance(value, dict) and isinstance(out.get(key), dict):
             out[key] = {**out[key], **copy.deepcopy(value)}
         else:
             out[key] = copy.deepcopy(value)

@@ -55,10 +55,12 @@ class Mutation:
 
 @dataclass(frozen=True)
 class SearchSpace:
-    """What a genome must fit: the task's input and classes, a parameter bound, kind options.
+    """What a genome must fit: the task's input and classes, a parameter bound, kind options, genes.
 
     ``options`` holds kind-specific settings (e.g. the Genetic-CNN's nodes per stage);
-    each kind validates them and rejects unknown keys by name.
+    each kind validates them and rejects unknown keys by name. ``hparams`` declares the
+    hyperparameter genes every individual carries (``genomes.hparams``; given as JSON or one-line
+    specs, held parsed).
     """
 
     input_shape: tuple[int, int, int] = (3, 32, 32)
@@ -66,8 +68,12 @@ class SearchSpace:
     max_params: int = 2_000_000
     max_flops: int = 0  # forward FLOPs of one image; 0: no bound
     options: Mapping[str, Any] = field(default_factory=dict)
+    hparams: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        from genomes.hparams import parse_hparams
+
+        object.__setattr__(self, "hparams", parse_hparams(self.hparams))
         shape = tuple(self.input_shape)
         if len(shape) != 3 or not all(isinstance(d, int) and d >= 1 for d in shape):
             raise GenomeError(f"input_shape must be three positive ints (C, H, W), got {self.input_shape!r}")
@@ -141,6 +147,10 @@ class Genome(Protocol):
         """The learning rate the genome carries, or None to use the run's."""
         ...
 
+    # Optional: ``genes() -> dict``, the values of the hyperparameter genes the genome carries
+    # (``space.hparams`` declares them; ``genomes.hparams`` draws, mutates and crosses them). A kind
+    # without it carries none, and a run that declares genes refuses it.
+
     def to_json(self) -> dict[str, Any]: ...
 
     @classmethod
@@ -159,6 +169,51 @@ class Genome(Protocol):
     def stats(self, input_shape: tuple[int, int, int], num_classes: int) -> dict[str, int | float | str]:
         """Flat numbers for dashboards (depth, params, learning rate, ...)."""
         ...
+
+
+REQUIRED = ("initial", "mutate", "to_module", "param_count", "to_json", "from_json", "content_hash", "describe")
+"""What a genome class of your own must define (``kind`` too: the name it is imported by)."""
+OPTIONAL = ("sample", "crossover", "inherit", "flops", "learning_rate", "stats", "genes")
+"""What it may define; ``GenomeBase`` supplies each but ``sample`` (``selection = "random"`` needs it)."""
+
+
+class GenomeBase:
+    """Defaults for the optional methods of the protocol, for a genome class of your own to subclass.
+
+    Required of the subclass: ``kind`` (the name a worker imports it by, ``"package.module:Class"``),
+    ``initial``, ``mutate``, ``to_module``, ``param_count``, ``to_json``, ``from_json``,
+    ``content_hash`` and ``describe``. ``evolve doctor --genome package.module:Class`` checks them.
+    """
+
+    supports_crossover: ClassVar[bool] = False
+
+    def crossover(self, other: Any, rng: random.Random, space: SearchSpace) -> tuple[Any, Any, Mutation]:
+        raise GenomeError(f"{type(self).__name__} genomes have no crossover")
+
+    def inherit(self, module: nn.Module, parent_state: Mapping[str, torch.Tensor],
+                mutation: Mutation | None) -> Inheritance:
+        """Every parent tensor whose key and shape survive (``inherit_weights``)."""
+        return inherit_weights(module, parent_state)
+
+    def flops(self, input_shape: tuple[int, int, int], num_classes: int) -> int:
+        """Measured by torch's FlopCounterMode on a built module (the built-in kinds compute theirs)."""
+        import torch
+        from torch.utils.flop_counter import FlopCounterMode
+
+        module = self.to_module(input_shape, num_classes)  # type: ignore[attr-defined]
+        counter = FlopCounterMode(display=False)
+        with torch.no_grad(), counter:
+            module.eval()(torch.zeros(1, *input_shape))
+        return int(counter.get_total_flops())
+
+    def learning_rate(self) -> float | None:
+        return None
+
+    def stats(self, input_shape: tuple[int, int, int], num_classes: int) -> dict[str, int | float | str]:
+        return {"params": self.param_count(input_shape, num_classes), **self.genes()}  # type: ignore[attr-defined]
+
+    def genes(self) -> dict[str, Any]:
+        return {}
 
 
 @dataclass(frozen=True)

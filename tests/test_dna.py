@@ -38,7 +38,7 @@ def ident(edge_id: int, src: int, dst: int, skip: bool = False) -> dict:
 PARENT_JSON = {
     "kind": "dna",
     "version": 1,
-    "learning_rate": 0.05,
+    "hparams": {"learning_rate": 0.05},
     "vertices": [
         {"id": 0, "activation": "linear"},
         {"id": 1, "activation": "bn_relu"},
@@ -138,6 +138,14 @@ def test_json_roundtrip_is_exact(parent: DNA) -> None:
     assert hash(roundtrip(parent)) == hash(parent)
 
 
+def test_json_written_before_genes_parses_to_the_same_genome(parent: DNA) -> None:
+    old = {k: v for k, v in PARENT_JSON.items() if k != "hparams"} | {"learning_rate": 0.05}
+    assert DNA.from_json(old) == parent
+    assert DNA.from_json(old).to_json() == PARENT_JSON
+    with pytest.raises(GenomeError, match="hparams"):
+        DNA.from_json({**old, "hparams": {"learning_rate": 0.05}})
+
+
 def test_decodes_with_shape_resolution(parent: DNA) -> None:
     check_decodes(parent)
     names = set(dict(parent.to_module((3, 32, 32), 10).named_parameters()))
@@ -196,7 +204,7 @@ def test_alter_learning_rate(parent: DNA, seed: int) -> None:
 
 
 def replace_lr(genome: DNA, lr: float) -> DNA:
-    return DNA.from_json({**genome.to_json(), "learning_rate": lr})
+    return DNA.from_json({**genome.to_json(), "hparams": {"learning_rate": lr}})
 
 
 def test_identity(parent: DNA) -> None:
@@ -436,7 +444,9 @@ def broken(path: str, value: object) -> dict:
 @pytest.mark.parametrize(
     ("path", "value", "fragments"),
     [
-        ("learning_rate", None, ["learning_rate", "missing"]),
+        ("hparams.learning_rate", None, ["hparams.learning_rate", "missing"]),
+        ("hparams", None, ["hparams", "missing"]),
+        ("hparams.dropout", [0.1], ["hparams.dropout", "[0.1]"]),
         ("edges.1.kernel", None, ["edges[1].kernel", "missing"]),
         ("vertices.2.activation", None, ["vertices[2].activation", "missing"]),
         ("edges.0.op", "pool", ["edges[0].op", "'pool'"]),
@@ -444,8 +454,8 @@ def broken(path: str, value: object) -> dict:
         ("edges.0.colour", "red", ["edges[0].colour", "unknown key"]),
         ("extra", 1, ["extra", "unknown key"]),
         ("edges.2.stride", 1, ["edges[2].stride", "identity"]),
-        ("learning_rate", -0.1, ["learning_rate", "-0.1"]),
-        ("learning_rate", True, ["learning_rate", "True"]),
+        ("hparams.learning_rate", -0.1, ["hparams.learning_rate", "-0.1"]),
+        ("hparams.learning_rate", True, ["hparams.learning_rate", "True"]),
         ("edges.0.stride", 3, ["edges[0].stride", "power of two in 1..8", "got 3"]),
         ("edges.0.stride", 16, ["edges[0].stride", "got 16"]),
         ("edges.0.kernel", [2, 3], ["edges[0].kernel", "odd", "[2, 3]"]),

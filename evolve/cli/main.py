@@ -32,16 +32,20 @@ from evolve.cli.console import (
     storage_options,
     warn_unreadable,
 )
-from evolve.config import merge_settings
+from evolve.config import ConfigError, merge_settings
 from evolve.runner.presets import missing_dataset, required_dataset
 from evolve.store.backend import Store
 from evolve.store.doctor import doctor as run_doctor
 from evolve.store.sweep import collect
 from genomes import GenomeError, SearchSpace, genome_class
+from genomes.hparams import parse_hparam_line
 
-Genome = Literal["dna", "gcnn", "nb201"]
 Selection = Literal["tournament", "aging", "random", "generational"]
 Executor = Literal["ray", "local"]
+HPARAM_HELP = ("NAME=SPEC, a hyperparameter gene every individual carries: NAME=log:1e-3..0.3 (a log-scaled "
+               "float), NAME=0..0.5 (a float), NAME=16..128/16 (ints in steps), NAME=sgd,adam (a choice); "
+               "repeatable. The built-in trainer reads optimizer, learning_rate, momentum, weight_decay, "
+               "batch_size, label_smoothing, dropout, activation, init, batches, augment, shift.")
 SET_HELP = ("KEY=VALUE for any config field, dotted for nested ones (train.batches=300, keep=all); "
             "repeatable; checked like the config file.")
 
@@ -87,12 +91,25 @@ def genome_sample(
 # -- runs -------------------------------------------------------------------------------------
 
 
+def hparams_from(lines: list[str]) -> dict[str, dict]:
+    """``--hparam NAME=SPEC`` lines as a declaration in JSON form; ConfigError names a bad one."""
+    declared = {}
+    for line in lines:
+        try:
+            name, gene = parse_hparam_line(line)
+        except GenomeError as exc:
+            raise ConfigError(str(exc)) from None
+        declared[name] = gene.to_json()
+    return declared
+
+
 @app.command()
 @guard
 def run(
     config_file: Annotated[Optional[str], typer.Option("--config", help="TOML, YAML or JSON config file.")] = None,
     store: Annotated[Optional[str], typer.Option(help="Store URL (path, file://, s3://, gs://, memory://).")] = None,
-    genome: Annotated[Optional[Genome], typer.Option(help="DNA graphs (Real et al.), Genetic CNN bitstrings or NAS-Bench-201 cells.")] = None,
+    genome: Annotated[Optional[str], typer.Option(help="dna (Real et al.'s graphs), gcnn (Genetic CNN bitstrings), nb201 (NAS-Bench-201 cells), fixed (one network, genome_options.network, lenet5 by default, whose --hparam genes alone evolve), or package.module:Class (a genome class of your own).")] = None,
+    hparam: Annotated[Optional[list[str]], typer.Option("--hparam", help=HPARAM_HELP)] = None,
     selection: Annotated[Optional[Selection], typer.Option(help="random: every child drawn uniformly (gcnn, nb201); generational: Genetic CNN's, gcnn only.")] = None,
     population: Annotated[Optional[int], typer.Option(help="Population size N.")] = None,
     workers: Annotated[Optional[int], typer.Option(help="Parallel workers.")] = None,
@@ -124,6 +141,8 @@ def run(
              "address": address, "gpus_per_worker": gpus_per_worker,
              "storage_options": storage_options(storage_options_) or None}
     given = merge_settings({k: v for k, v in given.items() if v is not None}, settings_from(set_))
+    if hparam:
+        given = merge_settings(given, {"hparams": hparams_from(hparam)})
     # defaults < preset < config file < options (--set last)
     config, _, named = resolve_settings(config_file, preset, given, check_dataset=not dry_run)
     if dry_run:
@@ -183,14 +202,39 @@ def gc(
 
 @app.command()
 @guard
-def doctor(store: Annotated[str, typer.Argument(help="Store URL to test.")],
-           storage_options_: StorageOptions = None) -> None:
-    """Check that the backend really refuses a second create and lists fresh writes."""
+def doctor(store: Annotated[Optional[str], typer.Argument(help="Store URL to test.")] = None,
+           storage_options_: StorageOptions = None,
+           genome: Annotated[Optional[str], typer.Option(help="Check a genome class instead: package.module:Class "
+                                                        "(or a built-in kind) against the protocol.")] = None,
+           input_shape: Annotated[str, typer.Option(help="With --genome: the networks' input, C,H,W.")] = "3,32,32",
+           num_classes: Annotated[int, typer.Option(min=1, help="With --genome: the networks' outputs.")] = 10,
+           max_params: Annotated[int, typer.Option(min=1, help="With --genome: the parameter bound.")] = 2_000_000,
+           ) -> None:
+    """Check that the backend really refuses a second create and lists fresh writes; with --genome, that a
+    genome class keeps the protocol (genomes.checks)."""
+    if genome is not None:
+        return _doctor_genome(genome, parse_shape(input_shape), num_classes, max_params)
+    if store is None:
+        fail("doctor: give a store URL to test, or --genome package.module:Class")
     report = run_doctor(Store.open(store, storage_options(storage_options_), create=True))
     for check_ in report.checks:
         mark = "[green]ok[/]" if check_.ok else "[red]FAIL[/]"
         out.print(f"{mark} {check_.name}: {check_.detail}", highlight=False)
     if not report.ok:
+        raise typer.Exit(1)
+
+
+def _doctor_genome(name: str, shape: tuple[int, int, int], classes: int, max_params: int) -> None:
+    from genomes.checks import check_genome
+
+    results = check_genome(name, SearchSpace(input_shape=shape, num_classes=classes, max_params=max_params))
+    for check_ in results:
+        mark = "[green]ok[/]" if check_.ok else "[red]FAIL[/]"
+        out.print(f"{mark} {check_.name} ({check_.method}): {check_.detail}", highlight=False)
+    failed = [c for c in results if not c.ok]
+    out.print(f"genome {name}: " + (f"{len(failed)} of {len(results)} checks failed" if failed
+                                    else f"all {len(results)} checks passed"), highlight=False)
+    if failed:
         raise typer.Exit(1)
 
 

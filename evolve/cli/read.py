@@ -24,7 +24,7 @@ from evolve.cli.console import (
     warn_unreadable,
 )
 from evolve.final.final_model import describe_final
-from evolve.views.lineage import fitness_text
+from evolve.views.lineage import fitness_text, mutation_text
 
 
 def _open(store: str, options: str | None) -> Any:
@@ -110,7 +110,6 @@ def lineage(
     as_json: AsJson = False,
 ) -> None:
     """The ancestry of an individual, with the mutation at each step."""
-    import json
 
     from rich.table import Table
 
@@ -126,9 +125,7 @@ def lineage(
         return print_json("lineage", {"store": run.url, "step": chain[-1].step, "lineage": rows})
     table = Table("step", "mutation", "parameters", "fitness")
     for row in rows:
-        mutation = row["mutation"] or "initial"
-        if row["mutation"]:
-            mutation += f" {json.dumps(row['mutation_params'] or {})}"
+        mutation = mutation_text(row["mutation"], row["mutation_params"])
         table.add_row(str(row["step"]), mutation, f"{row['params'] or 0:,}", fitness_text(row["fitness"]))
     out.print(table)
 

@@ -62,7 +62,8 @@ def breed(previous: Sequence[tuple[int, Genome, float]], rng: random.Random, spa
 
 
 def describe_ops(ops: list[dict[str, Any]]) -> dict[str, Any]:
-    """One mutation record for a member: 'copy', 'crossover', 'bit-flip' or 'crossover+bit-flip'."""
+    """One mutation record for a member: 'copy', 'crossover', 'bit-flip', 'identity' (no bit flipped, or the
+    child broke a bound) or a crossover's combination with one of them ('crossover+bit-flip')."""
     if not ops:
         return Mutation("copy").to_json()
     return {"name": "+".join(op["name"] for op in ops), "params": {op["name"]: op["params"] for op in ops}}

@@ -25,6 +25,7 @@ from evolve.store.records import SCHEMA
 from evolve.training.files import DataError
 from evolve.training.tabular import table_of
 from genomes import GenomeError, SearchSpace
+from genomes.hparams import hparams_json
 
 USER_ERRORS = (ConfigError, DataError, GenomeError, StoreError)
 """What a user can cause (a bad config, dataset or store): one line under any executor, never a traceback."""
@@ -74,7 +75,8 @@ def _open_run(config: RunConfig, resume: bool, overrides: dict[str, Any] | None,
                   "created_at": time.time(),
                   "space": {"input_shape": list(space.input_shape), "num_classes": space.num_classes,
                             "max_params": space.max_params, "max_flops": space.max_flops,
-                            "options": dict(space.options)}}
+                            "options": dict(space.options),
+                            **({"hparams": hparams_json(space.hparams)} if space.hparams else {})}}
     if not store.create_json(RUN_KEY, run_record):
         return _open_run(config, True, overrides, False)
     return store, config, space

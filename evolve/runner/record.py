@@ -27,7 +27,7 @@ def space_for(config: RunConfig) -> SearchSpace:
         data = run_dataset(config)
         shape, classes = tuple(data.input_shape), data.num_classes
     space = SearchSpace(input_shape=shape, num_classes=classes, max_params=config.max_params,
-                        max_flops=config.max_flops, options=dict(config.genome_options))
+                        max_flops=config.max_flops, options=dict(config.genome_options), hparams=config.hparams)
     if is_table(config.fitness):  # a lookup: no network is ever built, but the table must be sound
         table_of(config)
     else:
@@ -63,7 +63,7 @@ def check_serves(kind: str, space: SearchSpace) -> None:
 def space_from_json(data: dict[str, Any]) -> SearchSpace:
     return SearchSpace(input_shape=tuple(data["input_shape"]), num_classes=data["num_classes"],
                        max_params=data["max_params"], max_flops=data.get("max_flops", 0),
-                       options=data.get("options", {}))
+                       options=data.get("options", {}), hparams=data.get("hparams", {}))
 
 
 def read_run_record(store: Store) -> dict[str, Any]:

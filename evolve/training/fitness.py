@@ -14,7 +14,8 @@ node; nothing but the name is written into the store. It is called once per chil
   which its own children inherit.
 * ``rng``: a generator seeded from the run seed and the step (batch order, augmentation), so a
   step replays alike.
-* ``context``: the step's seed, the mutation that made the child, its genome, the run's config.
+* ``context``: the step's seed, the mutation that made the child, its genome, the run's config, and
+  ``context.hparams``: every gene the child carries (the run's ``[hparams]``, whatever their names).
 
 It returns the fitness, **maximised** (return ``-loss`` for a loss), and optionally a dict of
 metrics recorded with the child. A fitness that raises, or returns something that is not a finite
@@ -36,6 +37,7 @@ from typing import Any
 from evolve.config import ConfigError, RunConfig
 from evolve.training.outcome import Outcome
 from genomes import Genome, Mutation, SearchSpace
+from genomes.hparams import genes_of
 
 Fitness = Callable[..., Any]
 FAILED = -math.inf  # what a failed child's fitness is: below every finite fitness
@@ -55,6 +57,11 @@ class FitnessContext:
     @property
     def num_classes(self) -> int:
         return int(self.config.num_classes or 0)
+
+    @property
+    def hparams(self) -> dict[str, Any]:
+        """The child's gene values, by name (``genomes.hparams``)."""
+        return genes_of(self.genome)
 
 
 def import_fitness(name: str) -> Fitness:

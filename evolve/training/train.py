@@ -22,10 +22,13 @@ from torch import nn
 from torch.nn import functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
-from evolve.config import TrainConfig
+from evolve.config import OPTIMIZERS, TrainConfig
 from evolve.training.datasets import Dataset
+from evolve.training.genes import Settings, settings_for
 from evolve.training.outcome import Outcome
 from genomes import Genome, Mutation
+from genomes.hparams import genes_of
+from genomes.modules import INITS, ClassifierDropout, add_dropout, apply_architecture_genes, initialise
 
 
 @dataclass
@@ -66,16 +69,21 @@ class Fit:
 
 
 def build_module(genome: Genome, input_shape: tuple[int, int, int], num_classes: int, seed: int) -> nn.Module:
-    """``genome``'s module with its initialisation drawn from ``seed`` alone.
+    """``genome``'s module with its initialisation drawn from ``seed`` alone, and what its genes change
+    in it (``genomes.modules``: the activation, the initialisation scheme).
 
     torch's default generator is process-global: workers running as threads of one process would
     race on it, so the draw happens under a lock with the generator's state put back afterwards.
     """
+    genes = genes_of(genome)
     with _INIT_LOCK:
         state = torch.random.get_rng_state()
         try:
             torch.default_generator.manual_seed(seed)  # the CPU's alone: torch.manual_seed would reseed CUDA's too
-            return genome.to_module(input_shape, num_classes)
+            module = apply_architecture_genes(genome.to_module(input_shape, num_classes), genes)
+            if genes.get("init") in INITS:
+                initialise(module, str(genes["init"]))
+            return module
         finally:
             torch.random.set_rng_state(state)
 
@@ -92,6 +100,25 @@ def seed_modules(model: nn.Module, generator: torch.Generator) -> None:
     for module in model.modules():
         if hasattr(module, "generator"):
             module.generator = generator
+        for hook in module._forward_pre_hooks.values():
+            if isinstance(hook, ClassifierDropout):
+                hook.generator = generator
+
+
+def make_optimizer(model: nn.Module, name: str, lr: float, momentum: float, weight_decay: float
+                   ) -> torch.optim.Optimizer:
+    """sgd and nesterov (SGD with ``momentum``; Nesterov's where momentum > 0), adam and adamw (``momentum``
+    as their beta1; adamw's decay decoupled from the gradient)."""
+    params = model.parameters()
+    if name in ("sgd", "nesterov"):
+        return torch.optim.SGD(params, lr=lr, momentum=momentum, nesterov=name == "nesterov" and momentum > 0,
+                               weight_decay=weight_decay)
+    betas = (momentum, 0.999)
+    if name == "adam":
+        return torch.optim.Adam(params, lr=lr, betas=betas, weight_decay=weight_decay)
+    if name == "adamw":
+        return torch.optim.AdamW(params, lr=lr, betas=betas, weight_decay=weight_decay)
+    raise ValueError(f"optimizer: expected one of {list(OPTIMIZERS)}, got {name!r}")
 
 
 def learning_rates(config: TrainConfig, peak: float, batches: int) -> list[float]:
@@ -223,8 +250,12 @@ class Trainer:
 
     def _train(self, genome: Genome, parent_weights: Mapping[str, torch.Tensor] | None, seed: int,
                params: int, mutation: Mutation | None) -> Outcome:
-        cfg, splits = self.config, self.splits
+        splits = self.splits
+        genes = genes_of(genome)
+        settings = settings_for(self.config, genes)
+        cfg = settings.train
         model = build_module(genome, splits.input_shape, splits.num_classes, seed)
+        add_dropout(model, settings.dropout)
         inherited = 0.0
         if parent_weights is not None and cfg.inherit_weights:
             inherited = genome.inherit(model, parent_weights, mutation).fraction
@@ -232,8 +263,8 @@ class Trainer:
         if self.cuda:
             model = model.to(memory_format=torch.channels_last)
         flops = count_flops(model, self._prepare(splits.x_val[:1]))
-        lr = genome.learning_rate() or cfg.learning_rate
-        fit = self.fit(model, lr, cfg.batches, seed)
+        lr = cfg.learning_rate if "learning_rate" in genes else genome.learning_rate() or cfg.learning_rate
+        fit = self.fit(model, lr, cfg.batches, seed, settings=settings)
         if not fit.finite:
             return Outcome(fitness=0.0, status="failed", reason="nan loss", params=params, flops=flops,
                            inherited=inherited, train_seconds=fit.seconds, device=str(self.device))
@@ -247,13 +278,16 @@ class Trainer:
         )
 
     def fit(self, model: nn.Module, lr: float, batches: int, seed: int,
-            loss_fn: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor] | None = None) -> Fit:
-        """Train ``model`` in place for ``batches`` SGD steps under the configured schedule and augmentation.
+            loss_fn: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+            settings: Settings | None = None) -> Fit:
+        """Train ``model`` in place for ``batches`` steps under the configured schedule and augmentation.
 
+        ``settings``: a child's training as its genes make it (``evolve.training.genes``), else the run's.
         ``loss_fn(logits, x, y)`` replaces cross-entropy (distillation: ``evolve.final.finalize``)."""
-        cfg, splits = self.config, self.splits
-        optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=cfg.momentum, nesterov=cfg.nesterov
-                                    and cfg.momentum > 0, weight_decay=cfg.weight_decay)
+        splits = self.splits
+        settings = settings or settings_for(self.config, {})
+        cfg = settings.train
+        optimizer = make_optimizer(model, settings.optimizer, lr, cfg.momentum, cfg.weight_decay)
         rates = learning_rates(cfg, lr, batches)
         generator = torch.Generator(device=self.device).manual_seed(seed)
         n = splits.x_train.shape[0]
@@ -278,7 +312,8 @@ class Trainer:
                 x = self._prepare(x)
                 logits = model(x)
                 y = splits.y_train[idx]
-                loss = F.cross_entropy(logits, y) if loss_fn is None else loss_fn(logits, x, y)
+                loss = F.cross_entropy(logits, y, label_smoothing=settings.label_smoothing) if loss_fn is None \
+                    else loss_fn(logits, x, y)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

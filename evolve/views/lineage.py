@@ -94,13 +94,32 @@ def ancestry_markdown(chain: list[dict[str, Any]], best_record: dict[str, Any] |
     lines.append("|---:|---:|---|---:|---:|---:|")
     previous: float | None = None
     for i, row in enumerate(chain):
-        mutation = row.mutation or row.origin or "initial"
-        if row.mutation_params:
-            mutation += " `" + json.dumps(row.mutation_params, separators=(",", ":"), sort_keys=True)[:120] + "`"
+        mutation = mutation_text(row.mutation, row.mutation_params) if row.mutation else row.origin or "initial"
         delta = "" if previous is None or row.fitness is None else _fitness_delta(row.fitness, previous)
         lines.append(f"| {i} | {row.step} | {mutation} | {row.params or 0:,} | {fitness_text(row.fitness)} | {delta} |")
         previous = row.fitness if row.fitness is not None else previous
     return "\n".join(lines)
+
+
+def mutation_text(name: str | None, params: dict[str, Any] | None) -> str:
+    """A mutation for people: the gene changes as words (``learning_rate 0.1 → 0.082, optimizer sgd →
+    adam``), the architecture's parameters as compact JSON."""
+    if not name:
+        return "initial"
+    params = dict(params or {})
+    changes = dict(params.pop("hparams", None) or {})
+    if name == "alter-learning-rate" and {"old", "new"} <= set(params):
+        changes = {"learning_rate": {"old": params.pop("old"), "new": params.pop("new")}, **changes}
+    words = ", ".join(f"{gene} {_value(c.get('old'))} → {_value(c.get('new'))}" for gene, c in changes.items()
+                      if isinstance(c, dict))
+    if name == "alter-hparams":
+        return words or name
+    text = name + (" " + json.dumps(params, separators=(",", ":"), sort_keys=True)[:120] if params else "")
+    return f"{text}; {words}" if words else text
+
+
+def _value(value: Any) -> str:
+    return f"{value:.3g}" if isinstance(value, float) else str(value)
 
 
 def _scope(row: dict[str, Any], total: int, generational: bool) -> str:

@@ -110,12 +110,66 @@ def table(store: Store, threads: int = 8, unreadable: list[tuple[str, str]] | No
             if record.test_accuracy is None and step in tested:
                 chunk[step] = record.model_copy(update={"test_accuracy": tested[step].test_accuracy})
         table_rows += rows(chunk, deaths, cache)
-    sch = schema().with_metadata({
+    genes = gene_columns(run)
+    sch = pa.schema([*schema(), *(pa.field(f"{GENE_PREFIX}{name}", kind, nullable=True,
+                                           metadata={"description": f"the gene {name}"})
+                                  for name, kind in genes.items())])
+    sch = sch.with_metadata({
         "evolve.run": json.dumps(_public(run)),
         "evolve.store.backend": store.url,
         "evolve.exported_at": str(time.time()),
     })
+    for row in table_rows:
+        values = gene_values(json.loads(row["genome"]) if row["genome"] else {})
+        for name, kind in genes.items():
+            row[f"{GENE_PREFIX}{name}"] = _cell(values.get(name), kind)
     return pa.Table.from_pydict({f.name: [row[f.name] for row in table_rows] for f in sch}, schema=sch)
+
+
+GENE_PREFIX = "hp_"
+"""A column per hyperparameter gene: ``hp_learning_rate``, ``hp_optimizer``, ... (``genomes.hparams``)."""
+
+
+def gene_columns(run: dict[str, Any]) -> dict[str, Any]:
+    """The run's genes and each one's Arrow type: float64 for floats, int64 for ints, a choice's values'
+    type where they share one (else string); DNA's learning rate is always a gene."""
+    import pyarrow as pa
+
+    declared = dict((run.get("space") or {}).get("hparams") or {})
+    out: dict[str, Any] = {}
+    if (run.get("config") or {}).get("genome", "dna") == "dna" and "learning_rate" not in declared:
+        out["learning_rate"] = pa.float64()
+    for name, spec in declared.items():
+        if "float" in spec:
+            out[name] = pa.float64()
+        elif "int" in spec:
+            out[name] = pa.int64()
+        else:
+            kinds = {type(v) for v in spec.get("choice", [])}
+            out[name] = {frozenset({int}): pa.int64(), frozenset({float}): pa.float64(),
+                         frozenset({int, float}): pa.float64(), frozenset({bool}): pa.bool_()}.get(
+                frozenset(kinds), pa.string())
+    return out
+
+
+def gene_values(genome: dict[str, Any]) -> dict[str, Any]:
+    """A genome JSON's gene values (a DNA written before genes existed holds its learning rate at the top)."""
+    values = dict(genome.get("hparams") or {})
+    if "learning_rate" in genome:
+        values.setdefault("learning_rate", genome["learning_rate"])
+    return values
+
+
+def _cell(value: Any, kind: Any) -> Any:
+    import pyarrow as pa
+
+    if value is None:
+        return None
+    if kind == pa.string():
+        return value if isinstance(value, str) else json.dumps(value)
+    if kind == pa.float64():
+        return float(value)
+    return value
 
 
 def export_parquet(store: Store, path: str, threads: int = 8, compression: str = "zstd") -> ExportReport:

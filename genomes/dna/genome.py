@@ -14,10 +14,11 @@ import hashlib
 import json
 import math
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, ClassVar, Mapping
 
 from genomes.base import GenomeError, Inheritance, Mutation, SearchSpace
+from genomes.hparams import draw_values, genes_hash, mutate_parts, parse_values
 
 if TYPE_CHECKING:
     from torch import nn
@@ -30,7 +31,8 @@ STRIDE_LIMIT = 8
 INITIAL_LEARNING_RATE = 0.1
 MAX_MUTATION_TRIES = 20
 
-_TOP_KEYS = ("kind", "version", "learning_rate", "vertices", "edges", "head_id", "next_id")
+_TOP_KEYS = ("kind", "version", "hparams", "vertices", "edges", "head_id", "next_id")
+_OLD_TOP_KEYS = ("kind", "version", "learning_rate", "vertices", "edges", "head_id", "next_id")
 _VERTEX_KEYS = ("id", "activation")
 _EDGE_KEYS = ("id", "src", "dst", "op", "skip", "gated")
 _CONV_KEYS = ("kernel", "stride", "channels")
@@ -95,6 +97,8 @@ class DNA:
     edges: tuple[Edge, ...]
     head_id: int
     next_id: int
+    hparams: Mapping[str, Any] = field(default_factory=dict, hash=False)
+    """The genes other than the learning rate (``lr``, the first gene, which DNA mutates itself)."""
 
     def __post_init__(self) -> None:
         _check_graph(self)
@@ -143,9 +147,11 @@ class DNA:
         from genomes.dna.mutations import dna_options
 
         opts = dna_options(space)
+        genes = draw_values(space.hparams, rng)
+        lr = genes.pop("learning_rate", opts.initial_lr)
         if opts.initial_convs == 0:
-            return cls(lr=opts.initial_lr, vertices=(Vertex(0, "linear"), Vertex(1, "linear")),
-                       edges=(Edge(2, 0, 1),), head_id=3, next_id=4)
+            return cls(lr=lr, vertices=(Vertex(0, "linear"), Vertex(1, "linear")),
+                       edges=(Edge(2, 0, 1),), head_id=3, next_id=4, hparams=genes)
         vertices, edges, stride_left = [Vertex(0, "linear")], [], opts.max_stride
         for i in range(opts.initial_convs):
             stride = 2 if stride_left >= 2 else 1
@@ -154,10 +160,17 @@ class DNA:
             edges.append(Edge(2 * i + 2, 2 * i - 1 if i else 0, 2 * i + 1, "conv", False, (3, 3), stride,
                               opts.initial_channels * 2**i))
         head = 2 * opts.initial_convs + 1
-        return cls(lr=opts.initial_lr, vertices=tuple(vertices), edges=tuple(edges), head_id=head,
-                   next_id=head + 1)
+        return cls(lr=lr, vertices=tuple(vertices), edges=tuple(edges), head_id=head, next_id=head + 1,
+                   hparams=genes)
 
     def mutate(self, rng: random.Random, space: SearchSpace) -> tuple[DNA, Mutation]:
+        """The graph (``alter-learning-rate`` among its mutations, as in the paper), the other genes or both
+        (``genomes.hparams.mutate_parts``)."""
+        genes = {name: gene for name, gene in space.hparams.items() if name != "learning_rate"}
+        return mutate_parts(self, lambda: self._mutate_graph(rng, space), genes, self.hparams, rng,
+                            lambda dna, values: replace(dna, hparams=values))
+
+    def _mutate_graph(self, rng: random.Random, space: SearchSpace) -> tuple[DNA, Mutation]:
         """Apply one applicable mutation drawn by ``mutation_weights`` (uniform in the paper);
         redraw while the child exceeds the bounds (``genomes.dna.mutations`` holds the tables)."""
         from genomes.dna.mutations import APPLICABLE, MORPHISMS, MUTATIONS, _always, dna_options, identity
@@ -212,11 +225,16 @@ class DNA:
     def learning_rate(self) -> float:
         return self.lr
 
+    def genes(self) -> dict[str, Any]:
+        return {"learning_rate": self.lr, **self.hparams}
+
     def to_json(self) -> dict[str, Any]:
+        """The learning rate is the first gene (``hparams``); a DNA written before genes existed kept it at
+        the top level, and still parses."""
         return {
             "kind": KIND,
             "version": VERSION,
-            "learning_rate": self.lr,
+            "hparams": self.genes(),
             "vertices": [v.to_json() for v in self.vertices],
             "edges": [e.to_json() for e in self.edges],
             "head_id": self.head_id,
@@ -232,13 +250,15 @@ class DNA:
         position = self.position()
         edges = sorted(_canonical_edge(e, position) for e in self.edges)
         canonical = {"vertices": [v.activation for v in self.vertices], "edges": edges}
-        return hashlib.sha256(json.dumps(canonical, separators=(",", ":")).encode()).hexdigest()
+        return genes_hash(hashlib.sha256(json.dumps(canonical, separators=(",", ":")).encode()).hexdigest(),
+                          self.hparams)
 
     def describe(self) -> str:
         return (
             f"dna: {len(self.vertices)} vertices, {len(self.convs())} conv, "
             f"{len(self.skips())} skip, lr {self.lr:.3g}"
-        )
+        ) + "".join(f", {name} {value:.3g}" if isinstance(value, float) else f", {name} {value}"
+                    for name, value in self.hparams.items())
 
     def stats(self, input_shape: tuple[int, int, int], num_classes: int) -> dict[str, int | float | str]:
         return {
@@ -248,6 +268,7 @@ class DNA:
             "params": self.param_count(input_shape, num_classes),
             "learning_rate": self.lr,
             "vertices": len(self.vertices),
+            **self.hparams,
         }
 
 
@@ -360,14 +381,18 @@ def _check_skips(dna: DNA) -> None:
 
 
 def _parse_dna(data: Mapping[str, Any]) -> DNA:
-    _check_keys(data, _TOP_KEYS, "")
+    old = isinstance(data, Mapping) and "learning_rate" in data  # written before genes existed
+    _check_keys(data, _OLD_TOP_KEYS if old else _TOP_KEYS, "")
     if _require(data, "kind", "") != KIND:
         raise GenomeError(f"kind: expected {KIND!r}, got {data['kind']!r}")
     if _require(data, "version", "") != VERSION:
         raise GenomeError(f"version: unsupported version {data['version']!r}; expected {VERSION}")
-    lr = _require(data, "learning_rate", "")
+    genes = {} if old else parse_values(_require(data, "hparams", ""))
+    if not old and "learning_rate" not in genes:
+        raise GenomeError("hparams.learning_rate: missing (a DNA carries its learning rate)")
+    lr = data["learning_rate"] if old else genes.pop("learning_rate")
     if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not math.isfinite(lr) or lr <= 0:
-        raise GenomeError(f"learning_rate: must be a positive finite number, got {lr!r}")
+        raise GenomeError(f"{'' if old else 'hparams.'}learning_rate: must be a positive finite number, got {lr!r}")
     vertices = tuple(_parse_vertex(v, f"vertices[{i}]") for i, v in enumerate(_list(data, "vertices")))
     edges = tuple(_parse_edge(e, f"edges[{i}]") for i, e in enumerate(_list(data, "edges")))
     return DNA(
@@ -376,6 +401,7 @@ def _parse_dna(data: Mapping[str, Any]) -> DNA:
         edges=edges,
         head_id=_int(_require(data, "head_id", ""), "head_id", 0),
         next_id=_int(_require(data, "next_id", ""), "next_id", 0),
+        hparams=genes,
     )
 
 

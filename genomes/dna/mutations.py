@@ -112,7 +112,9 @@ MutationFn = Callable[[DNA, random.Random, SearchSpace], tuple[DNA, dict[str, An
 
 
 def alter_learning_rate(dna: DNA, rng: random.Random, space: SearchSpace) -> tuple[DNA, dict[str, Any]]:
-    new = dna.lr * _factor(rng)
+    """Real et al.'s factor in [1/2, 2]; by the declared gene's rule where the run declares ``learning_rate``."""
+    gene = space.hparams.get("learning_rate")
+    new = gene.mutate(dna.lr, rng) if gene is not None else dna.lr * _factor(rng)
     return replace(dna, lr=new), {"old": dna.lr, "new": new}
 
 

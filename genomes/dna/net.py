@@ -20,9 +20,10 @@ class BnRelu(nn.Module):
     def __init__(self, channels: int) -> None:
         super().__init__()
         self.bn = nn.BatchNorm2d(channels)
+        self.act = nn.ReLU()  # a module (no parameters, no key), so an activation gene can swap it
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.relu(self.bn(x))
+        return self.act(self.bn(x))
 
 
 @dataclass(frozen=True)

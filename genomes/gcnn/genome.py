@@ -17,7 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import random
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, ClassVar, Mapping
 
 from genomes.base import (
@@ -29,6 +29,7 @@ from genomes.base import (
     check_keys,
     inherit_weights,
 )
+from genomes.hparams import cross_values, draw_values, genes_hash, mutate_parts, parse_values
 
 if TYPE_CHECKING:
     from torch import nn
@@ -261,6 +262,7 @@ class GeneticCNN:
 
     stages: tuple[Stage, ...]
     version: int = 2
+    hparams: Mapping[str, Any] = field(default_factory=dict, hash=False)
 
     kind: ClassVar[str] = "gcnn"
     supports_crossover: ClassVar[bool] = True
@@ -277,7 +279,12 @@ class GeneticCNN:
 
     @classmethod
     def initial(cls, rng: random.Random, space: SearchSpace) -> GeneticCNN:
-        """Each bit Bernoulli(0.5), as the paper initialises; resampled to fit the space's bounds."""
+        """Each bit Bernoulli(0.5), as the paper initialises; resampled to fit the space's bounds; then
+        the declared genes (``space.hparams``) drawn at random."""
+        return replace(cls._initial_stages(rng, space), hparams=draw_values(space.hparams, rng))
+
+    @classmethod
+    def _initial_stages(cls, rng: random.Random, space: SearchSpace) -> GeneticCNN:
         opts = parse_options(space.options)
         zeros = cls(tuple(Stage(k, c, "0" * bit_count(k)) for k, c in zip(opts.nodes, opts.channels)))
         if not zeros.fits(space):
@@ -297,6 +304,11 @@ class GeneticCNN:
         return cls.initial(rng, space)
 
     def mutate(self, rng: random.Random, space: SearchSpace) -> tuple[GeneticCNN, Mutation]:
+        """The bits, the genes or both (``genomes.hparams.mutate_parts``)."""
+        return mutate_parts(self, lambda: self._flip(rng, space), space.hparams, self.hparams, rng,
+                            lambda genome, values: replace(genome, hparams=values))
+
+    def _flip(self, rng: random.Random, space: SearchSpace) -> tuple[GeneticCNN, Mutation]:
         """Flip each bit independently with probability q_m; flipped = [[stage, bit], ...]."""
         q_m = parse_options(space.options).q_m
         flipped: list[list[int]] = []
@@ -309,6 +321,8 @@ class GeneticCNN:
                     flipped.append([s, b])
             stages.append(stage.with_bits("".join(bits)))
         child = replace(self, stages=tuple(stages))
+        if not flipped:  # each bit flips with probability q_m: at times none does, and the child is its parent
+            return self, Mutation("identity", {"reason": "no bit flipped"})
         if not child.fits(space):
             return self, Mutation("identity", {"reason": child.over(space)})
         return child, Mutation("bit-flip", {"flipped": flipped})
@@ -316,7 +330,8 @@ class GeneticCNN:
     def crossover(
         self, other: GeneticCNN, rng: random.Random, space: SearchSpace
     ) -> tuple[GeneticCNN, GeneticCNN, Mutation]:
-        """Swap each stage between the two parents with probability q_c."""
+        """Swap each stage between the two parents with probability q_c; then each gene, with probability
+        1/2 (uniform crossover)."""
         if not isinstance(other, GeneticCNN):
             raise GenomeError(f"crossover: expected a gcnn partner, got {type(other).__name__}")
         if other.version != self.version:
@@ -332,6 +347,9 @@ class GeneticCNN:
         b = replace(other, stages=tuple(m if s in swapped else o for s, (m, o) in pairs))
         if not (a.fits(space) and b.fits(space)):
             return self, other, Mutation("identity", {"reason": (a if not a.fits(space) else b).over(space)})
+        if self.hparams:
+            genes_a, genes_b = cross_values(self.hparams, other.hparams, rng)
+            a, b = replace(a, hparams=genes_a), replace(b, hparams=genes_b)
         return a, b, Mutation("crossover", {"swapped_stages": swapped})
 
     def fits(self, space: SearchSpace) -> bool:
@@ -373,16 +391,20 @@ class GeneticCNN:
     def learning_rate(self) -> float | None:
         return None
 
+    def genes(self) -> dict[str, Any]:
+        return dict(self.hparams)
+
     # -- serialisation and views
 
     def to_json(self) -> dict[str, Any]:
-        return {"kind": self.kind, "version": self.version, "stages": [s.to_json() for s in self.stages]}
+        data = {"kind": self.kind, "version": self.version, "stages": [s.to_json() for s in self.stages]}
+        return {**data, "hparams": dict(self.hparams)} if self.hparams else data
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> GeneticCNN:
         if not isinstance(data, Mapping):
             raise GenomeError(f"gcnn genome JSON must be an object, got {type(data).__name__}")
-        check_keys(data, ("kind", "version", "stages"), "")
+        check_keys(data, ("kind", "version", "stages", "hparams")[:3 + ("hparams" in data)], "")
         if data["kind"] != cls.kind:
             raise GenomeError(f"kind: expected {cls.kind!r}, got {data['kind']!r}")
         version = data["version"]
@@ -391,7 +413,8 @@ class GeneticCNN:
         stages = data["stages"]
         if not isinstance(stages, (list, tuple)) or not stages:
             raise GenomeError(f"stages: expected a non-empty list, got {stages!r}")
-        return cls(tuple(_stage_from_json(s, f"stages[{i}]") for i, s in enumerate(stages)), version)
+        return cls(tuple(_stage_from_json(s, f"stages[{i}]") for i, s in enumerate(stages)), version,
+                   parse_values(data.get("hparams", {})))
 
     def content_hash(self) -> str:
         """sha256 of (nodes, channels, effective edge set) per stage, in stage order.
@@ -400,11 +423,12 @@ class GeneticCNN:
         and decoded edges. Since a dropped isolated node carries no 1-bit, that is the same
         as equal codes; graphs that are merely isomorphic under relabelling of nodes hash
         differently, because their layers sit at different positions (state-dict keys). The
-        version is left out: a run's genomes all share one (a child keeps its parent's).
+        version is left out: a run's genomes all share one (a child keeps its parent's). Genes, where
+        declared, extend the hash (``genomes.hparams.genes_hash``).
         """
         canon = [{"nodes": s.nodes, "channels": s.channels, "edges": sorted(s.edges())} for s in self.stages]
         text = json.dumps({"kind": self.kind, "stages": canon}, sort_keys=True, separators=(",", ":"))
-        return hashlib.sha256(text.encode()).hexdigest()
+        return genes_hash(hashlib.sha256(text.encode()).hexdigest(), self.hparams)
 
     def describe(self) -> str:
         return f"gcnn: {len(self.stages)} stages " + " | ".join(s.code for s in self.stages)
@@ -418,6 +442,7 @@ class GeneticCNN:
             "params": self.param_count(input_shape, num_classes),
             "depth": sum(longest_path(s.edges(), s.nodes) + (self.version == 1 and not s.active())
                          for s in self.stages),
+            **self.hparams,
         }
 
 

@@ -41,9 +41,10 @@ class ConvNode(nn.Module):
         super().__init__()
         self.conv = nn.Conv2d(in_channels, out_channels, KERNEL, padding=KERNEL // 2, bias=False)
         self.bn = nn.BatchNorm2d(out_channels)
+        self.act = nn.ReLU()  # a module (no parameters, no key), so an activation gene can swap it
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.relu(self.bn(self.conv(x)))
+        return self.act(self.bn(self.conv(x)))
 
 
 class StageModule(nn.Module):

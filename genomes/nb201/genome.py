@@ -24,7 +24,7 @@ import itertools
 import json
 import random
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from genomes.base import (
@@ -36,6 +36,7 @@ from genomes.base import (
     check_keys,
     inherit_weights,
 )
+from genomes.hparams import cross_values, draw_values, genes_hash, mutate_parts, parse_values
 
 if TYPE_CHECKING:
     from torch import nn
@@ -187,6 +188,7 @@ class NB201:
     ops: tuple[str, ...]
     channels: int = DEFAULT_CHANNELS
     cells: int = DEFAULT_CELLS
+    hparams: Mapping[str, Any] = field(default_factory=dict, hash=False)
 
     kind: ClassVar[str] = "nb201"
     supports_crossover: ClassVar[bool] = True
@@ -218,8 +220,12 @@ class NB201:
         a bound; after ``INITIAL_TRIES`` draws, one of the admissible cells is picked uniformly
         from their enumeration, so a tight bound still gets a uniform member, not a fixed one.
         Raises GenomeError naming the bound when even a convolution-free cell (the cheapest)
-        does not fit.
+        does not fit. The declared genes (``space.hparams``) are drawn after the cell.
         """
+        return replace(cls._sample_cell(rng, space), hparams=draw_values(space.hparams, rng))
+
+    @classmethod
+    def _sample_cell(cls, rng: random.Random, space: SearchSpace) -> NB201:
         opts = parse_options(space.options)
         cheapest = cls(("none",) * len(EDGES), opts.channels, opts.cells)
         if not space.admits(cheapest):
@@ -254,6 +260,11 @@ class NB201:
         return chosen
 
     def mutate(self, rng: random.Random, space: SearchSpace) -> tuple[NB201, Mutation]:
+        """The cell, the genes or both (``genomes.hparams.mutate_parts``)."""
+        return mutate_parts(self, lambda: self._mutate_edge(rng, space), space.hparams, self.hparams, rng,
+                            lambda genome, values: replace(genome, hparams=values))
+
+    def _mutate_edge(self, rng: random.Random, space: SearchSpace) -> tuple[NB201, Mutation]:
         """The benchmark's regularized-evolution mutation: one edge, uniformly, to one of the other four ops.
 
         A child over the space's bounds is redrawn up to ``MUTATE_TRIES`` times; then the parent
@@ -286,6 +297,9 @@ class NB201:
         for child in (a, b):
             if not space.admits(child):
                 return self, other, Mutation("identity", {"reason": child.over(space)})
+        if self.hparams:
+            genes_a, genes_b = cross_values(self.hparams, other.hparams, rng)
+            a, b = replace(a, hparams=genes_a), replace(b, hparams=genes_b)
         return a, b, Mutation("crossover", {"swapped_edges": swapped})
 
     def with_edge(self, edge: int, op: str) -> NB201:
@@ -345,6 +359,9 @@ class NB201:
     def learning_rate(self) -> float | None:
         return None
 
+    def genes(self) -> dict[str, Any]:
+        return dict(self.hparams)
+
     # -- structure
 
     def cell_depth(self) -> int | None:
@@ -365,20 +382,21 @@ class NB201:
     # -- serialisation and views
 
     def to_json(self) -> dict[str, Any]:
-        return {"kind": self.kind, "version": self.version, "edges": list(self.ops),
+        data = {"kind": self.kind, "version": self.version, "edges": list(self.ops),
                 "channels": self.channels, "cells": self.cells}
+        return {**data, "hparams": dict(self.hparams)} if self.hparams else data
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> NB201:
         if not isinstance(data, Mapping):
             raise GenomeError(f"nb201 genome JSON must be an object, got {type(data).__name__}")
-        check_keys(data, ("kind", "version", "edges", "channels", "cells"))
+        check_keys(data, ("kind", "version", "edges", "channels", "cells", "hparams")[:5 + ("hparams" in data)])
         if data["kind"] != cls.kind:
             raise GenomeError(f"kind: expected {cls.kind!r}, got {data['kind']!r}")
         if isinstance(data["version"], bool) or data["version"] != cls.version:
             raise GenomeError(f"version: expected {cls.version}, got {data['version']!r}")
         return cls(_check_ops(data["edges"], "edges"), check_int(data["channels"], "channels", 1),
-                   check_int(data["cells"], "cells", 1))
+                   check_int(data["cells"], "cells", 1), parse_values(data.get("hparams", {})))
 
     def content_hash(self) -> str:
         """sha256 of the canonical JSON of kind, ops (edge order), channels and cells.
@@ -390,7 +408,7 @@ class NB201:
         """
         canon = {"kind": self.kind, "ops": list(self.ops), "channels": self.channels, "cells": self.cells}
         text = json.dumps(canon, sort_keys=True, separators=(",", ":"))
-        return hashlib.sha256(text.encode()).hexdigest()
+        return genes_hash(hashlib.sha256(text.encode()).hexdigest(), self.hparams)
 
     def describe(self) -> str:
         """'nb201: <the benchmark string>', plus the skeleton where it is not the benchmark's."""
@@ -417,4 +435,5 @@ class NB201:
             "cell_depth": cell_depth or 0,
             "params": self.param_count(input_shape, num_classes),
             "depth": 1 + STAGES * self.cells * (cell_depth or 0) + 2 * (STAGES - 1),
+            **self.hparams,
         }
