@@ -362,7 +362,7 @@ def cross_values(a: Mapping[str, Value], b: Mapping[str, Value], rng: random.Ran
 G = TypeVar("G")
 
 
-def mutate_parts(genome: G, arch: Callable[[], tuple[G, Mutation]], genes: Genes, values: Mapping[str, Value],
+def mutate_parts(genome: G, arch: Callable[[], tuple[G, Mutation]] | None, genes: Genes, values: Mapping[str, Value],
                  rng: random.Random, rebuild: Callable[[G, dict[str, Value]], G]) -> tuple[G, Mutation]:
     """A mutation of ``genome``, which has genes: its architecture (``arch()``), its genes, or both, one
     of the three uniformly; with no mutable genes, the architecture alone (as before genes existed).

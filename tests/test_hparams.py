@@ -272,3 +272,42 @@ def test_a_fixed_lenet_trains_with_its_genes_and_records_them(tmp_path):
         assert record["status"] == "ok" and math.isfinite(record["fitness"])
     children = [r for r in records if r["step"] >= 3]
     assert all(r["mutation"]["name"] == "alter-hparams" for r in children)
+
+    # the views know the genes: a Parquet column each, an HParams column each, the changes in words
+    from typer.testing import CliRunner
+
+    from evolve.cli import app
+    from evolve.store.records import Individual
+    from evolve.views.parquet import table
+    from evolve.views.tensorboard import hparams_of
+
+    frame = table(store).to_pandas().set_index("step")
+    assert frame["hp_optimizer"].isin(["sgd", "adam"]).all() and frame["hp_batch_size"].dtype == "int64"
+    assert frame.loc[4, "hp_learning_rate"] == next(r for r in records if r["step"] == 4)["genome"]["hparams"][
+        "learning_rate"]
+    columns = hparams_of(Individual.model_validate(children[0]), space)
+    assert {"learning_rate", "optimizer", "activation", "dropout", "init", "batch_size"} <= set(columns)
+    lineage = CliRunner().invoke(app, ["lineage", str(tmp_path / "run"), str(children[-1]["step"])])
+    assert lineage.exit_code == 0 and " → " in lineage.output and "{" not in lineage.output, lineage.output
+
+
+def test_a_fixed_network_of_your_own_trains_and_a_bad_one_is_refused_in_one_line(tmp_path, monkeypatch):
+    from pathlib import Path
+
+    from evolve.runner.launch import open_run, run_in_process
+    from evolve.store.backend import Store
+
+    monkeypatch.syspath_prepend(str(Path(__file__).parent))  # tests/networks.py, as an installed module would be
+    settings = {"genome": "fixed", "dataset": "digits", "population": 2, "steps": 2, "workers": 1,
+                "final_batches": 0, "train": {"batches": 5}, "hparams": {"activation": "relu,elu"}}
+    store, config, space = open_run(build_config({**settings, "store": str(tmp_path / "run"),
+                                                  "genome_options": {"network": "networks:tiny"}}))
+    run_in_process(store, config, space)
+    record = Store.open(str(tmp_path / "run")).read_json("individuals/000000000003.json")
+    assert record["genome"]["network"] == "networks:tiny" and record["metrics"]["params"] == 4 * 10 + 4 * 64 * 10 + 10
+    for network, fragment in [("networks:not_a_module", "not a torch.nn.Module"), ("networks:gone", "has no 'gone'"),
+                              ("nowhere:tiny", "cannot import 'nowhere'")]:
+        with pytest.raises(GenomeError, match=fragment):
+            open_run(build_config({**settings, "store": str(tmp_path / network.replace(":", "-")),
+                                   "genome_options": {"network": network}}))
+        assert not (tmp_path / network.replace(":", "-")).exists()

@@ -209,11 +209,14 @@ def doctor(store: Annotated[Optional[str], typer.Argument(help="Store URL to tes
            input_shape: Annotated[str, typer.Option(help="With --genome: the networks' input, C,H,W.")] = "3,32,32",
            num_classes: Annotated[int, typer.Option(min=1, help="With --genome: the networks' outputs.")] = 10,
            max_params: Annotated[int, typer.Option(min=1, help="With --genome: the parameter bound.")] = 2_000_000,
+           hparam: Annotated[Optional[list[str]], typer.Option("--hparam", help="With --genome: genes the "
+                                                               "class carries, NAME=SPEC (as run's).")] = None,
            ) -> None:
     """Check that the backend really refuses a second create and lists fresh writes; with --genome, that a
     genome class keeps the protocol (genomes.checks)."""
     if genome is not None:
-        return _doctor_genome(genome, parse_shape(input_shape), num_classes, max_params)
+        return _doctor_genome(genome, SearchSpace(input_shape=parse_shape(input_shape), num_classes=num_classes,
+                                                  max_params=max_params, hparams=hparams_from(hparam or [])))
     if store is None:
         fail("doctor: give a store URL to test, or --genome package.module:Class")
     report = run_doctor(Store.open(store, storage_options(storage_options_), create=True))
@@ -224,10 +227,10 @@ def doctor(store: Annotated[Optional[str], typer.Argument(help="Store URL to tes
         raise typer.Exit(1)
 
 
-def _doctor_genome(name: str, shape: tuple[int, int, int], classes: int, max_params: int) -> None:
+def _doctor_genome(name: str, space: SearchSpace) -> None:
     from genomes.checks import check_genome
 
-    results = check_genome(name, SearchSpace(input_shape=shape, num_classes=classes, max_params=max_params))
+    results = check_genome(name, space)
     for check_ in results:
         mark = "[green]ok[/]" if check_.ok else "[red]FAIL[/]"
         out.print(f"{mark} {check_.name} ({check_.method}): {check_.detail}", highlight=False)

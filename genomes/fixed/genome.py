@@ -68,16 +68,25 @@ def network_function(name: str) -> Callable[..., nn.Module]:
 
 @functools.lru_cache(maxsize=64)
 def _measures(network: str, input_shape: tuple[int, int, int], num_classes: int) -> tuple[int, int]:
-    """Parameters and forward FLOPs of one image, measured once per network and task."""
+    """Parameters and forward FLOPs of one image, measured once per network and task on the meta device:
+    shapes without values, so no draw from torch's process-global generator, which a worker thread
+    building a child at that moment has seeded (``evolve.training.train.build_module``)."""
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
-    module = build(network, input_shape, num_classes)
-    params = sum(p.numel() for p in module.parameters() if p.requires_grad)
-    counter = FlopCounterMode(display=False)
-    with torch.no_grad(), counter:
-        module.eval()(torch.zeros(1, *input_shape))
-    return params, int(counter.get_total_flops())
+    def measure(device: str) -> tuple[int, int]:
+        with torch.device(device):
+            module = build(network, input_shape, num_classes)
+            counter = FlopCounterMode(display=False)
+            with torch.no_grad(), counter:
+                module.eval()(torch.zeros(1, *input_shape))
+        return sum(p.numel() for p in module.parameters() if p.requires_grad), int(counter.get_total_flops())
+
+    try:
+        return measure("meta")
+    except (RuntimeError, NotImplementedError, TypeError, ValueError):  # a network that needs real values
+        with torch.random.fork_rng(devices=[]):
+            return measure("cpu")
 
 
 def build(network: str, input_shape: tuple[int, int, int], num_classes: int) -> nn.Module:
