@@ -318,7 +318,11 @@ def test_export_parquet(finished, tmp_path):
     snap = Snapshot.read(store)
 
     table = pq.read_table(out)
-    assert table.schema.remove_metadata().equals(schema().remove_metadata(), check_metadata=False)
+    genes = [f for f in table.schema.names if f.startswith("hp_")]
+    assert genes == ["hp_learning_rate"]  # a DNA's learning rate is its gene: a column beside the fixed schema
+    fixed = pa.schema([table.schema.field(n) for n in table.schema.names if not n.startswith("hp_")])
+    assert fixed.remove_metadata().equals(schema().remove_metadata(), check_metadata=False)
+    assert all(v > 0 for v in table.column("hp_learning_rate").to_pylist())
     assert table.num_rows == N
     assert table.schema.field("parents").type == pa.list_(pa.int64())
     assert table.schema.field("created_at").type == pa.timestamp("us", tz="UTC")
