@@ -88,7 +88,8 @@ def test_set_reaches_any_field_and_is_checked_like_the_config(tmp_path):
 
 def test_choices_are_listed_and_enforced(tmp_path):
     helped = CliRunner().invoke(app, ["run", "--help"], env={"COLUMNS": "250"}).stdout
-    for choices in ("dna|gcnn|nb201", "tournament|aging|random|generational", "table:PATH", "ray|local"):
+    for choices in ("fixed (one network", "package.module:Class", "tournament|aging|random|generational", "table:PATH",
+                    "ray|local"):
         assert choices in helped, choices
     result = invoke("run", "--store", tmp_path / "x", "--genome", "resnet", "--dry-run")
     assert result.exit_code == 2 and "resnet" in result.output and not (tmp_path / "x").exists()
