@@ -3,7 +3,6 @@ the NAS-Bench-201 cell of Dong & Yang 2020; and a fixed network whose hyperparam
 
 from __future__ import annotations
 
-import importlib
 import re
 from typing import Any, Mapping
 
@@ -16,6 +15,7 @@ from genomes.base import (
     Inheritance,
     Mutation,
     SearchSpace,
+    import_attribute,
     inherit_weights,
 )
 from genomes.dna.genome import DNA
@@ -43,10 +43,11 @@ def genome_class(kind: str) -> type:
 def _import_class(name: str) -> type:
     module_name, _, attribute = name.partition(":")
     try:
-        module = importlib.import_module(module_name)
+        cls = import_attribute(name)
+    except AttributeError:
+        cls = None
     except ImportError as exc:
         raise GenomeError(f"genome {name!r}: cannot import {module_name!r} ({exc})") from None
-    cls = getattr(module, attribute, None)
     if not isinstance(cls, type):
         raise GenomeError(f"genome {name!r}: {module_name!r} has no class {attribute!r}")
     missing = [method for method in REQUIRED if not callable(getattr(cls, method, None))]

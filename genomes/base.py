@@ -16,6 +16,20 @@ if TYPE_CHECKING:
     from torch import nn
 
 
+def import_attribute(name: str) -> Any:
+    """The object ``package.module:attribute.path`` names. Raises the import's own exception where the module
+    does not import, AttributeError where it has no such attribute: each caller words its message."""
+    import importlib
+
+    module_name, _, attribute = name.partition(":")
+    target: Any = importlib.import_module(module_name)
+    for part in attribute.split("."):
+        target = getattr(target, part, None)
+        if target is None:
+            raise AttributeError(attribute)
+    return target
+
+
 class GenomeError(ValueError):
     """A genome (or its JSON) is invalid; the message names the field and the bad value."""
 

@@ -382,6 +382,16 @@ def mutate_parts(genome: G, arch: Callable[[], tuple[G, Mutation]] | None, genes
     return rebuild(child, new_values), Mutation(mutation.name, {**mutation.params, "hparams": changes})
 
 
+def OPTIONAL_GENES(data: Mapping[str, Any]) -> tuple[str, ...]:  # noqa: N802 - reads as a key list
+    """``("hparams",)`` where a genome JSON carries genes (kinds that omit the key when they carry none)."""
+    return ("hparams",) if "hparams" in data else ()
+
+
+def format_values(values: Mapping[str, Any]) -> str:
+    """Gene values for people: ``learning_rate 0.1, optimizer adam``."""
+    return ", ".join(f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}" for k, v in values.items())
+
+
 def genes_of(genome: Any) -> dict[str, Value]:
     """The gene values ``genome`` carries (``genes()``, optional in the protocol); {} for a kind without."""
     genes = getattr(genome, "genes", None)

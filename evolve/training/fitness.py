@@ -26,7 +26,6 @@ child); the worker goes on.
 
 from __future__ import annotations
 
-import importlib
 import math
 import time
 import traceback
@@ -37,6 +36,7 @@ from typing import Any
 from evolve.config import ConfigError, RunConfig
 from evolve.training.outcome import Outcome
 from genomes import Genome, Mutation, SearchSpace
+from genomes.base import import_attribute
 from genomes.hparams import genes_of
 
 Fitness = Callable[..., Any]
@@ -68,14 +68,12 @@ def import_fitness(name: str) -> Fitness:
     """The function ``name`` (``package.module:function``) names; ConfigError says why not."""
     module_name, _, attr = name.partition(":")
     try:
-        target: Any = importlib.import_module(module_name)
+        target = import_attribute(name)
+    except AttributeError:
+        raise ConfigError(f"fitness: module {module_name!r} has no {attr!r} (from {name!r})") from None
     except Exception as exc:  # noqa: BLE001 - an ImportError, or the module's own error on import
         raise ConfigError(f"fitness: cannot import module {module_name!r} of {name!r}: "
                           f"{type(exc).__name__}: {exc}") from None
-    for part in attr.split("."):
-        target = getattr(target, part, None)
-        if target is None:
-            raise ConfigError(f"fitness: module {module_name!r} has no {attr!r} (from {name!r})")
     if not callable(target):
         raise ConfigError(f"fitness: {name!r} is a {type(target).__name__}, not a function")
     return target

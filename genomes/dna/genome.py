@@ -18,7 +18,7 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, ClassVar, Mapping
 
 from genomes.base import GenomeError, Inheritance, Mutation, SearchSpace
-from genomes.hparams import draw_values, genes_hash, mutate_parts, parse_values
+from genomes.hparams import draw_values, format_values, genes_hash, mutate_parts, parse_values
 
 if TYPE_CHECKING:
     from torch import nn
@@ -257,8 +257,7 @@ class DNA:
         return (
             f"dna: {len(self.vertices)} vertices, {len(self.convs())} conv, "
             f"{len(self.skips())} skip, lr {self.lr:.3g}"
-        ) + "".join(f", {name} {value:.3g}" if isinstance(value, float) else f", {name} {value}"
-                    for name, value in self.hparams.items())
+        ) + (f", {format_values(self.hparams)}" if self.hparams else "")
 
     def stats(self, input_shape: tuple[int, int, int], num_classes: int) -> dict[str, int | float | str]:
         return {

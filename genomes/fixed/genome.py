@@ -12,14 +12,21 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import importlib
 import random
 import re
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Callable, ClassVar, Mapping
 
-from genomes.base import GenomeError, Inheritance, Mutation, SearchSpace, check_keys, inherit_weights
-from genomes.hparams import cross_values, draw_values, genes_hash, mutate_parts, parse_values
+from genomes.base import (
+    GenomeError,
+    Inheritance,
+    Mutation,
+    SearchSpace,
+    check_keys,
+    import_attribute,
+    inherit_weights,
+)
+from genomes.hparams import cross_values, draw_values, format_values, genes_hash, mutate_parts, parse_values
 
 if TYPE_CHECKING:
     from torch import nn
@@ -54,13 +61,11 @@ def network_function(name: str) -> Callable[..., nn.Module]:
         return LeNet5
     module_name, _, attribute = name.partition(":")
     try:
-        target: Any = importlib.import_module(module_name)
+        target = import_attribute(name)
+    except AttributeError:
+        raise GenomeError(f"network {name!r}: {module_name!r} has no {attribute!r}") from None
     except ImportError as exc:
         raise GenomeError(f"network {name!r}: cannot import {module_name!r} ({exc})") from None
-    for part in attribute.split("."):
-        target = getattr(target, part, None)
-        if target is None:
-            raise GenomeError(f"network {name!r}: {module_name!r} has no {attribute!r}")
     if not callable(target):
         raise GenomeError(f"network {name!r}: {attribute!r} is not callable")
     return target
@@ -168,8 +173,7 @@ class Fixed:
         return genes_hash(hashlib.sha256(f"{KIND}:{self.network}".encode()).hexdigest(), self.hparams)
 
     def describe(self) -> str:
-        genes = ", ".join(f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}" for k, v in self.hparams.items())
-        return f"fixed: {self.network}" + (f"; {genes}" if genes else "")
+        return f"fixed: {self.network}" + (f"; {format_values(self.hparams)}" if self.hparams else "")
 
     def stats(self, input_shape: tuple[int, int, int], num_classes: int) -> dict[str, int | float | str]:
         return {"params": self.param_count(input_shape, num_classes), **self.hparams}

@@ -29,7 +29,7 @@ from genomes.base import (
     check_keys,
     inherit_weights,
 )
-from genomes.hparams import cross_values, draw_values, genes_hash, mutate_parts, parse_values
+from genomes.hparams import OPTIONAL_GENES, cross_values, draw_values, genes_hash, mutate_parts, parse_values
 
 if TYPE_CHECKING:
     from torch import nn
@@ -404,7 +404,7 @@ class GeneticCNN:
     def from_json(cls, data: Mapping[str, Any]) -> GeneticCNN:
         if not isinstance(data, Mapping):
             raise GenomeError(f"gcnn genome JSON must be an object, got {type(data).__name__}")
-        check_keys(data, ("kind", "version", "stages", "hparams")[:3 + ("hparams" in data)], "")
+        check_keys(data, ("kind", "version", "stages") + OPTIONAL_GENES(data), "")
         if data["kind"] != cls.kind:
             raise GenomeError(f"kind: expected {cls.kind!r}, got {data['kind']!r}")
         version = data["version"]

@@ -36,7 +36,7 @@ from genomes.base import (
     check_keys,
     inherit_weights,
 )
-from genomes.hparams import cross_values, draw_values, genes_hash, mutate_parts, parse_values
+from genomes.hparams import OPTIONAL_GENES, cross_values, draw_values, genes_hash, mutate_parts, parse_values
 
 if TYPE_CHECKING:
     from torch import nn
@@ -390,7 +390,7 @@ class NB201:
     def from_json(cls, data: Mapping[str, Any]) -> NB201:
         if not isinstance(data, Mapping):
             raise GenomeError(f"nb201 genome JSON must be an object, got {type(data).__name__}")
-        check_keys(data, ("kind", "version", "edges", "channels", "cells", "hparams")[:5 + ("hparams" in data)])
+        check_keys(data, ("kind", "version", "edges", "channels", "cells") + OPTIONAL_GENES(data))
         if data["kind"] != cls.kind:
             raise GenomeError(f"kind: expected {cls.kind!r}, got {data['kind']!r}")
         if isinstance(data["version"], bool) or data["version"] != cls.version:
