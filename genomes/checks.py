@@ -122,7 +122,10 @@ def _mutations(cls: type, genomes: list[Any], rng: random.Random, space: SearchS
             changed += not same
             parent = child
     if not changed:
-        raise _Failed("no mutation changed anything: every one was 'identity'")
+        hint = "" if space.hparams else (
+            "; this space declares no genes to search: add some, e.g. --hparam learning_rate=log:1e-3..0.3 "
+            "(or an hparams table in the config)")
+        raise _Failed(f"no mutation changed anything: every one was 'identity'{hint}")
     return f"{changed} of {len(genomes) * n} mutations changed the genome, the rest said 'identity'"
 
 

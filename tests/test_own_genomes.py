@@ -57,6 +57,15 @@ def test_each_check_catches_its_broken_class_by_name(kind, check, fragment):
     assert f"FAIL {check}" in result.output and "1 of" in result.output.splitlines()[-1]
 
 
+def test_a_fixed_network_without_genes_is_told_to_declare_some():
+    result = CliRunner().invoke(app, ["doctor", "--genome", "fixed"])
+    assert result.exit_code == 1
+    assert "declares no genes to search: add some, e.g. --hparam" in result.output
+    result = CliRunner().invoke(app, ["doctor", "--genome", "fixed", "--hparam", "learning_rate=log:1e-3..0.3"])
+    assert result.exit_code == 0, result.output
+    assert result.output.splitlines()[-1] == "genome fixed: all 8 checks passed"
+
+
 def test_a_broken_class_is_refused_by_the_config_in_one_line():
     with pytest.raises(ConfigError, match="genome: genome 'genome_faults:WrongKind': its kind must be"):
         build_config({**RUN, "genome": "genome_faults:WrongKind"})
