@@ -318,15 +318,46 @@ def test_gc_keeps_what_is_needed_and_frees_the_rest(tmp_path):
     orphan = "weights/000000000005-orphan.safetensors"
     assert store.create_blob(orphan, b"not recorded")
 
-    kept_all = collect(store, grace_seconds=3600)
+    kept_all = collect(store, keep_best=1, grace_seconds=3600)
     assert kept_all.removed == [orphan]  # dead individuals are kept during the grace period
 
-    report = collect(store, grace_seconds=0)
+    report = collect(store, keep_best=1, grace_seconds=0)
     left = set(store.list_keys("weights/"))
     live = {snap.individuals[s]["weights"]["key"] for s in snap.live()}
     assert left == live
     assert len(report.removed) == len(snap.deaths)
     assert check_store(store, config.population, total_steps(config)).ok
+
+
+def test_gc_keeps_what_the_run_kept_the_best_keep_best_ever(tmp_path):
+    """`evolve gc` and the in-run collector share one rule: a finished run's best keep_best (dead ones
+    too) keep their weights, so each of them can still be exported after gc."""
+    from typer.testing import CliRunner
+
+    import evolve
+    from evolve.cli import app
+    from evolve.store.keep import best_ever
+
+    config = build_config(dict(store=str(tmp_path / "run"), dataset="digits", population=4, steps=14, workers=1,
+                               refresh_seconds=0.0, train={"batches": 2}, keep_best=3, selection="aging",
+                               sample_size=2))
+    store, config, space = open_run(config)
+    run_in_process(store, config, space)
+    snap = Snapshot.read(store)
+    top = best_ever(((s, r["fitness"]) for s, r in snap.individuals.items()), 3)
+    assert top - set(snap.live()), "aging killed none of the best 3: the test would not tell the rules apart"
+    result = CliRunner().invoke(app, ["gc", str(tmp_path / "run"), "--grace", "0"])
+    assert result.exit_code == 0, result.output
+    left = set(store.list_keys("weights/"))
+    kept = {snap.individuals[s]["weights"]["key"] for s in top | set(snap.live())}
+    assert left == kept
+    run = evolve.open(str(tmp_path / "run"))
+    for step in top:
+        run.save_weights(str(tmp_path / f"{step}.safetensors"), step)
+        assert (tmp_path / f"{step}.safetensors").stat().st_size > 0
+    gone = next(s for s in snap.deaths if s not in top)
+    with pytest.raises(evolve.api.StoreError, match="no stored weights"):
+        run.save_weights(str(tmp_path / "gone.safetensors"), gone)
 
 
 def test_a_store_without_log_marks_resumes_without_waiting_for_leases(tmp_path):

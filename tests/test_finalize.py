@@ -127,7 +127,7 @@ def test_gc_removes_the_finalize_weights_no_record_will_name(store):
     named = sorted(p.name for p in folder.glob("retrain-*.safetensors"))
     (folder / "retrain-0-0123456789ab.safetensors").write_bytes(b"a losing finalize's")
     (folder / "distill-0-0123456789ab.safetensors").write_bytes(b"a stage still training")
-    report = collect(run.store, grace_seconds=0.0)
+    report = collect(run.store, keep_best=1, grace_seconds=0.0)
     assert "results/finalize/retrain-0-0123456789ab.safetensors" in report.removed
     assert not any("distill" in key for key in report.removed)
     assert sorted(p.name for p in folder.glob("retrain-*.safetensors")) == named
@@ -195,13 +195,13 @@ def test_training_from_the_evolved_weights_pins_them_until_finalize_is_done(stor
     steps = [a["step"] for a in _settle_plan(run.store, Plan(**plan))["architectures"]]
     assert 5 in steps and (store / "deaths" / f"{5:012d}.json").exists()  # a dead member: gc's to take, but pinned
     assert sorted(p.name for p in (store / "pins").iterdir()) == [f"{s:012d}-finalize.json" for s in sorted(steps)]
-    assert not [k for k in collect(run.store, grace_seconds=0.0).removed if k.startswith(f"weights/{5:012d}")]
+    assert not [k for k in collect(run.store, keep_best=1, grace_seconds=0.0).removed if k.startswith(f"weights/{5:012d}")]
     run.finalize(**plan)
     records = {p.stem: json.loads(p.read_text()) for p in (store / "results" / "finalize").glob("*.json")}
     assert records["retrain"]["start"] == records["member-5"]["start"] == "weights"
     assert [p.name for p in (store / "pins").iterdir()] == [f"{steps[0]:012d}-finalize.json"], \
         "the member is unpinned; the best's weights wait for distill, which also starts from them"
-    assert [k for k in collect(run.store, grace_seconds=0.0).removed if k.startswith(f"weights/{5:012d}")]
+    assert [k for k in collect(run.store, keep_best=1, grace_seconds=0.0).removed if k.startswith(f"weights/{5:012d}")]
     run.finalize(**{**plan, "stages": ("retrain",)})  # a later finalize of other stages keeps the pin
     assert (store / "pins" / f"{steps[0]:012d}-finalize.json").exists()
     run.finalize(**{**plan, "stages": ("distill",)})

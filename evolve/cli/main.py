@@ -34,6 +34,7 @@ from evolve.cli.console import (
 )
 from evolve.config import ConfigError, merge_settings
 from evolve.runner.presets import missing_dataset, required_dataset
+from evolve.runner.record import load_run
 from evolve.store.backend import Store
 from evolve.store.doctor import doctor as run_doctor
 from evolve.store.sweep import collect
@@ -192,9 +193,10 @@ def gc(
     grace: Annotated[float, typer.Option(help="Seconds a dead individual's weights are kept.")] = 600.0,
     dry_run: Annotated[bool, typer.Option("--dry-run")] = False,
 ) -> None:
-    """Delete weights that no live individual or pending step needs, and finalize weights no record names."""
-
-    report = collect(open_store(store, storage_options_), grace_seconds=grace, dry_run=dry_run)
+    """Delete the weights nobody will read again (the run's collector keeps the same: live individuals, the
+    best keep_best ever, pinned ones, and what steps in flight need), and finalize weights no record names."""
+    opened = open_store(store, storage_options_)
+    report = collect(opened, load_run(opened)[0].keep_best, grace_seconds=grace, dry_run=dry_run)
     warn_unreadable(report.unreadable)
     verb = "would remove" if dry_run else "removed"
     out.print(f"{verb} {len(report.removed)} weight files ({report.freed_bytes:,} bytes), kept {report.kept}")

@@ -23,7 +23,6 @@ child wins deletes the weights that the step's earlier holders wrote.
 
 from __future__ import annotations
 
-import bisect
 import collections
 import itertools
 import logging
@@ -34,6 +33,7 @@ from typing import Any
 
 from evolve.engine.population import Population
 from evolve.store.backend import Store
+from evolve.store.keep import BestEver
 from evolve.store.keys import PAD, individual_key, step_of
 from evolve.store.marks import selections_of
 
@@ -50,7 +50,7 @@ class Collector:
     grace_seconds: float
     deleted: int = 0
     _queue: dict[int, float] = field(default_factory=dict)  # dead step -> when we queued it (our clock)
-    _best: list[tuple[float, int]] = field(default_factory=list)  # (fitness, -step) of the best keep_best, ascending
+    _best: BestEver | None = None  # the best keep_best so far (evolve.store.keep: gc keeps the same)
     _ranked: int = 0  # how many of the view's done marks _best reflects
     _first_seen: dict[int, float] = field(default_factory=dict)  # step in flight -> when we first saw it
     _pins: set[int] = field(default_factory=set)
@@ -100,16 +100,12 @@ class Collector:
 
     def _best_steps(self) -> set[int]:
         done = self.population.view.done
+        if self._best is None:
+            self._best = BestEver(self.keep_best)
         for step in itertools.islice(reversed(done), len(done) - self._ranked):  # the view only grows
-            fitness = done[step].fitness
-            if fitness is None or fitness != fitness:
-                continue
-            entry = (float(fitness), -step)
-            if len(self._best) < self.keep_best or entry > self._best[0]:
-                bisect.insort(self._best, entry)
-                del self._best[:max(0, len(self._best) - self.keep_best)]
+            self._best.add(step, done[step].fitness)
         self._ranked = len(done)
-        return {-s for _, s in self._best}
+        return self._best.steps()
 
     def _inherited(self, now: float, grace: float) -> set[int]:
         """Parents of the steps in flight, read from their selections where no kill mark says."""

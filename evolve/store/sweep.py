@@ -1,10 +1,10 @@
 """Garbage collection of weights nobody will read again.
 
-Kept: the weights of every live individual, of every pinned one (``pins/``), of the best ever
-(dead or alive: the run's result is tested, exported and, with ``final_from = "weights"``,
-trained on from them), of every parent named by a step still in
-flight (an adopter will need them), of every step not yet finished, and of anything dead
-for less than ``grace_seconds`` (a worker's stale view may still pick it as a parent).
+Kept, by the rule the run's own collector keeps (``evolve.store.keep``): the weights of every live
+individual, of the run's best ``keep_best`` ever (dead or alive), of every pinned one (``pins/``); and
+of every parent named by a step still in flight (an adopter will need them), of every step not yet
+finished, and of anything dead for less than ``grace_seconds`` (a worker's stale view may still pick
+it as a parent).
 Removed: a dead individual's weights after the grace period, the weights of losing
 trainers (a zombie or a duplicate adopter) whose child was never recorded, and ``evolve finalize``
 weights that no stage record will ever name (``stray_weights``).
@@ -16,6 +16,7 @@ import time
 from dataclasses import dataclass, field
 
 from evolve.store.backend import Store
+from evolve.store.keep import best_ever
 from evolve.store.keys import FINALIZE_PREFIX, finalize_key, finalize_stage_of, step_of
 from evolve.store.marks import selections_of
 from evolve.store.snapshot import Snapshot
@@ -29,13 +30,13 @@ class GcReport:
     unreadable: list[tuple[str, str]] = field(default_factory=list)  # skipped records: (key, reason)
 
 
-def collect(store: Store, grace_seconds: float = 600.0, dry_run: bool = False) -> GcReport:
+def collect(store: Store, keep_best: int, grace_seconds: float = 600.0, dry_run: bool = False) -> GcReport:
+    """Delete (or with ``dry_run`` only list) what nobody will read again; ``keep_best``: the run's."""
     snap = Snapshot.read(store)
     now = time.time()
     recorded = {r["weights"]["key"] for r in snap.individuals.values() if r.get("weights")}
     protected = {s for s in snap.individuals if s not in snap.deaths}
-    best = snap.best()
-    protected |= {best["step"]} if best else set()  # the run's result: tested, exported, maybe trained on
+    protected |= best_ever(((s, r.get("fitness")) for s, r in snap.individuals.items()), keep_best)
     protected |= {s for s, d in snap.deaths.items() if now - float(d.get("created_at", now)) < grace_seconds}
     protected |= {step_of(k) for k in store.list_keys("pins/")}  # another command will read them
     for step in snap.claims - set(snap.individuals):
