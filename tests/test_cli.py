@@ -106,8 +106,10 @@ def test_run_status_lineage_best_check_gc_on_a_tiny_real_run(tmp_path):
     weights_before = len(list((store / "weights").iterdir()))
     assert weights_before < 8, "the run's workers collected no dead weights"  # keep = "needed"
     snap = Snapshot.read(Store.open(str(store)))
-    needed = set(snap.live()) | {snap.best()["step"]}
-    result = invoke("gc", store, "--grace", "0")  # what the workers kept for keep_best goes too
+    from evolve.store.keep import best_ever
+
+    needed = set(snap.live()) | best_ever(((s, r["fitness"]) for s, r in snap.individuals.items()), 5)
+    result = invoke("gc", store, "--grace", "0")  # keeps what the workers kept: keep_best (5) is the run's
     removed = weights_before - len(needed)
     assert result.exit_code == 0 and f"removed {removed} weight files" in result.output, result.output
     assert len(list((store / "weights").iterdir())) == len(needed)
@@ -342,6 +344,20 @@ def test_bad_log_options_are_one_line(tmp_path):
 
     evolve_logger = logging.getLogger("evolve")
     assert evolve_logger.propagate and not evolve_logger.handlers, "a refused --log-file changes no logging"
+
+
+@pytest.mark.parametrize("args,names", [
+    (["run", "--selection", "foo"], ["--selection", "'foo'", "tournament", "run --help"]),
+    (["run", "--genome", "foo"], ["genome", "'foo'"]),
+    (["run", "--executor", "threads"], ["--executor", "'threads'", "local"]),
+    (["run", "--workers", "many"], ["--workers"]),
+    (["run", "--no-such-option"], ["--no-such-option"]),
+    (["finalize", "somewhere", "--start", "middle"], ["--start", "'middle'", "scratch"]),
+    (["export-model", "somewhere", "out", "--model", "worst"], ["--model", "'worst'"]),
+    (["status"], ["store"]),
+])
+def test_every_bad_value_choices_included_is_one_line(tmp_path, args, names):
+    one_line_error(invoke(*args), *names)
 
 
 def test_missing_config_file_is_one_line(tmp_path):

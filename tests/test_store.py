@@ -649,6 +649,18 @@ def test_doctor_flags_a_backend_that_overwrites() -> None:
     with pytest.raises(StoreError, match="failed `evolve doctor` .*create-once"):
         require_healthy(store)
     assert "FAIL" in str(report) and "NOT healthy" in str(report)
+    from typer.testing import CliRunner
+
+    from evolve.cli import app
+
+    url = f"{OverwritingMemoryFileSystem.protocol}://broken"
+    result = CliRunner().invoke(app, ["doctor", url])
+    assert result.exit_code == 1
+    assert result.output.splitlines()[-1].startswith(f"store {url}: 2 of 4 ")  # the verdict closes the FAIL lines
+    assert result.output.splitlines()[-1].endswith("checks failed: `evolve run` and `resume` refuse this store")
+    result = CliRunner().invoke(app, ["doctor", "memory://healthy"])
+    assert result.exit_code == 0
+    assert result.output.splitlines()[-1].startswith("store memory://healthy: all ")
 
 
 # -- key helpers -------------------------------------------------------------------------------------

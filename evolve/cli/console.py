@@ -11,6 +11,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from evolve.config import ConfigError, is_table, load_config_file
 from evolve.final.final_model import describe_final
@@ -22,8 +23,37 @@ from evolve.views.parquet import ExportError
 from evolve.views.tensorboard import ViewError
 from genomes import genome_from_json
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help="Evolve neural architectures.")
-genome_app = typer.Typer(no_args_is_help=True, help="Inspect the genomes that evolve.")
+
+class OneLineErrors(typer.core.TyperGroup):
+    """A bad option or argument (a choice not offered, a missing store) gets one line, as every other
+    bad value does, not Typer's usage box: ``error: Invalid value for '--selection': ... (evolve run --help)``."""
+
+    def main(self, args: Any = None, prog_name: str | None = None, complete_var: str | None = None,
+             standalone_mode: bool = True, **extra: Any) -> Any:
+        click = sys.modules[typer.BadParameter.__module__]  # click's exceptions (typer 0.29 carries its own click)
+
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        try:
+            code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except click.UsageError as exc:
+            if type(exc).__name__ == "NoArgsIsHelpError":  # the help, already shown
+                sys.exit(exc.exit_code)
+            where = f" ({exc.ctx.command_path} --help)" if exc.ctx is not None else ""
+            message = exc.format_message().replace("Value error, ", "").rstrip(".")
+            err.print(f"[bold red]error:[/] {escape(message)}{escape(where)}", highlight=False)
+            sys.exit(exc.exit_code)
+        except click.ClickException as exc:
+            err.print(f"[bold red]error:[/] {escape(exc.format_message())}", highlight=False)
+            sys.exit(exc.exit_code)
+        except click.Abort:
+            err.print("aborted")
+            sys.exit(1)
+        sys.exit(code if isinstance(code, int) else 0)
+
+
+app = typer.Typer(cls=OneLineErrors, add_completion=False, no_args_is_help=True, help="Evolve neural architectures.")
+genome_app = typer.Typer(cls=OneLineErrors, no_args_is_help=True, help="Inspect the genomes that evolve.")
 app.add_typer(genome_app, name="genome")
 
 # soft_wrap: a message stays one line however narrow the terminal (or a pipe's 80 columns)

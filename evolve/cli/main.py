@@ -225,8 +225,13 @@ def doctor(store: Annotated[Optional[str], typer.Argument(help="Store URL to tes
     for check_ in report.checks:
         mark = "[green]ok[/]" if check_.ok else "[red]FAIL[/]"
         out.print(f"{mark} {check_.name}: {check_.detail}", highlight=False)
+    failed = len(report.failures)
+    out.print(f"store {store}: " + (f"all {len(report.checks)} checks passed: evolve can run here" if report.ok
+              else f"{failed or 'no'} of {len(report.checks)} checks failed: `evolve run` and `resume` refuse this store"),
+              highlight=False)
     if not report.ok:
         raise typer.Exit(1)
+
 
 
 def _doctor_genome(name: str, space: SearchSpace) -> None:
