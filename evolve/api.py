@@ -41,6 +41,7 @@ from evolve.final.table import table as results_table
 from evolve.runner.launch import open_run, run_in_process, run_on_ray
 from evolve.runner.presets import missing_dataset, resolve
 from evolve.runner.record import load_run, total_steps
+from evolve.runner.stopping import GRACE_SECONDS
 from evolve.store.backend import Store, StoreError
 from evolve.store.check import check_store
 from evolve.store.keys import individual_key, record_key_of_final
@@ -85,14 +86,17 @@ def resolve_settings(config_file: str | None, preset: str | None, settings: dict
 def run(config: RunConfig | None = None, *, config_file: str | None = None, preset: str | None = None,
         executor: str = "ray", wait: bool = True, logdir: str | None = None,
         on_progress: Callable[[int], None] | None = None, on_start: Callable[[Run], None] | None = None,
-        **settings: Any) -> Run:
+        grace: float = GRACE_SECONDS, **settings: Any) -> Run:
     """Start a run (or continue the one already at its store) and return it when done, or at once
     with ``wait=False`` (the run goes on in a thread of this process: ``wait()``, ``stop()``).
 
     ``config``: a ``RunConfig`` (``configure``), or else ``config_file``, ``preset`` and the config's
     fields as keywords. ``executor``: ``ray`` (a local Ray, or ``address``'s cluster) or ``local``
     (threads of this process). ``logdir`` keeps TensorBoard views as it goes; ``on_start(run)`` is
-    called once the store is open, ``on_progress(done)`` with the individuals now in the store."""
+    called once the store is open, ``on_progress(done)`` with the individuals now in the store.
+    Interrupted (Ctrl-C; SIGTERM and SIGHUP too within ``evolve.runner.stopping.stop_signals``), the steps
+    in flight may finish within ``grace`` seconds, the rest are given up for adoption, and
+    ``evolve.runner.stopping.Interrupted`` (a KeyboardInterrupt) says what was done."""
     _check_executor(executor)
     fn = settings.get("fitness") if callable(settings.get("fitness")) else None
     if fn is not None:
@@ -105,14 +109,14 @@ def run(config: RunConfig | None = None, *, config_file: str | None = None, pres
         overrides = config.model_dump()
     _check_fitness(config, fn, executor)
     store, config, _ = open_run(config, resume=False, overrides=overrides)
-    return Run(store, config, fn)._start(executor, wait, logdir, on_progress, on_start)
+    return Run(store, config, fn)._start(executor, wait, logdir, on_progress, on_start, grace)
 
 
 def resume(url: str, *, storage_options: dict[str, Any] | None = None, executor: str = "ray", wait: bool = True,
            logdir: str | None = None, on_progress: Callable[[int], None] | None = None,
-           on_start: Callable[[Run], None] | None = None, **overrides: Any) -> Run:
+           on_start: Callable[[Run], None] | None = None, grace: float = GRACE_SECONDS, **overrides: Any) -> Run:
     """Continue a stopped or killed run; steps in flight are adopted. ``overrides``: the fields a
-    resume may change (``workers``, ``steps`` to extend it, ``address``, ...)."""
+    resume may change (``workers``, ``steps`` to extend it, ``address``, ...). ``grace``: as ``run``'s."""
     _check_executor(executor)
     fn = overrides.pop("fitness", None)
     if fn is not None and not callable(fn):
@@ -123,7 +127,7 @@ def resume(url: str, *, storage_options: dict[str, Any] | None = None, executor:
     _check_fitness(load_run(store)[0], fn, executor)
     store, config, _ = open_run(RunConfig(store=url, storage_options=storage_options or {}), resume=True,
                                 overrides=given)
-    return Run(store, config, fn)._start(executor, wait, logdir, on_progress, on_start)
+    return Run(store, config, fn)._start(executor, wait, logdir, on_progress, on_start, grace)
 
 
 def fitness_name(fn: Callable[..., Any]) -> str:
@@ -200,7 +204,7 @@ class Run:
     # -- running ---------------------------------------------------------------------------------
 
     def _start(self, executor: str, wait: bool, logdir: str | None, on_progress: Callable[[int], None] | None,
-               on_start: Callable[[Run], None] | None) -> Run:
+               on_start: Callable[[Run], None] | None, grace: float = GRACE_SECONDS) -> Run:
         if on_start is not None:
             on_start(self)
         runner = run_on_ray if executor == "ray" else run_in_process
@@ -223,7 +227,7 @@ class Run:
 
         def target() -> None:
             try:
-                runner(self.store, self.config, space, on_progress=progress, stop=self._stop, **options)
+                runner(self.store, self.config, space, on_progress=progress, stop=self._stop, grace=grace, **options)
             except BaseException as exc:  # noqa: BLE001 - raised again by wait()
                 self._error = exc
             finally:

@@ -270,3 +270,28 @@ def test_a_run_writes_each_child_in_the_background_and_flushes_the_last(tmp_path
     assert all(name.startswith("evolve-writer-") for name in written_by), written_by
     report = check_store(store, config.population, total_steps(config))
     assert report.ok and report.finished, report.violations
+
+
+def test_a_step_given_up_by_its_holder_is_adopted_by_another_worker_without_a_lease(tmp_path):
+    """A worker that will not finish its step (SIGTERM, its grace spent) gives it up: any other worker, in
+    another slot on any machine, adopts it at its next look instead of after the lease (an hour here); the
+    adopter then deletes the note, and a later holder that gives up again is adopted at once too."""
+    store, config, space = _run(tmp_path, lease_seconds=3600.0)
+    step = _claimed_and_abandoned(store, config, space)
+    observer = Population(store, config.population, total_steps(config), "observer", 3600.0, 0.0)
+    observer.refresh(force=True)
+    assert observer.lapsed() == [], "nothing lapses within an hour's lease"
+    holder = Population(store, config.population, total_steps(config), "claimant", 3600.0, 0.0)
+    holder.release(step, None, "stopped by SIGTERM, grace spent")
+    assert store.list_keys("heartbeats/") == [f"heartbeats/{step:012d}.released.json"]
+    late = Population(store, config.population, total_steps(config), "late", 3600.0, 0.0)  # first look: lists at once
+    late.refresh(force=True)
+    assert late.lapsed() == [step]
+    assert late.adopt(step) == 0
+    assert store.list_keys("heartbeats/") == [], "the note outlived the adoption"
+    late.release(step, 0, "stopped too")
+    observer._lapse_checked = float("-inf")  # its next look is due (a quarter lease on)
+    assert observer.lapsed() == [step] and observer.adopt(step) == 1
+    worker = Worker(store, config, space, worker_id="finisher")
+    assert worker.run_step(step, adoption=1) is True
+    assert check_store(store, config.population, total_steps(config)).ok

@@ -48,9 +48,9 @@ def write_config(tmp_path: Path, **settings: object) -> tuple[Path, Path]:
 
 
 def evolve(*args: object) -> subprocess.Popen:
-    """`python -m evolve.cli.main ARGS` as a child process (its own session: a signal reaches only it)."""
+    """`python -m evolve.cli ARGS` as a child process (its own session: a signal reaches only it)."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
-    return subprocess.Popen([sys.executable, "-m", "evolve.cli.main", *map(str, args)], stdout=subprocess.PIPE,
+    return subprocess.Popen([sys.executable, "-m", "evolve.cli", *map(str, args)], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, env=env, start_new_session=True)
 
 
@@ -157,6 +157,73 @@ def test_ctrl_c_stops_with_130_then_resume_finishes(tmp_path):
     assert not in_flight(store), "Ctrl-C should let the steps in flight finish"
     resume_in_process(store)
     assert_finished_and_clean(store)
+
+
+def the_one_line(err: str) -> str:
+    """The single line `evolve run` prints when stopped (the store line it starts with aside): no traceback,
+    no C++ dump from Ray's own SIGTERM handler."""
+    assert "Traceback" not in err and "SIGTERM received" not in err and "***" not in err, err
+    lines = [line for line in err.splitlines() if line.strip() and not line.startswith("store ")]
+    assert len(lines) == 1, err
+    return lines[0]
+
+
+@pytest.mark.parametrize(("sig", "grace"), [(signal.SIGTERM, 0), (signal.SIGHUP, 10)])
+def test_sigterm_and_sighup_stop_the_run_as_ctrl_c_does(tmp_path, sig, grace):
+    """SIGTERM (docker, Kubernetes, SLURM, a preempted node) or SIGHUP mid-search: exit 128 + the signal and
+    one line; a step still training when the grace ends is given up, and the resume finishes exactly."""
+    population, steps = 6, 30
+    config, store = write_config(tmp_path, synthetic_seconds=0.3, steps=steps, population=population,
+                                 lease_seconds=600.0)
+    proc = evolve("run", "--executor", "local", "--config", config, "--grace", grace)
+    signal_when(proc, store, population + 6, sig)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 128 + sig, f"exit {proc.returncode}\n{out}\n{err}"
+    line = the_one_line(err)
+    name = signal.Signals(sig).name
+    assert line.startswith(f"stopped by {name}: {count(store)}/{population + steps} individuals in the store")
+    assert line.endswith(f"`evolve resume {store}` continues the run")
+    given_up = in_flight(store)
+    if grace:
+        assert not given_up and "given up" not in line, "the grace let the steps in flight finish"
+    else:
+        assert given_up and f"step{'s' if len(given_up) > 1 else ''} {', '.join(map(str, sorted(given_up)))} " \
+                            "still training after the 0 s grace given up" in line, line
+        assert {p.name for p in (store / "heartbeats").iterdir()} == {f"{s:012d}.released.json" for s in given_up}
+    assert_consistent_mid_run(store, population, steps)
+    resume_in_process(store, population, steps)
+    snap = assert_finished_and_clean(store, population, steps)
+    assert all(snap.individuals[s]["adopted"] for s in given_up)
+    assert not list(store.glob("heartbeats/*")), "a given-up step's note outlived its adoption"
+
+
+def test_sigterm_under_ray_exits_143_with_one_line_and_a_lost_worker_is_one_line_of_ours(tmp_path):
+    """Under Ray too: a SIGKILLed actor is reported as one line of evolve's own (not Ray's OOM guess, which
+    goes to the log file), SIGTERM to the driver ends the run with 143 and one line, and it resumes exactly."""
+    population, steps = 4, 40
+    config, store = write_config(tmp_path, synthetic_seconds=0.4, steps=steps, population=population,
+                                 lease_seconds=600.0)
+    log_file = tmp_path / "run.log"
+    proc = evolve("run", "--executor", "ray", "--config", config, "--grace", 0, "--log-file", log_file)
+    wait_until(lambda: count(store) >= population + 2, "some children", (proc,), timeout=120)
+    st = Store.open(str(store))
+    step = min(holders(st))
+    pid = st.read_json(claim_key(step))["pid"]
+    os.kill(pid, signal.SIGKILL)
+    wait_until(lambda: log_file.exists() and "died holding" in log_file.read_text(), "the lost worker's line", (proc,),
+               timeout=60)
+    signal_when(proc, store, count(store) + 4, signal.SIGTERM, timeout=120)
+    out, err = proc.communicate(timeout=90)
+    assert proc.returncode == 143, f"exit {proc.returncode}\n{out}\n{err}"
+    lost = [line for line in err.splitlines() if "died holding" in line]
+    assert len(lost) == 1 and f"pid {pid}) died holding step {step} " in lost[0], err
+    assert "OOM" not in err and "raylet" not in err, err
+    assert "OOM killer" in log_file.read_text(), "Ray's own note belongs in the log file"
+    line = the_one_line(err.replace(lost[0], ""))
+    assert line.startswith("stopped by SIGTERM: ") and f"`evolve resume {store}`" in line
+    assert_consistent_mid_run(store, population, steps)
+    resume_in_process(store, population, steps)
+    assert_finished_and_clean(store, population, steps)
 
 
 def individual_digests(store: Path, total: int) -> dict[int, str]:

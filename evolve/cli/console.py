@@ -17,6 +17,7 @@ from evolve.config import ConfigError, is_table, load_config_file
 from evolve.final.final_model import describe_final
 from evolve.runner.launch import USER_ERRORS
 from evolve.runner.logsetup import configure, unconfigure
+from evolve.runner.stopping import Interrupted, received
 from evolve.store.backend import Store
 from evolve.store.snapshot import Snapshot
 from evolve.views.parquet import ExportError
@@ -166,9 +167,12 @@ def guard(fn):
             return fn(*args, **kwargs)
         except USER_ERRORS as exc:
             fail(str(exc))
+        except Interrupted as exc:  # a run or resume, stopped by Ctrl-C, SIGTERM or SIGHUP
+            err.print(exc.line(), highlight=False)
+            raise typer.Exit(exc.exit_code) from None
         except KeyboardInterrupt:
             err.print("interrupted: `evolve resume STORE` continues the run (a step left in flight is adopted)")
-            raise typer.Exit(130)
+            raise typer.Exit(128 + received()) from None
 
     return wrapper
 
@@ -239,6 +243,10 @@ LOG_LEVEL_HELP = "Log lines shown (the workers' too): debug, info, warning or er
 
 
 LOG_FILE_HELP = "Also append the log lines (the workers' too) to this file."
+
+
+GRACE_HELP = ("Stopped by Ctrl-C, SIGTERM or SIGHUP: seconds a step in flight may take to finish; those still "
+              "training then are given up, for `evolve resume` to adopt at once.")
 
 
 class RunProgress:

@@ -13,6 +13,7 @@ import typer
 
 from evolve.api import resolve_settings
 from evolve.cli.console import (
+    GRACE_HELP,
     LOG_FILE_HELP,
     LOG_LEVEL_HELP,
     RunProgress,
@@ -35,6 +36,7 @@ from evolve.cli.console import (
 from evolve.config import ConfigError, merge_settings
 from evolve.runner.presets import missing_dataset, required_dataset
 from evolve.runner.record import load_run
+from evolve.runner.stopping import GRACE_SECONDS, stop_signals
 from evolve.store.backend import Store
 from evolve.store.doctor import doctor as run_doctor
 from evolve.store.sweep import collect
@@ -133,6 +135,7 @@ def run(
                                                              "creates no store.")] = False,
     log_level: Annotated[str, typer.Option(help=LOG_LEVEL_HELP)] = "warning",
     log_file: Annotated[Optional[str], typer.Option(help=LOG_FILE_HELP)] = None,
+    grace: Annotated[float, typer.Option(min=0.0, help=GRACE_HELP)] = GRACE_SECONDS,
 ) -> None:
     """Start (or continue) an evolution run; with no options, a small demo on the embedded dataset."""
     from evolve.api import run as start
@@ -153,9 +156,9 @@ def run(
             err.print(f"note: {missing}", highlight=False)
         sys.stdout.write(json.dumps(shown, indent=2) + "\n")
         return
-    with log_to(log_level, log_file), RunProgress() as progress:
+    with log_to(log_level, log_file), stop_signals(), RunProgress() as progress:
         run_ = start(config_file=config_file, preset=preset, executor=executor, logdir=logdir,
-                     on_start=progress.start, on_progress=progress.update, **given)
+                     on_start=progress.start, on_progress=progress.update, grace=grace, **given)
     print_summary(run_)
 
 
@@ -173,15 +176,16 @@ def resume(
     storage_options_: StorageOptions = None,
     log_level: Annotated[str, typer.Option(help=LOG_LEVEL_HELP)] = "warning",
     log_file: Annotated[Optional[str], typer.Option(help=LOG_FILE_HELP)] = None,
+    grace: Annotated[float, typer.Option(min=0.0, help=GRACE_HELP)] = GRACE_SECONDS,
 ) -> None:
     """Continue a stopped or killed run from its store; steps in flight are adopted."""
     from evolve.api import resume as restart
 
     given = {"workers": workers, "steps": steps, "address": address}
     overrides = merge_settings({k: v for k, v in given.items() if v is not None}, settings_from(set_))
-    with log_to(log_level, log_file), RunProgress(announce=False) as progress:
+    with log_to(log_level, log_file), stop_signals(), RunProgress(announce=False) as progress:
         run_ = restart(store, storage_options=storage_options(storage_options_), executor=executor, logdir=logdir,
-                       on_start=progress.start, on_progress=progress.update, **overrides)
+                       on_start=progress.start, on_progress=progress.update, grace=grace, **overrides)
     print_summary(run_)
 
 

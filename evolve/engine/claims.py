@@ -5,6 +5,7 @@ A step is owned through create-once records (see :mod:`evolve.engine.population`
     claims/<s>              who started step s, and usually attempt 0's (parent, loser)
     adoptions/<s>-<j>       j-th takeover of a step whose holder went quiet or died
     heartbeats/<s>[-<j>]    soft, overwritten: each holder's progress counter (adopter j: -<j>)
+    heartbeats/<s>[-<j>].released   soft: that holder gave the step up (stopped): adopt it without a lease
 
 Leases are judged on the observer's own monotonic clock: a step is lapsed when its
 heartbeat has not changed for ``lease_seconds`` of the observer's time, so no two
@@ -32,7 +33,17 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from evolve.store.keys import PAD, adoption_key, claim_key, claim_mark, heartbeat_key, step_and_index, step_of
+from evolve.store.keys import (
+    PAD,
+    adoption_key,
+    claim_key,
+    claim_mark,
+    heartbeat_key,
+    release_key,
+    release_of,
+    step_and_index,
+    step_of,
+)
 
 MAX_CLAIM_WIDTH = 1_024.0
 
@@ -174,6 +185,7 @@ class Claims:
             return []  # every step in flight changed or appeared within a beat: a listing would say nothing new
         self._lapse_checked = now
         latest: dict[int, tuple[int, str, str]] = {}  # step -> (adoption, key, change token) of its newest holder
+        released: dict[int, int] = {}  # step -> the newest holder that gave it up
         if pending:
             for key, token in self.store.list_versions_after("heartbeats/", f"heartbeats/{low:0{PAD}d}").items():
                 parsed = step_and_index(key)  # (step, adopter j), or (step, None) for the claimant's beat
@@ -181,12 +193,17 @@ class Claims:
                     step, adoption = parsed[0], -1 if parsed[1] is None else parsed[1]
                     if adoption >= latest.get(step, (-2,))[0]:
                         latest[step] = (adoption, key, token)
+                elif (gave_up := release_of(key)) is not None:
+                    released[gave_up[0]] = max(gave_up[1], released.get(gave_up[0], -2))
         out = []
         for step in pending:
             adoption, key, token = latest.get(step, (-1, None, None))
             value = (key, token)
             seen = self._beats.get(step)
-            if seen is None or seen.value != value:
+            if step in released and released[step] >= adoption:  # no later holder beats: no lease to wait
+                self._beats[step] = _Beat(value, float("-inf"), released[step])
+                out.append(step)
+            elif seen is None or seen.value != value:
                 self._beats[step] = _Beat(value, now, adoption)
             elif now - seen.since > self.lease_seconds:
                 out.append(step)
@@ -211,8 +228,16 @@ class Claims:
                                                                   "created_at": time.time()})
         if won:
             self._beats.pop(step, None)
+            self.store.delete(release_key(step, index - 1))  # the holder before us may have given it up
             return index
         return None
+
+    def release(self, step: int, adoption: int | None, reason: str) -> None:
+        """Give up ``step`` (held under ``adoption``; None: we claimed it) without waiting for the lease to
+        lapse: observers adopt it at their next listing of heartbeats (within a quarter lease)."""
+        index = -1 if adoption is None else adoption
+        self.store.put_json(release_key(step, index), {"step": step, "adoption": index, "reason": reason,
+                                                       **self.me.fields(), "created_at": time.time()})
 
     def orphans(self) -> list[int]:
         """Steps in flight whose holder is known dead (an earlier incarnation of our slot): adopt them now."""

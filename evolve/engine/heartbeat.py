@@ -81,6 +81,20 @@ class Heartbeats:
         if beat.key is not None:
             self.store.delete(beat.key)
 
+    def release_all(self, reason: str) -> list[int]:
+        """Stop beating for every step held and give each up (``Claims.release``): observers adopt them
+        without waiting out a lease. For a worker that will not finish its steps (its process is going
+        away); the steps given up."""
+        with self._cond:
+            held = [b for b in self._beats if not b.stopped]
+        for beat in held:
+            self.stop(beat)
+            try:
+                self.population.release(beat.step, beat.adoption, reason)
+            except Exception as exc:  # noqa: BLE001 - then the lease lapses as for a killed worker
+                log.warning("could not give up step %d: %s", beat.step, exc)
+        return [b.step for b in held]
+
     def _run(self) -> None:
         while (beat := self._next()) is not None:
             try:

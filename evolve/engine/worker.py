@@ -155,6 +155,7 @@ class Worker:
                     self.run_step(step, adoption=adoption, background=overlap)
                 except StepAbandoned as why:
                     log.info("step %d left in flight: %s", step, why)
+                    self.population.release(step, adoption, str(why))
                     break
         log.info("worker %s finished: %d steps", self.id, self.stats.steps)
         return self.stats
@@ -185,7 +186,14 @@ class Worker:
                     self._pool = None
 
     def stop(self) -> None:
+        """Finish the step in hand and return (the run stays resumable)."""
         self.stop_event.set()
+
+    def release(self, reason: str) -> list[int]:
+        """Give up every step held now, for a worker that will not finish them (its process is going away,
+        its grace spent): others adopt them at once rather than after the lease. The steps given up."""
+        self.stop_event.set()
+        return self.heartbeats.release_all(reason)
 
     def _collect(self, finished: bool = False) -> None:
         """Delete the weights this worker's kills made garbage (never fatal: at worst they stay)."""

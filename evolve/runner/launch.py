@@ -4,8 +4,11 @@ The launcher (named so that ``evolve.run`` is the API's function, ``evolve.api.r
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import re
+import signal
 import threading
 import time
 from dataclasses import asdict
@@ -15,11 +18,13 @@ import fsspec
 
 from evolve.config import ConfigError, RunConfig, build_config, check_resume, is_table, merge_settings
 from evolve.engine.worker import Worker
+from evolve.runner import stopping
 from evolve.runner.logsetup import LineBuffer, emit
 from evolve.runner.record import load_run, space_for, total_steps
+from evolve.runner.stopping import GRACE_SECONDS
 from evolve.store.backend import Store, StoreError
 from evolve.store.doctor import require_healthy
-from evolve.store.keys import RUN_KEY, extension_key
+from evolve.store.keys import PAD, RUN_KEY, claim_key, extension_key, release_of, step_of
 from evolve.store.marks import backfill_log
 from evolve.store.records import SCHEMA
 from evolve.training.files import DataError
@@ -121,12 +126,15 @@ def count_individuals(store: Store) -> int:
 
 def run_in_process(store: Store, config: RunConfig, space: SearchSpace,
                    on_progress: Callable[[int], None] | None = None,
-                   stop: threading.Event | None = None, evaluator: Any = None) -> list[dict[str, Any]]:
+                   stop: threading.Event | None = None, evaluator: Any = None,
+                   grace: float = GRACE_SECONDS) -> list[dict[str, Any]]:
     """Run ``config.workers`` workers as threads of this process (tests, debugging, a GPU box without Ray).
 
     Setting ``stop`` asks every worker to finish its step and return (the run stays resumable).
     ``evaluator``: shared by the workers instead of the one the config names (``evolve.training.fitness``:
-    a function given in-process)."""
+    a function given in-process). Interrupted (Ctrl-C, SIGTERM, SIGHUP: ``evolve.runner.stopping``), the
+    workers' steps may finish within ``grace`` seconds; those still training are given up, and
+    ``Interrupted`` is raised."""
     workers = [Worker(store, config, space, worker_id=f"local-{i}-{os.getpid()}", slot=f"local-{i}",
                       evaluator=evaluator, rank=i) for i in range(config.workers)]
     results: list[dict[str, Any]] = [{} for _ in workers]
@@ -161,28 +169,60 @@ def run_in_process(store: Store, config: RunConfig, space: SearchSpace,
     except KeyboardInterrupt:
         for w in workers:
             w.stop()
-        for d in done:
-            d.wait()
-        raise
+        deadline = time.monotonic() + grace
+        with contextlib.suppress(KeyboardInterrupt):  # a second signal: give up the steps at once
+            for d in done:
+                d.wait(max(0.0, deadline - time.monotonic()))
+        reason = f"stopped by {signal_name(stopping.received())}, grace spent"
+        released = [s for w, d in zip(workers, done) if not d.is_set() for s in w.release(reason)]
+        raise _interrupted(store, config, released, grace) from None
     if errors:
         raise errors[0]
     return results
+
+
+def signal_name(signum: int) -> str:
+    return signal.Signals(signum).name
+
+
+def _interrupted(store: Store, config: RunConfig, released: list[int], grace: float) -> stopping.Interrupted:
+    return stopping.Interrupted(store.url, min(count_individuals(store), total_steps(config)), total_steps(config),
+                                sorted(released), stopping.received(), grace)
 
 
 class WorkerActor:
     """What Ray runs: the plain Worker behind a handle that can also be told to stop."""
 
     def __init__(self, store: Store, config: RunConfig, space: SearchSpace, name: str,
-                 log_level: int = logging.WARNING, rank: int | None = None) -> None:
+                 log_level: int = logging.WARNING, rank: int | None = None, grace: float = GRACE_SECONDS) -> None:
         import ray
 
         actor = ray.get_runtime_context().get_actor_id()
         worker_id = f"{name}-{os.getpid()}"
         self.lines = LineBuffer.install(log_level, worker_id)
         self.worker = Worker(store, config, space, worker_id=worker_id, slot=name, actor=actor, rank=rank)
+        self.grace, self.finished = grace, threading.Event()
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, self._terminated)
+
+    def _terminated(self, signum: int, frame: Any) -> None:
+        """SIGTERM (the node is going away): the step in hand may finish within the grace, else it is
+        given up so that others adopt it at once; then the process ends, and Ray restarts the actor
+        (elsewhere, if the node went)."""
+        self.worker.stop()
+        if not self.finished.wait(self.grace):
+            self.worker.release(f"its worker process got {signal_name(signum)}, grace spent")
+        os._exit(128 + signum)
 
     def run(self) -> dict[str, Any]:
-        return asdict(self.worker.run())
+        try:
+            return asdict(self.worker.run())
+        finally:
+            self.finished.set()
+
+    def release(self, reason: str) -> list[int]:
+        """Give up the steps held now (the driver stops the run and the grace is spent)."""
+        return self.worker.release(reason)
 
     def logs(self) -> list[dict[str, Any]]:
         """The log lines kept since the last call (the driver logs them as its own)."""
@@ -229,6 +269,111 @@ def _abandon(ray: Any, actors: list[Any], pending: list[Any]) -> None:
             pass
 
 
+def _stop_actors(ray: Any, store: Store, config: RunConfig, actors: list[Any], pending: list[Any],
+                 runs: dict[Any, Any], grace: float, logs: _ActorLogs) -> stopping.Interrupted:
+    """The run was interrupted: every actor is asked to stop; those whose ``run`` has not returned after
+    ``grace`` give up their steps; then all are ended (no restart)."""
+    with contextlib.suppress(KeyboardInterrupt):  # a second signal: give up the steps at once
+        for a in actors:
+            a.stop.remote()
+        deadline = time.monotonic() + grace
+        while pending and (left := deadline - time.monotonic()) > 0:
+            _, pending = ray.wait(pending, num_returns=len(pending), timeout=min(left, 0.5))
+    reason = f"stopped by {signal_name(stopping.received())}, grace spent"
+    released: list[int] = []
+    for ref in [runs[r].release.remote(reason) for r in pending]:
+        try:
+            released += ray.get(ref, timeout=10)
+        except Exception:  # noqa: BLE001 - an actor that died meanwhile: its restart or the lease takes it
+            pass
+    with contextlib.suppress(Exception):
+        logs.collect(wait=2.0)
+    for a in actors:
+        with contextlib.suppress(Exception):
+            ray.kill(a, no_restart=True)
+    return _interrupted(store, config, released, grace)
+
+
+WORKER_DIED = "A worker died or was killed"
+RETRIED = "There are infinite retries remaining"  # Ray's note that a dead actor's run is retried on its restart
+log = logging.getLogger("evolve.runner.launch")
+
+
+class _LostWorkers:
+    """Ray's note on a worker process that died, as one line of evolve's own.
+
+    Ray guesses at the cause ("the process was killed by the OOM killer", 15 lines over 8 SIGKILLs),
+    which sends a user looking for a memory problem that is not there. The line says what the store
+    knows: the worker, whether it gave its step up (SIGTERM) or died holding it, and the step that
+    will be taken over. Ray's own text goes to the log file only (``--log-file``).
+    """
+
+    def __init__(self, store: Store, printer: Callable[..., Any]) -> None:
+        self.store, self.printer = store, printer
+
+    def __call__(self, data: dict[str, Any], *args: Any, **kwargs: Any) -> Any:
+        lines = [str(line) for line in data.get("lines") or []]
+        if data.get("pid") != "raylet" or not any(WORKER_DIED in line or RETRIED in line for line in lines):
+            return self.printer(data, *args, **kwargs)
+        for line in lines:
+            _to_log_files(line)
+            match = re.search(r"Worker PID: (\d+)", line) if WORKER_DIED in line else None
+            if match:
+                log.warning(self.describe(int(match.group(1))))
+        return None
+
+    def describe(self, pid: int) -> str:
+        """The line for worker process ``pid``: what the store's records of the steps in flight say of it."""
+        held, released, slot = [], [], None
+        try:
+            for key in self.store.list_keys("heartbeats/"):
+                if (gave_up := release_of(key)) is not None:
+                    record = self.store.read_json(key) or {}
+                    if record.get("pid") == pid:
+                        slot, released = record.get("slot") or slot, [*released, gave_up[0]]
+            done = {step_of(k) for k in self.store.list_keys("individuals/")}
+            for step in sorted({step_of(k) for k in self.store.list_keys("claims/")} - done - set(released)):
+                adoptions = self.store.list_keys(f"adoptions/{step:0{PAD}d}-")
+                holder = self.store.read_json(adoptions[-1] if adoptions else claim_key(step)) or {}
+                if holder.get("pid") == pid:
+                    slot, held = holder.get("slot") or slot, [*held, step]
+        except Exception:  # noqa: BLE001 - the line is said without the steps
+            pass
+        who = f"worker {slot} (pid {pid})" if slot else f"worker process {pid}"
+        if released and not held:
+            return f"{who} got SIGTERM and gave up step {_steps(released)}: taken over at once; Ray restarts the worker"
+        if not held:
+            return f"{who} ended holding no step (Ray restarts it): nothing to take over"
+        return (f"{who} died holding step {_steps(held)} (killed or crashed: Ray does not say which); it will be "
+                "taken over by the worker's restart, or by another worker once its lease lapses")
+
+
+def _steps(steps: list[int]) -> str:
+    return ", ".join(map(str, sorted(steps)))
+
+
+def _to_log_files(text: str) -> None:
+    """``text`` in the ``--log-file`` only (not on the terminal), at any log level."""
+    record = logging.LogRecord("ray", logging.WARNING, __file__, 0, "%s", (text,), None)
+    for handler in logging.getLogger("evolve").handlers:
+        if isinstance(handler, logging.FileHandler):
+            handler.handle(record)
+
+
+def _report_lost_workers(ray: Any, store: Store) -> None:
+    """From now on in this process, Ray's notes on dead workers of the run at ``store`` become
+    ``_LostWorkers`` lines (Ray's driver prints them through ``ray._private.worker.print_to_stdstream``,
+    looked up at each note; its notes on actors ended at the run's end come after the run returns)."""
+    module = getattr(getattr(ray, "_private", None), "worker", None)
+    printer = getattr(module, "print_to_stdstream", None)
+    if printer is None:  # another Ray: its notes show as they are
+        return
+    if isinstance(printer, _LostWorkers):
+        printer.store = store
+    else:
+        module.print_to_stdstream = _LostWorkers(store, printer)
+
+
 class _Notice(logging.Filter):
     """Drops one of Ray's start-up notices that a user cannot act on (the rest still show)."""
 
@@ -270,27 +415,38 @@ def init_ray(config: RunConfig) -> Any:
 
 def run_on_ray(store: Store, config: RunConfig, space: SearchSpace,
                on_progress: Callable[[int], None] | None = None,
-               stop: threading.Event | None = None) -> list[dict[str, Any]]:
+               stop: threading.Event | None = None, grace: float = GRACE_SECONDS) -> list[dict[str, Any]]:
     """Run the workers as Ray actors that restart when they die (they need nothing but the store).
 
     Setting ``stop`` asks every actor to finish its step and return (the run stays resumable).
+    Interrupted (Ctrl-C, SIGTERM, SIGHUP), as ``run_in_process``: steps may finish within ``grace``.
     The actors' log lines at the level the ``evolve`` logger has here are collected every
     ``LOG_POLL_SECONDS`` and logged here (``evolve.runner.logsetup``)."""
     ray = init_ray(config)
+    stopping.reinstall()  # ray.init put its own SIGTERM handler in place (SIGABRT and a C++ dump)
     actor_cls = ray.remote(WorkerActor).options(
         num_cpus=config.cpus_per_worker, num_gpus=config.gpus_per_worker,
         max_restarts=-1, max_task_retries=-1, max_concurrency=2,
     )
     level = logging.getLogger("evolve").getEffectiveLevel()
-    actors = [actor_cls.remote(store, config, space, f"ray-{i}", level, i) for i in range(config.workers)]
+    actors = [actor_cls.remote(store, config, space, f"ray-{i}", level, i, grace) for i in range(config.workers)]
     pending = [a.run.remote() for a in actors]
-    results = []
-    stopping = False
-    logs, polled = _ActorLogs(ray, actors), time.monotonic()
+    runs = dict(zip(pending, actors))
+    _report_lost_workers(ray, store)
+    return _watch(ray, store, config, actors, pending, runs, stop, on_progress, grace, _ActorLogs(ray, actors))
+
+
+def _watch(ray: Any, store: Store, config: RunConfig, actors: list[Any], pending: list[Any], runs: dict[Any, Any],
+           stop: threading.Event | None, on_progress: Callable[[int], None] | None, grace: float,
+           logs: _ActorLogs) -> list[dict[str, Any]]:
+    """Wait for the actors' runs, showing progress and their log lines."""
+    results: list[dict[str, Any]] = []
+    asked = False
+    polled = time.monotonic()
     try:
         while pending:
-            if stop is not None and stop.is_set() and not stopping:
-                stopping = True
+            if stop is not None and stop.is_set() and not asked:
+                asked = True
                 for a in actors:
                     a.stop.remote()
             ready, pending = ray.wait(pending, timeout=0.2 if stop is not None else 1.0)
@@ -301,9 +457,7 @@ def run_on_ray(store: Store, config: RunConfig, space: SearchSpace,
             if on_progress:
                 on_progress(count_individuals(store))
     except KeyboardInterrupt:
-        for a in actors:
-            a.stop.remote()
-        raise
+        raise _stop_actors(ray, store, config, actors, pending, runs, grace, logs) from None
     except ray.exceptions.RayTaskError as exc:
         logs.collect(wait=5.0)  # what the actors logged before the error
         _abandon(ray, actors, pending)

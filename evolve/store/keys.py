@@ -8,6 +8,7 @@
     selections/<s>-<attempt>.json              a later attempt's (parent, loser) for step s
     adoptions/<s>-<index>.json                 adopter <index> took over lapsed step s
     heartbeats/<s>[-<adoption>].json           the holder of step s is alive
+    heartbeats/<s>[-<adoption>].released.json  that holder gave step s up: adopt it now
     individuals/<s>.json                       step s's child: genome, fitness, provenance
     weights/<s>[-<nonce>].safetensors          its weights (one name per trainer)
     deaths/<s>.json                            the tombstone of individual s
@@ -18,6 +19,7 @@
                                                what a run measured after the search (evolve.final.final_model)
     results/finalize/<stage>.json, results/finalize/<stage>-<i>-<nonce>.safetensors
                                                evolve finalize's stages (evolve.final.finalize)
+    damaged/<key>                              a record that did not parse, moved aside by `evolve check --repair`
 
 Step numbers are zero-padded to ``PAD`` digits, so the lexical order of keys is the numeric
 order of steps. The store itself knows none of this; it only refuses malformed keys.
@@ -99,6 +101,23 @@ def adoption_key(step: int, index: int) -> str:
 def heartbeat_key(step: int, adoption: int = -1) -> str:
     """The claimant's (``adoption`` -1) or adopter ``adoption``'s heartbeat for ``step``."""
     return _key("heartbeats", step, "" if adoption < 0 else f"-{adoption:03d}")
+
+
+def release_key(step: int, adoption: int = -1) -> str:
+    """``heartbeats/<s>[-<adoption>].released.json``: that holder gave step s up (stopped, or its record was
+    moved aside by a repair): observers adopt it without waiting out the lease."""
+    return _key("heartbeats", step, ("" if adoption < 0 else f"-{adoption:03d}") + ".released")
+
+
+_RELEASE = re.compile(r"(\d+)(?:-(\d+))?\.released\.json")
+
+
+def release_of(key: str) -> tuple[int, int] | None:
+    """(step, adoption) of a ``release_key`` (-1: the claimant's); None for any other name."""
+    match = _RELEASE.fullmatch(key.rsplit("/", 1)[-1])
+    if match is None:
+        return None
+    return int(match.group(1)), -1 if match.group(2) is None else int(match.group(2))
 
 
 def generation_key(generation: int) -> str:
