@@ -46,6 +46,7 @@ from evolve.store.backend import Store, StoreError
 from evolve.store.check import check_store
 from evolve.store.keys import individual_key, record_key_of_final
 from evolve.store.records import Individual, parse
+from evolve.store.repair import repair
 from evolve.store.snapshot import Snapshot, status
 from evolve.training.datasets import DataError
 from evolve.training.fitness import FunctionEvaluator, import_fitness, name_of
@@ -339,6 +340,11 @@ class Run:
 
         config = load_run(self.store)[0]
         return check_store(self.store, config.population, total_steps(config))
+
+    def repair(self, damaged: list[str] | None = None) -> Any:
+        """Move the records that do not parse (``damaged``: as ``check().damaged`` lists them) aside, into
+        ``damaged/``, so that a resume runs their steps again (``evolve.store.repair``); the report."""
+        return repair(self.store, self.check().damaged if damaged is None else damaged)
 
     def individuals(self) -> Any:
         """Every individual as a pandas DataFrame, the columns of ``evolve export`` (one row each)."""

@@ -241,6 +241,50 @@ def test_damaged_record_is_reported_by_check_and_skipped_by_views(finished, tmp_
     assert snapshot(store) == before, "a read-only command changed the store"
 
 
+def test_a_truncated_record_is_refused_by_resume_then_repaired_and_run_again(finished, tmp_path):
+    """Damage is refused or repaired, never skipped: resume exits 2 naming the record; `check --repair` moves
+    it aside (and rebuilds a damaged tombstone from its killer's records); the resume then runs the step
+    again, at once (no lease to wait), to the exact count, with the same child, and check is clean."""
+    import shutil
+
+    store = tmp_path / "damaged"
+    shutil.copytree(finished, store)
+    snap = Snapshot.read(Store.open(str(store)))
+    parents = {p for r in snap.individuals.values() for p in r.get("parents") or []}
+    victim = min(s for s in snap.deaths if s in parents and s >= 6)  # a dead child with children of its own
+    dead = max(snap.deaths)
+    for key in (f"individuals/{victim:012d}.json", f"deaths/{dead:012d}.json"):
+        data = (store / key).read_bytes()
+        (store / key).write_bytes(data[: len(data) // 2])
+
+    one_line_error(invoke("resume", store, "--executor", "local"), f"{store}: record individuals/{victim:012d}"
+                          ".json is unreadable (not JSON", "and 1 more", f"`evolve check --repair {store}`")
+    result = invoke("status", store)
+    assert result.exit_code == 0 and "15/16 individuals" in result.output and "2 unreadable records" in result.output
+
+    result = invoke("check", store, "--repair")
+    assert result.exit_code == 0, result.output + result.stderr
+    assert f"moved individuals/{victim:012d}.json to damaged/individuals/{victim:012d}.json" in result.stderr
+    assert f"wrote deaths/{dead:012d}.json again" in result.stderr and f"step {victim} will run again" in result.stderr
+    assert (store / "damaged" / "deaths" / f"{dead:012d}.json").exists(), "nothing is deleted"
+    assert json.loads((store / "deaths" / f"{dead:012d}.json").read_text())["killed_at_step"] == \
+        snap.deaths[dead]["killed_at_step"]
+
+    import time
+
+    started = time.monotonic()
+    result = invoke("resume", store, "--executor", "local")
+    assert result.exit_code == 0, result.output + result.stderr
+    assert time.monotonic() - started < 30, "the repaired step waited out a lease"
+    assert "16/16 individuals, 6 live" in result.output
+    result = invoke("check", store)
+    assert result.exit_code == 0 and "ok (finished)" in result.output, result.output + result.stderr
+    again = json.loads((store / "individuals" / f"{victim:012d}.json").read_text())
+    original = snap.individuals[victim]
+    assert again["adopted"] and (again["genome"], again["fitness"]) == (original["genome"], original["fitness"])
+    assert invoke("check", store, "--repair").output.strip().endswith("nothing to repair: every record parses")
+
+
 def test_damaged_run_json_is_one_line(finished, tmp_path):
     import shutil
 

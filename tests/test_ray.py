@@ -149,7 +149,8 @@ def test_a_torn_record_then_resume_under_ray_is_one_line_and_exit_2(tmp_path, lo
     result = CliRunner().invoke(app, ["resume", str(tmp_path / "run"), "--steps", "16", "--executor", "ray"])
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert result.exit_code == 2, result.output + result.stderr
-    assert len(lines) == 1 and lines[0].startswith("error: corrupt record 'individuals/"), result.stderr
+    assert len(lines) == 1 and lines[0].startswith(f"error: {tmp_path / 'run'}: record individuals/"), result.stderr
+    assert "check --repair" in lines[0]
 
 
 def test_worker_log_lines_reach_the_driver_and_the_log_file(tmp_path, local_ray):

@@ -18,7 +18,8 @@ from evolve.final.final_model import describe_final
 from evolve.runner.launch import USER_ERRORS
 from evolve.runner.logsetup import configure, unconfigure
 from evolve.runner.stopping import Interrupted, received
-from evolve.store.backend import Store
+from evolve.store.backend import Store, StoreError
+from evolve.store.repair import refusal
 from evolve.store.snapshot import Snapshot
 from evolve.views.parquet import ExportError
 from evolve.views.tensorboard import ViewError
@@ -293,7 +294,8 @@ def print_summary(run: Any) -> None:
     if run.views is not None:
         err.print(f"tensorboard: {run.views.line()}", highlight=False)
     config = run.config
-    warn_unreadable(Snapshot.read(run.store).unreadable)
+    if unreadable := Snapshot.read(run.store).unreadable:  # damaged during the run: nothing after it can be trusted
+        raise StoreError(refusal(run.url, unreadable))
     info = run.status()
     out.print(f"run at {run.url}: {info['done']}/{info['total']} individuals, {info['live']} live, "
               f"{info['failed']} failed")

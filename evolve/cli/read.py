@@ -48,7 +48,9 @@ def status(store: Annotated[str, typer.Argument(help="Store URL.")], storage_opt
     out.print(f"{info['done']}/{info['total']} individuals ({info['in_flight']} in flight), {info['live']} live, "
               f"best {fitness_text(info['best_fitness'])}, median {fitness_text(info['median_fitness'])}, "
               f"{info['failed']} failed, {info['adopted']} adopted"
-              + (f", {info['steps_per_hour']:.0f} steps/h" if info['steps_per_hour'] else ""))
+              + (f", {info['steps_per_hour']:.0f} steps/h" if info['steps_per_hour'] else "")
+              + (f", {info['unreadable']} unreadable record{'s' if info['unreadable'] > 1 else ''} (evolve check "
+                 "--repair)" if info["unreadable"] else ""))
     _print_finalized(info["finalize"])
     table = Table("worker", "steps", "adopted", "train s")
     for name, row in sorted(info["workers"].items()):
@@ -133,11 +135,16 @@ def lineage(
 @app.command()
 @guard
 def check(store: Annotated[str, typer.Argument(help="Store URL.")], storage_options_: StorageOptions = None,
-          as_json: AsJson = False) -> None:
+          as_json: AsJson = False,
+          repair: Annotated[bool, typer.Option("--repair", help="Move records that do not parse aside, into "
+                                               "damaged/ (never deleting), so that their steps run again on "
+                                               "`evolve resume`; say what moved.")] = False) -> None:
     """Verify the store's invariants; exit 1 on any violation."""
     from evolve.api import open as open_run
 
     run = open_run(store, storage_options(storage_options_))
+    if repair:
+        return _repair(run)
     report = run.check()
     if as_json:
         print_json("check", {"store": run.url, "ok": report.ok, "finished": report.finished,
@@ -151,3 +158,19 @@ def check(store: Annotated[str, typer.Argument(help="Store URL.")], storage_opti
                   + (" (finished)" if report.finished else ""))
     if not report.ok:
         raise typer.Exit(1)
+
+
+def _repair(run: Any) -> None:
+    """`evolve check --repair`: what moved, then what a resume will do; exit 1 if something could not be repaired."""
+    damaged = run.check().damaged
+    if not damaged:
+        out.print(f"{run.url}: nothing to repair: every record parses")
+        return
+    report = run.repair(damaged)
+    for line in report.lines():
+        err.print(line, highlight=False)
+    if report.left:
+        fail(f"{len(report.left)} of {len(damaged)} damaged records could not be repaired (above)", code=1)
+    then = f"; `evolve resume {run.url}` runs them again, and `evolve check` is clean after it" if report.rerun else ""
+    out.print(f"{run.url}: repaired {len(damaged)} damaged record{'s' if len(damaged) > 1 else ''}{then}",
+              highlight=False)

@@ -27,6 +27,8 @@ from evolve.store.doctor import require_healthy
 from evolve.store.keys import PAD, RUN_KEY, claim_key, extension_key, release_of, step_of
 from evolve.store.marks import backfill_log
 from evolve.store.records import SCHEMA
+from evolve.store.repair import refusal
+from evolve.store.snapshot import Snapshot
 from evolve.training.files import DataError
 from evolve.training.tabular import table_of
 from genomes import GenomeError, SearchSpace
@@ -70,6 +72,8 @@ def _open_run(config: RunConfig, resume: bool, overrides: dict[str, Any] | None,
             store.create_json(extension_key(merged.steps), {"steps": merged.steps, "created_at": time.time()})
         if is_table(merged.fitness):  # refused here, before any worker starts, if it moved or changed
             table_of(merged)
+        if unreadable := Snapshot.read(store).unreadable:  # its step would count as done, and nothing read it
+            raise StoreError(refusal(store.url, unreadable))
         backfill_log(store)
         return store, merged, space
     if resume:

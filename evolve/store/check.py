@@ -5,7 +5,10 @@
 3. live = N - steps in flight; after a clean stop, live = N;
 4. a finished run has exactly N + steps individuals, none beyond;
 5. every log mark (what workers select from) agrees with the record it was derived from;
-6. every ``evolve finalize`` record parses and its weights are there.
+6. every record of what was measured after the search parses; ``evolve finalize``'s name weights that are there.
+
+``CheckReport.damaged`` lists the records that do not parse, for ``evolve check --repair``
+(``evolve.store.repair``).
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ class CheckReport:
     in_flight: int = 0
     deaths: int = 0
     violations: list[str] = field(default_factory=list)
+    damaged: list[str] = field(default_factory=list)  # the keys of records that do not parse (`check --repair`)
 
     @property
     def ok(self) -> bool:
@@ -58,6 +62,7 @@ def _read_all(store: Store, prefix: str, report: CheckReport,
             report.violations.append(f"{key}: does not parse ({exc.reason})")
         except RecordError as exc:
             report.violations.append(f"{key}: malformed ({exc})")
+        report.damaged.append(key)
         if unreadable is not None:
             unreadable.add(step_of(key))
     return records
@@ -113,19 +118,31 @@ def check_store(store: Store, population: int, total_steps: int) -> CheckReport:
         if step >= total_steps:
             v.append(f"claim {step}: beyond the run's {total_steps} steps")
     _check_marks(store, individuals, deaths, unreadable, v)
-    _check_finalize(store, v)
+    _check_results(store, report)
     return report
 
 
-def _check_finalize(store: Store, v: list[str]) -> None:
-    """``evolve finalize``'s records: each parses and every weight file it names is there."""
-    for key in store.list_keys(FINALIZE_PREFIX):
+def _check_results(store: Store, report: CheckReport) -> None:
+    """What was measured after the search (``results/``: the best's test, final models, LeNet-5, ``evolve
+    finalize``'s stages): each record parses, and every weight file a finalize record names is there."""
+    v = report.violations
+    for key in store.list_keys("results/"):
         if not key.endswith(".json"):
             continue
         try:
             record = store.read_json(key) or {}
+            model = model_for(key)
+            if model is not None:
+                parse(model, record)
         except CorruptRecord as exc:
             v.append(f"{key}: does not parse ({exc.reason})")
+            report.damaged.append(key)
+            continue
+        except RecordError as exc:
+            v.append(f"{key}: malformed ({exc})")
+            report.damaged.append(key)
+            continue
+        if not key.startswith(FINALIZE_PREFIX):
             continue
         for info in record.get("weights") or []:
             name = info.get("key") if isinstance(info, dict) else info

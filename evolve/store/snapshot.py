@@ -145,4 +145,5 @@ def status(snapshot: Snapshot, population: int, total_steps: int) -> dict[str, A
         "adopted": sum(1 for r in ind.values() if r.get("adopted")),
         "steps_per_hour": (len(times) - 1) / hours if hours else None,
         "workers": per_worker,
+        "unreadable": len(snapshot.unreadable),  # records skipped: `evolve check --repair` moves them aside
     }
