@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import builtins
 import dataclasses
+import logging
 import re
 import threading
 from collections.abc import Callable
@@ -38,6 +39,7 @@ from evolve.final.final_model import compute_seconds, lineage_batches, measured_
 from evolve.final.finalize import Plan, finalize
 from evolve.final.table import stage_rows
 from evolve.final.table import table as results_table
+from evolve.runner.drivers import Announcement, Driver
 from evolve.runner.launch import open_run, run_in_process, run_on_ray
 from evolve.runner.presets import missing_dataset, resolve
 from evolve.runner.record import load_run, total_steps
@@ -56,6 +58,8 @@ from evolve.views.parquet import table as parquet_table
 from genomes import genome_from_json
 
 __all__ = ["Run", "configure", "open", "resume", "run"]
+
+log = logging.getLogger("evolve.api")
 
 EXECUTORS = ("ray", "local")
 
@@ -188,6 +192,7 @@ class Run:
         self._ended = threading.Event()
         self._error: BaseException | None = None
         self.views: Any = None  # with a logdir: the last sync's report (evolve.views.tensorboard.SyncReport)
+        self.others: list[Driver] = []  # other drivers running the store when this one started
         self.unreadable: list[tuple[str, str]] = []  # records the last read skipped: (key, reason)
 
     @property
@@ -206,6 +211,11 @@ class Run:
 
     def _start(self, executor: str, wait: bool, logdir: str | None, on_progress: Callable[[int], None] | None,
                on_start: Callable[[Run], None] | None, grace: float = GRACE_SECONDS) -> Run:
+        announcement = Announcement(self.store)
+        self.others = announcement.open()  # another driver on the store: this one joins it (evolve.runner.drivers)
+        if self.others:
+            log.info("another driver is running %s (%s): this one joins it as %d more workers", self.url,
+                        self.others[0].line(), self.config.workers)
         if on_start is not None:
             on_start(self)
         runner = run_on_ray if executor == "ray" else run_in_process
@@ -228,10 +238,12 @@ class Run:
 
         def target() -> None:
             try:
-                runner(self.store, self.config, space, on_progress=progress, stop=self._stop, grace=grace, **options)
+                runner(self.store, self.config, space, on_progress=progress, stop=self._stop, grace=grace,
+                       joined=bool(self.others), **options)
             except BaseException as exc:  # noqa: BLE001 - raised again by wait()
                 self._error = exc
             finally:
+                announcement.close()
                 if live:
                     self.views = live.close()
                 self._ended.set()
@@ -407,16 +419,17 @@ class Run:
             fh.write(save(load(data), metadata=meta))
         return meta
 
-    def result(self, reference: bool = True) -> dict[str, Any] | None:
+    def result(self, reference: bool = True, on_wait: Callable[[str], None] | None = None) -> dict[str, Any] | None:
         """What ``evolve run`` prints at the end: the best's validation and test accuracy, parameters,
         FLOPs, its final training, the compute spent, and (``reference``) LeNet-5 on the same split.
         Computed once (the best's test, the final training, LeNet-5) and kept in the store; None
-        before the run has finished."""
+        before the run has finished. Another process (a second driver) computing one of these is waited for,
+        not repeated; ``on_wait`` is told so in one line."""
 
         config = load_run(self.store)[0]
         if self.status()["done"] < total_steps(config):
             return None
-        return summary(self.store, config, reference=reference)
+        return summary(self.store, config, reference=reference, on_wait=on_wait)
 
     def finalize(self, *, on_stage: Callable[[str, bool], None] | None = None, executor: str = "local",
                  **plan: Any) -> list[dict[str, Any]]:

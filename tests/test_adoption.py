@@ -295,3 +295,38 @@ def test_a_step_given_up_by_its_holder_is_adopted_by_another_worker_without_a_le
     worker = Worker(store, config, space, worker_id="finisher")
     assert worker.run_step(step, adoption=1) is True
     assert check_store(store, config.population, total_steps(config)).ok
+
+
+def test_a_stage_after_the_search_is_computed_once_and_taken_over_when_its_claimant_is_gone(tmp_path):
+    """evolve.final.once: a second caller waits for the claimant's record instead of computing it again; a
+    claimant whose process is gone (this machine) is taken over at once, a quiet one elsewhere after a lease."""
+    from evolve.engine.liveness import machine_id
+    from evolve.final.once import claim_key, once
+    from evolve.store.backend import Store
+
+    store = Store.open(str(tmp_path / "s"), create=True)
+    computed = []
+
+    def compute(name):
+        def run():
+            computed.append(name)
+            store.create_json(f"results/{name}.json", {"by": name})
+            return store.read_json(f"results/{name}.json")
+        return run
+
+    store.create_json(claim_key("a", 0), {"machine": machine_id(), "pid": _dead_pid(), "created_at": time.time()})
+    waited = []
+    assert once(store, "a", "results/a.json", compute("a"), 60.0, waited.append)["by"] == "a"
+    assert computed == ["a"] and len(waited) == 1 and store.exists(claim_key("a", 1))
+
+    store.create_json(claim_key("b", 0), {"machine": "elsewhere", "pid": 1, "created_at": time.time()})
+    started = time.monotonic()
+    assert once(store, "b", "results/b.json", compute("b"), LEASE, None)["by"] == "b"
+    assert time.monotonic() - started >= LEASE and computed == ["a", "b"]
+
+    store.create_json(claim_key("c", 0), {"machine": "elsewhere", "pid": 1, "created_at": time.time()})
+    timer = threading.Timer(LEASE / 2, lambda: store.create_json("results/c.json", {"by": "the claimant"}))
+    timer.start()
+    assert once(store, "c", "results/c.json", compute("c"), 60.0, None)["by"] == "the claimant"
+    assert computed == ["a", "b"], "a stage its claimant finished was computed again"
+    assert once(store, "c", "results/c.json", compute("c"), 60.0, None)["by"] == "the claimant"

@@ -212,17 +212,51 @@ def test_sigterm_under_ray_exits_143_with_one_line_and_a_lost_worker_is_one_line
     os.kill(pid, signal.SIGKILL)
     wait_until(lambda: log_file.exists() and "died holding" in log_file.read_text(), "the lost worker's line", (proc,),
                timeout=60)
+    # a worker process given SIGTERM (its node is going away) gives its step up (grace 0 here) and says so
+    wait_until(lambda: any(s != step for s in holders(st)), "a step held by a worker", (proc,), timeout=60)
+    termed = min(s for s in holders(st) if s != step)
+    os.kill(st.read_json(claim_key(termed))["pid"], signal.SIGTERM)
+    wait_until(lambda: f"got SIGTERM and gave up step {termed}:" in log_file.read_text(), "the SIGTERMed worker's line",
+               (proc,), timeout=60)
     signal_when(proc, store, count(store) + 4, signal.SIGTERM, timeout=120)
     out, err = proc.communicate(timeout=90)
     assert proc.returncode == 143, f"exit {proc.returncode}\n{out}\n{err}"
-    lost = [line for line in err.splitlines() if "died holding" in line]
-    assert len(lost) == 1 and f"pid {pid}) died holding step {step} " in lost[0], err
+    lost = [line for line in err.splitlines() if "died holding" in line or "got SIGTERM" in line]
+    assert len(lost) == 2 and f"pid {pid}) died holding step {step} " in lost[0], err
+    assert f"got SIGTERM and gave up step {termed}: taken over at once" in lost[1], err
     assert "OOM" not in err and "raylet" not in err, err
     assert "OOM killer" in log_file.read_text(), "Ray's own note belongs in the log file"
-    line = the_one_line(err.replace(lost[0], ""))
+    line = the_one_line("\n".join(line for line in err.splitlines() if line not in lost))
     assert line.startswith("stopped by SIGTERM: ") and f"`evolve resume {store}`" in line
     assert_consistent_mid_run(store, population, steps)
     resume_in_process(store, population, steps)
+    assert_finished_and_clean(store, population, steps)
+
+
+def test_a_second_driver_is_announced_joins_and_the_stages_after_the_search_run_once(tmp_path):
+    """Two `evolve run` on one store: the second names the first (host, pid, since) and joins it; the run is
+    exact, and each stage after the search (the best's final training, LeNet-5) has one claim and one record:
+    the reference is trained once, by the driver that claimed it, and both drivers print the same figures."""
+    population, steps = 4, 24
+    config, store = write_config(tmp_path, fitness="train", dataset="digits", steps=steps, population=population,
+                                 workers=1, final_batches=40, train={"batches": 20, "batch_size": 32},
+                                 lease_seconds=60.0)
+    first = evolve("run", "--executor", "local", "--config", config)
+    wait_until(lambda: count(store) >= 2, "the first driver's first individuals", (first,), timeout=120)
+    second = evolve("run", "--executor", "local", "--config", config)
+    outs = [p.communicate(timeout=300) for p in (first, second)]
+    assert [p.returncode for p in (first, second)] == [0, 0], outs
+    notice = [line for line in outs[1][1].splitlines() if line.startswith("another driver")]
+    assert len(notice) == 1 and f"pid {first.pid}, since " in notice[0] and "joins it" in notice[0], outs[1][1]
+    assert not [line for line in outs[0][1].splitlines() if line.startswith("another driver")]
+    claims = sorted(p.name for p in (store / "results" / "claims").glob("*.json") if ".beat" not in p.name)
+    stages = {name.split("-")[0].removesuffix(".json") for name in claims}
+    assert {"lenet5", "final"} <= stages and all("-1" not in name.removeprefix("final-") for name in claims), claims
+    lenet = json.loads((store / "results" / "lenet5.json").read_text())
+    claim = json.loads((store / "results" / "claims" / "lenet5.json").read_text())
+    assert lenet["pid"] == claim["pid"] in (first.pid, second.pid)
+    reference = [[line for line in out.splitlines() if line.startswith("reference: LeNet-5")] for out, _ in outs]
+    assert reference[0] == reference[1] and len(reference[0]) == 1, outs
     assert_finished_and_clean(store, population, steps)
 
 

@@ -270,6 +270,10 @@ class RunProgress:
             err.print(f"store {run.url}: {config.genome} genomes, {config.selection} selection, population "
                       f"{config.population}, {config.steps} steps, {config.workers} workers, "
                       + (f"dataset {config.dataset}" if config.fitness == "train" else f"fitness {config.fitness}"))
+        for other in run.others[:1]:
+            err.print(f"another driver is running {run.url} ({other.line()}): this one joins it as "
+                      f"{config.workers} more worker{'s' if config.workers > 1 else ''} (steps and the stages after "
+                      "the search are claimed, so none is done twice)", highlight=False)
         self.total = run.total
         if err.is_terminal:
             bar = self.stack.enter_context(Progress(TextColumn("[bold]evolving"), BarColumn(), MofNCompleteColumn(),
@@ -306,7 +310,7 @@ def print_summary(run: Any) -> None:
         further = (f", training {start} {config.final_batches:,} batches on {config.final_data}"
                    if config.final_batches else "")
         err.print(f"testing the best{further} and LeNet-5 on the same split for reference ...", highlight=False)
-    result = run.result()
+    result = run.result(on_wait=lambda line: err.print(line, highlight=False))
     if result is None:
         return
     flops = f", {result['flops'] / 1e6:.2f} MFLOPs" if result.get("flops") else ""

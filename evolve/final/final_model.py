@@ -14,11 +14,15 @@ next look redoes only what is missing) and every view sees the same figures.
 
 from __future__ import annotations
 
+import os
+import socket
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 from evolve.config import RunConfig
+from evolve.final.once import once, waiting_line
 from evolve.seeding import derive_seed
 from evolve.store.backend import Store
 from evolve.store.keys import LENET_KEY, record_key_of_final, record_key_of_tested, weights_key_of_final
@@ -73,43 +77,73 @@ def _trained_model(store: Store, record: dict[str, Any], data: Any) -> Any:
     return model.to(data.device)
 
 
-def measured_test_accuracy(store: Store, config: RunConfig, record: dict[str, Any], data: Any = None) -> float | None:
-    """The individual's test accuracy: from its record, from an earlier look, or measured now and kept."""
+def measured_test_accuracy(store: Store, config: RunConfig, record: dict[str, Any], data: Any = None,
+                           on_wait: Waiting = None) -> float | None:
+    """The individual's test accuracy: from its record, from an earlier look, or measured now and kept
+    (once, whatever the number of drivers: ``evolve.final.once``)."""
     if record.get("test_accuracy") is not None:
         return float(record["test_accuracy"])
     step = record["step"]
-    kept = store.read_json(record_key_of_tested(step))
+    key = record_key_of_tested(step)
+    kept = store.read_json(key)
     if kept is not None:
         return float(kept["test_accuracy"])
-    from evolve.training.train import Trainer
-
-    data = data or run_data(config)
-    model = _trained_model(store, record, data)
-    if model is None:
+    if not record.get("weights") or not store.exists(record["weights"]["key"]):
         return None
-    accuracy = Trainer(data, config.train, data.device, max_params=10**12).accuracy(model, data.x_test, data.y_test)
-    store.create_json(record_key_of_tested(step), {"step": step, "test_accuracy": accuracy, "created_at": time.time()})
-    kept = store.read_json(record_key_of_tested(step))
-    return float(kept["test_accuracy"]) if kept else accuracy
+
+    def measure() -> dict[str, Any]:
+        from evolve.training.train import Trainer
+
+        splits = data or run_data(config)
+        model = _trained_model(store, record, splits)
+        if model is None:  # deleted meanwhile: nothing to measure, nothing to keep
+            return {"step": step, "test_accuracy": None}
+        trainer = Trainer(splits, config.train, splits.device, max_params=10**12)
+        result = {"step": step, "test_accuracy": trainer.accuracy(model, splits.x_test, splits.y_test),
+                  "created_at": time.time()}
+        store.create_json(key, result)
+        return store.read_json(key) or result
+
+    waiting = _told(on_wait, f"the test accuracy of individual {step}")
+    accuracy = once(store, f"tested-{step}", key, measure, config.lease_seconds, waiting)["test_accuracy"]
+    return None if accuracy is None else float(accuracy)
 
 
-def final_model(store: Store, config: RunConfig, record: dict[str, Any], data: Any = None) -> dict[str, Any] | None:
-    """The best's final training (``final_batches``, ``final_from``, ``final_data``); kept in the store."""
+Waiting = Callable[[str], None] | None
+"""Told one line when another driver computes what a call needs (``evolve.final.once``)."""
+
+
+def _told(on_wait: Waiting, what: str) -> Callable[[dict[str, Any]], None] | None:
+    return None if on_wait is None else (lambda holder: on_wait(waiting_line(what, holder)))
+
+
+def final_model(store: Store, config: RunConfig, record: dict[str, Any], data: Any = None,
+                on_wait: Waiting = None) -> dict[str, Any] | None:
+    """The best's final training (``final_batches``, ``final_from``, ``final_data``); kept in the store, and
+    trained once whatever the number of drivers (``evolve.final.once``)."""
     step = record["step"]
     kept = store.read_json(record_key_of_final(step))
     if kept is not None or config.final_batches == 0:
         return kept
-    import hashlib
-
-    from evolve.training.train import weights_to_bytes
-
-    data = data or run_data(config)
-    seed = derive_seed(config.seed, "final", step)
     weights = None
     if config.final_from == "weights":
         weights = store.read_bytes(record["weights"]["key"]) if record.get("weights") else None
         if weights is None:
             return None
+    return once(store, f"final-{step}", record_key_of_final(step),
+                lambda: _train_final_model(store, config, record, data, weights), config.lease_seconds,
+                _told(on_wait, f"the final training of individual {step}"))
+
+
+def _train_final_model(store: Store, config: RunConfig, record: dict[str, Any], data: Any,
+                       weights: bytes | None) -> dict[str, Any]:
+    import hashlib
+
+    from evolve.training.train import weights_to_bytes
+
+    step = record["step"]
+    data = data or run_data(config)
+    seed = derive_seed(config.seed, "final", step)
     model = final_start(genome_from_json(record["genome"]), config, data, seed, weights)
     result: dict[str, Any] = {"step": step, **train_final(model, config, data, seed), "created_at": time.time()}
     weights = None
@@ -190,22 +224,29 @@ def describe_final(final: dict[str, Any]) -> str:
             f"{', '.join(scores) or 'not measured'}")
 
 
-def lenet_reference(store: Store, config: RunConfig, data: Any = None) -> dict[str, Any]:
-    """LeNet-5 trained with the recipe of ``evolve.training.lenet`` on the run's split; computed once per store."""
+def lenet_reference(store: Store, config: RunConfig, data: Any = None, on_wait: Waiting = None) -> dict[str, Any]:
+    """LeNet-5 trained with the recipe of ``evolve.training.lenet`` on the run's split; computed once per store,
+    whatever the number of drivers (``evolve.final.once``)."""
     kept = store.read_json(LENET_KEY)
     if kept is not None:
         return kept
-    from evolve.training.lenet import recipe_for, train_lenet
 
-    data = data or run_data(config)
-    result = train_lenet(data, config.seed, recipe_for(config.train, data.input_shape[0], device=str(data.device)))
-    result["dataset"] = config.dataset
-    store.create_json(LENET_KEY, result)
-    return store.read_json(LENET_KEY) or result
+    def train() -> dict[str, Any]:
+        from evolve.training.lenet import recipe_for, train_lenet
+
+        splits = data or run_data(config)
+        result = train_lenet(splits, config.seed, recipe_for(config.train, splits.input_shape[0],
+                                                             device=str(splits.device)))
+        result.update(dataset=config.dataset, host=socket.gethostname(), pid=os.getpid())
+        store.create_json(LENET_KEY, result)
+        return store.read_json(LENET_KEY) or result
+
+    return once(store, "lenet5", LENET_KEY, train, config.lease_seconds, _told(on_wait, "the LeNet-5 reference"))
 
 
-def summary(store: Store, config: RunConfig, reference: bool = True) -> dict[str, Any] | None:
-    """The best individual as found, with its test accuracy, size, lineage training and the run's compute."""
+def summary(store: Store, config: RunConfig, reference: bool = True, on_wait: Waiting = None) -> dict[str, Any] | None:
+    """The best individual as found, with its test accuracy, size, lineage training and the run's compute.
+    ``on_wait``: told one line when another driver computes one of the stages (it is waited for)."""
     snapshot = Snapshot.read(store)
     best = snapshot.best()
     if best is None:
@@ -213,14 +254,14 @@ def summary(store: Store, config: RunConfig, reference: bool = True) -> dict[str
     data = run_data(config) if config.fitness == "train" else None
     metrics = best.get("metrics") or {}
     initial = [r for s, r in snapshot.individuals.items() if s < config.population]
-    final = final_model(store, config, best, data) if data is not None else None
+    final = final_model(store, config, best, data, on_wait) if data is not None else None
     return {
         "step": best["step"], "fitness": best.get("fitness"), "val_accuracy": best.get("val_accuracy"),
-        "test_accuracy": measured_test_accuracy(store, config, best, data) if data is not None else None,
+        "test_accuracy": measured_test_accuracy(store, config, best, data, on_wait) if data is not None else None,
         "params": metrics.get("params"), "flops": metrics.get("flops"),
         "lineage_batches": lineage_batches(snapshot, best["step"]),
         "initial_best_val": max((r["fitness"] for r in initial), default=None),
         "individuals": len(snapshot.individuals), "compute_seconds": compute_seconds(snapshot),
         "genome": best["genome"], "final": final,
-        "lenet5": lenet_reference(store, config, data) if reference and data is not None else None,
+        "lenet5": lenet_reference(store, config, data, on_wait) if reference and data is not None else None,
     }

@@ -131,16 +131,17 @@ def count_individuals(store: Store) -> int:
 def run_in_process(store: Store, config: RunConfig, space: SearchSpace,
                    on_progress: Callable[[int], None] | None = None,
                    stop: threading.Event | None = None, evaluator: Any = None,
-                   grace: float = GRACE_SECONDS) -> list[dict[str, Any]]:
+                   grace: float = GRACE_SECONDS, joined: bool = False) -> list[dict[str, Any]]:
     """Run ``config.workers`` workers as threads of this process (tests, debugging, a GPU box without Ray).
 
     Setting ``stop`` asks every worker to finish its step and return (the run stays resumable).
     ``evaluator``: shared by the workers instead of the one the config names (``evolve.training.fitness``:
     a function given in-process). Interrupted (Ctrl-C, SIGTERM, SIGHUP: ``evolve.runner.stopping``), the
     workers' steps may finish within ``grace`` seconds; those still training are given up, and
-    ``Interrupted`` is raised."""
+    ``Interrupted`` is raised. ``joined``: another driver runs the store too (``evolve.runner.drivers``): its
+    workers hold the lanes, so these claim at random."""
     workers = [Worker(store, config, space, worker_id=f"local-{i}-{os.getpid()}", slot=f"local-{i}",
-                      evaluator=evaluator, rank=i) for i in range(config.workers)]
+                      evaluator=evaluator, rank=None if joined else i) for i in range(config.workers)]
     results: list[dict[str, Any]] = [{} for _ in workers]
     errors: list[BaseException] = []
 
@@ -419,11 +420,13 @@ def init_ray(config: RunConfig) -> Any:
 
 def run_on_ray(store: Store, config: RunConfig, space: SearchSpace,
                on_progress: Callable[[int], None] | None = None,
-               stop: threading.Event | None = None, grace: float = GRACE_SECONDS) -> list[dict[str, Any]]:
+               stop: threading.Event | None = None, grace: float = GRACE_SECONDS,
+               joined: bool = False) -> list[dict[str, Any]]:
     """Run the workers as Ray actors that restart when they die (they need nothing but the store).
 
     Setting ``stop`` asks every actor to finish its step and return (the run stays resumable).
-    Interrupted (Ctrl-C, SIGTERM, SIGHUP), as ``run_in_process``: steps may finish within ``grace``.
+    Interrupted (Ctrl-C, SIGTERM, SIGHUP), as ``run_in_process``: steps may finish within ``grace``;
+    ``joined`` as there.
     The actors' log lines at the level the ``evolve`` logger has here are collected every
     ``LOG_POLL_SECONDS`` and logged here (``evolve.runner.logsetup``)."""
     ray = init_ray(config)
@@ -433,7 +436,8 @@ def run_on_ray(store: Store, config: RunConfig, space: SearchSpace,
         max_restarts=-1, max_task_retries=-1, max_concurrency=2,
     )
     level = logging.getLogger("evolve").getEffectiveLevel()
-    actors = [actor_cls.remote(store, config, space, f"ray-{i}", level, i, grace) for i in range(config.workers)]
+    actors = [actor_cls.remote(store, config, space, f"ray-{i}", level, None if joined else i, grace)
+              for i in range(config.workers)]
     pending = [a.run.remote() for a in actors]
     runs = dict(zip(pending, actors))
     _report_lost_workers(ray, store)
