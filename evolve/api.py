@@ -39,7 +39,7 @@ from evolve.final.final_model import compute_seconds, lineage_batches, measured_
 from evolve.final.finalize import Plan, finalize
 from evolve.final.table import stage_rows
 from evolve.final.table import table as results_table
-from evolve.runner.drivers import Announcement, Driver
+from evolve.runner.drivers import Announcement, Driver, others
 from evolve.runner.launch import open_run, run_in_process, run_on_ray
 from evolve.runner.presets import missing_dataset, resolve
 from evolve.runner.record import load_run, total_steps
@@ -213,9 +213,18 @@ class Run:
                on_start: Callable[[Run], None] | None, grace: float = GRACE_SECONDS) -> Run:
         announcement = Announcement(self.store)
         self.others = announcement.open()  # another driver on the store: this one joins it (evolve.runner.drivers)
+        try:
+            return self._launch(executor, wait, logdir, on_progress, on_start, grace, announcement)
+        except BaseException:
+            if not self.running:  # nothing started, or it ended: its thread closed it, or nobody will
+                announcement.close()
+            raise
+
+    def _launch(self, executor: str, wait: bool, logdir: str | None, on_progress: Callable[[int], None] | None,
+                on_start: Callable[[Run], None] | None, grace: float, announcement: Announcement) -> Run:
         if self.others:
             log.info("another driver is running %s (%s): this one joins it as %d more workers", self.url,
-                        self.others[0].line(), self.config.workers)
+                     self.others[0].line(), self.config.workers)
         if on_start is not None:
             on_start(self)
         runner = run_on_ray if executor == "ray" else run_in_process
@@ -356,6 +365,10 @@ class Run:
     def repair(self, damaged: list[str] | None = None) -> Any:
         """Move the records that do not parse (``damaged``: as ``check().damaged`` lists them) aside, into
         ``damaged/``, so that a resume runs their steps again (``evolve.store.repair``); the report."""
+        running = others(self.store)
+        if running:  # its workers' views would keep the moved steps as done, and a tombstone could race a kill
+            raise StoreError(f"{self.url}: a driver is running this store ({running[0].line()}); stop it before "
+                             "repairing, then resume")
         return repair(self.store, self.check().damaged if damaged is None else damaged)
 
     def individuals(self) -> Any:

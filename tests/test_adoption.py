@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import threading
@@ -319,6 +320,10 @@ def test_a_stage_after_the_search_is_computed_once_and_taken_over_when_its_claim
     assert once(store, "a", "results/a.json", compute("a"), 60.0, waited.append)["by"] == "a"
     assert computed == ["a"] and len(waited) == 1 and store.exists(claim_key("a", 1))
 
+    store.create_json(claim_key("own", 0), {"machine": machine_id(), "pid": os.getpid(), "created_at": time.time()})
+    assert once(store, "own", "results/own.json", compute("own"), 60.0, None)["by"] == "own"  # an earlier try of ours
+    computed.remove("own")
+
     store.create_json(claim_key("b", 0), {"machine": "elsewhere", "pid": 1, "created_at": time.time()})
     started = time.monotonic()
     assert once(store, "b", "results/b.json", compute("b"), LEASE, None)["by"] == "b"
@@ -330,3 +335,17 @@ def test_a_stage_after_the_search_is_computed_once_and_taken_over_when_its_claim
     assert once(store, "c", "results/c.json", compute("c"), 60.0, None)["by"] == "the claimant"
     assert computed == ["a", "b"], "a stage its claimant finished was computed again"
     assert once(store, "c", "results/c.json", compute("c"), 60.0, None)["by"] == "the claimant"
+
+
+def test_a_release_by_a_holder_already_taken_over_is_stale_and_the_step_still_lapses(tmp_path):
+    """The claimant gives its step up after adopter 0 took it over (a stalled worker then stopped), and adopter
+    0 dies before its first beat: the stale note must not pin the step as given up by the claimant (each adopt
+    would then find one adoption too many, forever); it is dropped, and the step lapses after a lease."""
+    store, step, b, c = _both_saw_the_claimant_go_quiet(tmp_path)
+    assert b.adopt(step) == 0  # and never beats
+    b.release(step, None, "the claimant, stopped late")  # a note under the claimant's name, after adoption 0
+    c._lapse_checked = float("-inf")
+    assert c.lapsed() == [step] and c.adopt(step) is None  # taken as the claimant's release: one adoption too many
+    assert store.list_keys("heartbeats/") == [], "the stale note stays"
+    _lapse(c, step)
+    assert c.adopt(step) == 1

@@ -262,6 +262,12 @@ def test_a_truncated_record_is_refused_by_resume_then_repaired_and_run_again(fin
     result = invoke("status", store)
     assert result.exit_code == 0 and "15/16 individuals" in result.output and "2 unreadable records" in result.output
 
+    from evolve.runner.drivers import Announcement
+
+    driver = Announcement(Store.open(str(store)))
+    driver.open()
+    one_line_error(invoke("check", store, "--repair"), "a driver is running this store", "stop it before repairing")
+    driver.close()
     result = invoke("check", store, "--repair")
     assert result.exit_code == 0, result.output + result.stderr
     assert f"moved individuals/{victim:012d}.json to damaged/individuals/{victim:012d}.json" in result.stderr

@@ -169,13 +169,19 @@ def guard(fn):
         except USER_ERRORS as exc:
             fail(str(exc))
         except Interrupted as exc:  # a run or resume, stopped by Ctrl-C, SIGTERM or SIGHUP
-            err.print(exc.line(), highlight=False)
+            _say(exc.line())
             raise typer.Exit(exc.exit_code) from None
         except KeyboardInterrupt:
-            err.print("interrupted: `evolve resume STORE` continues the run (a step left in flight is adopted)")
+            _say("interrupted: `evolve resume STORE` continues the run (a step left in flight is adopted)")
             raise typer.Exit(128 + received()) from None
 
     return wrapper
+
+
+def _say(line: str) -> None:
+    """The last line of a stopped run; a terminal closed under it (SIGHUP) takes the line, not the exit code."""
+    with contextlib.suppress(OSError):
+        err.print(line, highlight=False)
 
 
 def views_guard(fn):

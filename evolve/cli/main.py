@@ -156,10 +156,11 @@ def run(
             err.print(f"note: {missing}", highlight=False)
         sys.stdout.write(json.dumps(shown, indent=2) + "\n")
         return
-    with log_to(log_level, log_file), stop_signals(), RunProgress() as progress:
-        run_ = start(config_file=config_file, preset=preset, executor=executor, logdir=logdir,
-                     on_start=progress.start, on_progress=progress.update, grace=grace, **given)
-    print_summary(run_)
+    with log_to(log_level, log_file), stop_signals():  # the stages after the search too: stopped, they resume
+        with RunProgress() as progress:
+            run_ = start(config_file=config_file, preset=preset, executor=executor, logdir=logdir,
+                         on_start=progress.start, on_progress=progress.update, grace=grace, **given)
+        print_summary(run_)
 
 
 @app.command()
@@ -183,10 +184,12 @@ def resume(
 
     given = {"workers": workers, "steps": steps, "address": address}
     overrides = merge_settings({k: v for k, v in given.items() if v is not None}, settings_from(set_))
-    with log_to(log_level, log_file), stop_signals(), RunProgress(announce=False) as progress:
-        run_ = restart(store, storage_options=storage_options(storage_options_), executor=executor, logdir=logdir,
-                       on_start=progress.start, on_progress=progress.update, grace=grace, **overrides)
-    print_summary(run_)
+    with log_to(log_level, log_file), stop_signals():
+        with RunProgress(announce=False) as progress:
+            run_ = restart(store, storage_options=storage_options(storage_options_), executor=executor,
+                           logdir=logdir, on_start=progress.start, on_progress=progress.update, grace=grace,
+                           **overrides)
+        print_summary(run_)
 
 
 @app.command()

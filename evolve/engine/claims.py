@@ -74,6 +74,7 @@ class Claims:
         self._fresh_claims: dict[int, dict[str, Any] | None] = {}  # claimed, not yet settled -> attempt 0 in the claim
         self._lapse_every = self.lease_seconds / 4  # as often as holders beat: each listing sees a live one move
         self._lapse_checked = float("-inf")
+        self._held_since: dict[int, int] = {}  # step -> an adoption known to exist: older releases are stale
 
     def claim_next(self, chooser=None, waits_for: Callable[[int], range] | None = None) -> int | None:
         """Own a fresh step (create-once on its claim), or None when none may start now.
@@ -200,7 +201,8 @@ class Claims:
             adoption, key, token = latest.get(step, (-1, None, None))
             value = (key, token)
             seen = self._beats.get(step)
-            if step in released and released[step] >= adoption:  # no later holder beats: no lease to wait
+            if step in released and released[step] >= max(adoption, self._held_since.get(step, -1)):
+                # the newest holder gave it up: no lease to wait
                 self._beats[step] = _Beat(value, float("-inf"), released[step])
                 out.append(step)
             elif seen is None or seen.value != value:
@@ -219,16 +221,25 @@ class Claims:
         index = len(self.store.list_keys(f"adoptions/{step:0{PAD}d}-"))
         seen = self._beats.get(step)
         if seen is not None and index != seen.adoption + 1:
+            if seen.since == float("-inf"):  # a release by a holder already taken over: stale from now on
+                self._held_since[step] = index - 1
+                self._forget_release(step, seen.adoption)
             self._beats[step] = _Beat(seen.value, time.monotonic(), index - 1)
             return None
         return self._create_adoption(step, index)
+
+    def _forget_release(self, step: int, adoption: int) -> None:
+        try:
+            self.store.delete(release_key(step, adoption))
+        except Exception:  # noqa: BLE001 - a note left behind is ignored by every observer that counted adoptions
+            pass
 
     def _create_adoption(self, step: int, index: int) -> int | None:
         won = self.store.create_json(adoption_key(step, index), {"step": step, "index": index, **self.me.fields(),
                                                                   "created_at": time.time()})
         if won:
             self._beats.pop(step, None)
-            self.store.delete(release_key(step, index - 1))  # the holder before us may have given it up
+            self._forget_release(step, index - 1)  # the holder before us may have given it up
             return index
         return None
 

@@ -28,8 +28,8 @@ from typing import Any
 
 from evolve.engine.liveness import machine_id, process_alive
 from evolve.store.backend import Store
+from evolve.store.keys import STAGE_CLAIMS_PREFIX as CLAIMS_PREFIX
 
-CLAIMS_PREFIX = "results/claims/"
 POLL_SECONDS = 1.0
 
 
@@ -78,8 +78,9 @@ def _wait(store: Store, stage: str, index: int, record_key: str, holder: dict[st
         kept = store.read_json(record_key)
         if kept is not None:
             return kept
-        if holder.get("machine") == machine_id() and not process_alive(int(holder.get("pid", 0))):
-            return None
+        if holder.get("machine") == machine_id() and (int(holder.get("pid", 0)) == os.getpid()
+                                                       or not process_alive(int(holder.get("pid", 0)))):
+            return None  # its process is gone, or it is this one (an earlier try that failed)
         beat = store.read_json(beat_key(stage, index))
         if beat != seen:
             seen, since = beat, time.monotonic()

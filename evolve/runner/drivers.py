@@ -64,6 +64,8 @@ class Announcement:
         return others(self.store, self.id)
 
     def close(self) -> None:
+        if self._done.is_set():
+            return
         self._done.set()
         if self._thread is not None:
             self._thread.join()

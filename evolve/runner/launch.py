@@ -65,6 +65,8 @@ def _open_run(config: RunConfig, resume: bool, overrides: dict[str, Any] | None,
         given = {**(overrides or {}), "store": config.store, "storage_options": config.storage_options}
         merged = build_config(merge_settings(stored.model_dump(), given), "resume")
         check_resume(stored, merged)
+        if unreadable := Snapshot.read(store).unreadable:  # its step would count as done, and nothing read it
+            raise StoreError(refusal(store.url, unreadable))
         if merged.steps < stored.steps:
             raise ConfigError(f"steps: the run at {store.url} has {stored.steps} steps and can only be "
                               f"extended (got {merged.steps})")
@@ -72,8 +74,6 @@ def _open_run(config: RunConfig, resume: bool, overrides: dict[str, Any] | None,
             store.create_json(extension_key(merged.steps), {"steps": merged.steps, "created_at": time.time()})
         if is_table(merged.fitness):  # refused here, before any worker starts, if it moved or changed
             table_of(merged)
-        if unreadable := Snapshot.read(store).unreadable:  # its step would count as done, and nothing read it
-            raise StoreError(refusal(store.url, unreadable))
         backfill_log(store)
         return store, merged, space
     if resume:
@@ -286,9 +286,11 @@ def _stop_actors(ray: Any, store: Store, config: RunConfig, actors: list[Any], p
             _, pending = ray.wait(pending, num_returns=len(pending), timeout=min(left, 0.5))
     reason = f"stopped by {signal_name(stopping.received())}, grace spent"
     released: list[int] = []
-    for ref in [runs[r].release.remote(reason) for r in pending]:
+    asked = [runs[r].release.remote(reason) for r in pending]
+    ready, _ = ray.wait(asked, num_returns=len(asked), timeout=10) if asked else ([], [])
+    for ref in ready:  # all at once: a job manager's SIGKILL follows SIGTERM within seconds
         try:
-            released += ray.get(ref, timeout=10)
+            released += ray.get(ref)
         except Exception:  # noqa: BLE001 - an actor that died meanwhile: its restart or the lease takes it
             pass
     with contextlib.suppress(Exception):

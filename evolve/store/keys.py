@@ -154,6 +154,9 @@ def weights_key_of_final(step: int, nonce: str) -> str:
     return f"results/final/{step:0{PAD}d}-{nonce}.safetensors"
 
 
+STAGE_CLAIMS_PREFIX = "results/claims/"
+"""``results/claims/<stage>[-<j>].json``: who computes a stage after the search (``evolve.final.once``)."""
+
 FINALIZE_PREFIX = "results/finalize/"
 _STAGE = re.compile(r"[a-z][a-z0-9-]*")
 

@@ -8,7 +8,9 @@ deleting), and puts the store back in a state the engine already knows how to fi
 
     individuals/<s>       moved, with step s's done mark and what was measured of it (results/tested,
                           results/final): step s is in flight again, given up (heartbeats/<s>.released),
-                          so `evolve resume` adopts it at once and replays it (same seeds, same child)
+                          so `evolve resume` adopts it at once and replays it: the same genome from the
+                          same seeds, trained from its parent's weights where they are still kept (live,
+                          among the best keep_best, or keep = "all"), else from scratch
     deaths/<d>            moved, and written again from what names d's killer: the child of the step
                           that killed it (its loser, attempt and parent), else that step's kill mark
     claims/<s>            moved, when step s has its child (nobody reads the claim again); a claim of a
@@ -28,7 +30,9 @@ from typing import Any
 
 from evolve.store.backend import CorruptRecord, Store
 from evolve.store.keys import (
+    LENET_KEY,
     PAD,
+    STAGE_CLAIMS_PREFIX,
     log_folder,
     parse_mark,
     record_key_of_final,
@@ -94,7 +98,8 @@ def repair(store: Store, damaged: list[str], dry_run: bool = False) -> RepairRep
             continue  # repaired meanwhile, or gone
         if key.startswith("individuals/"):
             step = step_of(key)
-            moves = [key, *_done_marks(store, step), record_key_of_tested(step), record_key_of_final(step)]
+            moves = [key, *_done_marks(store, step), record_key_of_tested(step), record_key_of_final(step),
+                     *_stage_claims(store, f"tested-{step}"), *_stage_claims(store, f"final-{step}")]
             for k in moves:
                 if store.exists(k) and not dry_run:
                     report.moved.append((k, _move_aside(store, k)))
@@ -120,7 +125,8 @@ def repair(store: Store, damaged: list[str], dry_run: bool = False) -> RepairRep
                 report.left.append((key, "its step is in flight and its claim holds the step's selection; restore "
                                          "it from a backup, or start the run again"))
         elif key.startswith("results/"):
-            report.moved.append((key, DAMAGED_PREFIX + key if dry_run else _move_aside(store, key)))
+            for k in [key, *_stage_claims(store, _stage_of(key))]:  # claimed: the next look computes it again at once
+                report.moved.append((k, DAMAGED_PREFIX + k if dry_run else _move_aside(store, k)))
         else:
             report.left.append((key, "the run cannot be rebuilt without it; restore it from a backup"))
     report.rerun.sort()
@@ -142,6 +148,24 @@ def _move_aside(store: Store, key: str) -> str:
         target, n = f"{DAMAGED_PREFIX}{key}.{n}", n + 1
     store.delete(key)
     return target
+
+
+def _stage_of(key: str) -> str | None:
+    """The stage name ``evolve.final.once`` claims a ``results/`` record under (None: not claimed there)."""
+    if key == LENET_KEY:
+        return "lenet5"
+    for kind in ("tested", "final"):
+        if key.startswith(f"results/{kind}/") and key.endswith(".json"):
+            return f"{kind}-{step_of(key)}"
+    return None
+
+
+def _stage_claims(store: Store, stage: str | None) -> list[str]:
+    """The claims (and beats) of ``stage``: moved with its record, so that nobody waits for a holder long gone."""
+    if stage is None:
+        return []
+    return [k for k in store.list_keys(f"{STAGE_CLAIMS_PREFIX}{stage}")
+            if k.removeprefix(STAGE_CLAIMS_PREFIX)[len(stage)] in ".-"]
 
 
 def _done_marks(store: Store, step: int) -> list[str]:

@@ -53,10 +53,10 @@ def read_records(store: Store, keys: Iterable[str], threads: int = 8,
 
 def best_step(candidates: Iterable[tuple[int, float | None]]) -> int | None:
     """The best-individual rule, the one every reader uses: the highest fitness, and of equals the
-    earliest step; ``candidates`` are (step, fitness) pairs, a None fitness never wins."""
+    earliest step; ``candidates`` are (step, fitness) pairs, a None or NaN fitness never wins."""
     best: tuple[float, int] | None = None
     for step, fitness in candidates:
-        if fitness is not None and (best is None or (fitness, -step) > best):
+        if fitness is not None and fitness == fitness and (best is None or (fitness, -step) > best):
             best = (fitness, -step)
     return None if best is None else -best[1]
 
