@@ -261,6 +261,8 @@ def test_a_truncated_record_is_refused_by_resume_then_repaired_and_run_again(fin
                           ".json is unreadable (not JSON", "and 1 more", f"`evolve check --repair {store}`")
     result = invoke("status", store)
     assert result.exit_code == 0 and "15/16 individuals" in result.output and "2 unreadable records" in result.output
+    result = invoke("best", store)
+    assert result.exit_code == 0 and "2 unreadable records skipped (evolve check --repair)" in result.output
 
     from evolve.runner.drivers import Announcement
 

@@ -77,7 +77,7 @@ def best(
     if "test_error" in card and not as_json:
         err.print(f"test accuracy not measured: {card['test_error']}", highlight=False)
     if as_json:
-        print_json("best", {"store": run.url, **card})
+        print_json("best", {"store": run.url, **card, "unreadable": len(run.unreadable)})
     else:
         flops = f", {card['flops'] / 1e6:.2f} MFLOPs" if card.get("flops") else ""
         out.print(f"individual {card['step']} ({'live' if card['alive'] else 'dead'}): validation "
@@ -89,6 +89,9 @@ def best(
             out.print(describe_final(card["final"]), highlight=False)
         _print_finalized(card.get("finalize") or [])
         out.print(card["genome_summary"], highlight=False)
+        if run.unreadable:
+            out.print(f"{len(run.unreadable)} unreadable record{'s' if len(run.unreadable) > 1 else ''} skipped "
+                      "(evolve check --repair)", highlight=False)
         if genome:
             out.print_json(json.dumps(card["genome"]))
     if export:
