@@ -217,6 +217,9 @@ class RunConfig(BaseModel):
                                                       "reads: the training split, or the training and validation "
                                                       "splits together once validation has chosen the architecture "
                                                       "(the final model's validation accuracy is then not measured)")
+    reference: bool = Field(True, description="after the search, LeNet-5 trained with a practitioner's recipe on "
+                            "the same split, for reference (a minute or so of one core on the demo's data); false: "
+                            "skipped")
     workers: int = Field(2, ge=1)
     gpus_per_worker: float = Field(0.0, ge=0.0)
     cpus_per_worker: float = Field(1.0, gt=0.0)
@@ -340,7 +343,7 @@ def _check_table(fitness: str, genome: str) -> None:
 
 RESUMABLE_FIELDS = {
     "store", "storage_options", "workers", "gpus_per_worker", "cpus_per_worker", "address",
-    "lease_seconds", "refresh_seconds", "steps", "keep", "keep_best",
+    "lease_seconds", "refresh_seconds", "steps", "keep", "keep_best", "reference",
 }
 
 

@@ -135,6 +135,19 @@ def test_python_dash_m_runs_the_cli():
     assert json.loads(proc.stdout)
 
 
+def test_no_reference_skips_lenet5_and_a_resume_can_ask_for_it(tmp_path):
+    config = tmp_path / "tiny.toml"
+    config.write_text('population = 3\nsteps = 2\nworkers = 1\ndataset = "digits"\n'
+                      "final_batches = 0\n[train]\nbatches = 3\nbatch_size = 32\neval_batch_size = 500\n")
+    store = tmp_path / "run"
+    result = invoke("run", "--executor", "local", "--config", config, "--store", store, "--no-reference")
+    assert result.exit_code == 0, result.output + result.stderr
+    assert "LeNet-5" not in result.output + result.stderr and not (store / "results" / "lenet5.json").exists()
+    result = invoke("resume", store, "--executor", "local", "--reference")
+    assert result.exit_code == 0, result.output + result.stderr
+    assert "reference: LeNet-5" in result.output and (store / "results" / "lenet5.json").exists()
+
+
 # -- stores that are not there ---------------------------------------------------------------------
 
 @pytest.mark.parametrize("command", ["status", "check", "best", "lineage", "gc"])

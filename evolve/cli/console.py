@@ -315,8 +315,9 @@ def print_summary(run: Any) -> None:
         start = "its architecture from scratch" if config.final_from == "scratch" else "it from its weights"
         further = (f", training {start} {config.final_batches:,} batches on {config.final_data}"
                    if config.final_batches else "")
-        err.print(f"testing the best{further} and LeNet-5 on the same split for reference ...", highlight=False)
-    result = run.result(on_wait=lambda line: err.print(line, highlight=False))
+        reference = " and LeNet-5 on the same split for reference" if config.reference else ""
+        err.print(f"testing the best{further}{reference} ...", highlight=False)
+    result = run.result(reference=config.reference, on_wait=lambda line: err.print(line, highlight=False))
     if result is None:
         return
     flops = f", {result['flops'] / 1e6:.2f} MFLOPs" if result.get("flops") else ""

@@ -49,6 +49,8 @@ HPARAM_HELP = ("NAME=SPEC, a hyperparameter gene every individual carries: NAME=
                "float), NAME=0..0.5 (a float), NAME=16..128/16 (ints in steps), NAME=sgd,adam (a choice); "
                "repeatable. The built-in trainer reads optimizer, learning_rate, momentum, weight_decay, "
                "batch_size, label_smoothing, dropout, activation, init, batches, augment, shift.")
+REFERENCE_HELP = ("After the search, train LeNet-5 on the same split for reference (the default; about a minute "
+                  "of one core on the demo), or not.")
 SET_HELP = ("KEY=VALUE for any config field, dotted for nested ones (train.batches=300, keep=all); "
             "repeatable; checked like the config file.")
 
@@ -136,13 +138,14 @@ def run(
     log_level: Annotated[str, typer.Option(help=LOG_LEVEL_HELP)] = "warning",
     log_file: Annotated[Optional[str], typer.Option(help=LOG_FILE_HELP)] = None,
     grace: Annotated[float, typer.Option(min=0.0, help=GRACE_HELP)] = GRACE_SECONDS,
+    reference: Annotated[Optional[bool], typer.Option("--reference/--no-reference", help=REFERENCE_HELP)] = None,
 ) -> None:
     """Start (or continue) an evolution run; with no options, a small demo on the embedded dataset."""
     from evolve.api import run as start
 
     given = {"store": store, "genome": genome, "selection": selection, "population": population,
              "workers": workers, "steps": steps, "dataset": dataset, "seed": seed, "fitness": fitness,
-             "address": address, "gpus_per_worker": gpus_per_worker,
+             "address": address, "gpus_per_worker": gpus_per_worker, "reference": reference,
              "storage_options": storage_options(storage_options_) or None}
     given = merge_settings({k: v for k, v in given.items() if v is not None}, settings_from(set_))
     if hparam:
@@ -178,11 +181,12 @@ def resume(
     log_level: Annotated[str, typer.Option(help=LOG_LEVEL_HELP)] = "warning",
     log_file: Annotated[Optional[str], typer.Option(help=LOG_FILE_HELP)] = None,
     grace: Annotated[float, typer.Option(min=0.0, help=GRACE_HELP)] = GRACE_SECONDS,
+    reference: Annotated[Optional[bool], typer.Option("--reference/--no-reference", help=REFERENCE_HELP)] = None,
 ) -> None:
     """Continue a stopped or killed run from its store; steps in flight are adopted."""
     from evolve.api import resume as restart
 
-    given = {"workers": workers, "steps": steps, "address": address}
+    given = {"workers": workers, "steps": steps, "address": address, "reference": reference}
     overrides = merge_settings({k: v for k, v in given.items() if v is not None}, settings_from(set_))
     with log_to(log_level, log_file), stop_signals():
         with RunProgress(announce=False) as progress:
