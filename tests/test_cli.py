@@ -116,6 +116,10 @@ def test_run_status_lineage_best_check_gc_on_a_tiny_real_run(tmp_path):
     assert invoke("check", store).exit_code == 0
     result = invoke("best", store, "--export", tmp_path / "again.safetensors")  # the best is still live
     assert result.exit_code == 0, result.output + result.stderr
+    for bad in (tmp_path / "missing" / "b.safetensors", tmp_path):  # a folder that is not there; a folder
+        one_line_error(invoke("best", store, "--export", bad), "--export", f"cannot write {bad}")
+    line = one_line_error(invoke("export", store, tmp_path / "missing" / "t.parquet"), str(tmp_path / "missing"))
+    assert ".tmp-" not in line
 
 
 @pytest.mark.parametrize("kind", ["dna", "gcnn"])
@@ -146,6 +150,13 @@ def test_no_reference_skips_lenet5_and_a_resume_can_ask_for_it(tmp_path):
     result = invoke("resume", store, "--executor", "local", "--reference")
     assert result.exit_code == 0, result.output + result.stderr
     assert "reference: LeNet-5" in result.output and (store / "results" / "lenet5.json").exists()
+
+
+def test_version():
+    from importlib.metadata import version
+
+    result = invoke("--version")
+    assert result.exit_code == 0 and result.output.strip() == f"evolve {version('evolve')}"
 
 
 # -- stores that are not there ---------------------------------------------------------------------
@@ -264,8 +275,10 @@ def test_a_truncated_record_is_refused_by_resume_then_repaired_and_run_again(fin
     shutil.copytree(finished, store)
     snap = Snapshot.read(Store.open(str(store)))
     parents = {p for r in snap.individuals.values() for p in r.get("parents") or []}
-    victim = min(s for s in snap.deaths if s in parents and s >= 6)  # a dead child with children of its own
-    dead = max(snap.deaths)
+    children = [s for s in sorted(snap.individuals) if s >= 6]  # a dead child with children of its own, if any
+    victim = next((s for s in children if s in snap.deaths and s in parents), next(s for s in children if s in parents
+                                                                                   or s in snap.deaths))
+    dead = max(s for s in snap.deaths if s != victim)
     for key in (f"individuals/{victim:012d}.json", f"deaths/{dead:012d}.json"):
         data = (store / key).read_bytes()
         (store / key).write_bytes(data[: len(data) // 2])

@@ -25,6 +25,9 @@ from evolve.views.parquet import ExportError
 from evolve.views.tensorboard import ViewError
 from genomes import genome_from_json
 
+ABORTS = tuple({getattr(sys.modules[typer.BadParameter.__module__], "Abort", typer.Abort), typer.Abort})
+"""click's Abort, and typer's own where typer carries its own click (0.29)."""
+
 
 class OneLineErrors(typer.core.TyperGroup):
     """A bad option or argument (a choice not offered, a missing store) gets one line, as every other
@@ -48,7 +51,7 @@ class OneLineErrors(typer.core.TyperGroup):
         except click.ClickException as exc:
             err.print(f"[bold red]error:[/] {escape(exc.format_message())}", highlight=False)
             sys.exit(exc.exit_code)
-        except click.Abort:
+        except ABORTS:
             err.print("aborted")
             sys.exit(1)
         sys.exit(code if isinstance(code, int) else 0)
@@ -57,6 +60,24 @@ class OneLineErrors(typer.core.TyperGroup):
 app = typer.Typer(cls=OneLineErrors, add_completion=False, no_args_is_help=True, help="Evolve neural architectures.")
 genome_app = typer.Typer(cls=OneLineErrors, no_args_is_help=True, help="Inspect the genomes that evolve.")
 app.add_typer(genome_app, name="genome")
+
+
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            number = version("evolve")
+        except PackageNotFoundError:  # run from a checkout that is not installed
+            number = "unknown (not installed)"
+        typer.echo(f"evolve {number}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                                   help="Print evolve's version and exit.")] = False) -> None:
+    """Evolve neural architectures."""
 
 # soft_wrap: a message stays one line however narrow the terminal (or a pipe's 80 columns)
 out = Console(soft_wrap=True)
@@ -172,7 +193,7 @@ def guard(fn):
             _say(exc.line())
             raise typer.Exit(exc.exit_code) from None
         except KeyboardInterrupt:
-            _say("interrupted: `evolve resume STORE` continues the run (a step left in flight is adopted)")
+            _say("interrupted: what was recorded stays; the same command continues from there")
             raise typer.Exit(128 + received()) from None
 
     return wrapper

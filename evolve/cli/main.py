@@ -36,7 +36,7 @@ from evolve.cli.console import (
 from evolve.config import ConfigError, merge_settings
 from evolve.runner.presets import missing_dataset, required_dataset
 from evolve.runner.record import load_run
-from evolve.runner.stopping import GRACE_SECONDS, stop_signals
+from evolve.runner.stopping import GRACE_SECONDS, Interrupted, received, stop_signals
 from evolve.store.backend import Store
 from evolve.store.doctor import doctor as run_doctor
 from evolve.store.sweep import collect
@@ -163,7 +163,7 @@ def run(
         with RunProgress() as progress:
             run_ = start(config_file=config_file, preset=preset, executor=executor, logdir=logdir,
                          on_start=progress.start, on_progress=progress.update, grace=grace, **given)
-        print_summary(run_)
+        summarise(run_, grace)
 
 
 @app.command()
@@ -193,7 +193,16 @@ def resume(
             run_ = restart(store, storage_options=storage_options(storage_options_), executor=executor,
                            logdir=logdir, on_start=progress.start, on_progress=progress.update, grace=grace,
                            **overrides)
+        summarise(run_, grace)
+
+
+def summarise(run_, grace: float) -> None:
+    """``print_summary``; stopped meanwhile (Ctrl-C, SIGTERM, SIGHUP), one line naming the store to resume."""
+    try:
         print_summary(run_)
+    except KeyboardInterrupt:
+        done = run_.status()["done"]
+        raise Interrupted(run_.url, done, run_.total, [], received(), grace) from None
 
 
 @app.command()

@@ -95,7 +95,10 @@ def best(
         if genome:
             out.print_json(json.dumps(card["genome"]))
     if export:
-        run.save_weights(export)
+        try:
+            run.save_weights(export)
+        except OSError as exc:
+            fail(f"--export: cannot write {export}: {exc.strerror or exc}")
         if not as_json:
             out.print(f"wrote {export}")
 

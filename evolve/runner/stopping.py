@@ -44,6 +44,9 @@ class Interrupted(KeyboardInterrupt):
     def line(self) -> str:
         """The one line a user reads: what was done, and the command that resumes."""
         how = "interrupted (Ctrl-C)" if self.signum == signal.SIGINT else f"stopped by {signal.Signals(self.signum).name}"
+        if self.done >= self.total and not self.released:  # in what comes after the search
+            return (f"{how} after the search ({self.done}/{self.total} individuals): `evolve resume {self.url}` "
+                    "finishes what comes after it (the best's test, its final training, the reference)")
         steps = ", ".join(map(str, self.released))
         gave = (f"; step{'s' if len(self.released) > 1 else ''} {steps} still training after the {self.grace:g} s "
                 "grace given up (adopted at once)" if self.released else "")

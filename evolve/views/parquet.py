@@ -181,14 +181,17 @@ def export_parquet(store: Store, path: str, threads: int = 8, compression: str =
     unreadable: list[tuple[str, str]] = []
     data = table(store, threads, unreadable)
     path = os.path.abspath(os.path.expanduser(os.fspath(path)))
-    tmp = os.path.join(os.path.dirname(path), f".tmp-{uuid.uuid4().hex}.parquet")
+    folder = os.path.dirname(path)
+    if not os.path.isdir(folder):
+        raise ExportError(f"cannot write {path}: folder {folder} does not exist")
+    tmp = os.path.join(folder, f".tmp-{uuid.uuid4().hex}.parquet")
     try:
         pq.write_table(data, tmp, compression=compression)
         os.replace(tmp, path)
     except OSError as exc:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
-        raise ExportError(f"cannot write {path}: {exc.strerror or exc}") from exc
+        raise ExportError(f"cannot write {path}: {exc.strerror or str(exc).replace(tmp, path)}") from exc
     return ExportReport(path=path, rows=data.num_rows, alive=pc.sum(data.column("alive")).as_py() or 0,
                         bytes=os.path.getsize(path), seconds=time.perf_counter() - started, unreadable=unreadable)
 
