@@ -7,6 +7,7 @@ import json
 import math
 import sys
 import time
+from collections.abc import Callable
 from typing import Annotated, Any, Optional
 
 import typer
@@ -226,8 +227,8 @@ class LogProgress:
     rich draws its bar only on a terminal; without one a long cluster run would stay silent.
     """
 
-    def __init__(self, total: int, every: float = 30.0) -> None:
-        self.total, self.every = total, every
+    def __init__(self, total: int, every: float = 30.0, label: str = "evolving", unit: str = "individuals") -> None:
+        self.total, self.every, self.label, self.unit = total, every, label, unit
         self.started = self.last = time.monotonic()
         self.first: int | None = None
 
@@ -241,7 +242,7 @@ class LogProgress:
         elapsed = now - self.started
         rate = (done - self.first) / elapsed if elapsed > 0 else 0.0
         eta = f", about {_duration((self.total - done) / rate)} left" if rate > 0 and done < self.total else ""
-        err.print(f"evolving: {done}/{self.total} individuals ({100 * done / max(self.total, 1):.0f}%), "
+        err.print(f"{self.label}: {done:,}/{self.total:,} {self.unit} ({100 * done / max(self.total, 1):.0f}%), "
                   f"{_duration(elapsed)} elapsed{eta}", highlight=False)
 
 
@@ -285,6 +286,8 @@ class RunProgress:
         self.stack = contextlib.ExitStack()
         self.show: Any = None
         self.total = 0
+        self._started = time.monotonic()
+        self.seconds: float | None = None  # the search's wall time, once it ended
 
     def __enter__(self) -> RunProgress:
         return self
@@ -318,9 +321,53 @@ class RunProgress:
         if kind is None and self.show is not None:
             self.show(self.total, force=True)
         self.stack.close()
+        self.seconds = time.monotonic() - self.started
+
+    @property
+    def started(self) -> float:
+        return self._started
 
 
-def print_summary(run: Any) -> None:
+class StageProgress:
+    """Each training after the search as it goes: a bar on a terminal (batches, rate, time left), else a
+    plain line every 30 s and at the end (``Run.result``'s ``on_stage``)."""
+
+    def __call__(self, what: str, batches: int) -> Callable[[int], None]:
+        if not err.is_terminal:
+            err.print(f"{what}: {batches:,} batches ...", highlight=False)
+            plain, ended = LogProgress(batches, label=what, unit="batches"), []
+
+            def update_plain(done: int) -> None:
+                if not ended:
+                    plain.update(done, force=done >= batches)
+                    if done >= batches:
+                        ended.append(done)
+
+            return update_plain
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TaskProgressColumn,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
+
+        bar = Progress(TextColumn(f"[bold]{escape(what)}"), BarColumn(), MofNCompleteColumn(), TaskProgressColumn(),
+                       TimeElapsedColumn(), TimeRemainingColumn(), console=err, transient=False)
+        task = bar.add_task(what, total=batches)
+        bar.start()
+
+        def update(done: int) -> None:
+            bar.update(task, completed=done)
+            if done >= batches and bar.live.is_started:
+                bar.stop()
+
+        return update
+
+
+def print_summary(run: Any, search_seconds: float | None = None) -> None:
 
     if run.views is not None:
         err.print(f"tensorboard: {run.views.line()}", highlight=False)
@@ -338,15 +385,20 @@ def print_summary(run: Any) -> None:
                    if config.final_batches else "")
         reference = " and LeNet-5 on the same split for reference" if config.reference else ""
         err.print(f"testing the best{further}{reference} ...", highlight=False)
-    result = run.result(reference=config.reference, on_wait=lambda line: err.print(line, highlight=False))
+    after = time.monotonic()
+    result = run.result(reference=config.reference, on_wait=lambda line: err.print(line, highlight=False),
+                        on_stage=StageProgress())
     if result is None:
         return
+    took = f" (the search: {_duration(search_seconds)})" if search_seconds else ""
+    after_line = f"after the search: {_duration(time.monotonic() - after)}{took}"
     flops = f", {result['flops'] / 1e6:.2f} MFLOPs" if result.get("flops") else ""
     if is_table(config.fitness):  # looked up, never trained: the table's figure is the result
         out.print(f"best individual {result['step']}: {result['fitness']:g} in {config.fitness}, "
                   f"{result['params'] or 0:,} parameters{flops}", highlight=False)
         out.print(genome_from_json_line(result["genome"]), highlight=False)
         out.print(f"the run looked up {result['individuals']} individuals", highlight=False)
+        err.print(after_line, highlight=False)
         return
     out.print(f"best individual {result['step']}: validation {pct(result['val_accuracy'])}, "
               f"test {pct(result['test_accuracy'])}, {result['params'] or 0:,} parameters{flops}", highlight=False)
@@ -368,6 +420,7 @@ def print_summary(run: Any) -> None:
         out.print(f"reference: LeNet-5 (batch norm, one-cycle SGD, shifts; {lenet['batches']:,} batches, "
                   f"{lenet['train_seconds']:.0f} s) on the same split: validation {pct(lenet['val_accuracy'])}, "
                   f"test {pct(lenet['test_accuracy'])}, {lenet['params']:,} parameters", highlight=False)
+    err.print(after_line, highlight=False)
 
 
 def genome_from_json_line(data: dict) -> str:

@@ -163,7 +163,7 @@ def run(
         with RunProgress() as progress:
             run_ = start(config_file=config_file, preset=preset, executor=executor, logdir=logdir,
                          on_start=progress.start, on_progress=progress.update, grace=grace, **given)
-        summarise(run_, grace)
+        summarise(run_, grace, progress.seconds)
 
 
 @app.command()
@@ -193,13 +193,13 @@ def resume(
             run_ = restart(store, storage_options=storage_options(storage_options_), executor=executor,
                            logdir=logdir, on_start=progress.start, on_progress=progress.update, grace=grace,
                            **overrides)
-        summarise(run_, grace)
+        summarise(run_, grace, progress.seconds)
 
 
-def summarise(run_, grace: float) -> None:
+def summarise(run_, grace: float, search_seconds: float | None = None) -> None:
     """``print_summary``; stopped meanwhile (Ctrl-C, SIGTERM, SIGHUP), one line naming the store to resume."""
     try:
-        print_summary(run_)
+        print_summary(run_, search_seconds)
     except KeyboardInterrupt:
         done = run_.status()["done"]
         raise Interrupted(run_.url, done, run_.total, [], received(), grace) from None

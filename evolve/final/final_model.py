@@ -14,11 +14,13 @@ next look redoes only what is missing) and every view sees the same figures.
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import socket
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from evolve.config import RunConfig
@@ -112,13 +114,33 @@ def measured_test_accuracy(store: Store, config: RunConfig, record: dict[str, An
 Waiting = Callable[[str], None] | None
 """Told one line when another driver computes what a call needs (``evolve.final.once``)."""
 
+Stages = Callable[[str, int], Callable[[int], None]] | None
+"""Told of each training after the search as it starts, (what, batches); returns what is told the batches
+done as it goes (``Trainer.fit``'s ``on_batches``)."""
+
+log = logging.getLogger("evolve.final")
+
+
+@contextlib.contextmanager
+def _stage(what: str, batches: int, on_stage: Stages) -> Iterator[Callable[[int], None] | None]:
+    """One training after the search: on the cores free now (``evolve.training.threads``), logged as it starts
+    and ends, its batches told to ``on_stage``'s updater."""
+    from evolve.training.threads import free_cores, torch_threads
+
+    threads = free_cores()
+    log.info("%s: %s batches on %d torch thread%s", what, f"{batches:,}", threads, "s" if threads > 1 else "")
+    started = time.perf_counter()
+    with torch_threads(threads):
+        yield on_stage(what, batches) if on_stage is not None else None
+    log.info("%s: done in %.0f s", what, time.perf_counter() - started)
+
 
 def _told(on_wait: Waiting, what: str) -> Callable[[dict[str, Any]], None] | None:
     return None if on_wait is None else (lambda holder: on_wait(waiting_line(what, holder)))
 
 
 def final_model(store: Store, config: RunConfig, record: dict[str, Any], data: Any = None,
-                on_wait: Waiting = None) -> dict[str, Any] | None:
+                on_wait: Waiting = None, on_stage: Stages = None) -> dict[str, Any] | None:
     """The best's final training (``final_batches``, ``final_from``, ``final_data``); kept in the store, and
     trained once whatever the number of drivers (``evolve.final.once``)."""
     step = record["step"]
@@ -131,12 +153,12 @@ def final_model(store: Store, config: RunConfig, record: dict[str, Any], data: A
         if weights is None:
             return None
     return once(store, f"final-{step}", record_key_of_final(step),
-                lambda: _train_final_model(store, config, record, data, weights), config.lease_seconds,
+                lambda: _train_final_model(store, config, record, data, weights, on_stage), config.lease_seconds,
                 _told(on_wait, f"the final training of individual {step}"))
 
 
 def _train_final_model(store: Store, config: RunConfig, record: dict[str, Any], data: Any,
-                       weights: bytes | None) -> dict[str, Any]:
+                       weights: bytes | None, on_stage: Stages = None) -> dict[str, Any]:
     import hashlib
 
     from evolve.training.train import weights_to_bytes
@@ -144,8 +166,10 @@ def _train_final_model(store: Store, config: RunConfig, record: dict[str, Any], 
     step = record["step"]
     data = data or run_data(config)
     seed = derive_seed(config.seed, "final", step)
-    model = final_start(genome_from_json(record["genome"]), config, data, seed, weights)
-    result: dict[str, Any] = {"step": step, **train_final(model, config, data, seed), "created_at": time.time()}
+    with _stage(f"final training of individual {step}", config.final_batches, on_stage) as on_batches:
+        model = final_start(genome_from_json(record["genome"]), config, data, seed, weights)
+        trained = train_final(model, config, data, seed, on_batches)
+    result: dict[str, Any] = {"step": step, **trained, "created_at": time.time()}
     weights = None
     if result["status"] == "ok":
         weights = weights_to_bytes(model)
@@ -195,7 +219,8 @@ def final_splits(config: RunConfig, data: Any) -> Any:
                                y_train=torch.cat([data.y_train, data.y_val]))
 
 
-def train_final(model: Any, config: RunConfig, data: Any, seed: int) -> dict[str, Any]:
+def train_final(model: Any, config: RunConfig, data: Any, seed: int,
+                on_batches: Callable[[int], None] | None = None) -> dict[str, Any]:
     """Train ``model`` in place as the run's final training; the outcome as plain data.
 
     Accuracies are None after a NaN loss; the validation accuracy is None when validation was
@@ -205,7 +230,7 @@ def train_final(model: Any, config: RunConfig, data: Any, seed: int) -> dict[str
 
     recipe = final_recipe(config, data.input_shape[0])
     trainer = Trainer(final_splits(config, data), recipe, data.device, max_params=10**12)
-    fit = trainer.fit(model, recipe.learning_rate, recipe.batches, seed)
+    fit = trainer.fit(model, recipe.learning_rate, recipe.batches, seed, on_batches=on_batches)
     out: dict[str, Any] = {"batches": recipe.batches, "from": config.final_from, "data": config.final_data,
                            "schedule": recipe.schedule, "learning_rate": recipe.learning_rate,
                            "train_seconds": fit.seconds}
@@ -224,7 +249,8 @@ def describe_final(final: dict[str, Any]) -> str:
             f"{', '.join(scores) or 'not measured'}")
 
 
-def lenet_reference(store: Store, config: RunConfig, data: Any = None, on_wait: Waiting = None) -> dict[str, Any]:
+def lenet_reference(store: Store, config: RunConfig, data: Any = None, on_wait: Waiting = None,
+                    on_stage: Stages = None) -> dict[str, Any]:
     """LeNet-5 trained with the recipe of ``evolve.training.lenet`` on the run's split; computed once per store,
     whatever the number of drivers (``evolve.final.once``)."""
     kept = store.read_json(LENET_KEY)
@@ -235,8 +261,9 @@ def lenet_reference(store: Store, config: RunConfig, data: Any = None, on_wait: 
         from evolve.training.lenet import recipe_for, train_lenet
 
         splits = data or run_data(config)
-        result = train_lenet(splits, config.seed, recipe_for(config.train, splits.input_shape[0],
-                                                             device=str(splits.device)))
+        recipe = recipe_for(config.train, splits.input_shape[0], device=str(splits.device))
+        with _stage("LeNet-5 reference", recipe.batches, on_stage) as on_batches:
+            result = train_lenet(splits, config.seed, recipe, on_batches=on_batches)
         result.update(dataset=config.dataset, host=socket.gethostname(), pid=os.getpid())
         store.create_json(LENET_KEY, result)
         return store.read_json(LENET_KEY) or result
@@ -244,9 +271,11 @@ def lenet_reference(store: Store, config: RunConfig, data: Any = None, on_wait: 
     return once(store, "lenet5", LENET_KEY, train, config.lease_seconds, _told(on_wait, "the LeNet-5 reference"))
 
 
-def summary(store: Store, config: RunConfig, reference: bool = True, on_wait: Waiting = None) -> dict[str, Any] | None:
+def summary(store: Store, config: RunConfig, reference: bool = True, on_wait: Waiting = None,
+            on_stage: Stages = None) -> dict[str, Any] | None:
     """The best individual as found, with its test accuracy, size, lineage training and the run's compute.
-    ``on_wait``: told one line when another driver computes one of the stages (it is waited for)."""
+    ``on_wait``: told one line when another driver computes one of the stages (it is waited for);
+    ``on_stage``: told of each training as it starts (``Stages``)."""
     snapshot = Snapshot.read(store)
     best = snapshot.best()
     if best is None:
@@ -254,7 +283,7 @@ def summary(store: Store, config: RunConfig, reference: bool = True, on_wait: Wa
     data = run_data(config) if config.fitness == "train" else None
     metrics = best.get("metrics") or {}
     initial = [r for s, r in snapshot.individuals.items() if s < config.population]
-    final = final_model(store, config, best, data, on_wait) if data is not None else None
+    final = final_model(store, config, best, data, on_wait, on_stage) if data is not None else None
     return {
         "step": best["step"], "fitness": best.get("fitness"), "val_accuracy": best.get("val_accuracy"),
         "test_accuracy": measured_test_accuracy(store, config, best, data, on_wait) if data is not None else None,
@@ -263,5 +292,5 @@ def summary(store: Store, config: RunConfig, reference: bool = True, on_wait: Wa
         "initial_best_val": max((r["fitness"] for r in initial), default=None),
         "individuals": len(snapshot.individuals), "compute_seconds": compute_seconds(snapshot),
         "genome": best["genome"], "final": final,
-        "lenet5": lenet_reference(store, config, data, on_wait) if reference and data is not None else None,
+        "lenet5": lenet_reference(store, config, data, on_wait, on_stage) if reference and data is not None else None,
     }

@@ -31,6 +31,7 @@ from evolve.store.repair import refusal
 from evolve.store.snapshot import Snapshot
 from evolve.training.files import DataError
 from evolve.training.tabular import table_of
+from evolve.training.threads import torch_threads
 from genomes import GenomeError, SearchSpace
 from genomes.hparams import hparams_json
 
@@ -139,7 +140,15 @@ def run_in_process(store: Store, config: RunConfig, space: SearchSpace,
     a function given in-process). Interrupted (Ctrl-C, SIGTERM, SIGHUP: ``evolve.runner.stopping``), the
     workers' steps may finish within ``grace`` seconds; those still training are given up, and
     ``Interrupted`` is raised. ``joined``: another driver runs the store too (``evolve.runner.drivers``): its
-    workers hold the lanes, so these claim at random."""
+    workers hold the lanes, so these claim at random. torch runs on one thread per worker meanwhile
+    (``evolve.training.threads``)."""
+    trains = config.fitness not in ("synthetic",) and not is_table(config.fitness)
+    with torch_threads(1) if trains else contextlib.nullcontext():
+        return _run_threads(store, config, space, on_progress, stop, evaluator, grace, joined)
+
+
+def _run_threads(store: Store, config: RunConfig, space: SearchSpace, on_progress: Callable[[int], None] | None,
+                 stop: threading.Event | None, evaluator: Any, grace: float, joined: bool) -> list[dict[str, Any]]:
     workers = [Worker(store, config, space, worker_id=f"local-{i}-{os.getpid()}", slot=f"local-{i}",
                       evaluator=evaluator, rank=None if joined else i) for i in range(config.workers)]
     results: list[dict[str, Any]] = [{} for _ in workers]

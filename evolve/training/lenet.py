@@ -33,8 +33,10 @@ def recipe_for(train: TrainConfig, channels: int, batches: int = RECIPE.batches,
     return RECIPE.model_copy(update={"augment": kind, "shift": shift, "batches": batches, "device": device})
 
 
-def train_lenet(data: Any, seed: int, config: TrainConfig = RECIPE, device: torch.device | None = None) -> dict[str, Any]:
-    """Train LeNet-5 on ``data`` (a DeviceData) with ``config``; accuracies, size and compute as plain data."""
+def train_lenet(data: Any, seed: int, config: TrainConfig = RECIPE, device: torch.device | None = None,
+                on_batches: Any = None) -> dict[str, Any]:
+    """Train LeNet-5 on ``data`` (a DeviceData) with ``config``; accuracies, size and compute as plain data.
+    ``on_batches``: as ``Trainer.fit`` takes it."""
     from evolve.training.train import Trainer, count_flops
 
     device = device or data.device
@@ -42,7 +44,7 @@ def train_lenet(data: Any, seed: int, config: TrainConfig = RECIPE, device: torc
         torch.manual_seed(seed)
         model = LeNet5(data.input_shape, data.num_classes).to(device)
     trainer = Trainer(data, config, device, max_params=10**12)
-    fit = trainer.fit(model, config.learning_rate, config.batches, seed)
+    fit = trainer.fit(model, config.learning_rate, config.batches, seed, on_batches=on_batches)
     return {
         "model": "lenet5-bn", "seed": seed, "batches": config.batches, "finite": fit.finite,
         "val_accuracy": trainer.accuracy(model, data.x_val, data.y_val),

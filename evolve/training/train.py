@@ -279,11 +279,12 @@ class Trainer:
 
     def fit(self, model: nn.Module, lr: float, batches: int, seed: int,
             loss_fn: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
-            settings: Settings | None = None) -> Fit:
+            settings: Settings | None = None, on_batches: Callable[[int], None] | None = None) -> Fit:
         """Train ``model`` in place for ``batches`` steps under the configured schedule and augmentation.
 
         ``settings``: a child's training as its genes make it (``evolve.training.genes``), else the run's.
-        ``loss_fn(logits, x, y)`` replaces cross-entropy (distillation: ``evolve.final.finalize``)."""
+        ``loss_fn(logits, x, y)`` replaces cross-entropy (distillation: ``evolve.final.finalize``).
+        ``on_batches(done)``: told every 50 batches and at the end (progress of a long training)."""
         splits = self.splits
         settings = settings or settings_for(self.config, {})
         cfg = settings.train
@@ -318,10 +319,15 @@ class Trainer:
             loss.backward()
             optimizer.step()
             finite &= torch.isfinite(loss.detach())
-            if step % 50 == 49 and not bool(finite):
-                break
+            if step % 50 == 49:
+                if on_batches is not None:
+                    on_batches(step + 1)
+                if not bool(finite):
+                    break
         if self.cuda:
             torch.cuda.synchronize(self.device)
+        if on_batches is not None:
+            on_batches(batches)
         final = float(loss.detach())
         return Fit(finite=bool(finite) and math.isfinite(final), loss=final, seconds=time.perf_counter() - start)
 
