@@ -4,7 +4,7 @@
 
     import evolve
 
-    run = evolve.run(store="runs/demo", population=10, steps=40, executor="local")  # returns when done
+    run = evolve.run(store="runs/from-python", population=10, steps=40, executor="local")  # returns when done
     print(run.status())                      # done, live, best fitness, failed, per worker ...
     best = run.best()                        # an evolve.store.records.Individual: step, fitness, genome, ...
     table = run.individuals()                # a pandas DataFrame, one row per individual (the export's columns)
