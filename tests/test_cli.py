@@ -432,7 +432,7 @@ def test_bad_log_options_are_one_line(tmp_path):
     (["run", "--no-such-option"], ["--no-such-option"]),
     (["finalize", "somewhere", "--start", "middle"], ["--start", "'middle'", "scratch"]),
     (["export-model", "somewhere", "out", "--model", "worst"], ["--model", "'worst'"]),
-    (["status"], ["store"]),
+    (["status"], ["STORE"]),
 ])
 def test_every_bad_value_choices_included_is_one_line(tmp_path, args, names):
     one_line_error(invoke(*args), *names)

@@ -26,6 +26,37 @@ from evolve.views.parquet import ExportError
 from evolve.views.tensorboard import ViewError
 from genomes import genome_from_json
 
+
+def _tidy_help(group: Any) -> None:
+    """Help as a user expects it: a flag shows no value (typer 0.29 writes ``--dry-run <bool>``), and an
+    argument reads in capitals, ``STORE``, in the usage line too (it writes ``{store}``)."""
+    for command in [group, *getattr(group, "commands", {}).values()]:
+        if command is not group and hasattr(command, "commands"):
+            _tidy_help(command)
+        if not getattr(command, "_tidy", False) and hasattr(command, "get_help_option"):
+            command._tidy = True
+            command.get_help_option = _flag_help(command.get_help_option)
+        for param in getattr(command, "params", []):
+            if getattr(param, "is_flag", False) and param.metavar is None:
+                param.metavar = ""
+            elif getattr(param, "param_type_name", "") == "argument":
+                if param.metavar is None:
+                    param.metavar = param.name.upper()
+                shown = param.metavar + ("..." if param.nargs != 1 else "")
+                param._usage_display_name = (lambda shown=shown, required=param.required:
+                                             shown if required else f"[{shown}]")
+
+
+def _flag_help(get: Any) -> Any:
+    def get_help_option(ctx: Any) -> Any:
+        option = get(ctx)
+        if option is not None and option.metavar is None:
+            option.metavar = ""
+        return option
+
+    return get_help_option
+
+
 ABORTS = tuple({getattr(sys.modules[typer.BadParameter.__module__], "Abort", typer.Abort), typer.Abort})
 """click's Abort, and typer's own where typer carries its own click (0.29)."""
 
@@ -37,6 +68,7 @@ class OneLineErrors(typer.core.TyperGroup):
     def main(self, args: Any = None, prog_name: str | None = None, complete_var: str | None = None,
              standalone_mode: bool = True, **extra: Any) -> Any:
         click = sys.modules[typer.BadParameter.__module__]  # click's exceptions (typer 0.29 carries its own click)
+        _tidy_help(self)
 
         if not standalone_mode:
             return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)

@@ -33,7 +33,7 @@ from evolve.cli.console import (
     storage_options,
     warn_unreadable,
 )
-from evolve.config import ConfigError, merge_settings
+from evolve.config import ConfigError, RunConfig, merge_settings
 from evolve.runner.presets import missing_dataset, required_dataset
 from evolve.runner.record import load_run
 from evolve.runner.stopping import GRACE_SECONDS, Interrupted, received, stop_signals
@@ -53,6 +53,12 @@ REFERENCE_HELP = ("After the search, train LeNet-5 on the same split for referen
                   "of one core on the demo), or not.")
 SET_HELP = ("KEY=VALUE for any config field, dotted for nested ones (train.batches=300, keep=all); "
             "repeatable; checked like the config file.")
+
+
+def _default(field: str) -> str:
+    """A field's default in an option's help (the option itself defaults to None: the config file or preset
+    may set it)."""
+    return f" (default: {RunConfig.model_fields[field].default}, unless the config or preset sets it)."
 
 
 @genome_app.command("sample")
@@ -112,15 +118,17 @@ def hparams_from(lines: list[str]) -> dict[str, dict]:
 @guard
 def run(
     config_file: Annotated[Optional[str], typer.Option("--config", help="TOML, YAML or JSON config file.")] = None,
-    store: Annotated[Optional[str], typer.Option(help="Store URL (path, file://, s3://, gs://, memory://).")] = None,
+    store: Annotated[Optional[str], typer.Option(help="Store URL (path, file://, s3://, gs://, memory://)" + _default("store"))] = None,
     genome: Annotated[Optional[str], typer.Option(help="dna (Real et al.'s graphs), gcnn (Genetic CNN bitstrings), nb201 (NAS-Bench-201 cells), fixed (one network, genome_options.network, lenet5 by default, whose --hparam genes alone evolve), or package.module:Class (a genome class of your own).")] = None,
     hparam: Annotated[Optional[list[str]], typer.Option("--hparam", help=HPARAM_HELP)] = None,
     selection: Annotated[Optional[Selection], typer.Option(help="random: every child drawn uniformly (gcnn, nb201); generational: Genetic CNN's, gcnn only.")] = None,
-    population: Annotated[Optional[int], typer.Option(help="Population size N.")] = None,
-    workers: Annotated[Optional[int], typer.Option(help="Parallel workers.")] = None,
-    steps: Annotated[Optional[int], typer.Option(help="Children to produce after the initial population.")] = None,
-    dataset: Annotated[Optional[str], typer.Option(help="mnist-mini, digits, or cifar10:/cifar100:/mnist:/parquet: URL.")] = None,
-    seed: Annotated[Optional[int], typer.Option(help="Run seed.")] = None,
+    population: Annotated[Optional[int], typer.Option(help="Population size N" + _default("population"))] = None,
+    workers: Annotated[Optional[int], typer.Option(help="Parallel workers" + _default("workers"))] = None,
+    steps: Annotated[Optional[int], typer.Option(help="Children to produce after the initial population"
+                                                 + _default("steps"))] = None,
+    dataset: Annotated[Optional[str], typer.Option(help="mnist-mini, digits, or cifar10:/cifar100:/mnist:/parquet: URL"
+                                                   + _default("dataset"))] = None,
+    seed: Annotated[Optional[int], typer.Option(help="Run seed" + _default("seed"))] = None,
     fitness: Annotated[Optional[str], typer.Option(
         help="train; table:PATH[#COLUMN] (a tabular benchmark, nb201: table:nb201-cifar10); "
              "module.path:function (your own); or synthetic (engine tests).")] = None,
@@ -140,7 +148,10 @@ def run(
     grace: Annotated[float, typer.Option(min=0.0, help=GRACE_HELP)] = GRACE_SECONDS,
     reference: Annotated[Optional[bool], typer.Option("--reference/--no-reference", help=REFERENCE_HELP)] = None,
 ) -> None:
-    """Start (or continue) an evolution run; with no options, a small demo on the embedded dataset."""
+    """Start (or continue) an evolution run; with no options, a small demo on the embedded dataset (about 8
+    minutes on two cores). After the search: the best's test accuracy, its final training (final_batches,
+    4,000 on the demo: about a minute) and LeNet-5 on the same split for reference (about 10 s; --no-reference
+    skips it), each with a progress bar."""
     from evolve.api import run as start
 
     given = {"store": store, "genome": genome, "selection": selection, "population": population,
