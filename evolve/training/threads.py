@@ -6,7 +6,7 @@ Ray actor gets its own process, and Ray sets ``OMP_NUM_THREADS`` to its CPUs. So
 one torch thread per worker.
 
 A training after the search (the best's final training, the LeNet-5 reference) runs alone, and uses
-the cores that are free now: the machine's cores less its load average, at least one. On an idle
+the cores that are free now (idle over half a second, ``/proc/stat``), at least one. On an idle
 2-core machine that is 2 (a 28k-parameter conv net: 300 batches in 14.6 s, against 24 s on one
 thread); with another job on one core it is 1 (two threads took 35 s there, one thread 24 s:
 threads that wait for a busy core stall every step).
@@ -19,14 +19,42 @@ import os
 from collections.abc import Iterator
 
 
-def free_cores() -> int:
-    """The cores not busy now: the machine's cores less its 1-minute load average, at least 1."""
+def free_cores(sample_seconds: float = 0.5) -> int:
+    """The cores not busy now, at least 1: the machine's cores times the share of CPU time that was idle over
+    ``sample_seconds`` (``/proc/stat``). Where that cannot be read, the cores less the 1-minute load average:
+    a lagging figure (right after the search it still counts the search's own workers)."""
     cores = os.cpu_count() or 1
-    try:
-        load = os.getloadavg()[0]
-    except (AttributeError, OSError):  # not on this platform
-        return cores
-    return max(1, min(cores, int(cores - load + 0.5)))
+    idle = _idle_share(sample_seconds)
+    if idle is None:
+        try:
+            busy = os.getloadavg()[0]
+        except (AttributeError, OSError):  # not on this platform
+            return cores
+    else:
+        busy = cores * (1.0 - idle)
+    return max(1, min(cores, int(cores - busy + 0.5)))
+
+
+def _idle_share(seconds: float) -> float | None:
+    """The share of all cores' time spent idle over the next ``seconds`` (None without ``/proc/stat``)."""
+    import time
+
+    def sample() -> tuple[int, int] | None:
+        try:
+            with open("/proc/stat") as fh:
+                fields = [int(v) for v in fh.readline().split()[1:]]
+        except (OSError, ValueError):
+            return None
+        return fields[3] + (fields[4] if len(fields) > 4 else 0), sum(fields)  # idle + iowait, all
+
+    first = sample()
+    if first is None:
+        return None
+    time.sleep(seconds)
+    second = sample()
+    if second is None or second[1] <= first[1]:
+        return None
+    return (second[0] - first[0]) / (second[1] - first[1])
 
 
 @contextlib.contextmanager
