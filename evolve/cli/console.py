@@ -21,7 +21,6 @@ from evolve.runner.logsetup import configure, unconfigure
 from evolve.runner.stopping import Interrupted, received
 from evolve.store.backend import Store, StoreError
 from evolve.store.repair import refusal
-from evolve.store.snapshot import Snapshot
 from evolve.views.parquet import ExportError
 from evolve.views.tensorboard import ViewError
 from genomes import genome_from_json
@@ -404,9 +403,9 @@ def print_summary(run: Any, search_seconds: float | None = None) -> None:
     if run.views is not None:
         err.print(f"tensorboard: {run.views.line()}", highlight=False)
     config = run.config
-    if unreadable := Snapshot.read(run.store).unreadable:  # damaged during the run: nothing after it can be trusted
-        raise StoreError(refusal(run.url, unreadable))
-    info = run.status()
+    info = run.status()  # reads every record, and keeps those it could not in run.unreadable
+    if run.unreadable:  # damaged during the run: nothing after it can be trusted
+        raise StoreError(refusal(run.url, run.unreadable))
     out.print(f"run at {run.url}: {info['done']}/{info['total']} individuals, {info['live']} live, "
               f"{info['failed']} failed")
     if info["done"] < info["total"]:

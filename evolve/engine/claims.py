@@ -27,6 +27,7 @@ on its view (``_claims``, ``_advance``, ``_pending``, ``refresh``, ``ready``) an
 
 from __future__ import annotations
 
+import logging
 import random
 import time
 from collections.abc import Callable
@@ -46,6 +47,8 @@ from evolve.store.keys import (
 )
 
 MAX_CLAIM_WIDTH = 1_024.0
+
+log = logging.getLogger("evolve.engine.worker")
 
 
 @dataclass
@@ -244,11 +247,15 @@ class Claims:
         return None
 
     def release(self, step: int, adoption: int | None, reason: str) -> None:
-        """Give up ``step`` (held under ``adoption``; None: we claimed it) without waiting for the lease to
-        lapse: observers adopt it at their next listing of heartbeats (within a quarter lease)."""
+        """Give up ``step`` (held under ``adoption``; None or -1: we claimed it) without waiting for the lease
+        to lapse: observers adopt it at their next listing of heartbeats (within a quarter lease). Never
+        raises: a note that could not be written leaves the step to its lease, as a killed worker's."""
         index = -1 if adoption is None else adoption
-        self.store.put_json(release_key(step, index), {"step": step, "adoption": index, "reason": reason,
-                                                       **self.me.fields(), "created_at": time.time()})
+        try:
+            self.store.put_json(release_key(step, index), {"step": step, "adoption": index, "reason": reason,
+                                                           **self.me.fields(), "created_at": time.time()})
+        except Exception as exc:  # noqa: BLE001 - see above
+            log.warning("could not give up step %d: %s", step, exc)
 
     def orphans(self) -> list[int]:
         """Steps in flight whose holder is known dead (an earlier incarnation of our slot): adopt them now."""

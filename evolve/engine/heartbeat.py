@@ -89,10 +89,7 @@ class Heartbeats:
             held = [b for b in self._beats if not b.stopped]
         for beat in held:
             self.stop(beat)
-            try:
-                self.population.release(beat.step, beat.adoption, reason)
-            except Exception as exc:  # noqa: BLE001 - then the lease lapses as for a killed worker
-                log.warning("could not give up step %d: %s", beat.step, exc)
+            self.population.release(beat.step, beat.adoption, reason)
         return [b.step for b in held]
 
     def _run(self) -> None:

@@ -41,6 +41,20 @@ def machine_id() -> str:
     return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
 
 
+def this_process() -> dict[str, Any]:
+    """What a record says of the process that wrote it, for another to tell whether it still runs."""
+    return {"host": socket.gethostname(), "machine": machine_id(), "pid": os.getpid()}
+
+
+def process_gone(record: dict[str, Any]) -> bool:
+    """Was ``record`` (with ``this_process``'s fields) written by a process of this machine that no longer
+    runs? False when it ran elsewhere: only its beat can tell then."""
+    pid = record.get("pid")
+    if record.get("machine") != machine_id() or isinstance(pid, bool) or not isinstance(pid, int) or pid <= 0:
+        return False
+    return not process_alive(pid)
+
+
 def process_alive(pid: int) -> bool:
     """Does process ``pid`` exist on this machine (a zombie counts as dead)?"""
     try:

@@ -152,13 +152,13 @@ class Worker:
                     continue
                 idle = 0.0
                 if self.stop_event.is_set():  # stopped while claiming: given up, not left to a lease
-                    self._give_up(step, adoption, "stopped as it was claimed")
+                    self.population.release(step, adoption, "stopped as it was claimed")
                     break
                 try:
                     self.run_step(step, adoption=adoption, background=overlap)
                 except StepAbandoned as why:
                     log.info("step %d left in flight: %s", step, why)
-                    self._give_up(step, adoption, str(why))
+                    self.population.release(step, adoption, str(why))
                     break
         log.info("worker %s finished: %d steps", self.id, self.stats.steps)
         return self.stats
@@ -197,12 +197,6 @@ class Worker:
         its grace spent): others adopt them at once rather than after the lease. The steps given up."""
         self.stop_event.set()
         return self.heartbeats.release_all(reason)
-
-    def _give_up(self, step: int, adoption: int | None, reason: str) -> None:
-        try:
-            self.population.release(step, adoption, reason)
-        except Exception as exc:  # noqa: BLE001 - then its lease lapses as for a killed worker
-            log.warning("could not give up step %d: %s", step, exc)
 
     def _collect(self, finished: bool = False) -> None:
         """Delete the weights this worker's kills made garbage (never fatal: at worst they stay)."""

@@ -19,15 +19,16 @@ never a second record.
 
 from __future__ import annotations
 
+import itertools
 import os
-import socket
-import threading
 import time
 from collections.abc import Callable
 from typing import Any
 
-from evolve.engine.liveness import machine_id, process_alive
+from evolve.engine.liveness import machine_id, process_gone
+from evolve.engine.liveness import this_process as me
 from evolve.store.backend import Store
+from evolve.store.beat import Beating
 from evolve.store.keys import STAGE_CLAIMS_PREFIX as CLAIMS_PREFIX
 
 POLL_SECONDS = 1.0
@@ -39,10 +40,6 @@ def claim_key(stage: str, index: int) -> str:
 
 def beat_key(stage: str, index: int) -> str:
     return claim_key(stage, index)[:-5] + ".beat.json"
-
-
-def me() -> dict[str, Any]:
-    return {"host": socket.gethostname(), "machine": machine_id(), "pid": os.getpid()}
 
 
 def once(store: Store, stage: str, record_key: str, compute: Callable[[], dict[str, Any]], lease_seconds: float,
@@ -58,8 +55,13 @@ def once(store: Store, stage: str, record_key: str, compute: Callable[[], dict[s
         won, holder = store.create_or_read_json(claim_key(stage, index), {"stage": stage, **me(),
                                                                           "created_at": time.time()})
         if won:
-            with _Beating(store, beat_key(stage, index), lease_seconds / 4):
+            seq = itertools.count()
+            beat = Beating(store, beat_key(stage, index), lease_seconds / 4,
+                           lambda: {"seq": next(seq), **me()}).start()
+            try:
                 return compute()
+            finally:
+                beat.stop()
         if on_wait is not None and not told:
             on_wait(holder)
             told = True
@@ -78,8 +80,7 @@ def _wait(store: Store, stage: str, index: int, record_key: str, holder: dict[st
         kept = store.read_json(record_key)
         if kept is not None:
             return kept
-        if holder.get("machine") == machine_id() and (int(holder.get("pid", 0)) == os.getpid()
-                                                       or not process_alive(int(holder.get("pid", 0)))):
+        if process_gone(holder) or holder.get("machine") == machine_id() and holder.get("pid") == os.getpid():
             return None  # its process is gone, or it is this one (an earlier try that failed)
         beat = store.read_json(beat_key(stage, index))
         if beat != seen:
@@ -94,35 +95,3 @@ def waiting_line(what: str, holder: dict[str, Any]) -> str:
     since = time.strftime("%H:%M:%S", time.localtime(float(holder.get("created_at", time.time()))))
     return (f"{what}: computed by another driver ({holder.get('host', '?')}, pid {holder.get('pid', '?')}, since "
             f"{since}); waiting for its record")
-
-
-class _Beating:
-    """While a stage is computed: its claim's beat every ``interval`` seconds (a thread of its own)."""
-
-    def __init__(self, store: Store, key: str, interval: float) -> None:
-        self.store, self.key, self.interval = store, key, max(0.05, interval)
-        self.done = threading.Event()
-        self.thread = threading.Thread(target=self._run, name=f"evolve-beat-{key}", daemon=True)
-
-    def __enter__(self) -> _Beating:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.done.set()
-        self.thread.join()
-        try:
-            self.store.delete(self.key)
-        except Exception:  # noqa: BLE001 - a soft record left behind is only read by waiters, who see the record
-            pass
-
-    def _run(self) -> None:
-        seq = 0
-        while True:
-            try:
-                self.store.put_json(self.key, {"seq": seq, **me()})
-            except Exception:  # noqa: BLE001 - a missed beat only risks a second computation
-                pass
-            seq += 1
-            if self.done.wait(self.interval):
-                return

@@ -19,14 +19,14 @@ from __future__ import annotations
 
 import os
 import socket
-import threading
 import time
 import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from evolve.engine.liveness import machine_id, process_alive
+from evolve.engine.liveness import machine_id, process_gone, this_process
 from evolve.store.backend import CorruptRecord, Store
+from evolve.store.beat import Beating
 
 PREFIX = "drivers/"
 BEAT_SECONDS = 5.0
@@ -50,39 +50,17 @@ class Announcement:
     def __init__(self, store: Store, command: str = "run") -> None:
         self.store = store
         self.id = f"{int(time.time() * 1000):013d}-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
-        self.record = {"id": self.id, "host": socket.gethostname(), "machine": machine_id(), "pid": os.getpid(),
-                       "since": time.time(), "command": command}
-        self._done = threading.Event()
-        self._thread: threading.Thread | None = None
+        self.record = {"id": self.id, **this_process(), "since": time.time(), "command": command}
+        self._beat = Beating(store, f"{PREFIX}{self.id}.beat.json", BEAT_SECONDS, lambda: {"at": time.time()})
 
     def open(self) -> list[Driver]:
         """Announce this driver; the others that are running the store now."""
         self.store.create_json(f"{PREFIX}{self.id}.json", self.record)
-        self._beat()
-        self._thread = threading.Thread(target=self._run, name="evolve-driver-beat", daemon=True)
-        self._thread.start()
+        self._beat.start()
         return others(self.store, self.id)
 
     def close(self) -> None:
-        if self._done.is_set():
-            return
-        self._done.set()
-        if self._thread is not None:
-            self._thread.join()
-        try:
-            self.store.put_json(f"{PREFIX}{self.id}.beat.json", {"at": time.time(), "ended": True})
-        except Exception:  # noqa: BLE001 - a driver seen as running for a beat longer misleads nobody for long
-            pass
-
-    def _beat(self) -> None:
-        self.store.put_json(f"{PREFIX}{self.id}.beat.json", {"at": time.time()})
-
-    def _run(self) -> None:
-        while not self._done.wait(BEAT_SECONDS):
-            try:
-                self._beat()
-            except Exception:  # noqa: BLE001 - the notice is a courtesy; the run goes on
-                pass
+        self._beat.stop({"at": time.time(), "ended": True})
 
 
 def others(store: Store, mine: str | None = None) -> list[Driver]:
@@ -106,5 +84,5 @@ def _running(record: dict[str, Any], beat: dict[str, Any]) -> bool:
     if not beat or beat.get("ended"):
         return False
     if record.get("machine") == machine_id():
-        return process_alive(int(record.get("pid", 0)))
+        return not process_gone(record)
     return time.time() - float(beat.get("at", 0.0)) < 3 * BEAT_SECONDS

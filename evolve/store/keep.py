@@ -8,8 +8,8 @@ individuals' weights are always kept; so are those a step in flight inherits, an
 less than a grace period (a stale view may still choose them as a parent): each collector
 measures those two its own way.
 
-"Best" is the rule every reader uses (``evolve.store.snapshot.best_step``): the highest fitness,
-of equals the earliest step; a NaN or missing fitness never counts.
+"Best" is the rule every reader uses (``evolve.store.snapshot.best_step`` is ``BestEver(1)``): the
+highest fitness, of equals the earliest step; a NaN or missing fitness never counts.
 """
 
 from __future__ import annotations

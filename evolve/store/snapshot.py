@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from evolve.store.backend import CorruptRecord, Store
+from evolve.store.keep import BestEver
 from evolve.store.keys import step_of
 from evolve.store.records import RecordError, model_for, parse
 
@@ -54,11 +55,10 @@ def read_records(store: Store, keys: Iterable[str], threads: int = 8,
 def best_step(candidates: Iterable[tuple[int, float | None]]) -> int | None:
     """The best-individual rule, the one every reader uses: the highest fitness, and of equals the
     earliest step; ``candidates`` are (step, fitness) pairs, a None or NaN fitness never wins."""
-    best: tuple[float, int] | None = None
+    best = BestEver(1)
     for step, fitness in candidates:
-        if fitness is not None and fitness == fitness and (best is None or (fitness, -step) > best):
-            best = (fitness, -step)
-    return None if best is None else -best[1]
+        best.add(step, fitness)
+    return next(iter(best.steps()), None)
 
 
 def ancestry(step: int, lookup: Callable[[int], tuple[T, int | None] | None]) -> list[T]:
