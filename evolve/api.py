@@ -432,10 +432,11 @@ class Run:
             fh.write(save(load(data), metadata=meta))
         return meta
 
-    def result(self, reference: bool = True, on_wait: Callable[[str], None] | None = None,
+    def result(self, reference: bool | None = None, on_wait: Callable[[str], None] | None = None,
                on_stage: Callable[[str, int], Callable[[int], None]] | None = None) -> dict[str, Any] | None:
         """What ``evolve run`` prints at the end: the best's validation and test accuracy, parameters,
-        FLOPs, its final training, the compute spent, and (``reference``) LeNet-5 on the same split.
+        FLOPs, its final training, the compute spent, and (``reference``; None: as the run's config says)
+        LeNet-5 on the same split.
         Computed once (the best's test, the final training, LeNet-5) and kept in the store; None
         before the run has finished. Another process (a second driver) computing one of these is waited for,
         not repeated; ``on_wait`` is told so in one line. Each training is logged as it starts and ends (logger
@@ -444,6 +445,7 @@ class Run:
         config = load_run(self.store)[0]
         if self.status()["done"] < total_steps(config):
             return None
+        reference = config.reference if reference is None else reference
         return summary(self.store, config, reference=reference, on_wait=on_wait, on_stage=on_stage)
 
     def finalize(self, *, on_stage: Callable[[str, bool], None] | None = None, executor: str = "local",

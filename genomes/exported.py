@@ -1,5 +1,8 @@
 """A model written by ``evolve export-model``, rebuilt from its folder with torch and ``genomes`` alone.
 
+Where a model is served, ``pip install ./genomes`` installs this package as its own distribution
+(``evolve-genomes``: torch and safetensors, nothing of evolve).
+
 The folder holds ``model.json`` and one safetensors file per member::
 
     {"format": 1, "combine": "logits" | "softmax-mean",

@@ -511,3 +511,34 @@ def test_progress_without_a_terminal_is_plain_lines(tmp_path, capsys):
     out = capsys.readouterr().err
     assert "evolving: 10/100 individuals (10%)" in out and "evolving: 40/100 individuals (40%)" in out
     assert "left" in out.splitlines()[-1]
+
+
+# the default demo's progress as measured (seconds since the search began, individuals done; 2026-12-06)
+DEMO_PROGRESS = [(0, 0), (30, 34), (60, 64), (90, 88), (120, 104), (150, 121), (180, 138), (210, 154), (240, 170),
+                 (270, 184), (300, 197), (331, 214), (361, 227), (391, 240), (421, 251), (451, 264), (481, 276),
+                 (512, 288), (523, 292)]
+
+
+def _left(text: str) -> float:
+    import re
+
+    m = re.search(r"(?:(\d+)m)?(\d+)s left", text)
+    return int(m.group(1) or 0) * 60 + int(m.group(2))
+
+
+def test_the_estimate_follows_the_recent_rate_and_says_at_least_while_the_run_slows():
+    """Replaying the demo: the mean rate would promise 24% too little at half-way; the recent rate, 12%,
+    and it says "at least" as the steps get dearer. At a steady rate it is exact and says "about"."""
+    from evolve.cli.console import Eta
+
+    eta, end = Eta(292), DEMO_PROGRESS[-1][0]
+    texts = {t: eta(done, now=float(t)) for t, done in DEMO_PROGRESS}
+    half = texts[210]  # 154 of 292 done
+    assert half.startswith(", at least") and -0.15 <= (210 + _left(half) - end) / end <= 0
+    mean_rate_total = 210 + (292 - 154) / (154 / 210)
+    assert abs(210 + _left(half) - end) < abs(mean_rate_total - end) / 1.8
+    assert texts[end] == "" and texts[0] == ""
+
+    steady = Eta(100)
+    lines = [steady(done, now=2.0 * done) for done in range(0, 60)]
+    assert lines[-1] == ", about 1m22s left" and lines[10] == ", about 3m00s left"

@@ -178,3 +178,84 @@ def test_top_exports_the_ensemble_with_every_member_when_a_racer_recorded_a_smal
     assert len(top2["members"]) == 2 and len(top3["members"]) == 3
     manifest = run.export_model(str(tmp_path / "model"), "top")
     assert len(manifest["members"]) == 3 and manifest["test_accuracy"] == top3["test_accuracy"]
+
+
+def _closure(*names: str) -> set[str]:
+    """The installed distributions ``names`` need, themselves included (extras left out)."""
+    import importlib.metadata as metadata
+
+    from packaging.requirements import Requirement
+
+    seen: set[str] = set()
+    todo = list(names)
+    while todo:
+        name = todo.pop()
+        key = name.lower().replace("_", "-")
+        if key in seen:
+            continue
+        seen.add(key)
+        for line in metadata.requires(name) or []:
+            requirement = Requirement(line)
+            if requirement.marker is None or requirement.marker.evaluate({"extra": ""}):
+                todo.append(requirement.name)
+    return seen
+
+
+def _link_installed(names: set[str], site: Path) -> None:
+    """Put the installed distributions ``names`` (their packages and metadata) into ``site``, as pip would
+    have, by linking the files already on this machine instead of downloading them again."""
+    import importlib.metadata as metadata
+
+    for name in names:
+        dist = metadata.distribution(name)
+        tops = {Path(str(f)).parts[0] for f in dist.files or [] if not str(f).startswith("..")}
+        for top in tops:
+            source = Path(dist.locate_file(top))
+            if source.exists() and not (site / top).exists():
+                (site / top).symlink_to(source)
+
+
+def test_the_genomes_distribution_alone_loads_the_model_in_a_fresh_venv(finalized, inputs, tmp_path):
+    """What the README tells a serving image to install, and nothing else: torch (with what it requires)
+    and the genomes distribution built from genomes/pyproject.toml, which declares safetensors. The model
+    loads there and reproduces the accuracy export-model recorded; evolve and Ray are not to be found."""
+    import tomllib
+    import venv
+
+    root_dir = Path(__file__).resolve().parent.parent
+    versions = [tomllib.loads((d / "pyproject.toml").read_text())["project"]["version"] for d in (root_dir, root_dir / "genomes")]
+    assert versions[0] == versions[1], f"evolve {versions[0]} and evolve-genomes {versions[1]} must be released together"
+    out = tmp_path / "model"
+    manifest = evolve.open(str(finalized)).export_model(str(out), "best")
+    source = tmp_path / "genomes-src"  # built from a copy: an in-tree build would leave build/ inside the package
+    shutil.copytree(root_dir / "genomes", source,
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    wheels = tmp_path / "wheels"
+    built = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
+                            "-w", str(wheels), str(source)], capture_output=True, text=True, timeout=300)
+    assert built.returncode == 0, built.stderr
+
+    root = tmp_path / "venv"
+    venv.EnvBuilder(with_pip=False).create(root)
+    python = root / "bin" / "python"
+    site = Path(subprocess.run([python, "-c", "import site; print(site.getsitepackages()[0])"], capture_output=True,
+                               text=True, check=True).stdout.strip())
+    _link_installed(_closure("torch"), site)  # the README: install the torch build you want first
+    installed = subprocess.run([sys.executable, "-m", "pip", "--python", str(python), "install", "-q", "--no-index",
+                                "--find-links", str(wheels), "evolve-genomes"], capture_output=True, text=True,
+                               timeout=300)
+    assert installed.returncode != 0 and "safetensors" in installed.stderr, "the wheel must declare safetensors"
+    _link_installed(_closure("safetensors"), site)  # what pip would fetch for it
+    installed = subprocess.run([sys.executable, "-m", "pip", "--python", str(python), "install", "-q", "--no-index",
+                                "--find-links", str(wheels), "evolve-genomes"], capture_output=True, text=True,
+                               timeout=300)
+    assert installed.returncode == 0, installed.stderr
+
+    isolated = subprocess.run([python, "-c", "import importlib.util as u; print([m for m in ('evolve', 'ray', "
+                               "'pyarrow', 'numpy') if u.find_spec(m)])"], capture_output=True, text=True, cwd=tmp_path)
+    assert isolated.stdout.strip() == "[]", isolated.stdout + isolated.stderr
+    scores = tmp_path / "scores.pt"
+    done = subprocess.run([python, "-c", LOADER, str(out), str(inputs), str(scores)], capture_output=True, text=True,
+                          timeout=120, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["accuracy"] == manifest["test_accuracy"]

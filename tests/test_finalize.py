@@ -149,14 +149,14 @@ def test_the_views_show_the_finalize_models_and_follow_new_stages(store, tmp_pat
         scalars = {tag: events.Scalars(tag)[-1].value for tag in events.Tags()["scalars"]}
         return scalars, events.Tensors("finalize/table")[-1].tensor_proto.string_val[0].decode()
 
-    sync(run.store, str(logdir), hparams=False, model_graph=False)
+    sync(run.store, str(logdir), model_graph=False)
     retrain = json.loads((store / "results" / "finalize" / "retrain.json").read_text())
     scalars, text = finalize_view()
     assert scalars["finalize/retrain/test_accuracy"] == pytest.approx(retrain["test_accuracy"])
     assert scalars["finalize/retrain/params"] == retrain["params"] and "retrained (10 batches" in text
     assert [p.name.rsplit("-", 1)[-1] for p in (logdir / "lineage").iterdir()] == ["f1"]
     run.finalize(batches=10, cycles=2, stages=("snapshots",))  # a stage added later: the views follow
-    sync(run.store, str(logdir), hparams=False, model_graph=False)
+    sync(run.store, str(logdir), model_graph=False)
     scalars, text = finalize_view()
     assert "finalize/snapshots/test_accuracy" in scalars and "snapshot ensemble" in text
     assert len(list((logdir / "finalize").iterdir())) == 1

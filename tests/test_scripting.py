@@ -116,7 +116,7 @@ def test_storage_options_reach_every_command(tmp_path, moto_endpoint):  # noqa: 
     assert as_json("lineage", url, *so)["lineage"]
     for command in (["resume", url, "--executor", "local", "--steps", "8"], ["gc", url], ["doctor", url],
                     ["export", url, tmp_path / "run.parquet"], ["plot", url, tmp_path / "run.png"],
-                    ["tensorboard", url, "--logdir", tmp_path / "tb", "--no-model-graph", "--no-hparams"]):
+                    ["tensorboard", url, "--logdir", tmp_path / "tb", "--no-model-graph"]):
         result = invoke(*command, *so)
         assert result.exit_code == 0, (command, result.output + result.stderr)
     assert as_json("status", url, *so)["done"] == 12

@@ -31,6 +31,7 @@ from evolve.store.snapshot import Snapshot
 from evolve.views.history import RATE_WINDOW
 from evolve.views.live import LiveSync
 from evolve.views.tensorboard import METRIC_TAGS, SCALAR_TAGS, STATE_FILE, sync
+from genomes.words import mutation_words
 
 POPULATION, STEPS = 8, 40
 N = POPULATION + STEPS
@@ -49,7 +50,7 @@ def finished(tmp_path_factory):
     root = tmp_path_factory.mktemp("views")
     store, config, space = open_run(_config(root / "run"))
     run_in_process(store, config, space)
-    report = sync(store, str(root / "tb"))
+    report = sync(store, str(root / "tb"), individuals=True)
     return store, root / "tb", report
 
 
@@ -176,7 +177,24 @@ def test_lineage_hparams_and_best_model(finished):
     info = hp_metadata.parse_session_start_info_plugin_data(content)
     assert info.hparams["mutation"].string_value == some["mutation"]["name"]
     assert info.hparams["depth"].number_value >= 0 and info.hparams["params"].number_value > 0
+    assert info.hparams["change"].string_value == mutation_words(some["mutation"]["name"], some["mutation"]["params"])
     assert session.step == 0
+
+
+def test_individual_runs_are_opt_in_and_added_for_every_individual_when_turned_on(finished, tmp_path):
+    """By default the run list holds population, lineage and best_model alone; --individuals later adds
+    one run per individual already shown, and no point elsewhere."""
+    store, _, _ = finished
+    logdir = tmp_path / "tb"
+    report = sync(store, str(logdir))
+    assert sorted(p for p in os.listdir(logdir) if not p.startswith(".")) == ["best_model", "lineage", "population"]
+    assert report.hparams_runs == 0
+    population = _scalars(logdir / "population")
+    later = sync(store, str(logdir), individuals=True)
+    assert later.hparams_runs == N and later.new == 0
+    assert sorted(os.listdir(logdir / "individuals")) == [f"{s:06d}" for s in range(N)]
+    assert _scalars(logdir / "population") == population
+    assert sync(store, str(logdir), individuals=True).hparams_runs == 0
 
 
 def test_a_second_sync_adds_nothing(finished):
@@ -199,7 +217,7 @@ def test_growing_store_adds_exactly_the_new_points(finished, tmp_path):
     k = 20
     # steps 0..19 and 21..25 done, 20 still in flight; tombstones up to step 22 (20..22's already written)
     partial = _copy_partial(store, grow, [*range(k), *range(k + 1, k + 6)], deaths_upto=k + 2)
-    first = sync(partial, str(logdir))
+    first = sync(partial, str(logdir), individuals=True)
     assert (first.individuals, first.new, first.waiting) == (k, k, 5)
     assert len(_scalars(logdir / "population")["child/fitness"]) == k
     # deaths ahead of their killer are not applied: the population is whole at step 19
@@ -207,12 +225,12 @@ def test_growing_store_adds_exactly_the_new_points(finished, tmp_path):
     assert len(os.listdir(logdir / "individuals")) == k
 
     partial = _copy_partial(store, grow, range(k + 1), deaths_upto=k + 10)
-    second = sync(partial, str(logdir))
+    second = sync(partial, str(logdir), individuals=True)
     assert (second.individuals, second.new, second.waiting) == (k + 6, 6, 0)
     assert len(_scalars(logdir / "population")["child/fitness"]) == k + 6
 
     partial = _copy_partial(store, grow, range(N), deaths_upto=N)
-    third = sync(partial, str(logdir))
+    third = sync(partial, str(logdir), individuals=True)
     assert (third.individuals, third.new) == (N, N - k - 6)
     assert sync(partial, str(logdir)).new == 0
     assert _scalars(logdir / "population") == _scalars(full_logdir / "population")
@@ -226,11 +244,11 @@ def test_sync_during_a_live_run(tmp_path):
     store, config, space = open_run(_config(tmp_path / "run", steps=60, synthetic_seconds=0.05))
     logdir = tmp_path / "tb"
     done = threading.Event()
-    reports = [sync(store, str(logdir), hparams=False, model_graph=False)]  # writers open before the run
+    reports = [sync(store, str(logdir), model_graph=False)]  # writers open before the run
 
     def keep_syncing():
         while not done.is_set():
-            reports.append(sync(store, str(logdir), hparams=False, model_graph=False, views_every=0.2))
+            reports.append(sync(store, str(logdir), model_graph=False, views_every=0.2))
 
     syncer = threading.Thread(target=keep_syncing)
     syncer.start()
@@ -239,7 +257,7 @@ def test_sync_during_a_live_run(tmp_path):
     finally:
         done.set()
         syncer.join()
-    last = LiveSync(store, str(logdir), hparams=False, model_graph=False).close()  # what `evolve run` calls
+    last = LiveSync(store, str(logdir), model_graph=False).close()  # what `evolve run` calls
     total = POPULATION + 60
     assert last is not None and last.individuals == total
     # the views show the whole run, whether the syncer's last round or close() wrote them
@@ -251,7 +269,7 @@ def test_sync_during_a_live_run(tmp_path):
     assert [s for s, _, _ in scalars["child/fitness"]] == list(range(total))
     assert [v for _, _, v in scalars["population/live"]] == [min(s + 1, POPULATION) for s in range(total)]
     once = tmp_path / "once"
-    sync(store, str(once), hparams=False, model_graph=False)
+    sync(store, str(once), model_graph=False)
     assert scalars == _scalars(once / "population")
 
 
@@ -279,7 +297,7 @@ def test_logdir_of_another_run_is_refused(finished, tmp_path):
 def test_cli_tensorboard_is_idempotent(finished, tmp_path):
     store, _, _ = finished
     runner = CliRunner()
-    args = ["tensorboard", store.url, "--logdir", str(tmp_path / "tb"), "--no-hparams", "--no-model-graph"]
+    args = ["tensorboard", store.url, "--logdir", str(tmp_path / "tb"), "--no-model-graph"]
     first = runner.invoke(app, args)
     assert first.exit_code == 0, first.output
     assert f"{N} individuals (+{N})" in first.output

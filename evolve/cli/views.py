@@ -33,16 +33,18 @@ def tensorboard(
     serve: Annotated[bool, typer.Option("--serve", help="Start TensorBoard and keep the logdir in sync until Ctrl-C.")] = False,
     port: Annotated[int, typer.Option(min=0, max=65535, help="TensorBoard's port with --serve (0: any free one).")] = 6006,
     interval: Annotated[float, typer.Option(min=0.5, help="Seconds between syncs with --serve.")] = 5.0,
-    hparams: Annotated[bool, typer.Option(help="One HParams run per individual.")] = True,
+    individuals: Annotated[bool, typer.Option(
+        "--individuals", help="Also one HParams run per individual (thousands of runs in every dashboard's list; "
+                              "off: population, lineage and the best's runs alone).")] = False,
     model_graph: Annotated[bool, typer.Option(help="The best's torch module in the Graphs dashboard.")] = True,
 ) -> None:
-    """Write TensorBoard views of a run (scalars, lineage, Figure 1, HParams), incrementally; --serve shows them."""
+    """Write TensorBoard views of a run (population scalars, lineage, Figure 1, the best), incrementally; --serve shows them."""
     import os
 
     st = open_store(store, storage_options_)
     if logdir is None:
         logdir = os.path.join(os.getcwd(), "tb-" + (st.url.rstrip("/").rsplit("/", 1)[-1] or "run"))
-    options = {"hparams": hparams, "model_graph": model_graph}
+    options = {"individuals": individuals, "model_graph": model_graph}
 
     def show(report) -> None:
         err.print(f"{report.logdir}: {report.line()}", highlight=False)

@@ -19,6 +19,7 @@ from evolve.store.keys import individual_key, step_of
 from evolve.store.snapshot import best_step, read_records
 from evolve.views.history import Row, ViewError, num, rows_ancestry
 from genomes import GenomeError, genome_from_json
+from genomes.words import mutation_words
 
 TMP_PREFIX = ".tmp-"  # never contains "tfevents": TensorBoard ignores it until it is renamed
 
@@ -102,24 +103,9 @@ def ancestry_markdown(chain: list[dict[str, Any]], best_record: dict[str, Any] |
 
 
 def mutation_text(name: str | None, params: dict[str, Any] | None) -> str:
-    """A mutation for people: the gene changes as words (``learning_rate 0.1 → 0.082, optimizer sgd →
-    adam``), the architecture's parameters as compact JSON."""
-    if not name:
-        return "initial"
-    params = dict(params or {})
-    changes = dict(params.pop("hparams", None) or {})
-    if name == "alter-learning-rate" and {"old", "new"} <= set(params):
-        changes = {"learning_rate": {"old": params.pop("old"), "new": params.pop("new")}, **changes}
-    words = ", ".join(f"{gene} {_value(c.get('old'))} → {_value(c.get('new'))}" for gene, c in changes.items()
-                      if isinstance(c, dict))
-    if name == "alter-hparams":
-        return words or name
-    text = name + (" " + json.dumps(params, separators=(",", ":"), sort_keys=True)[:120] if params else "")
-    return f"{text}; {words}" if words else text
-
-
-def _value(value: Any) -> str:
-    return f"{value:.3g}" if isinstance(value, float) else str(value)
+    """A mutation for people (``genomes.words``): ``insert conv 3x3 after vertex 4 (...)``, ``learning rate
+    0.1 → 0.082``."""
+    return mutation_words(name, params)
 
 
 def _scope(row: dict[str, Any], total: int, generational: bool) -> str:

@@ -17,7 +17,8 @@ Layout of a logdir (each folder is a TensorBoard run)::
     finalize/            the models evolve finalize made: finalize/<stage>/{test_accuracy,params,
                          mflops,infer_ms,compute_seconds} (Scalars, at global step = individuals),
                          finalize/table (Text); Figure 1 marks them beside the best
-    individuals/000042/  one HParams session per individual (genome stats, mutation, ...)
+    individuals/000042/  opt-in (``individuals=True``): one HParams session per individual (genome
+                         stats, mutation and its words, ...)
                          with metrics individual/{fitness,val_accuracy,test_accuracy,train_seconds}
     .evolve-tb.json      a cache of the replay (rebuilt from the store when it disagrees)
 
@@ -70,6 +71,7 @@ from evolve.views.lineage import (
     read_best_record,
 )
 from genomes import GenomeError, genome_from_json
+from genomes.words import mutation_words
 
 log = logging.getLogger(__name__)
 
@@ -218,11 +220,13 @@ def prepare_logdir(logdir: str) -> str:
 # -- sync ---------------------------------------------------------------------------------------
 
 
-def sync(store: Store, logdir: str, *, hparams: bool = True, views: bool = True, model_graph: bool = True,
+def sync(store: Store, logdir: str, *, individuals: bool = False, views: bool = True, model_graph: bool = True,
          views_every: float = 0.0, threads: int = 8) -> SyncReport:
     """Bring ``logdir``'s TensorBoard views up to date with ``store``; idempotent and incremental.
 
-    ``hparams``: one HParams run per individual under ``individuals/``. ``views``: the lineage
+    ``individuals``: also one HParams run per individual under ``individuals/`` (off by default: a
+    run list of thousands hides the few runs that answer "how is it doing"; turned on later, it
+    writes those of every individual already shown). ``views``: the lineage
     run (family tree, Figure 1, ancestry of the best). ``model_graph``: the best's module in
     ``best_model/``. ``views_every``: rewrite the lineage views at most this often (seconds;
     0 = whenever the number of individuals changed); a live run passes a minute or so.
@@ -268,9 +272,6 @@ def sync(store: Store, logdir: str, *, hparams: bool = True, views: bool = True,
                     for loser in by_kill.get(s, ()):
                         replay.death(loser)
                     events.append(_step_event(replay))
-                if hparams:
-                    report.hparams_runs += _write_hparams(logdir, [records[s] for s in steps_ if s in records],
-                                                          space, report)
                 del records
             name = f"events.out.tfevents.{new[0]:012d}.evolve-steps-{new[-1]:012d}"
             with event_file(os.path.join(logdir, RUN_POPULATION), name, replay.rows[new[0]].time) as f:
@@ -281,6 +282,8 @@ def sync(store: Store, logdir: str, *, hparams: bool = True, views: bool = True,
         elif report.rebuilt:
             state.save(logdir)
         report.individuals = replay.next_step
+        if individuals:
+            report.hparams_runs = _write_hparams(store, logdir, replay.next_step, space, report, threads)
         best = replay.best()
         if best is not None:
             report.best_step, report.best_fitness = best.step, best.fitness
@@ -308,6 +311,7 @@ def hparams_of(record: Individual, space: Any) -> dict[str, Any]:
     out: dict[str, Any] = {
         "origin": record.origin or "",
         "mutation": (record.mutation.name or "") if record.mutation else "initial",
+        "change": mutation_words(record.mutation.name, record.mutation.params) if record.mutation else "initial",
         "kind": str(genome.get("kind") or ""),
         "status": record.status or "",
         "worker": record.worker or "",
@@ -328,32 +332,37 @@ def hparams_of(record: Individual, space: Any) -> dict[str, Any]:
     return out
 
 
-def _write_hparams(logdir: str, records: list[Individual], space: Any, report: SyncReport) -> int:
+def _write_hparams(store: Store, logdir: str, upto: int, space: Any, report: SyncReport, threads: int) -> int:
+    """The HParams run of every individual below ``upto`` that has none yet; how many were written."""
     from tensorboard.compat.proto.event_pb2 import Event
     from tensorboard.plugins.hparams.summary_v2 import hparams_pb
 
+    root = os.path.join(logdir, RUN_INDIVIDUALS)
+    have = {int(n) for n in (os.listdir(root) if os.path.isdir(root) else ()) if n.isdigit()}
+    have = {s for s in have if os.path.exists(os.path.join(root, f"{s:06d}", _HPARAMS_FILE.format(step=s)))}
+    missing = [s for s in range(upto) if s not in have]
     written = 0
-    for record in records:
-        step = record.step
-        folder = os.path.join(logdir, RUN_INDIVIDUALS, f"{step:06d}")
-        name = _HPARAMS_FILE.format(step=step)
-        if os.path.exists(os.path.join(folder, name)):
-            continue
-        wall = num(record.created_at) or time.time()
-        try:
-            session = hparams_pb(hparams_of(record, space), trial_id=f"{step:06d}", start_time_secs=wall)
-        except (TypeError, ValueError) as exc:
-            report.errors.append(f"hparams of individual {step}: {exc}")
-            continue
-        metrics = {"individual/fitness": num(record.fitness),
-                   "individual/val_accuracy": num(record.val_accuracy),
-                   "individual/test_accuracy": num(record.test_accuracy),
-                   "individual/train_seconds": num(record.metrics.train_seconds)}
-        with event_file(folder, name, wall, durable=False) as f:
-            f.add(Event(step=0, wall_time=wall, summary=session))
-            f.add(Event(step=0, wall_time=wall,
-                        summary=scalar_summary({k: v for k, v in metrics.items() if v is not None})))
-        written += 1
+    for chunk in range(0, len(missing), CHUNK):
+        keys = [individual_key(s) for s in missing[chunk:chunk + CHUNK]]
+        for step, record in sorted(read_records(store, keys, threads, report.unreadable, typed=True).items()):
+            if record is None:
+                continue
+            wall = num(record.created_at) or time.time()
+            try:
+                session = hparams_pb(hparams_of(record, space), trial_id=f"{step:06d}", start_time_secs=wall)
+            except (TypeError, ValueError) as exc:
+                report.errors.append(f"hparams of individual {step}: {exc}")
+                continue
+            metrics = {"individual/fitness": num(record.fitness),
+                       "individual/val_accuracy": num(record.val_accuracy),
+                       "individual/test_accuracy": num(record.test_accuracy),
+                       "individual/train_seconds": num(record.metrics.train_seconds)}
+            with event_file(os.path.join(root, f"{step:06d}"), _HPARAMS_FILE.format(step=step), wall,
+                            durable=False) as f:
+                f.add(Event(step=0, wall_time=wall, summary=session))
+                f.add(Event(step=0, wall_time=wall,
+                            summary=scalar_summary({k: v for k, v in metrics.items() if v is not None})))
+            written += 1
     return written
 
 
