@@ -56,7 +56,8 @@ def _preserving(params: Params) -> str:
 def _insert(name: str, p: Params) -> str:
     activation = "" if p.get("activation") in (None, "linear") else f", then {str(p['activation']).replace('_', '+')}"
     if name == "insert-convolution":
-        return (f"insert conv 3x3 after vertex {p['after']} (stride {p['stride']}, {p['channels']} channels"
+        channels = f"{p['channels']} channel{'' if p['channels'] == 1 else 's'}"
+        return (f"insert conv 3x3 after vertex {p['after']} (stride {p['stride']}, {channels}"
                 f"{activation}{_preserving(p)})")
     return f"insert a vertex after vertex {p['after']} (identity{activation}{_preserving(p)})"
 

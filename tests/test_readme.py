@@ -75,7 +75,7 @@ def test_every_block_the_test_skips_says_why_and_every_change_still_matches():
     assert {b.language for b in every} <= {"bash", "sh", "python", "toml", ""}, "a new kind of block: run it here"
     for old, _, why in CHANGES:
         assert old in text, f"README no longer says {old!r} ({why}): update CHANGES"
-    assert len(runnable(text)) >= 7
+    assert len(runnable(text)) >= 8
 
 
 @pytest.mark.slow

@@ -113,13 +113,13 @@ def test_scalars_match_the_store(finished):
     clock = list(itertools.accumulate((snap.individuals[s]["created_at"] for s in range(N)), max))
     rates = sum(clock[i] > clock[i - min(RATE_WINDOW, i)] for i in range(1, N))
     for tag in SCALAR_TAGS:
-        assert len(scalars[tag]) == (rates if tag == "throughput/steps_per_hour" else N), tag
+        assert len(scalars[tag]) == (rates if tag == "population/steps_per_hour" else N), tag
         assert [s for s, _, _ in scalars[tag]] == sorted(s for s, _, _ in scalars[tag])
 
     # wall time is the record's created_at; the child's fitness is the record's
-    assert [(s, w) for s, w, _ in scalars["child/fitness"]] == [
+    assert [(s, w) for s, w, _ in scalars["population/child_fitness"]] == [
         (s, pytest.approx(snap.individuals[s]["created_at"])) for s in range(N)]
-    assert [v for _, _, v in scalars["child/fitness"]] == [_f32(snap.individuals[s]["fitness"]) for s in range(N)]
+    assert [v for _, _, v in scalars["population/child_fitness"]] == [_f32(snap.individuals[s]["fitness"]) for s in range(N)]
     # replaying births and deaths in step order: the live count and the final population
     live = [v for _, _, v in scalars["population/live"]]
     assert live == [min(s + 1, POPULATION) for s in range(N)]
@@ -129,7 +129,7 @@ def test_scalars_match_the_store(finished):
     best_live = snap.best(live_only=True)
     assert scalars["population/best_params"][-1][2] == _f32(best_live["metrics"]["params"])
     assert scalars["population/best_ever_fitness"][-1][2] == _f32(snap.best()["fitness"])
-    assert all(v > 0 for _, _, v in scalars["throughput/steps_per_hour"])
+    assert all(v > 0 for _, _, v in scalars["population/steps_per_hour"])
 
 
 def test_lineage_hparams_and_best_model(finished):
@@ -158,7 +158,7 @@ def test_lineage_hparams_and_best_model(finished):
     assert f"step {best['step']}" in markdown
     assert markdown.count("\n| ") == len(chain) + 1  # header + one row per generation
 
-    best_model = _accumulator(logdir / "best_model")
+    best_model = _accumulator(logdir / "the_best")
     assert len(best_model.Graph().node) > 3
     assert best_model.Tags()["run_metadata"] == [f"individual_{best['step']}"]
 
@@ -187,7 +187,7 @@ def test_individual_runs_are_opt_in_and_added_for_every_individual_when_turned_o
     store, _, _ = finished
     logdir = tmp_path / "tb"
     report = sync(store, str(logdir))
-    assert sorted(p for p in os.listdir(logdir) if not p.startswith(".")) == ["best_model", "lineage", "population"]
+    assert sorted(p for p in os.listdir(logdir) if not p.startswith(".")) == ["lineage", "population", "the_best"]
     assert report.hparams_runs == 0
     population = _scalars(logdir / "population")
     later = sync(store, str(logdir), individuals=True)
@@ -195,6 +195,22 @@ def test_individual_runs_are_opt_in_and_added_for_every_individual_when_turned_o
     assert sorted(os.listdir(logdir / "individuals")) == [f"{s:06d}" for s in range(N)]
     assert _scalars(logdir / "population") == population
     assert sync(store, str(logdir), individuals=True).hparams_runs == 0
+
+
+def test_a_logdir_an_earlier_version_wrote_is_rewritten_under_the_new_names(finished, tmp_path):
+    """Before 0.1.1 the population files were named evolve-steps-* (child/*, throughput/* tags) and the best's
+    run was best_model/: left there, TensorBoard would show both. A sync removes them and writes again."""
+    store, full, _ = finished
+    logdir = tmp_path / "tb"
+    sync(store, str(logdir))
+    for path in (logdir / "population").iterdir():
+        path.rename(path.with_name(path.name.replace("evolve-population-", "evolve-steps-")))
+    (logdir / "the_best").rename(logdir / "best_model")  # its files were named as they are now
+    report = sync(store, str(logdir))
+    assert report.rebuilt and report.new == N and report.best_model
+    assert not (logdir / "best_model").exists()
+    assert all("evolve-population-" in p.name for p in (logdir / "population").iterdir())
+    assert _scalars(logdir / "population") == _scalars(full / "population")
 
 
 def test_a_second_sync_adds_nothing(finished):
@@ -219,7 +235,7 @@ def test_growing_store_adds_exactly_the_new_points(finished, tmp_path):
     partial = _copy_partial(store, grow, [*range(k), *range(k + 1, k + 6)], deaths_upto=k + 2)
     first = sync(partial, str(logdir), individuals=True)
     assert (first.individuals, first.new, first.waiting) == (k, k, 5)
-    assert len(_scalars(logdir / "population")["child/fitness"]) == k
+    assert len(_scalars(logdir / "population")["population/child_fitness"]) == k
     # deaths ahead of their killer are not applied: the population is whole at step 19
     assert _scalars(logdir / "population")["population/live"][-1][2] == POPULATION
     assert len(os.listdir(logdir / "individuals")) == k
@@ -227,7 +243,7 @@ def test_growing_store_adds_exactly_the_new_points(finished, tmp_path):
     partial = _copy_partial(store, grow, range(k + 1), deaths_upto=k + 10)
     second = sync(partial, str(logdir), individuals=True)
     assert (second.individuals, second.new, second.waiting) == (k + 6, 6, 0)
-    assert len(_scalars(logdir / "population")["child/fitness"]) == k + 6
+    assert len(_scalars(logdir / "population")["population/child_fitness"]) == k + 6
 
     partial = _copy_partial(store, grow, range(N), deaths_upto=N)
     third = sync(partial, str(logdir), individuals=True)
@@ -235,7 +251,7 @@ def test_growing_store_adds_exactly_the_new_points(finished, tmp_path):
     assert sync(partial, str(logdir)).new == 0
     assert _scalars(logdir / "population") == _scalars(full_logdir / "population")
     assert sorted(os.listdir(logdir / "individuals")) == sorted(os.listdir(full_logdir / "individuals"))
-    assert len(os.listdir(logdir / "lineage")) == 1 and len(os.listdir(logdir / "best_model")) == 1
+    assert len(os.listdir(logdir / "lineage")) == 1 and len(os.listdir(logdir / "the_best")) == 1
     assert _accumulator(logdir / "lineage").Graph() == _accumulator(full_logdir / "lineage").Graph()
 
 
@@ -266,7 +282,7 @@ def test_sync_during_a_live_run(tmp_path):
     reports.append(last)
     assert sum(r.new for r in reports) == total
     scalars = _scalars(logdir / "population")
-    assert [s for s, _, _ in scalars["child/fitness"]] == list(range(total))
+    assert [s for s, _, _ in scalars["population/child_fitness"]] == list(range(total))
     assert [v for _, _, v in scalars["population/live"]] == [min(s + 1, POPULATION) for s in range(total)]
     once = tmp_path / "once"
     sync(store, str(once), model_graph=False)
@@ -281,7 +297,7 @@ def test_unreadable_record_is_skipped_and_counted(finished, tmp_path):
     report = sync(broken, str(tmp_path / "tb"))
     assert report.individuals == N and [step_of(k) for k, _ in report.unreadable] == [bad]
     scalars = _scalars(tmp_path / "tb" / "population")
-    assert len(scalars["population/live"]) == N and len(scalars["child/fitness"]) == N - 1
+    assert len(scalars["population/live"]) == N and len(scalars["population/child_fitness"]) == N - 1
     assert not (tmp_path / "tb" / "individuals" / f"{bad:06d}").exists()
 
 
@@ -303,7 +319,7 @@ def test_cli_tensorboard_is_idempotent(finished, tmp_path):
     assert f"{N} individuals (+{N})" in first.output
     second = runner.invoke(app, args)
     assert second.exit_code == 0 and f"{N} individuals (+0)" in second.output
-    assert not (tmp_path / "tb" / "individuals").exists() and not (tmp_path / "tb" / "best_model").exists()
+    assert not (tmp_path / "tb" / "individuals").exists() and not (tmp_path / "tb" / "the_best").exists()
 
 
 # -- the picture and the table ------------------------------------------------------------------
@@ -441,7 +457,7 @@ def test_tensorboard_serves_the_views(finished):
         png = _get(f"{base}/data/plugin/images/individualImage?{entry['query']}")
         assert png[:4] == b"\x89PNG"
         graphs = _get(f"{base}/data/plugin/graphs/info")
-        assert graphs["lineage"]["run_graph"] and graphs["best_model"]["run_graph"]
+        assert graphs["lineage"]["run_graph"] and graphs["the_best"]["run_graph"]
     finally:
         process.terminate()
         try:
@@ -466,7 +482,7 @@ def test_views_and_export_show_the_bests_kept_test_accuracy_and_final_model(fini
     sync(store, str(tmp_path / "tb"))
     [text] = _accumulator(tmp_path / "tb" / "lineage").Tensors("lineage/ancestry_of_best")
     ancestry = text.tensor_proto.string_val[0].decode()
-    [text] = _accumulator(tmp_path / "tb" / "best_model").Tensors("best_model/genome")
+    [text] = _accumulator(tmp_path / "tb" / "the_best").Tensors("the_best/genome")
     genome = text.tensor_proto.string_val[0].decode()
     for markdown in (ancestry, genome):
         assert "test 97.31%" in markdown

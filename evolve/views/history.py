@@ -149,13 +149,13 @@ class Replay:
         i = len(self.rows) - 1
         window = min(RATE_WINDOW, i)
         if window >= 1 and self._clock[i] > self._clock[i - window]:
-            out["throughput/steps_per_hour"] = window / (self._clock[i] - self._clock[i - window]) * 3600.0
+            out["population/steps_per_hour"] = window / (self._clock[i] - self._clock[i - window]) * 3600.0
         if row.fitness is not None:
-            out["child/fitness"] = row.fitness
+            out["population/child_fitness"] = row.fitness
         if row.train_seconds is not None:
-            out["child/train_seconds"] = row.train_seconds
+            out["population/child_train_seconds"] = row.train_seconds
         if row.params is not None:
-            out["child/params"] = float(row.params)
+            out["population/child_params"] = float(row.params)
         return out
 
     def best(self) -> Row | None:

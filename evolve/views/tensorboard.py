@@ -6,14 +6,15 @@ to date; calling it again, or while the run goes on, never writes a point twice.
 
 Layout of a logdir (each folder is a TensorBoard run)::
 
-    population/          scalars per step (x = step, wall time = the record's created_at):
+    population/          scalars per step (x = step, wall time = the record's created_at), one group
+                         (TensorBoard orders groups by name; the population's curves come first):
                          population/{best,median,worst}_fitness, population/live,
                          population/best_params, population/best_ever_fitness,
-                         throughput/steps_per_hour, child/{fitness,train_seconds,params}
+                         population/steps_per_hour, population/child_{fitness,train_seconds,params}
     lineage/             views of the whole run at global step = individuals included:
-                         the family tree (Graphs), lineage/figure1 (Images),
-                         lineage/ancestry_of_best (Text)
-    best_model/          the best individual's decoded torch module (Graphs), its genome (Text)
+                         the family tree (Graphs: the first run with a graph, so the tab opens on
+                         it), lineage/figure1 (Images), lineage/ancestry_of_best (Text)
+    the_best/            the best individual's decoded torch module (Graphs), its genome (Text)
     finalize/            the models evolve finalize made: finalize/<stage>/{test_accuracy,params,
                          mflops,infer_ms,compute_seconds} (Scalars, at global step = individuals),
                          finalize/table (Text); Figure 1 marks them beside the best
@@ -33,6 +34,7 @@ one file named by the number of individuals it shows; a newer one replaces it.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -81,11 +83,13 @@ STATE_FILE = ".evolve-tb.json"
 STATE_FORMAT = 2  # 2: rows are lists in evolve.views.history.Row's field order
 RUN_POPULATION = "population"
 RUN_LINEAGE = "lineage"
-RUN_BEST = "best_model"
+RUN_BEST = "the_best"  # after "lineage": the Graphs tab opens on the first run, the family tree
 RUN_FINALIZE = "finalize"
 RUN_INDIVIDUALS = "individuals"
 
-_POPULATION_FILE = re.compile(r"events\.out\.tfevents\.(\d{12})\.evolve-steps-(\d{12})")
+_POPULATION_FILE = re.compile(r"events\.out\.tfevents\.(\d{12})\.evolve-population-(\d{12})")
+_RETIRED = (("population", re.compile(r"events\.out\.tfevents\.\d{12}\.evolve-steps-\d{12}")),  # before 0.1.1:
+            ("best_model", re.compile(r"events\.out\.tfevents\.\d{12}\.evolve-best-\d{12}")))  # other tags, run
 _LINEAGE_FILE = re.compile(r"events\.out\.tfevents\.(\d{12})\.evolve-views(?:-f(\d+))?")
 _FINALIZE_FILE = re.compile(r"events\.out\.tfevents\.(\d{12})\.evolve-finalize-([0-9a-f]{12})")
 _BEST_FILE = re.compile(r"events\.out\.tfevents\.(\d{12})\.evolve-best-(\d{12})")
@@ -98,10 +102,10 @@ SCALAR_TAGS = (
     "population/live",
     "population/best_params",
     "population/best_ever_fitness",
-    "throughput/steps_per_hour",
-    "child/fitness",
-    "child/train_seconds",
-    "child/params",
+    "population/steps_per_hour",
+    "population/child_fitness",
+    "population/child_train_seconds",
+    "population/child_params",
 )
 METRIC_TAGS = ("individual/fitness", "individual/val_accuracy", "individual/test_accuracy",
                "individual/train_seconds")
@@ -148,6 +152,20 @@ def _run_id(record: dict[str, Any]) -> str:
 
 
 
+
+
+def _retire(logdir: str) -> bool:
+    """Remove the files an earlier version wrote under other tag or run names (they would show beside the
+    new ones); the sync then writes their content again. Whether any was removed."""
+    removed = False
+    for run, pattern in _RETIRED:
+        folder = os.path.join(logdir, run)
+        for name, _ in files_matching(folder, pattern):
+            os.remove(os.path.join(folder, name))
+            removed = True
+        with contextlib.suppress(OSError):
+            os.rmdir(folder)  # only when empty
+    return removed
 
 
 def _committed_next(logdir: str) -> int:
@@ -228,7 +246,7 @@ def sync(store: Store, logdir: str, *, individuals: bool = False, views: bool = 
     run list of thousands hides the few runs that answer "how is it doing"; turned on later, it
     writes those of every individual already shown). ``views``: the lineage
     run (family tree, Figure 1, ancestry of the best). ``model_graph``: the best's module in
-    ``best_model/``. ``views_every``: rewrite the lineage views at most this often (seconds;
+    ``the_best/``. ``views_every``: rewrite the lineage views at most this often (seconds;
     0 = whenever the number of individuals changed); a live run passes a minute or so.
     """
     started = time.perf_counter()
@@ -242,6 +260,7 @@ def sync(store: Store, logdir: str, *, individuals: bool = False, views: bool = 
         if state is not None and state.run != run_id:
             raise ViewError(f"logdir {logdir} holds the views of another run ({state.store}); "
                             "use an empty folder for this one")
+        report.rebuilt = _retire(logdir)
         committed = _committed_next(logdir)
         if state is None or state.replay.next_step != committed:
             state = _State(run=run_id, store=store.url, replay=replay_all(store, committed, threads))
@@ -273,7 +292,7 @@ def sync(store: Store, logdir: str, *, individuals: bool = False, views: bool = 
                         replay.death(loser)
                     events.append(_step_event(replay))
                 del records
-            name = f"events.out.tfevents.{new[0]:012d}.evolve-steps-{new[-1]:012d}"
+            name = f"events.out.tfevents.{new[0]:012d}.evolve-population-{new[-1]:012d}"
             with event_file(os.path.join(logdir, RUN_POPULATION), name, replay.rows[new[0]].time) as f:
                 for event in events:
                     f.add_bytes(event)
@@ -426,7 +445,7 @@ def _write_views(store: Store, logdir: str, state: _State, report: SyncReport, r
             f.add(Event(step=best.step, wall_time=wall, tagged_run_metadata=TaggedRunMetadata(
                 tag=f"individual_{best.step}", run_metadata=run_metadata.SerializeToString())))
             f.add(Event(step=best.step, wall_time=wall, summary=Summary(value=[
-                text_value("best_model/genome", genome_markdown(best_record))])))
+                text_value("the_best/genome", genome_markdown(best_record))])))
         replace_older(folder, _BEST_FILE, name)
         report.best_model = True
 

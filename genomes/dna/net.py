@@ -111,7 +111,7 @@ def _fit(x: torch.Tensor, size: torch.Size, channels: int) -> torch.Tensor:
 def _nearest(have: int, want: int, device: torch.device) -> torch.Tensor:
     """The rows ``F.interpolate(mode="nearest")`` picks, as its kernel computes them (float32 scale, floor):
     the same values, as a gather that every exporter translates alike (ONNX's Resize rounds otherwise)."""
-    scale = torch.tensor(have, dtype=torch.float32) / want
+    scale = torch.as_tensor(have, dtype=torch.float32) / want  # as_tensor: under tracing `have` is a tensor
     index = torch.floor(torch.arange(want, dtype=torch.float32) * scale).long().clamp(max=have - 1)
     return index.to(device)
 
