@@ -144,7 +144,7 @@ def test_sigkill_twice_then_resume(tmp_path):
 
 
 def test_ctrl_c_stops_with_130_then_resume_finishes(tmp_path):
-    config, store = write_config(tmp_path)
+    config, store = write_config(tmp_path, synthetic_seconds=0.1)  # 0.02: on a loaded machine done before the signal
     proc = evolve("run", "--executor", "local", "--config", config)
     at = signal_when(proc, store, POPULATION + 20, signal.SIGINT)
     out, err = proc.communicate(timeout=60)
