@@ -91,7 +91,8 @@ def test_the_readme_runs_as_pasted(tmp_path):
         for old, new, _ in CHANGES:
             text = text.replace(old, new.replace("{endpoint}", endpoint))
         env = {**os.environ, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-               "AWS_DEFAULT_REGION": "us-east-1", "RAY_ENABLE_UV_RUN_RUNTIME_ENV": "0"}
+               "AWS_DEFAULT_REGION": "us-east-1", "RAY_ENABLE_UV_RUN_RUNTIME_ENV": "0",
+               "PATH": os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")])}  # evolve, python3
         env.pop("PYTHONPATH", None)
         for block in runnable(text):
             command = ["bash", "-euo", "pipefail", "-c", block.code] if block.language != "python" else \
