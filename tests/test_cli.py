@@ -543,3 +543,10 @@ def test_the_estimate_follows_the_recent_rate_and_says_at_least_while_the_run_sl
     steady = Eta(100)
     lines = [steady(done, now=2.0 * done) for done in range(0, 60)]
     assert lines[-1] == ", about 1m22s left" and lines[40] == ", about 2m00s left" and lines[29] == ""
+
+    stalled = Eta(100)  # nothing finishes for a while: the rate falls, the estimate stays and grows
+    for t, done in [(0, 0), (30, 30), (60, 50)]:
+        stalled(done, now=float(t))
+    later = [stalled(50, now=float(t)) for t in (90, 150, 400)]
+    assert all(text.startswith(", at least") for text in later), later
+    assert _left(later[0]) < _left(later[1]) < _left(later[2])

@@ -182,7 +182,7 @@ def test_lineage_hparams_and_best_model(finished):
 
 
 def test_individual_runs_are_opt_in_and_added_for_every_individual_when_turned_on(finished, tmp_path):
-    """By default the run list holds population, lineage and best_model alone; --individuals later adds
+    """By default the run list holds population, lineage and the_best alone; --individuals later adds
     one run per individual already shown, and no point elsewhere."""
     store, _, _ = finished
     logdir = tmp_path / "tb"
@@ -198,18 +198,22 @@ def test_individual_runs_are_opt_in_and_added_for_every_individual_when_turned_o
 
 
 def test_a_logdir_an_earlier_version_wrote_is_rewritten_under_the_new_names(finished, tmp_path):
-    """Before 0.1.1 the population files were named evolve-steps-* (child/*, throughput/* tags) and the best's
-    run was best_model/: left there, TensorBoard would show both. A sync removes them and writes again."""
+    """An earlier evolve named the population files evolve-steps-* (child/*, throughput/* tags), the best's run
+    best_model/ and the lineage file evolve-views (mutations as JSON): left there, TensorBoard would show both.
+    A sync removes them and writes them again."""
     store, full, _ = finished
     logdir = tmp_path / "tb"
     sync(store, str(logdir))
     for path in (logdir / "population").iterdir():
         path.rename(path.with_name(path.name.replace("evolve-population-", "evolve-steps-")))
     (logdir / "the_best").rename(logdir / "best_model")  # its files were named as they are now
+    for path in (logdir / "lineage").iterdir():
+        path.rename(path.with_name(path.name.replace("evolve-lineage", "evolve-views")))
     report = sync(store, str(logdir))
     assert report.rebuilt and report.new == N and report.best_model
     assert not (logdir / "best_model").exists()
     assert all("evolve-population-" in p.name for p in (logdir / "population").iterdir())
+    assert [p.name for p in (logdir / "lineage").iterdir()] == [f"events.out.tfevents.{N:012d}.evolve-lineage"]
     assert _scalars(logdir / "population") == _scalars(full / "population")
 
 
@@ -277,7 +281,7 @@ def test_sync_during_a_live_run(tmp_path):
     total = POPULATION + 60
     assert last is not None and last.individuals == total
     # the views show the whole run, whether the syncer's last round or close() wrote them
-    assert os.listdir(logdir / "lineage") == [f"events.out.tfevents.{total:012d}.evolve-views"]
+    assert os.listdir(logdir / "lineage") == [f"events.out.tfevents.{total:012d}.evolve-lineage"]
     assert any(0 < r.new < total for r in reports[1:]), f"no sync saw the run half-way: {[r.new for r in reports]}"
     reports.append(last)
     assert sum(r.new for r in reports) == total
@@ -294,11 +298,14 @@ def test_unreadable_record_is_skipped_and_counted(finished, tmp_path):
     broken = _copy_partial(store, tmp_path / "broken", range(N), deaths_upto=N)
     bad = 30
     (tmp_path / "broken" / individual_key(bad)).write_text("{not json")
-    report = sync(broken, str(tmp_path / "tb"))
+    report = sync(broken, str(tmp_path / "tb"), individuals=True)
     assert report.individuals == N and [step_of(k) for k, _ in report.unreadable] == [bad]
+    assert report.hparams_runs == N - 1
     scalars = _scalars(tmp_path / "tb" / "population")
     assert len(scalars["population/live"]) == N and len(scalars["population/child_fitness"]) == N - 1
     assert not (tmp_path / "tb" / "individuals" / f"{bad:06d}").exists()
+    again = sync(broken, str(tmp_path / "tb"), individuals=True)  # not read, nor warned about, every sync
+    assert (again.unreadable, again.hparams_runs) == ([], 0)
 
 
 def test_logdir_of_another_run_is_refused(finished, tmp_path):

@@ -264,23 +264,24 @@ class Eta:
     lower, the run is slowing down and the estimate reads "at least".
     """
 
-    def __init__(self, total: int, least: float = 30.0) -> None:
+    def __init__(self, total: int, least: float = 30.0, started: float | None = None) -> None:
         self.total, self.least = total, least
-        self.started: float | None = None
+        self.started = started
         self.first = 0
         self.samples: collections.deque[tuple[float, int]] = collections.deque()
 
     def __call__(self, done: int, now: float | None = None) -> str:
         """", about 3m10s left" (or ", at least ..."), or "" before a rate can be told."""
         now = time.monotonic() if now is None else now
-        if self.started is None:
-            self.started, self.first = now, done
+        if not self.samples:
+            self.started = now if self.started is None else self.started
+            self.first = done
         if not self.samples or done != self.samples[-1][1]:
             self.samples.append((now, done))
         elapsed = now - self.started
         cutoff = now - max(self.least, elapsed / 2)
-        while len(self.samples) > 1 and self.samples[1][0] <= cutoff:
-            self.samples.popleft()
+        while len(self.samples) > 1 and self.samples[1][0] <= cutoff and self.samples[1][1] < done:
+            self.samples.popleft()  # keeps a sample below ``done``: a stall lowers the rate, never hides it
         since, then = (self.started, self.first) if self.samples[0][0] > cutoff else self.samples[0]
         if done >= self.total or elapsed < 2 * self.least or now <= since or done <= then:
             return ""
@@ -299,7 +300,7 @@ class LogProgress:
     def __init__(self, total: int, every: float = 30.0, label: str = "evolving", unit: str = "individuals") -> None:
         self.total, self.every, self.label, self.unit = total, every, label, unit
         self.started = self.last = time.monotonic()
-        self.eta = Eta(total)
+        self.eta = Eta(total, started=self.started)
 
     def update(self, done: int, force: bool = False) -> None:
         now = time.monotonic()

@@ -28,7 +28,7 @@ applied at its ``killed_at_step``). Only the contiguous prefix of steps is inclu
 done beyond a gap (still in flight) wait for the next sync. Every event file is written
 under a temporary name and renamed into place, and the population files are named by the
 steps they cover, so the logdir itself says how far it got: a crash at any point leaves
-either a whole file or none. Views that are not append-only (lineage, best_model) live in
+either a whole file or none. Views that are not append-only (lineage, the_best) live in
 one file named by the number of individuals it shows; a newer one replaces it.
 """
 
@@ -88,9 +88,12 @@ RUN_FINALIZE = "finalize"
 RUN_INDIVIDUALS = "individuals"
 
 _POPULATION_FILE = re.compile(r"events\.out\.tfevents\.(\d{12})\.evolve-population-(\d{12})")
-_RETIRED = (("population", re.compile(r"events\.out\.tfevents\.\d{12}\.evolve-steps-\d{12}")),  # before 0.1.1:
-            ("best_model", re.compile(r"events\.out\.tfevents\.\d{12}\.evolve-best-\d{12}")))  # other tags, run
-_LINEAGE_FILE = re.compile(r"events\.out\.tfevents\.(\d{12})\.evolve-views(?:-f(\d+))?")
+_RETIRED = (  # what an earlier evolve wrote under other tags and run names, or with mutations as JSON
+    ("population", re.compile(r"events\.out\.tfevents\.\d{12}\.evolve-steps-\d{12}")),
+    ("best_model", re.compile(r"events\.out\.tfevents\.\d{12}\.evolve-best-\d{12}")),
+    ("lineage", re.compile(r"events\.out\.tfevents\.\d{12}\.evolve-views(?:-f\d+)?")),
+)
+_LINEAGE_FILE = re.compile(r"events\.out\.tfevents\.(\d{12})\.evolve-lineage(?:-f(\d+))?")
 _FINALIZE_FILE = re.compile(r"events\.out\.tfevents\.(\d{12})\.evolve-finalize-([0-9a-f]{12})")
 _BEST_FILE = re.compile(r"events\.out\.tfevents\.(\d{12})\.evolve-best-(\d{12})")
 _HPARAMS_FILE = "events.out.tfevents.{step:012d}.evolve-hparams"
@@ -302,7 +305,7 @@ def sync(store: Store, logdir: str, *, individuals: bool = False, views: bool = 
             state.save(logdir)
         report.individuals = replay.next_step
         if individuals:
-            report.hparams_runs = _write_hparams(store, logdir, replay.next_step, space, report, threads)
+            report.hparams_runs = _write_hparams(store, logdir, replay, space, report, threads)
         best = replay.best()
         if best is not None:
             report.best_step, report.best_fitness = best.step, best.fitness
@@ -351,15 +354,17 @@ def hparams_of(record: Individual, space: Any) -> dict[str, Any]:
     return out
 
 
-def _write_hparams(store: Store, logdir: str, upto: int, space: Any, report: SyncReport, threads: int) -> int:
-    """The HParams run of every individual below ``upto`` that has none yet; how many were written."""
+def _write_hparams(store: Store, logdir: str, replay: Replay, space: Any, report: SyncReport, threads: int) -> int:
+    """The HParams run of every individual the views include that has none yet (and a readable record);
+    how many were written."""
     from tensorboard.compat.proto.event_pb2 import Event
     from tensorboard.plugins.hparams.summary_v2 import hparams_pb
 
     root = os.path.join(logdir, RUN_INDIVIDUALS)
     have = {int(n) for n in (os.listdir(root) if os.path.isdir(root) else ()) if n.isdigit()}
     have = {s for s in have if os.path.exists(os.path.join(root, f"{s:06d}", _HPARAMS_FILE.format(step=s)))}
-    missing = [s for s in range(upto) if s not in have]
+    unreadable = {row.step for row in replay.rows if row.origin == "unreadable"}  # counted once, by the replay
+    missing = [s for s in range(replay.next_step) if s not in have and s not in unreadable]
     written = 0
     for chunk in range(0, len(missing), CHUNK):
         keys = [individual_key(s) for s in missing[chunk:chunk + CHUNK]]
@@ -400,7 +405,7 @@ def _write_views(store: Store, logdir: str, state: _State, report: SyncReport, r
 
     marks = finalize_marks(store) if views else []
     folder = os.path.join(logdir, RUN_LINEAGE)
-    name = f"events.out.tfevents.{count:012d}.evolve-views" + (f"-f{len(marks)}" if marks else "")
+    name = f"events.out.tfevents.{count:012d}.evolve-lineage" + (f"-f{len(marks)}" if marks else "")
     due = time.time() - state.views_at >= views_every
     if views and due and not os.path.exists(os.path.join(folder, name)):
         best_record = read_best_record(store, best.step) if best else None
