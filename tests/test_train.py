@@ -83,3 +83,21 @@ def test_dropout_draws_from_the_seed_not_from_what_the_process_did_before(digits
         runs.append(weights_from_bytes(trainer.train(genome, None, seed=5).weights))
         assert torch.equal(torch.get_rng_state(), state), "training leaves the process's generator where it was"
     assert all(torch.equal(runs[0][k], runs[1][k]) for k in runs[0])
+
+
+@pytest.mark.parametrize("shares, cores, samples", [
+    ([0.0, 0.48, 0.99], 2, 3),  # the search's Ray workers going away: busy for a second, then both cores free
+    ([0.5, 0.5], 1, 2),  # another job on one core: one more look, then one thread
+    ([1.0], 2, 1),  # idle: one look
+    ([0.1, 0.2, 0.3, 0.4, 0.45, 0.9], 1, 5),  # at most four more looks
+])
+def test_free_cores_waits_out_processes_that_just_ended(monkeypatch, shares, cores, samples):
+    """What `/proc/stat` showed over successive half-seconds (measured after `evolve.run` returned on Ray:
+    0.00, 0.48, 0.99, 0.94, ...): the final training right after the search took one thread of two before."""
+    from evolve.training import threads
+
+    seen = iter(shares)
+    taken = []
+    monkeypatch.setattr(threads.os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(threads, "_idle_share", lambda seconds: taken.append(seconds) or next(seen))
+    assert threads.free_cores() == cores and len(taken) == samples

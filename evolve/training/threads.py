@@ -19,12 +19,21 @@ import os
 from collections.abc import Iterator
 
 
-def free_cores(sample_seconds: float = 0.5) -> int:
+def free_cores(sample_seconds: float = 0.5, settle: int = 4) -> int:
     """The cores not busy now, at least 1: the machine's cores times the share of CPU time that was idle over
-    ``sample_seconds`` (``/proc/stat``). Where that cannot be read, the cores less the 1-minute load average:
-    a lagging figure (right after the search it still counts the search's own workers)."""
+    ``sample_seconds`` (``/proc/stat``). While that share is rising (processes that just ended, such as the
+    search's Ray workers, which keep both cores busy for half a second to a second as they go), up to
+    ``settle`` more samples are taken and the last one counts. Where ``/proc/stat`` cannot be read, the cores
+    less the 1-minute load average: a lagging figure (right after the search it still counts the search)."""
     cores = os.cpu_count() or 1
     idle = _idle_share(sample_seconds)
+    for _ in range(settle if idle is not None else 0):
+        if cores * idle >= cores - 0.5:
+            break
+        later = _idle_share(sample_seconds)
+        if later is None or later <= idle:
+            break
+        idle = later
     if idle is None:
         try:
             busy = os.getloadavg()[0]
