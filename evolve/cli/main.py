@@ -149,9 +149,9 @@ def run(
     reference: Annotated[Optional[bool], typer.Option("--reference/--no-reference", help=REFERENCE_HELP)] = None,
 ) -> None:
     """Start (or continue) an evolution run; with no options, a small demo on the embedded dataset (a search
-    of 9-11 minutes on two cores). After the search: the best's test accuracy, its final training
-    (final_batches, 4,000 on the demo: about 2 minutes) and LeNet-5 on the same split for reference (about
-    15 s; --no-reference skips it), each with a progress bar."""
+    of 7-11 minutes on two cores). After the search: the best's test accuracy, its final training
+    (final_batches, 4,000 on the demo: about a minute on two free cores) and LeNet-5 on the same split for
+    reference (about 10 s; --no-reference skips it), each with a progress bar."""
     from evolve.api import run as start
 
     given = {"store": store, "genome": genome, "selection": selection, "population": population,
