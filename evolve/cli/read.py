@@ -24,7 +24,8 @@ from evolve.cli.console import (
     warn_unreadable,
 )
 from evolve.final.final_model import describe_final
-from evolve.views.lineage import fitness_text, mutation_text
+from evolve.views.lineage import fitness_text
+from genomes.words import mutation_words
 
 
 def _open(store: str, options: str | None) -> Any:
@@ -133,7 +134,7 @@ def lineage(
         return print_json("lineage", {"store": run.url, "step": chain[-1].step, "lineage": rows})
     table = Table("step", "mutation", "parameters", "fitness")
     for row in rows:
-        mutation = mutation_text(row["mutation"], row["mutation_params"])
+        mutation = mutation_words(row["mutation"], row["mutation_params"])
         table.add_row(str(row["step"]), mutation, f"{row['params'] or 0:,}", fitness_text(row["fitness"]))
     out.print(table)
 

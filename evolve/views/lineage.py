@@ -95,17 +95,11 @@ def ancestry_markdown(chain: list[dict[str, Any]], best_record: dict[str, Any] |
     lines.append("|---:|---:|---|---:|---:|---:|")
     previous: float | None = None
     for i, row in enumerate(chain):
-        mutation = mutation_text(row.mutation, row.mutation_params) if row.mutation else row.origin or "initial"
+        mutation = mutation_words(row.mutation, row.mutation_params) if row.mutation else row.origin or "initial"
         delta = "" if previous is None or row.fitness is None else _fitness_delta(row.fitness, previous)
         lines.append(f"| {i} | {row.step} | {mutation} | {row.params or 0:,} | {fitness_text(row.fitness)} | {delta} |")
         previous = row.fitness if row.fitness is not None else previous
     return "\n".join(lines)
-
-
-def mutation_text(name: str | None, params: dict[str, Any] | None) -> str:
-    """A mutation for people (``genomes.words``): ``insert conv 3x3 after vertex 4 (...)``, ``learning rate
-    0.1 → 0.082``."""
-    return mutation_words(name, params)
 
 
 def _scope(row: dict[str, Any], total: int, generational: bool) -> str:

@@ -361,8 +361,8 @@ def _write_hparams(store: Store, logdir: str, replay: Replay, space: Any, report
     from tensorboard.plugins.hparams.summary_v2 import hparams_pb
 
     root = os.path.join(logdir, RUN_INDIVIDUALS)
-    have = {int(n) for n in (os.listdir(root) if os.path.isdir(root) else ()) if n.isdigit()}
-    have = {s for s in have if os.path.exists(os.path.join(root, f"{s:06d}", _HPARAMS_FILE.format(step=s)))}
+    have = {int(n) for n in (os.listdir(root) if os.path.isdir(root) else ())
+            if n.isdigit() and os.path.exists(os.path.join(root, n, _HPARAMS_FILE.format(step=int(n))))}
     unreadable = {row.step for row in replay.rows if row.origin == "unreadable"}  # counted once, by the replay
     missing = [s for s in range(replay.next_step) if s not in have and s not in unreadable]
     written = 0
